@@ -1,0 +1,226 @@
+"""Drives one launched session through its phases on its platform, resumable after a restart.
+
+Platform calls happen outside any transaction; each phase change is one transaction that updates
+the run and queues its session event (deterministic id ``<session>:<phase>``), so a resumed driver
+that repeats a step publishes nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+
+from shared import subjects
+from shared.bus.runtime import ServiceRuntime
+from shared.bus.store import Transaction
+from shared.lifecycle import Phase, transition
+from shared.messages import SessionEvent
+from shared.models import MessageItem
+from shared.telemetry import current_trace_id, trace_id_from_headers
+
+from services.launcher import domain
+from services.launcher import store as tables
+from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunStatus
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("execution_broker.launcher")
+
+_TRANSIENT_RETRIES = 5
+
+
+class Drivers:
+    def __init__(self, runtime: ServiceRuntime, platforms: Mapping[str, Platform], work_root: Path) -> None:
+        self.runtime = runtime
+        self.platforms = platforms
+        self.work_root = work_root
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+
+    def ensure(self, session_id: str) -> None:
+        task = self._tasks.get(session_id)
+        if task is None or task.done():
+            self._wake[session_id] = asyncio.Event()
+            self._tasks[session_id] = asyncio.create_task(self._drive(session_id), name=f"drive-{session_id}")
+
+    def wake(self, session_id: str) -> None:
+        event = self._wake.get(session_id)
+        if event is not None:
+            event.set()
+
+    async def resume_all(self) -> None:
+        for session_id in await tables.active(self.runtime.store):
+            self.ensure(session_id)
+
+    async def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    def spec_for(self, run: tables.Run) -> LaunchSpec:
+        work_dir = self.work_root / run.session_id
+        work_dir.mkdir(parents=True, exist_ok=True)
+        return LaunchSpec(
+            session_id=run.session_id,
+            executable=run.spec["executable"],
+            cores=run.spec["cores"],
+            memory_gib=run.spec["memory_gib"],
+            slot_end=datetime.fromisoformat(run.spec["end"]),
+            work_dir=work_dir,
+        )
+
+    async def _drive(self, session_id: str) -> None:
+        try:
+            await self._steps(session_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("launcher: session %s failed unexpectedly", session_id)
+            await self._finish(session_id, Phase.FAILED, f"internal launcher error: {type(exc).__name__}: {exc}")
+        finally:
+            self._tasks.pop(session_id, None)
+            self._wake.pop(session_id, None)
+
+    async def _steps(self, session_id: str) -> None:
+        run = await tables.read(self.runtime.store, session_id)
+        if run is None or run.phase in (Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED):
+            return
+        # The driver runs outside any message handler: rejoin the session's trace so platform calls
+        # and phase events appear under the request that created the session.
+        otel_context.attach(propagate.extract(run.trace))
+        with _tracer.start_as_current_span(f"run session {session_id}"):
+            await self._run(session_id, run)
+
+    async def _run(self, session_id: str, run: tables.Run) -> None:
+        platform = self.platforms[run.platform]
+        spec = self.spec_for(run)
+
+        if run.phase in (Phase.ACCEPTED, Phase.WAITING, Phase.PREPARING):
+            if run.cancel_reason:
+                await self._finish(session_id, Phase.CANCELLED, f"Cancelled: {run.cancel_reason}")
+                return
+            await self._advance(session_id, Phase.PREPARING)
+            try:
+                await self._with_retries(lambda: platform.prepare(spec))
+            except PlatformError as exc:
+                await platform.release(spec, None)
+                await self._finish(session_id, Phase.FAILED, exc.message)
+                return
+            await self._advance(session_id, Phase.AVAILABLE)
+            run = await tables.read(self.runtime.store, session_id)
+            assert run is not None
+
+        if run.phase is Phase.AVAILABLE or run.handle is None:
+            if run.cancel_reason:
+                await platform.release(spec, None)
+                await self._finish(session_id, Phase.CANCELLED, f"Cancelled: {run.cancel_reason}")
+                return
+            try:
+                handle = await self._with_retries(lambda: platform.start(spec))
+            except PlatformError as exc:
+                await platform.release(spec, None)
+                await self._finish(session_id, Phase.FAILED, exc.message)
+                return
+            await self._advance(session_id, Phase.RUNNING, handle=handle)
+        else:
+            handle = run.handle
+
+        await self._monitor(session_id, platform, spec, handle)
+
+    async def _monitor(self, session_id: str, platform: Platform, spec: LaunchSpec, handle: str) -> None:
+        wake = self._wake.get(session_id) or asyncio.Event()
+        while True:
+            run = await tables.read(self.runtime.store, session_id)
+            if run is None:
+                return
+            status: RunStatus | None = None
+            if not run.cancel_reason:
+                try:
+                    status = await platform.poll(spec, handle)
+                except PlatformError as exc:
+                    if not exc.transient:
+                        status = RunStatus(state="FAILED", message=exc.message)  # type: ignore[arg-type]
+            ending = domain.judge(status, run.cancel_reason, spec.slot_end, datetime.now(UTC))
+            if ending is not None:
+                if ending.needs_stop:
+                    await platform.cancel(spec, handle)
+                await self._advance(session_id, Phase.RELEASING)
+                await platform.release(spec, handle)
+                outputs = status.outputs if status else {}
+                await self._finish(session_id, ending.phase, ending.message, outputs=outputs,
+                                   connectors=status.connectors if status else [])
+                return
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=platform.poll_interval(spec))
+            except TimeoutError:
+                pass
+            wake.clear()
+
+    async def _with_retries(self, call):  # type: ignore[no-untyped-def]
+        for attempt in range(_TRANSIENT_RETRIES):
+            try:
+                return await call()
+            except PlatformError as exc:
+                if not exc.transient or attempt == _TRANSIENT_RETRIES - 1:
+                    raise
+                await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    async def _advance(self, session_id: str, phase: Phase, *, handle: str | None = None) -> None:
+        async def work(tx: Transaction) -> None:
+            run = await tables.get(tx, session_id)
+            if run is None or not transition(run.phase, phase):
+                return
+            await tables.set_phase(tx, session_id, phase, handle)
+            await publish_phase(tx, session_id, phase, run.trace)
+
+        await self.runtime.unit_of_work(work)
+
+    async def _finish(
+        self,
+        session_id: str,
+        phase: Phase,
+        message: str | None,
+        *,
+        outputs: Mapping[str, str] | None = None,
+        connectors: list[dict[str, str]] | None = None,
+    ) -> None:
+        async def work(tx: Transaction) -> None:
+            run = await tables.get(tx, session_id)
+            if run is None or not transition(run.phase, phase):
+                return
+            messages: list[MessageItem] = []
+            if message:
+                level = MessageItem.info if phase is Phase.COMPLETED else MessageItem.error
+                messages.append(level("urn:session-ended", "${reason}", time=tx.now, reason=message))
+            for name, location in (outputs or {}).items():
+                messages.append(MessageItem.info("urn:session-output", "Output ${name}: ${location}",
+                                                 time=tx.now, name=name, location=location))
+            await tables.set_phase(tx, session_id, phase)
+            await publish_phase(tx, session_id, phase, run.trace, messages, dict(outputs or {}),
+                                connectors or [])
+
+        await self.runtime.unit_of_work(work)
+
+
+async def publish_phase(
+    tx: Transaction,
+    session_id: str,
+    phase: Phase,
+    trace: dict[str, str],
+    messages: list[MessageItem] | None = None,
+    outputs: dict[str, str] | None = None,
+    connectors: list[dict[str, str]] | None = None,
+) -> None:
+    event = SessionEvent(
+        session_id=session_id, phase=phase.value, at=tx.now, messages=messages or [],
+        outputs=outputs or {}, connectors=connectors or [],
+        trace_id=trace_id_from_headers(trace) or current_trace_id(),
+    )
+    await tx.publish(subjects.session_event(session_id, phase.value), event.to_bytes(),
+                     subjects.phase_msg_id(session_id, phase.value), trace_headers=trace or None)

@@ -1,0 +1,47 @@
+"""Thin handlers of the launcher: record launches and stops; the drivers do the slow work."""
+
+from __future__ import annotations
+
+from shared.bus.runtime import Incoming
+from shared.bus.store import Transaction, current_trace_headers
+from shared.lifecycle import Phase
+from shared.messages import LaunchSession, StopSession
+from shared.models import MessageItem
+
+from services.launcher import store as tables
+from services.launcher.driver import Drivers, publish_phase
+
+
+class LauncherHandlers:
+    def __init__(self, drivers: Drivers, platform: str) -> None:
+        self.drivers = drivers
+        self.platform = platform
+
+    async def launch(self, tx: Transaction, msg: Incoming) -> None:
+        command = LaunchSession.model_validate_json(msg.body)
+        run = tables.Run(
+            session_id=command.session_id,
+            owner=command.owner,
+            platform=self.platform,
+            phase=Phase.WAITING,
+            spec=command.model_dump(mode="json"),
+            handle=None,
+            cancel_reason=None,
+            trace=current_trace_headers(),
+        )
+        await tables.insert(tx, run)
+        # The driver's first step waits for this transaction's lock, so it sees the committed row.
+        self.drivers.ensure(command.session_id)
+
+    async def stop(self, tx: Transaction, msg: Incoming) -> None:
+        command = StopSession.model_validate_json(msg.body)
+        run = await tables.get(tx, command.session_id)
+        if run is None:
+            # Never launched here: nothing runs, so the stop itself ends the session.
+            await publish_phase(tx, command.session_id, Phase.CANCELLED, current_trace_headers(), [
+                MessageItem.info("urn:cancelled", "Cancelled before launch: ${reason}", time=tx.now,
+                                 reason=command.reason)])
+            return
+        await tables.request_cancel(tx, command.session_id, command.reason)
+        self.drivers.wake(command.session_id)
+        self.drivers.ensure(command.session_id)

@@ -1,0 +1,114 @@
+"""The platform port: what the launcher needs from every execution platform.
+
+A plugin (local, canfar, dirac, jbo) implements `Platform` and is found through the entry-point group
+`execution_broker.platforms`. The launcher owns the session lifecycle, the clock and the persistence;
+a plugin only stages, starts, observes, stops and cleans up one run. Everything a plugin needs to find
+a run again after a launcher restart must be inside the opaque handle string returned by `start`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# The kind URIs end with these names; the base URL differs between schema versions and mirrors,
+# so plugins match on the suffix rather than on the whole URI.
+JUPYTER_NOTEBOOK_KIND = "kinds/executable/jupyter-notebook.yaml"
+DOCKER_CONTAINER_KIND = "kinds/executable/docker-container.yaml"
+SINGULARITY_CONTAINER_KIND = "kinds/executable/singularity-container.yaml"
+
+
+class RunState(StrEnum):
+    PREPARING = "PREPARING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+
+
+class LaunchSpec(BaseModel):
+    """Everything a platform needs to run one session's executable."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str
+    # The IVOA executable component as JSON: {"kind": <uri>, ...kind-specific fields}.
+    executable: dict[str, Any]
+    cores: int = Field(ge=1)
+    memory_gib: int = Field(ge=1)
+    # Aware UTC. The launcher stops the run at this time; plugins may use it for platform-side limits.
+    slot_end: datetime
+    # Per-session folder owned by the launcher; plugins write inputs, logs and outputs here.
+    work_dir: Path
+    environment: dict[str, str] = {}
+
+    @property
+    def executable_kind(self) -> str:
+        kind = self.executable.get("kind")
+        return kind if isinstance(kind, str) else ""
+
+
+class RunStatus(BaseModel):
+    state: RunState
+    # A human reason; required for FAILED and CANCELLED so the user always learns why.
+    message: str | None = None
+    # name -> path or URL, e.g. {"notebook": ".../output.ipynb", "log": ".../runner.log"}.
+    outputs: dict[str, str] = {}
+    # e.g. {"kind": "urn:jupyter-notebook", "protocol": "HTTPS", "location": url, "status": "AVAILABLE"}.
+    connectors: list[dict[str, str]] = []
+
+    @model_validator(mode="after")
+    def _reason_for_bad_endings(self) -> RunStatus:
+        if self.state in (RunState.FAILED, RunState.CANCELLED) and not self.message:
+            raise ValueError(f"a {self.state} run status needs a message")
+        return self
+
+
+class PlatformError(Exception):
+    """A failure the session should report as FAILED with this message.
+
+    `transient` marks failures worth retrying (a platform API briefly unreachable), as opposed to
+    failures that will never succeed (a notebook that does not exist).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
+
+
+@runtime_checkable
+class Platform(Protocol):
+    name: str
+
+    async def prepare(self, spec: LaunchSpec) -> None:
+        """Stage the inputs (fetch the notebook, check the image); raise PlatformError."""
+        ...
+
+    async def start(self, spec: LaunchSpec) -> str:
+        """Start the run; return an opaque handle that survives a launcher restart."""
+        ...
+
+    async def poll(self, spec: LaunchSpec, handle: str) -> RunStatus:
+        """Observe the run using only the handle and the platform (never in-memory state)."""
+        ...
+
+    async def cancel(self, spec: LaunchSpec, handle: str) -> None:
+        """Really stop the run; idempotent, and harmless after the run has finished."""
+        ...
+
+    async def release(self, spec: LaunchSpec, handle: str | None) -> None:
+        """Free platform resources, keeping the outputs; idempotent. handle is None if never started."""
+        ...
+
+    def poll_interval(self, spec: LaunchSpec) -> float:
+        """Seconds the launcher should wait between polls of this run."""
+        ...

@@ -1,0 +1,92 @@
+"""The launcher's table: one row per launched session, enough to resume it after a restart."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from shared.bus.store import Store, Transaction
+from shared.lifecycle import Phase
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    session_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    handle TEXT,
+    cancel_reason TEXT,
+    trace TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_active ON runs(session_id)
+    WHERE phase NOT IN ('COMPLETED', 'FAILED', 'CANCELLED');
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    session_id: str
+    owner: str
+    platform: str
+    phase: Phase
+    spec: dict[str, Any]
+    handle: str | None
+    cancel_reason: str | None
+    trace: dict[str, str]
+
+
+def _run(r: Any) -> Run:
+    return Run(
+        session_id=r["session_id"],
+        owner=r["owner"],
+        platform=r["platform"],
+        phase=Phase(r["phase"]),
+        spec=json.loads(r["spec"]),
+        handle=r["handle"],
+        cancel_reason=r["cancel_reason"],
+        trace=json.loads(r["trace"]),
+    )
+
+
+async def insert(tx: Transaction, run: Run) -> bool:
+    changed = await tx.execute(
+        "INSERT OR IGNORE INTO runs(session_id, owner, platform, phase, spec, trace, updated) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (run.session_id, run.owner, run.platform, run.phase.value, json.dumps(run.spec),
+         json.dumps(run.trace), tx.now.isoformat()),
+    )
+    return changed > 0
+
+
+async def get(tx: Transaction, session_id: str) -> Run | None:
+    row = await tx.fetchone("SELECT * FROM runs WHERE session_id = ?", (session_id,))
+    return _run(row) if row is not None else None
+
+
+async def read(store: Store, session_id: str) -> Run | None:
+    rows = await store.read("SELECT * FROM runs WHERE session_id = ?", (session_id,))
+    return _run(rows[0]) if rows else None
+
+
+async def active(store: Store) -> list[str]:
+    rows = await store.read(
+        "SELECT session_id FROM runs WHERE phase NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"
+    )
+    return [r[0] for r in rows]
+
+
+async def set_phase(tx: Transaction, session_id: str, phase: Phase, handle: str | None = None) -> None:
+    await tx.execute(
+        "UPDATE runs SET phase = ?, handle = COALESCE(?, handle), updated = ? WHERE session_id = ?",
+        (phase.value, handle, tx.now.isoformat(), session_id),
+    )
+
+
+async def request_cancel(tx: Transaction, session_id: str, reason: str) -> None:
+    await tx.execute(
+        "UPDATE runs SET cancel_reason = COALESCE(cancel_reason, ?), updated = ? WHERE session_id = ?",
+        (reason, tx.now.isoformat(), session_id),
+    )

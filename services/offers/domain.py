@@ -1,0 +1,435 @@
+"""Pure decisions of the offers service: validate a request, build an offer set, judge an update.
+
+Nothing here touches the bus, the database or the clock: ``now`` is always an argument.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+from shared import iso8601
+from shared.lifecycle import CLIENT_UPDATES, IllegalTransition, Phase, client_update
+from shared.messages import Hold, QuoteSlots
+from shared.models import (
+    DOCKER_CONTAINER_KIND,
+    JUPYTER_NOTEBOOK_KIND,
+    ComponentMetadata,
+    EnumValueOption,
+    ExecutionRequest,
+    InvalidRequest,
+    LifecycleSchedule,
+    MessageItem,
+    MinMax,
+    OfferSetResponse,
+    ScheduledExecutionSession,
+    SimpleComputeResource,
+    StartDurationInstant,
+    StartDurationInterval,
+    parse_execution_request,
+)
+
+# Offer-set ids are derived from request ids so a redelivered request maps to the same offer set.
+_OFFERSET_NAMESPACE = uuid.UUID("5b0f2c1e-8a44-4f57-9d51-2f6c1d8e9a10")
+
+SUPPORTED_EXECUTABLES = {
+    "local": frozenset({JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND}),
+}
+
+
+@dataclass(frozen=True)
+class OfferPolicy:
+    pool: str
+    platform: str
+    prepare_s: int
+    max_offers: int
+    offer_expiry_s: int
+    default_duration_s: int
+    default_window_s: int
+    public_url: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    offerset: OfferSetResponse
+
+
+@dataclass(frozen=True)
+class NeedsQuote:
+    request: ExecutionRequest
+    quote: QuoteSlots
+
+
+def offerset_id_for(request_id: str) -> str:
+    try:
+        return str(uuid.UUID(request_id))
+    except ValueError:
+        return str(uuid.uuid5(_OFFERSET_NAMESPACE, request_id))
+
+
+def _error(now: datetime, kind: str, template: str, **values: object) -> MessageItem:
+    return MessageItem.error(kind, template, time=now, **values)
+
+
+def no_offerset(
+    offerset_id: str, messages: Sequence[MessageItem], now: datetime, policy: OfferPolicy
+) -> OfferSetResponse:
+    return OfferSetResponse(
+        meta=ComponentMetadata(
+            uuid=offerset_id,
+            name=f"offerset-{offerset_id[:8]}",
+            url=f"{policy.public_url}/offersets/{offerset_id}",
+            created=now,
+            messages=list(messages),
+        ),
+        result="NO",
+    )
+
+
+def decide_request(
+    raw: bytes, request_id: str, owner: str, now: datetime, policy: OfferPolicy
+) -> Rejected | NeedsQuote:
+    """Validate everything the offers service can judge alone; the pool's capacity is the scheduler's."""
+    offerset_id = offerset_id_for(request_id)
+    try:
+        request = parse_execution_request(raw, now=now)
+    except InvalidRequest as invalid:
+        return Rejected(no_offerset(offerset_id, invalid.messages, now, policy))
+
+    problems: list[MessageItem] = []
+    executable = request.executable
+    supported = SUPPORTED_EXECUTABLES.get(policy.platform, frozenset())
+    if executable is not None and executable.kind not in supported:
+        problems.append(
+            _error(
+                now,
+                "urn:not-supported",
+                "Executables of kind ${kind} cannot run on platform ${platform}",
+                kind=executable.kind,
+                platform=policy.platform,
+            )
+        )
+    if executable is not None and executable.kind == JUPYTER_NOTEBOOK_KIND:
+        location = getattr(executable, "location", None) or ""
+        if not _is_absolute_location(location):
+            problems.append(
+                _error(
+                    now,
+                    "urn:invalid-value",
+                    "The notebook location '${location}' must be an absolute path or an http(s) or "
+                    "file URL (the broker does not share your working directory)",
+                    location=location,
+                )
+            )
+
+    duration = timedelta(seconds=policy.default_duration_s)
+    window: tuple[datetime, datetime] | None = None
+    requested = request.schedule.requested if request.schedule else None
+    if requested is not None and requested.duration is not None:
+        try:
+            duration = iso8601.parse_duration(requested.duration)
+        except ValueError as exc:
+            problems.append(
+                _error(
+                    now,
+                    "urn:input-syntax-fail",
+                    "The requested duration '${value}' is not a valid ISO-8601 duration: ${reason}",
+                    value=requested.duration,
+                    reason=exc,
+                )
+            )
+    if requested is not None and requested.start is not None:
+        try:
+            window = iso8601.parse_interval(requested.start)
+        except ValueError as exc:
+            problems.append(
+                _error(
+                    now,
+                    "urn:input-syntax-fail",
+                    "The requested start '${value}' is not a valid ISO-8601 interval: ${reason}",
+                    value=requested.start,
+                    reason=exc,
+                )
+            )
+
+    earliest = now + timedelta(seconds=policy.prepare_s)
+    latest = earliest + timedelta(seconds=policy.default_window_s)
+    if window is not None:
+        if window[1] < earliest:
+            problems.append(
+                _error(
+                    now,
+                    "urn:start-window-unmet",
+                    "The requested start window ${start} to ${end} ends before the earliest possible "
+                    "start ${earliest} (preparation takes ${prepare})",
+                    start=iso8601.format_instant(window[0]),
+                    end=iso8601.format_instant(window[1]),
+                    earliest=iso8601.format_instant(earliest),
+                    prepare=iso8601.format_duration(timedelta(seconds=policy.prepare_s)),
+                )
+            )
+        else:
+            earliest = max(earliest, window[0])
+            latest = window[1]
+
+    cores, memory = _compute_ranges(request.compute)
+    if problems:
+        return Rejected(no_offerset(offerset_id, problems, now, policy))
+
+    quote = QuoteSlots(
+        request_id=request_id,
+        owner=owner,
+        cores_min=cores.min or 1,
+        cores_max=cores.max or 1,
+        memory_min=memory.min or 1,
+        memory_max=memory.max or 1,
+        duration_s=int(duration.total_seconds()),
+        earliest_start=earliest,
+        latest_start=latest,
+        prepare_s=policy.prepare_s,
+        max_offers=policy.max_offers,
+        expires_at=now + timedelta(seconds=policy.offer_expiry_s),
+    )
+    return NeedsQuote(request, quote)
+
+
+def _is_absolute_location(location: str) -> bool:
+    if location.startswith("/"):
+        return True
+    scheme = urlparse(location).scheme
+    return scheme in {"http", "https", "file"}
+
+
+def _compute_ranges(compute: Any) -> tuple[MinMax, MinMax]:
+    """Missing minimums default to 1; a missing maximum defaults to the minimum."""
+    cores = getattr(compute, "cores", None) or MinMax()
+    memory = getattr(compute, "memory", None) or MinMax()
+    cores_min = cores.min or 1
+    memory_min = memory.min or 1
+    return (
+        MinMax(min=cores_min, max=max(cores.max or cores_min, cores_min)),
+        MinMax(min=memory_min, max=max(memory.max or memory_min, memory_min)),
+    )
+
+
+def session_options(phase: Phase) -> list[EnumValueOption]:
+    """The updates a client may send now: the draft standard's options, which the prototype never set."""
+    legal = sorted(CLIENT_UPDATES.get(phase, frozenset()))
+    return [EnumValueOption(path="phase", values=[p.value for p in legal])] if legal else []
+
+
+def build_offerset(
+    request_id: str,
+    request: ExecutionRequest,
+    holds: Sequence[Hold],
+    reasons: Sequence[str],
+    expires_at: datetime,
+    now: datetime,
+    policy: OfferPolicy,
+) -> OfferSetResponse:
+    offerset_id = offerset_id_for(request_id)
+    name = f"offerset-{offerset_id[:8]}"
+    if not holds:
+        messages = [
+            _error(now, "urn:resource-limit", "No offer from pool ${pool}: ${reason}", pool=policy.pool,
+                   reason=reason)
+            for reason in (reasons or ["no capacity"])
+        ]
+        return no_offerset(offerset_id, messages, now, policy)
+    offers = [
+        build_session(request, hold, f"{name}-offer-{index}", expires_at, now, policy)
+        for index, hold in enumerate(holds)
+    ]
+    return OfferSetResponse(
+        meta=ComponentMetadata(
+            uuid=offerset_id, name=name, url=f"{policy.public_url}/offersets/{offerset_id}", created=now
+        ),
+        result="YES",
+        offers=offers,
+    )
+
+
+def build_session(
+    request: ExecutionRequest,
+    hold: Hold,
+    name: str,
+    expires_at: datetime,
+    now: datetime,
+    policy: OfferPolicy,
+) -> ScheduledExecutionSession:
+    prepare = timedelta(seconds=hold.prepare_s)
+    schedule = LifecycleSchedule(
+        preparing=StartDurationInstant(
+            start=iso8601.format_instant(hold.start - prepare), duration=iso8601.format_duration(prepare)
+        ),
+        available=StartDurationInterval(
+            start=iso8601.format_interval_instant(hold.start),
+            duration=iso8601.format_duration(hold.end - hold.start),
+        ),
+        releasing=StartDurationInstant(start=iso8601.format_instant(hold.end), duration="PT1S"),
+    )
+    compute_in = request.compute if isinstance(request.compute, SimpleComputeResource) else None
+    compute = SimpleComputeResource(
+        meta=_component_meta(hold.session_id, "compute", compute_in.meta if compute_in else None, now, policy),
+        phase="INITIALIZING",
+        cores=MinMax(min=hold.cores, max=hold.cores),
+        memory=MinMax(min=hold.memory_gib, max=hold.memory_gib),
+        volumes=compute_in.volumes if compute_in else None,
+        schedule=schedule,
+    )
+    executable = None
+    if request.executable is not None:
+        executable = request.executable.model_copy(
+            update={
+                "meta": _component_meta(hold.session_id, "executable", request.executable.meta, now, policy),
+                "phase": "INITIALIZING",
+            }
+        )
+    return ScheduledExecutionSession(
+        meta=ComponentMetadata(
+            uuid=hold.session_id,
+            name=name,
+            url=f"{policy.public_url}/sessions/{hold.session_id}",
+            created=now,
+            options=session_options(Phase.OFFERED),
+        ),
+        phase="OFFERED",
+        expires=expires_at,
+        executable=executable,
+        compute=compute,
+        storage=request.storage,
+        data=request.data,
+        schedule=schedule,
+    )
+
+
+def _component_meta(
+    session_id: str, role: str, given: ComponentMetadata | None, now: datetime, policy: OfferPolicy
+) -> ComponentMetadata:
+    component_id = str(uuid.uuid5(uuid.UUID(session_id), role))
+    return ComponentMetadata(
+        uuid=component_id,
+        name=given.name if given else None,
+        description=given.description if given else None,
+        url=f"{policy.public_url}/sessions/{session_id}#{role}",
+        created=now,
+    )
+
+
+# -- updates --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionView:
+    session_id: str
+    owner: str
+    phase: Phase
+    expires_at: datetime | None
+    offerset_id: str
+
+
+@dataclass(frozen=True)
+class UpdateDecision:
+    applied: bool
+    new_phase: Phase | None = None
+    messages: tuple[MessageItem, ...] = ()
+    # Phase changes this service owns and must publish: (session_id, phase).
+    events: tuple[tuple[str, Phase], ...] = ()
+    release: tuple[str, ...] = ()
+    book: bool = False
+    forward_cancel: bool = False
+    siblings: tuple[str, ...] = field(default=())
+
+
+def parse_update(body: Mapping[str, Any] | None, now: datetime) -> Phase | MessageItem:
+    if not isinstance(body, Mapping):
+        return _error(now, "urn:input-syntax-fail", "The update must be a JSON or YAML object")
+    kind = body.get("kind")
+    path = body.get("path")
+    value = body.get("value")
+    if kind != "uri:enum-value-update":
+        return _error(now, "urn:not-supported", "Updates of kind ${kind} are not supported; use "
+                      "uri:enum-value-update", kind=kind)
+    if path not in {"phase", "/phase"}:
+        return _error(now, "urn:not-supported", "Only the path 'phase' can be updated, not '${path}'",
+                      path=path)
+    try:
+        return Phase(str(value))
+    except ValueError:
+        return _error(now, "urn:invalid-value", "'${value}' is not a session phase", value=value)
+
+
+def decide_update(
+    session: SessionView,
+    requester: str,
+    requested: Phase,
+    offered_siblings: Sequence[str],
+    now: datetime,
+) -> UpdateDecision:
+    if requester != session.owner:
+        return UpdateDecision(
+            applied=False,
+            messages=(_error(now, "urn:forbidden", "Only the owner of session ${session} may update it",
+                             session=session.session_id),),
+        )
+    try:
+        changes = client_update(session.phase, requested)
+    except IllegalTransition as illegal:
+        legal = ", ".join(sorted(p.value for p in illegal.legal)) or "none"
+        return UpdateDecision(
+            applied=False,
+            new_phase=session.phase,
+            messages=(
+                _error(now, "urn:illegal-transition",
+                       "Session ${session} is ${current}: it cannot become ${requested}; legal updates now: "
+                       "${legal}", session=session.session_id, current=session.phase.value,
+                       requested=requested.value, legal=legal),
+            ),
+        )
+    if not changes:
+        return UpdateDecision(applied=True, new_phase=session.phase)
+
+    sid = session.session_id
+    offered = session.phase is Phase.OFFERED
+    if offered and session.expires_at is not None and now >= session.expires_at:
+        return UpdateDecision(
+            applied=False,
+            new_phase=Phase.EXPIRED,
+            events=((sid, Phase.EXPIRED),),
+            release=(sid,),
+            messages=(_error(now, "urn:offer-expired", "The offer expired at ${expires}",
+                             expires=iso8601.format_instant(session.expires_at)),),
+        )
+    if requested is Phase.ACCEPTED:
+        siblings = tuple(s for s in offered_siblings if s != sid)
+        return UpdateDecision(
+            applied=True,
+            new_phase=Phase.ACCEPTED,
+            events=((sid, Phase.ACCEPTED), *((s, Phase.REJECTED) for s in siblings)),
+            book=True,
+            siblings=siblings,
+        )
+    if requested is Phase.REJECTED or (requested is Phase.CANCELLED and offered):
+        return UpdateDecision(
+            applied=True, new_phase=requested, events=((sid, requested),), release=(sid,)
+        )
+    # An accepted session is stopped by the services that hold it; they publish CANCELLED.
+    return UpdateDecision(
+        applied=True,
+        new_phase=session.phase,
+        forward_cancel=True,
+        messages=(MessageItem.info("urn:cancel-requested", "Cancellation of ${session} requested",
+                                   time=now, session=sid),),
+    )
+
+
+def expired(sessions: Sequence[SessionView], now: datetime) -> list[str]:
+    return [
+        s.session_id
+        for s in sessions
+        if s.phase is Phase.OFFERED and s.expires_at is not None and now >= s.expires_at
+    ]

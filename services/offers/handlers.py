@@ -1,0 +1,224 @@
+"""Thin handlers of the offers service: message in → domain decision → tables and outbox."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from services.offers import domain
+from services.offers import store as tables
+from services.offers.domain import NeedsQuote, OfferPolicy
+from shared import subjects
+from shared.bus.runtime import Incoming
+from shared.bus.store import Transaction, current_trace_headers
+from shared.lifecycle import Phase, observe
+from shared.messages import (
+    BookSession,
+    CancelSession,
+    ReleaseHolds,
+    SessionEvent,
+    SlotsQuoted,
+    UpdateResult,
+)
+from shared.models import (
+    DocumentError,
+    ExecutionRequest,
+    MessageItem,
+    dump_json,
+    load_document,
+    to_jsonable,
+)
+from shared.telemetry import current_trace_id, trace_id_from_headers
+
+
+class OffersHandlers:
+    def __init__(self, policy: OfferPolicy) -> None:
+        self.policy = policy
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    async def submit_request(self, tx: Transaction, msg: Incoming) -> None:
+        owner = subjects.token_at(msg.subject, 2)
+        request_id = subjects.token_at(msg.subject, 3)
+        decision = domain.decide_request(msg.body, request_id, owner, tx.now, self.policy)
+        trace = current_trace_headers()
+        if isinstance(decision, NeedsQuote):
+            await tx.execute(
+                "INSERT OR IGNORE INTO requests(request_id, owner, offerset_id, state, request_json, "
+                "expires_at, trace, created_at) VALUES (?, ?, ?, 'QUOTING', ?, ?, ?, ?)",
+                (
+                    request_id,
+                    owner,
+                    domain.offerset_id_for(request_id),
+                    json.dumps(to_jsonable(decision.request)),
+                    decision.quote.expires_at.isoformat(),
+                    json.dumps(trace),
+                    tx.now.isoformat(),
+                ),
+            )
+            await tx.publish(
+                subjects.scheduler_command(self.policy.pool, "quote"),
+                decision.quote.to_bytes(),
+                f"quote:{request_id}",
+            )
+            return
+        await self._answer(tx, request_id, owner, decision.offerset, trace)
+
+    async def _answer(
+        self, tx: Transaction, request_id: str, owner: str, offerset: Any, trace: dict[str, str]
+    ) -> None:
+        await tables.save_offerset(tx, request_id, owner, offerset, trace)
+        await tx.execute("UPDATE requests SET state = 'ANSWERED' WHERE request_id = ?", (request_id,))
+        await tx.publish(
+            subjects.offerset(request_id), dump_json(offerset), f"offerset:{request_id}", trace_headers=trace
+        )
+
+    async def request_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
+        """A request that could never be processed still gets an answer: NO, with the reason."""
+        owner = subjects.token_at(msg.subject, 2)
+        request_id = subjects.token_at(msg.subject, 3)
+        message = MessageItem.error(
+            "urn:internal-error", "The broker could not process this request: ${reason}", time=tx.now,
+            reason=reason,
+        )
+        offerset = domain.no_offerset(domain.offerset_id_for(request_id), [message], tx.now, self.policy)
+        await self._answer(tx, request_id, owner, offerset, current_trace_headers())
+
+    async def slots_quoted(self, tx: Transaction, msg: Incoming) -> None:
+        quoted = SlotsQuoted.model_validate_json(msg.body)
+        row = await tx.fetchone(
+            "SELECT owner, state, request_json, expires_at, trace FROM requests WHERE request_id = ?",
+            (quoted.request_id,),
+        )
+        if row is None or row[1] != "QUOTING":
+            return
+        request = ExecutionRequest.model_validate(json.loads(row[2]))
+        offerset = domain.build_offerset(
+            quoted.request_id, request, quoted.holds, quoted.reasons, datetime.fromisoformat(row[3]), tx.now,
+            self.policy,
+        )
+        await self._answer(tx, quoted.request_id, row[0], offerset, json.loads(row[4]))
+
+    # -- updates ----------------------------------------------------------------------------------
+
+    async def update_session(self, tx: Transaction, msg: Incoming) -> None:
+        session_id = subjects.token_at(msg.subject, 2)
+        requester = subjects.token_at(msg.subject, 4)
+        update_id = msg.headers.get("Nats-Msg-Id") or msg.msg_id
+        reply = subjects.session_reply(session_id, update_id)
+
+        async def answer(result: UpdateResult) -> None:
+            await tx.publish(reply, result.to_bytes(), f"reply:{session_id}:{update_id}")
+
+        try:
+            body = load_document(msg.body)
+        except DocumentError as exc:
+            body = None
+            problem: Phase | MessageItem = MessageItem.error(
+                "urn:input-syntax-fail", "The update could not be parsed: ${reason}", time=tx.now, reason=exc
+            )
+        else:
+            problem = domain.parse_update(body, tx.now)
+        if isinstance(problem, MessageItem):
+            await answer(UpdateResult(session_id=session_id, update_id=update_id, applied=False,
+                                      messages=[problem]))
+            return
+        requested = problem
+        view = await tables.session_view(tx, session_id)
+        if view is None:
+            await answer(UpdateResult(
+                session_id=session_id, update_id=update_id, applied=False,
+                messages=[MessageItem.error("urn:not-found", "There is no session ${session}", time=tx.now,
+                                            session=session_id)],
+            ))
+            return
+        siblings = await tables.offered_siblings(tx, view.offerset_id)
+        decision = domain.decide_update(view, requester, requested, siblings, tx.now)
+        trace = await tables.session_trace(tx, session_id)
+        for sid, phase in decision.events:
+            await tables.set_phase(tx, sid, phase)
+            await self._publish_phase(tx, sid, phase, trace)
+        if decision.release:
+            await tx.publish(
+                subjects.scheduler_command(self.policy.pool, "release"),
+                ReleaseHolds(session_ids=list(decision.release), reason=requested.value).to_bytes(),
+                f"release:{update_id}",
+                trace_headers=trace,
+            )
+        if decision.book:
+            book = BookSession(
+                session_id=session_id,
+                owner=view.owner,
+                siblings=list(decision.siblings),
+                executable=await tables.session_executable(tx, session_id),
+                platform=self.policy.platform,
+            )
+            await tx.publish(
+                subjects.scheduler_command(self.policy.pool, "book"), book.to_bytes(), f"book:{session_id}",
+                trace_headers=trace,
+            )
+        if decision.forward_cancel:
+            await tx.publish(
+                subjects.scheduler_command(self.policy.pool, "cancel"),
+                CancelSession(session_id=session_id, reason="cancelled by its owner").to_bytes(),
+                f"cancel:{session_id}",
+                trace_headers=trace,
+            )
+        await answer(UpdateResult(
+            session_id=session_id, update_id=update_id, applied=decision.applied,
+            phase=decision.new_phase.value if decision.new_phase else None, messages=list(decision.messages),
+        ))
+
+    async def update_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
+        session_id = subjects.token_at(msg.subject, 2)
+        update_id = msg.headers.get("Nats-Msg-Id") or msg.msg_id
+        result = UpdateResult(
+            session_id=session_id, update_id=update_id, applied=False,
+            messages=[MessageItem.error("urn:internal-error", "The broker could not apply this update: "
+                                        "${reason}", time=tx.now, reason=reason)],
+        )
+        await tx.publish(subjects.session_reply(session_id, update_id), result.to_bytes(),
+                         f"reply:{session_id}:{update_id}")
+
+    async def _publish_phase(
+        self, tx: Transaction, session_id: str, phase: Phase, trace: dict[str, str],
+        messages: list[MessageItem] | None = None,
+    ) -> None:
+        event = SessionEvent(
+            session_id=session_id, phase=phase.value, at=tx.now, messages=messages or [],
+            trace_id=trace_id_from_headers(trace) or current_trace_id(),
+        )
+        await tx.publish(
+            subjects.session_event(session_id, phase.value),
+            event.to_bytes(),
+            subjects.phase_msg_id(session_id, phase.value),
+            trace_headers=trace,
+        )
+
+    # -- read model and timers --------------------------------------------------------------------
+
+    async def session_event(self, tx: Transaction, msg: Incoming) -> None:
+        event = SessionEvent.model_validate_json(msg.body)
+        view = await tables.session_view(tx, event.session_id)
+        if view is None:
+            return
+        reported = Phase(event.phase)
+        await tables.record_event(
+            tx, event.session_id, observe(view.phase, reported),
+            [m.model_dump(mode="json", exclude_none=True) for m in event.messages],
+            event.outputs, event.connectors,
+        )
+
+    async def expire_offers(self, tx: Transaction) -> None:
+        due = await tables.due_offers(tx, tx.now)
+        expired = domain.expired(due, tx.now)
+        for session_id in expired:
+            await tables.set_phase(tx, session_id, Phase.EXPIRED)
+            await self._publish_phase(tx, session_id, Phase.EXPIRED, await tables.session_trace(tx, session_id))
+        if expired:
+            await tx.publish(
+                subjects.scheduler_command(self.policy.pool, "release"),
+                ReleaseHolds(session_ids=expired, reason="EXPIRED").to_bytes(),
+                f"release:expired:{expired[0]}",
+            )

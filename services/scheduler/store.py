@@ -1,0 +1,164 @@
+"""The scheduler's one table: every hold and booking of its pool, with its state.
+
+Times are epoch seconds so that overlap queries are plain numeric range scans.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.bus.store import Transaction
+
+from services.scheduler.domain import Reservation
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS reservations (
+    session_id TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    state TEXT NOT NULL,            -- held | booked | launched | ended | released
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    cores INTEGER NOT NULL,
+    memory_gib INTEGER NOT NULL,
+    prepare_s INTEGER NOT NULL,
+    expires_at REAL,
+    launch_at REAL,
+    launch TEXT,
+    trace TEXT,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reservations_active ON reservations(end, start)
+    WHERE state IN ('held', 'booked', 'launched');
+CREATE INDEX IF NOT EXISTS reservations_due ON reservations(launch_at) WHERE state = 'booked';
+CREATE INDEX IF NOT EXISTS reservations_holds ON reservations(expires_at) WHERE state = 'held';
+"""
+
+ACTIVE = ("held", "booked", "launched")
+
+
+def ts(value: datetime) -> float:
+    return value.timestamp()
+
+
+def dt(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+@dataclass(frozen=True)
+class Row:
+    session_id: str
+    request_id: str
+    owner: str
+    state: str
+    start: datetime
+    end: datetime
+    cores: int
+    memory_gib: int
+    prepare_s: int
+    launch: dict[str, Any] | None
+    trace: dict[str, str]
+
+    def reservation(self) -> Reservation:
+        return Reservation(self.session_id, self.start, self.end, self.cores, self.memory_gib)
+
+
+def _row(r: Any) -> Row:
+    return Row(
+        session_id=r["session_id"],
+        request_id=r["request_id"],
+        owner=r["owner"],
+        state=r["state"],
+        start=dt(r["start"]),
+        end=dt(r["end"]),
+        cores=r["cores"],
+        memory_gib=r["memory_gib"],
+        prepare_s=r["prepare_s"],
+        launch=json.loads(r["launch"]) if r["launch"] else None,
+        trace=json.loads(r["trace"]) if r["trace"] else {},
+    )
+
+
+async def overlapping(tx: Transaction, start: datetime, end: datetime) -> list[Reservation]:
+    rows = await tx.fetchall(
+        "SELECT session_id, start, end, cores, memory_gib FROM reservations "
+        "WHERE state IN ('held', 'booked', 'launched') AND end > ? AND start < ?",
+        (ts(start), ts(end)),
+    )
+    return [Reservation(r[0], dt(r[1]), dt(r[2]), r[3], r[4]) for r in rows]
+
+
+async def get(tx: Transaction, session_id: str) -> Row | None:
+    r = await tx.fetchone("SELECT * FROM reservations WHERE session_id = ?", (session_id,))
+    return _row(r) if r is not None else None
+
+
+async def insert_hold(
+    tx: Transaction,
+    reservation: Reservation,
+    request_id: str,
+    owner: str,
+    prepare_s: int,
+    expires_at: datetime,
+) -> None:
+    await tx.execute(
+        "INSERT INTO reservations(session_id, request_id, owner, state, start, end, cores, memory_gib, "
+        "prepare_s, expires_at, updated) VALUES (?, ?, ?, 'held', ?, ?, ?, ?, ?, ?, ?)",
+        (
+            reservation.id,
+            request_id,
+            owner,
+            ts(reservation.start),
+            ts(reservation.end),
+            reservation.cores,
+            reservation.memory_gib,
+            prepare_s,
+            ts(expires_at),
+            ts(tx.now),
+        ),
+    )
+
+
+async def set_state(tx: Transaction, session_id: str, state: str, *, only_from: tuple[str, ...]) -> bool:
+    marks = ",".join("?" * len(only_from))
+    changed = await tx.execute(
+        f"UPDATE reservations SET state = ?, updated = ? WHERE session_id = ? AND state IN ({marks})",
+        (state, ts(tx.now), session_id, *only_from),
+    )
+    return changed > 0
+
+
+async def book(
+    tx: Transaction, session_id: str, launch_at: datetime, launch: dict[str, Any], trace: dict[str, str]
+) -> None:
+    await tx.execute(
+        "UPDATE reservations SET state = 'booked', launch_at = ?, launch = ?, trace = ?, updated = ? "
+        "WHERE session_id = ?",
+        (ts(launch_at), json.dumps(launch), json.dumps(trace), ts(tx.now), session_id),
+    )
+
+
+async def due_launches(tx: Transaction, limit: int = 200) -> list[Row]:
+    rows = await tx.fetchall(
+        "SELECT * FROM reservations WHERE state = 'booked' AND launch_at <= ? ORDER BY launch_at LIMIT ?",
+        (ts(tx.now), limit),
+    )
+    return [_row(r) for r in rows]
+
+
+async def release_expired_holds(tx: Transaction, grace_s: int) -> int:
+    return await tx.execute(
+        "UPDATE reservations SET state = 'released', updated = ? WHERE state = 'held' AND expires_at <= ?",
+        (ts(tx.now), ts(tx.now) - grace_s),
+    )
+
+
+async def usage(tx: Transaction) -> list[Reservation]:
+    rows = await tx.fetchall(
+        "SELECT session_id, start, end, cores, memory_gib FROM reservations "
+        "WHERE state IN ('held', 'booked', 'launched')"
+    )
+    return [Reservation(r[0], dt(r[1]), dt(r[2]), r[3], r[4]) for r in rows]

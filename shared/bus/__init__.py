@@ -1,0 +1,1 @@
+"""Bus plumbing shared by the services: streams, the SQLite inbox/outbox, and the handler runtime."""

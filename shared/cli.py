@@ -1,0 +1,379 @@
+"""The ``broker`` command: run the broker, submit requests, follow sessions, and a one-shot demo."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import importlib
+import json
+import logging
+import re
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared.client import BrokerClient, BrokerTimeout, BrokerUnavailable, read_request_file, wait_for_services
+from shared.embedded import SERVICES, EmbeddedBroker
+from shared.lifecycle import Phase
+from shared.messages import SessionEvent, UpdateResult
+from shared.models import OfferSetResponse, to_jsonable
+from shared.settings import DEFAULT_NATS_URL, Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="An IVOA Execution Broker on NATS JetStream.")
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+NatsUrl = Annotated[str, typer.Option("--nats-url", envvar="EB_NATS_URL", help="NATS server of the broker.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def default_owner() -> str:
+    try:
+        name = getpass.getuser()
+    except Exception:
+        name = "anonymous"
+    return re.sub(r"[^A-Za-z0-9_\-=@]", "_", name) or "anonymous"
+
+
+Owner = Annotated[str, typer.Option("--owner", envvar="EB_OWNER", help="Your identity on the bus.")]
+
+
+def run_async(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a client coroutine; turn the expected failures into one clear line and exit code 1."""
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except BrokerUnavailable as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except (BrokerTimeout, TimeoutError) as exc:
+        err.print(f"[red]error:[/red] timed out: {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+# -- presentation ---------------------------------------------------------------------------------
+
+
+def offerset_table(offerset: OfferSetResponse) -> Table:
+    meta = offerset.meta
+    table = Table(title=f"Offer set {meta.uuid if meta else ''}: {offerset.result}")
+    table.add_column("#")
+    table.add_column("session")
+    table.add_column("start")
+    table.add_column("duration")
+    table.add_column("cores")
+    table.add_column("memory GiB")
+    table.add_column("expires")
+    for index, offer in enumerate(offerset.offers or []):
+        available = offer.schedule.available if offer.schedule else None
+        compute = offer.compute
+        cores = getattr(getattr(compute, "cores", None), "min", "")
+        memory = getattr(getattr(compute, "memory", None), "min", "")
+        table.add_row(
+            str(index),
+            offer.meta.uuid if offer.meta else "",
+            (available.start or "").split("/")[0] if available else "",
+            available.duration or "" if available else "",
+            str(cores),
+            str(memory),
+            offer.expires.isoformat() if offer.expires else "",
+        )
+    return table
+
+
+def print_messages(messages: list[Any]) -> None:
+    for item in messages:
+        level = getattr(item, "level", "INFO")
+        text = getattr(item, "message", None) or getattr(item, "template", "")
+        err.print(f"  [{'red' if str(level) == 'ERROR' else 'yellow'}]{level}[/] {text}")
+
+
+def print_event(event: SessionEvent, as_json: bool) -> None:
+    if as_json:
+        console.print_json(event.model_dump_json(exclude_none=True))
+        return
+    console.print(f"{event.at:%H:%M:%S} {event.session_id} [bold]{event.phase}[/bold]")
+    for item in event.messages:
+        console.print(f"    {item.message or item.template}")
+
+
+def print_update(result: UpdateResult, as_json: bool = False) -> None:
+    if as_json:
+        console.print_json(result.model_dump_json(exclude_none=True))
+    elif result.applied:
+        console.print(f"{result.session_id}: {result.phase}")
+    else:
+        err.print(f"[red]not applied[/red] to {result.session_id}:")
+        print_messages(result.messages)
+    if not result.applied:
+        raise typer.Exit(1)
+
+
+# -- running the broker ---------------------------------------------------------------------------
+
+
+@app.command()
+def service(
+    name: Annotated[str, typer.Argument(help="offers, scheduler or launcher")],
+    nats_url: NatsUrl = DEFAULT_NATS_URL,
+) -> None:
+    """Run one service in the foreground until SIGTERM or Ctrl-C."""
+    if name not in SERVICES:
+        err.print(f"[red]error:[/red] unknown service {name!r}; choose one of {', '.join(SERVICES)}")
+        raise typer.Exit(2)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    settings = Settings(nats_url=nats_url)
+    module = importlib.import_module(f"services.{name}.main")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await module.run(settings, stop)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        err.print(f"[red]error:[/red] {name} could not start: {exc}")
+        raise typer.Exit(1) from None
+
+
+def start_embedded(data_dir: Path, nats_url: str | None, nats_port: int) -> EmbeddedBroker:
+    broker = EmbeddedBroker(data_dir=data_dir, nats_url=nats_url, nats_port=nats_port)
+    broker.start()
+    try:
+        run_async(lambda: wait_for_services(broker.url, SERVICES, timeout=60))
+    except typer.Exit:
+        broker.stop()
+        for name in SERVICES:
+            log = data_dir / f"{name}.log"
+            if log.exists():
+                err.print(f"--- last lines of {log}:")
+                err.print("\n".join(log.read_text(errors="replace").splitlines()[-10:]))
+        raise
+    return broker
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the broker keeps its state.")] = Path(
+        ".broker-data"
+    ),
+    nats_port: Annotated[int, typer.Option("--nats-port", help="Port of the embedded nats-server.")] = 4222,
+    nats_url: Annotated[
+        str | None, typer.Option("--nats-url", help="Use this NATS server instead of starting one.")
+    ] = None,
+) -> None:
+    """Start nats-server (JetStream) and the three services; Ctrl-C or SIGTERM stops everything."""
+    broker = start_embedded(data_dir.resolve(), nats_url, nats_port)
+    console.print(f"broker up: NATS at [bold]{broker.url}[/bold], data in {data_dir.resolve()}")
+    console.print(f"  export EB_NATS_URL={broker.url}")
+    stopping = False
+
+    def request_stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        while not stopping:
+            dead = broker.dead_services()
+            for name in dead:
+                err.print(f"[yellow]{name} exited; restarting it[/yellow]")
+                broker.services[name].start()
+            time.sleep(0.5)
+    finally:
+        console.print("stopping…")
+        broker.stop()
+        console.print("stopped")
+
+
+# -- client commands ------------------------------------------------------------------------------
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ExecutionRequest, YAML or JSON.")],
+    accept: Annotated[str | None, typer.Option("--accept", help="Accept 'first' or offer N.")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow the accepted session to its end.")] = False,
+    as_json: JsonFlag = False,
+    nats_url: NatsUrl = DEFAULT_NATS_URL,
+    owner: Owner = default_owner(),
+) -> None:
+    """Publish a request and print the offer set."""
+    try:
+        document = read_request_file(file)
+    except Exception as exc:
+        err.print(f"[red]error:[/red] cannot read {file}: {exc}")
+        raise typer.Exit(2) from None
+
+    async def main() -> int:
+        async with BrokerClient(nats_url, owner) as client:
+            offerset = await client.submit(document)
+            if as_json:
+                console.print_json(json.dumps(to_jsonable(offerset)))
+            else:
+                console.print(offerset_table(offerset))
+                print_messages((offerset.meta.messages or []) if offerset.meta else [])
+            if offerset.result != "YES":
+                return 1
+            if accept is None:
+                return 0
+            offers = offerset.offers or []
+            index = 0 if accept == "first" else int(accept)
+            if not 0 <= index < len(offers):
+                err.print(f"[red]error:[/red] there is no offer {accept}")
+                return 2
+            session_id = offers[index].meta.uuid if offers[index].meta else None
+            assert session_id is not None
+            result = await client.accept(session_id)
+            if not as_json:
+                console.print(f"accepted {session_id}: {result.phase}")
+            if not result.applied:
+                print_messages(result.messages)
+                return 1
+            if watch:
+                final = None
+                async for event in client.events(session_id, until_done=True):
+                    print_event(event, as_json)
+                    final = event.phase
+                return 0 if final == Phase.COMPLETED.value else 1
+            return 0
+
+    code = run_async(main)
+    raise typer.Exit(code)
+
+
+def _update(session_id: str, phase: Phase, nats_url: str, owner: str, as_json: bool) -> None:
+    async def main() -> UpdateResult:
+        async with BrokerClient(nats_url, owner) as client:
+            return await client.update(session_id, phase)
+
+    print_update(run_async(main), as_json)
+
+
+@app.command("accept")
+def accept_cmd(session_id: str, nats_url: NatsUrl = DEFAULT_NATS_URL, owner: Owner = default_owner(),
+               as_json: JsonFlag = False) -> None:
+    """Accept an offered session (its siblings are rejected)."""
+    _update(session_id, Phase.ACCEPTED, nats_url, owner, as_json)
+
+
+@app.command()
+def reject(session_id: str, nats_url: NatsUrl = DEFAULT_NATS_URL, owner: Owner = default_owner(),
+           as_json: JsonFlag = False) -> None:
+    """Reject an offered session."""
+    _update(session_id, Phase.REJECTED, nats_url, owner, as_json)
+
+
+@app.command()
+def cancel(session_id: str, nats_url: NatsUrl = DEFAULT_NATS_URL, owner: Owner = default_owner(),
+           as_json: JsonFlag = False) -> None:
+    """Cancel a session; a running one is really stopped."""
+    _update(session_id, Phase.CANCELLED, nats_url, owner, as_json)
+
+
+@app.command()
+def watch(
+    session_id: Annotated[str | None, typer.Argument(help="One session; all sessions when omitted.")] = None,
+    until_done: Annotated[bool, typer.Option("--until-done", help="Stop at the session's end.")] = False,
+    as_json: JsonFlag = False,
+    nats_url: NatsUrl = DEFAULT_NATS_URL,
+) -> None:
+    """Print session events as they happen (a session's whole history first)."""
+
+    async def main() -> None:
+        async with BrokerClient(nats_url) as client:
+            async for event in client.events(session_id, until_done=until_done, replay=session_id is not None):
+                print_event(event, as_json)
+
+    run_async(main)
+
+
+# -- the demo -------------------------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello-notebook.yaml"
+
+
+@app.command()
+def demo(
+    request_file: Annotated[Path, typer.Option("--request", help="The request to run.")] = EXAMPLE,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 180.0,
+) -> None:
+    """Start everything on a temporary data dir, run the example notebook to COMPLETED, stop."""
+    data_dir = Path(tempfile.mkdtemp(prefix="broker-demo-"))
+    console.rule("[bold]Execution broker demo")
+    console.print(f"1. starting nats-server (JetStream) and the offers, scheduler and launcher services in {data_dir}")
+    broker = start_embedded(data_dir, None, 0)
+    code = 1
+    try:
+        console.print(f"   NATS at {broker.url}; services ready")
+        code = run_async(lambda: _demo_flow(broker.url, request_file, timeout))
+    finally:
+        console.print("5. stopping the services and nats-server")
+        broker.stop()
+    if code == 0:
+        console.rule("[green]demo finished: COMPLETED")
+    else:
+        console.rule("[red]demo failed")
+        for name in SERVICES:
+            err.print(f"see {data_dir / (name + '.log')}")
+    raise typer.Exit(code)
+
+
+async def _demo_flow(url: str, request_file: Path, timeout: float) -> int:
+    document = read_request_file(request_file)
+    async with BrokerClient(url, default_owner()) as client:
+        console.print(f"2. submitting {request_file.name}")
+        offerset = await client.submit(document)
+        console.print(offerset_table(offerset))
+        if offerset.result != "YES" or not offerset.offers:
+            print_messages(offerset.meta.messages or [] if offerset.meta else [])
+            return 1
+        session_id = offerset.offers[0].meta.uuid if offerset.offers[0].meta else None
+        assert session_id is not None
+        console.print(f"3. accepting the first offer: {session_id}")
+        result = await client.accept(session_id)
+        if not result.applied:
+            print_messages(result.messages)
+            return 1
+        console.print("4. following the session")
+        final: SessionEvent | None = None
+        started = time.monotonic()
+
+        async def follow() -> None:
+            nonlocal final
+            async for event in client.events(session_id, until_done=True):
+                console.print(f"   {time.monotonic() - started:5.1f} s  [bold]{event.phase}[/bold]")
+                for item in event.messages:
+                    console.print(f"            {item.message or item.template}")
+                final = event
+
+        await asyncio.wait_for(follow(), timeout)
+        if final is None or final.phase != Phase.COMPLETED.value:
+            return 1
+        notebook = final.outputs.get("notebook")
+        console.print(f"   executed notebook: [bold]{notebook}[/bold]")
+        if notebook and Path(notebook).exists():
+            console.print(f"   (it is {Path(notebook).stat().st_size} bytes; open it with Jupyter to see the outputs)")
+        return 0
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The Python client: submit a request, update a session, follow its events — all over NATS.
+
+It talks only to the bus (no HTTP), and fails with ``BrokerUnavailable`` — a clear message, not a
+traceback — when no NATS server answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import nats
+import yaml
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from shared import subjects
+from shared.lifecycle import Phase, is_terminal
+from shared.messages import SessionEvent, UpdateResult
+from shared.models import ENUM_VALUE_UPDATE_KIND, ExecutionRequest, OfferSetResponse, dump_json
+from shared.settings import DEFAULT_NATS_URL
+
+
+class BrokerUnavailable(RuntimeError):
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(
+            f"no broker answers at {url} ({reason}). Start one with 'broker up', or point to a running "
+            "one with --nats-url or EB_NATS_URL."
+        )
+        self.url = url
+
+
+class BrokerTimeout(TimeoutError):
+    pass
+
+
+def read_request_file(path: Path) -> dict[str, Any]:
+    """Load a request document; a relative notebook location is resolved against the file's folder."""
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} does not hold a request document (a mapping)")
+    executable = document.get("executable")
+    if isinstance(executable, dict):
+        location = executable.get("location")
+        if isinstance(location, str) and location and "://" not in location and not location.startswith("/"):
+            executable["location"] = str((path.parent / location).resolve())
+    return document
+
+
+class BrokerClient:
+    def __init__(self, nats_url: str = DEFAULT_NATS_URL, owner: str = "anonymous",
+                 *, connect_timeout: float = 3.0) -> None:
+        if not subjects.is_token(owner):
+            raise ValueError(f"owner {owner!r} must be a single subject token (letters, digits, _ - = @)")
+        self.nats_url = nats_url
+        self.owner = owner
+        self.connect_timeout = connect_timeout
+        self._nc: Client | None = None
+
+    async def connect(self) -> None:
+        async def quiet(_: Exception) -> None:
+            return None
+
+        try:
+            self._nc = await nats.connect(
+                self.nats_url, connect_timeout=self.connect_timeout, max_reconnect_attempts=1,
+                allow_reconnect=False, error_cb=quiet, name=f"eb-client-{self.owner}",
+            )
+        except Exception as exc:
+            raise BrokerUnavailable(self.nats_url, str(exc) or type(exc).__name__) from None
+        try:
+            await self._nc.jetstream().stream_info(subjects.EVENTS_STREAM)
+        except NotFoundError:
+            await self._nc.close()
+            raise BrokerUnavailable(self.nats_url, "NATS answers but the broker's streams do not exist") from None
+        except Exception as exc:
+            await self._nc.close()
+            raise BrokerUnavailable(self.nats_url, f"JetStream unavailable: {exc}") from None
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("client is not connected")
+        return self._nc
+
+    async def _publish_and_wait(self, subject: str, payload: bytes, msg_id: str, answer_subject: str,
+                                timeout: float) -> bytes:
+        # Subscribe before publishing so the answer cannot slip past; fall back to the stream's copy.
+        sub = await self.nc.subscribe(answer_subject, max_msgs=1)
+        try:
+            await self.nc.jetstream().publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=5)
+            try:
+                msg: Msg = await sub.next_msg(timeout=timeout)
+                return bytes(msg.data)
+            except nats.errors.TimeoutError:
+                try:
+                    stored = await self.nc.jetstream().get_last_msg(subjects.EVENTS_STREAM, answer_subject)
+                except NotFoundError:
+                    raise BrokerTimeout(f"no answer on {answer_subject} within {timeout:.0f} s") from None
+                return bytes(stored.data or b"")
+        finally:
+            await sub.unsubscribe()
+
+    async def submit(self, document: ExecutionRequest | Mapping[str, Any] | bytes | str, *,
+                     request_id: str | None = None, timeout: float = 30.0) -> OfferSetResponse:
+        request_id = request_id or str(uuid.uuid4())
+        if isinstance(document, ExecutionRequest):
+            payload = dump_json(document)
+        elif isinstance(document, Mapping):
+            payload = json.dumps(document, default=str).encode()
+        elif isinstance(document, str):
+            payload = document.encode()
+        else:
+            payload = document
+        raw = await self._publish_and_wait(subjects.request(self.owner, request_id), payload, request_id,
+                                           subjects.offerset(request_id), timeout)
+        return OfferSetResponse.model_validate_json(raw)
+
+    async def update(self, session_id: str, phase: str | Phase, *, timeout: float = 15.0) -> UpdateResult:
+        update_id = str(uuid.uuid4())
+        body = json.dumps({"kind": ENUM_VALUE_UPDATE_KIND, "path": "phase", "value": str(phase)}).encode()
+        raw = await self._publish_and_wait(subjects.session_update(session_id, self.owner), body, update_id,
+                                           subjects.session_reply(session_id, update_id), timeout)
+        return UpdateResult.model_validate_json(raw)
+
+    async def accept(self, session_id: str) -> UpdateResult:
+        return await self.update(session_id, Phase.ACCEPTED)
+
+    async def reject(self, session_id: str) -> UpdateResult:
+        return await self.update(session_id, Phase.REJECTED)
+
+    async def cancel(self, session_id: str) -> UpdateResult:
+        return await self.update(session_id, Phase.CANCELLED)
+
+    async def events(self, session_id: str | None = None, *, until_done: bool = False,
+                     replay: bool = True, idle_timeout: float | None = None) -> AsyncIterator[SessionEvent]:
+        """Session events in stream order; with a session id, its whole history first (replay)."""
+        subject = subjects.session_events(session_id or "*")
+        policy = DeliverPolicy.ALL if replay else DeliverPolicy.NEW
+        sub = await self.nc.jetstream().subscribe(subject, ordered_consumer=True, deliver_policy=policy)
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=idle_timeout if idle_timeout is not None else 3600.0)
+                except nats.errors.TimeoutError:
+                    if idle_timeout is not None:
+                        raise BrokerTimeout(f"no session event within {idle_timeout:.0f} s") from None
+                    continue
+                event = SessionEvent.model_validate_json(msg.data)
+                yield event
+                if until_done and session_id is not None and is_terminal(Phase(event.phase)):
+                    return
+        finally:
+            await sub.unsubscribe()
+
+    async def wait_until_done(self, session_id: str, timeout: float) -> list[SessionEvent]:
+        seen: list[SessionEvent] = []
+
+        async def follow() -> None:
+            async for event in self.events(session_id, until_done=True):
+                seen.append(event)
+
+        await asyncio.wait_for(follow(), timeout)
+        return seen
+
+
+async def wait_for_services(nats_url: str, services: tuple[str, ...], timeout: float) -> None:
+    """Wait until every service answers its health subject (they declare streams before that)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    pending = list(services)
+    last_error = "not started"
+    while pending:
+        try:
+            nc = await nats.connect(nats_url, connect_timeout=1, allow_reconnect=False)
+        except Exception as exc:
+            last_error = str(exc) or type(exc).__name__
+        else:
+            try:
+                for name in list(pending):
+                    try:
+                        await nc.request(subjects.health(name), b"", timeout=0.5)
+                        pending.remove(name)
+                    except Exception as exc:
+                        last_error = f"{name}: {exc or type(exc).__name__}"
+            finally:
+                await nc.close()
+        if pending:
+            if asyncio.get_running_loop().time() > deadline:
+                raise BrokerUnavailable(nats_url, f"services not ready: {', '.join(pending)} ({last_error})")
+            await asyncio.sleep(0.2)

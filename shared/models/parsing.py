@@ -1,0 +1,263 @@
+"""Turning a raw ExecutionRequest into a model, or into specific client-facing messages.
+
+Nothing here raises anything but `InvalidRequest`: pydantic errors are translated, one message
+per problem, each naming where in the document it is. ISO-8601 schedule syntax and pool limits
+are deliberately left to the offers service, which has the context to explain them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from shared.models.kinds import KNOWN_KINDS
+from shared.models.messages import MessageItem
+from shared.models.serialise import MAX_DOCUMENT_BYTES, DocumentError, DocumentTooLarge, load_document
+from shared.models.sessions import ExecutionRequest
+
+SYNTAX_FAIL: Final = "urn:input-syntax-fail"
+TOO_LARGE: Final = "urn:input-too-large"
+UNKNOWN_TYPE: Final = "uri:unknown-type"
+EXECUTABLE_REQUIRED: Final = "urn:executable-required"
+INVALID_VALUE: Final = "urn:invalid-value"
+MISSING_VALUE: Final = "urn:missing-required-value"
+DUPLICATE_RESOURCE: Final = "urn:duplicate-resource"
+RESOURCE_NOT_FOUND: Final = "uri:resource-not-found"
+
+_MAX_VALUE_TEXT: Final = 80
+
+
+class InvalidRequest(Exception):
+    """The request cannot be turned into offers; `messages` says why, ready for `meta.messages`."""
+
+    def __init__(self, messages: Sequence[MessageItem]) -> None:
+        self.messages: list[MessageItem] = list(messages)
+        super().__init__("; ".join(m.message or m.kind for m in self.messages))
+
+
+def format_path(loc: Iterable[int | str]) -> str:
+    """`("data", 0, "meta", "name")` -> `data[0].meta.name`, dropping discriminator tags."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in KNOWN_KINDS:
+            continue
+        else:
+            text += f".{part}" if text else part
+    return text or "(document)"
+
+
+def _show(value: Any) -> str:
+    # JSON spelling, so that a string "5" is visibly different from the number 5.
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= _MAX_VALUE_TEXT else text[: _MAX_VALUE_TEXT - 3] + "..."
+
+
+def _message_for(error: ErrorDetails, now: datetime | None) -> MessageItem:
+    where = format_path(error["loc"])
+    kind_of_error = error["type"]
+    value = error.get("input")
+    if kind_of_error == "union_tag_invalid" or kind_of_error == "unknown_kind":
+        sent = value.get("kind") if isinstance(value, dict) else value
+        if kind_of_error == "unknown_kind":
+            where = where.removesuffix(".kind")
+        return MessageItem.error(
+            UNKNOWN_TYPE,
+            "Unknown kind [${kind}] for the ${where} component",
+            time=now,
+            kind=sent if isinstance(sent, str) else _show(sent),
+            where=where,
+        )
+    if kind_of_error == "union_tag_not_found":
+        return MessageItem.error(MISSING_VALUE, "The ${where} component has no kind", time=now, where=where)
+    if kind_of_error == "missing":
+        return MessageItem.error(MISSING_VALUE, "Missing required value at ${path}", time=now, path=where)
+    return MessageItem.error(
+        INVALID_VALUE,
+        "Invalid value [${value}] at ${path}: ${reason}",
+        time=now,
+        value=_show(value),
+        path=where,
+        reason=error["msg"],
+    )
+
+
+def _names(items: Sequence[Any] | None) -> list[tuple[int, str | None, str | None]]:
+    return [
+        (index, item.meta.name if item.meta else None, item.meta.uuid if item.meta else None)
+        for index, item in enumerate(items or [])
+    ]
+
+
+def _check_positive(
+    block: Any, path: str, fields: Sequence[str], now: datetime | None, *, minimum: int
+) -> list[MessageItem]:
+    messages: list[MessageItem] = []
+    if block is None:
+        return messages
+    for field in fields:
+        value = getattr(block, field)
+        if value is not None and value < minimum:
+            messages.append(
+                MessageItem.error(
+                    INVALID_VALUE,
+                    "Invalid value [${value}] at ${path}: must be at least ${minimum}",
+                    time=now,
+                    value=value,
+                    path=f"{path}.{field}",
+                    minimum=minimum,
+                )
+            )
+    if block.min is not None and block.max is not None and block.max < block.min:
+        messages.append(
+            MessageItem.error(
+                INVALID_VALUE,
+                "Invalid value [${value}] at ${path}: max is less than min [${min}]",
+                time=now,
+                value=block.max,
+                path=f"{path}.max",
+                min=block.min,
+            )
+        )
+    return messages
+
+
+def _check_semantics(request: ExecutionRequest, now: datetime | None) -> list[MessageItem]:
+    messages: list[MessageItem] = []
+    compute = request.compute
+    if compute is not None:
+        messages += _check_positive(compute.cores, "compute.cores", ("min", "max"), now, minimum=1)
+        messages += _check_positive(compute.memory, "compute.memory", ("min", "max"), now, minimum=1)
+    for index, storage in enumerate(request.storage or []):
+        messages += _check_positive(storage.size, f"storage[{index}].size", ("min", "max"), now, minimum=0)
+
+    # Names must be unique across data *and* storage: a volume mount names one of either kind.
+    resources = [("storage", i, n, u) for i, n, u in _names(request.storage)] + [
+        ("data", i, n, u) for i, n, u in _names(request.data)
+    ]
+    seen: dict[str, str] = {}
+    for family, index, name, _ in resources:
+        if name is None:
+            continue
+        where = f"{family}[{index}]"
+        if name in seen:
+            messages.append(
+                MessageItem.error(
+                    DUPLICATE_RESOURCE,
+                    "Duplicate resource name [${name}] at ${where} (already used by ${first})",
+                    time=now,
+                    name=name,
+                    where=where,
+                    first=seen[name],
+                )
+            )
+        else:
+            seen[name] = where
+    storage_refs = {ref for family, _, n, u in resources if family == "storage" for ref in (n, u) if ref}
+    data_refs = {ref for family, _, n, u in resources if family == "data" for ref in (n, u) if ref}
+
+    def not_found(reference: str, where: str, wanted: str) -> MessageItem:
+        return MessageItem.error(
+            RESOURCE_NOT_FOUND,
+            "No ${wanted} resource named [${resource}] for ${where}",
+            time=now,
+            resource=reference,
+            where=where,
+            wanted=wanted,
+        )
+
+    if compute is not None:
+        for index, volume in enumerate(compute.volumes or []):
+            where = f"compute.volumes[{index}].resource"
+            if volume.resource is None:
+                messages.append(
+                    MessageItem.error(
+                        MISSING_VALUE, "Missing required value at ${path}", time=now, path=where
+                    )
+                )
+            elif volume.resource not in storage_refs | data_refs:
+                messages.append(not_found(volume.resource, where, "data or storage"))
+    for index, data in enumerate(request.data or []):
+        if data.storage is not None and data.storage not in storage_refs:
+            messages.append(not_found(data.storage, f"data[{index}].storage", "storage"))
+    for index, storage in enumerate(request.storage or []):
+        for position, reference in enumerate(storage.data or []):
+            if reference not in data_refs:
+                messages.append(not_found(reference, f"storage[{index}].data[{position}]", "data"))
+    return messages
+
+
+def parse_execution_request(
+    raw: bytes | str | Mapping[str, Any],
+    *,
+    now: datetime | None = None,
+    content_type: str | None = None,
+) -> ExecutionRequest:
+    """Decode and validate an ExecutionRequest; raise `InvalidRequest` with specific messages.
+
+    `now` stamps the messages' `time` (domain code passes its clock; None leaves it unset).
+    """
+    if isinstance(raw, Mapping):
+        document: Any = dict(raw)
+    else:
+        try:
+            document = load_document(raw, content_type)
+        except DocumentTooLarge as error:
+            raise InvalidRequest(
+                [
+                    MessageItem.error(
+                        TOO_LARGE,
+                        "The request is ${size} bytes, more than the limit of ${limit} bytes",
+                        time=now,
+                        size=error.size,
+                        limit=MAX_DOCUMENT_BYTES,
+                    )
+                ]
+            ) from None
+        except DocumentError as error:
+            raise InvalidRequest(
+                [
+                    MessageItem.error(
+                        SYNTAX_FAIL,
+                        "The request could not be parsed as JSON or YAML: ${reason}",
+                        time=now,
+                        reason=error.reason,
+                    )
+                ]
+            ) from None
+
+    messages: list[MessageItem] = []
+    if document.get("executable") is None:
+        messages.append(
+            MessageItem.error(EXECUTABLE_REQUIRED, "The request must include an executable", time=now)
+        )
+    try:
+        request = ExecutionRequest.model_validate(document)
+    except ValidationError as error:
+        messages += [_message_for(detail, now) for detail in error.errors(include_url=False)]
+        raise InvalidRequest(messages) from None
+    except (TypeError, ValueError, RecursionError) as error:
+        # Belt and braces: pydantic should only raise ValidationError, but bad input must never
+        # escape as anything other than InvalidRequest.
+        messages.append(
+            MessageItem.error(
+                SYNTAX_FAIL,
+                "The request could not be parsed as JSON or YAML: ${reason}",
+                time=now,
+                reason=type(error).__name__,
+            )
+        )
+        raise InvalidRequest(messages) from None
+    messages += _check_semantics(request, now)
+    if messages:
+        raise InvalidRequest(messages)
+    return request

@@ -1,0 +1,118 @@
+"""Turning models into JSON/YAML documents and documents back into Python data."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+import yaml
+from pydantic import BaseModel
+
+#: Largest request document the broker will read.
+MAX_DOCUMENT_BYTES: Final = 1024 * 1024
+
+
+class DocumentError(ValueError):
+    """The raw bytes are not a usable JSON/YAML mapping; `reason` says why, for the client."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DocumentTooLarge(DocumentError):
+    def __init__(self, size: int, limit: int = MAX_DOCUMENT_BYTES) -> None:
+        super().__init__(f"the document is {size} bytes, more than the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+def to_jsonable(model: BaseModel) -> dict[str, Any]:
+    """A JSON-ready dict: aliases, no nulls, datetimes as ISO-8601 `...Z` strings."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def dump_json(model: BaseModel) -> bytes:
+    return json.dumps(to_jsonable(model), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def dump_yaml(model: BaseModel) -> str:
+    """YAML with field order kept, no `---` marker and nulls omitted, like the reference server."""
+    return yaml.safe_dump(to_jsonable(model), sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's surprises.
+
+    * timestamps stay strings: schedule fields are ISO-8601 *strings* and must reach the parser
+      verbatim (a bare `2025-11-25T05:24:00Z` would otherwise become a datetime);
+    * only true/false are booleans: `result: NO` must stay the string "NO";
+    * aliases are refused: a small document with nested aliases expands into a huge object graph
+      (the "billion laughs" attack) that validation would then walk.
+    """
+
+    yaml_implicit_resolvers = {
+        first: [
+            (tag, regexp)
+            for tag, regexp in resolvers
+            if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")
+        ]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "YAML aliases are not supported")
+        return super().compose_node(parent, index)
+
+
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _describe(error: Exception) -> str:
+    text = str(error).strip().replace("\n", " ")
+    return re.sub(r"\s+", " ", text)[:300] or type(error).__name__
+
+
+def load_document(raw: bytes | str, content_type: str | None = None) -> Any:
+    """Parse a JSON or YAML document that must be a mapping.
+
+    JSON is tried first (exact, fast, and the common case); anything else is read as YAML unless
+    the content type insists on JSON. Raises `DocumentError` with a client-presentable reason.
+    """
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
+    if size > MAX_DOCUMENT_BYTES:
+        raise DocumentTooLarge(size)
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DocumentError(
+                f"the document is not valid UTF-8 ({error.reason} at byte {error.start})"
+            ) from None
+    else:
+        text = raw
+    text = text.removeprefix("\ufeff")
+    json_only = content_type is not None and "json" in content_type.lower()
+    try:
+        document = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as json_error:
+        if json_only:
+            raise DocumentError(f"invalid JSON: {_describe(json_error)}") from None
+        try:
+            document = yaml.load(text, Loader=_StrictLoader)
+        except (yaml.YAMLError, ValueError, TypeError, RecursionError) as yaml_error:
+            raise DocumentError(f"invalid YAML: {_describe(yaml_error)}") from None
+    if not isinstance(document, dict):
+        found = "nothing" if document is None else f"a {type(document).__name__}"
+        raise DocumentError(f"the document must be a mapping (an object), not {found}")
+    return document

@@ -1,0 +1,70 @@
+"""Request and response roots: ExecutionRequest, sessions (offers) and the offer set."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator
+
+from shared.models.base import KindNormaliser, UtcDateTime, WireModel, one_of
+from shared.models.common import (
+    Component,
+    CostItem,
+    LifecycleSchedule,
+    MetricItem,
+    RequestedScheduleBlock,
+    SessionPhase,
+)
+from shared.models.executables import Executable
+from shared.models.kinds import OFFERSET_KIND, SCHEDULED_SESSION_KIND, SESSION_KINDS
+from shared.models.resources import ComputeResource, DataResource, StorageResource
+
+
+class ExecutionRequest(WireModel):
+    """The body of `POST /requests` (and `/direct`)."""
+
+    executable: Executable | None = None
+    compute: ComputeResource | None = None
+    storage: list[StorageResource] | None = None
+    data: list[DataResource] | None = None
+    schedule: RequestedScheduleBlock | None = None
+    #: Cost constraints the client asks for.
+    costs: list[CostItem] | None = None
+    #: Metric requirements the client asks for.
+    metrics: list[MetricItem] | None = None
+
+
+class SimpleSessionConnector(WireModel):
+    kind: str | None = None
+    status: Literal["PREPARING", "AVAILABLE", "FINISHED"] | None = None
+    protocol: str | None = None
+    location: str | None = None
+
+
+class ScheduledExecutionSession(Component):
+    # The Java server labels scheduled sessions with the *simple* kind; accept both when reading.
+    kind: Annotated[str, KindNormaliser, one_of(SESSION_KINDS)] = SCHEDULED_SESSION_KIND
+    phase: SessionPhase | None = None
+    #: Only meaningful while the session is OFFERED.
+    expires: UtcDateTime | None = None
+    executable: Executable | None = None
+    compute: ComputeResource | None = None
+    storage: list[StorageResource] | None = None
+    data: list[DataResource] | None = None
+    connectors: list[SimpleSessionConnector] | None = None
+    schedule: LifecycleSchedule | None = None
+
+
+def _yaml_bool_to_answer(value: object) -> object:
+    # A YAML 1.1 parser other than ours reads an unquoted NO/YES as a boolean.
+    if isinstance(value, bool):
+        return "YES" if value else "NO"
+    return value
+
+
+class OfferSetResponse(Component):
+    kind: Annotated[str, KindNormaliser, one_of(frozenset({OFFERSET_KIND}))] = OFFERSET_KIND
+    #: YES: one or more offers; NO: `meta.messages` say why.
+    result: Annotated[Literal["YES", "NO"], BeforeValidator(_yaml_bool_to_answer)]
+    description: str | None = None
+    offers: list[ScheduledExecutionSession] | None = None

@@ -1,0 +1,50 @@
+"""Settings shared by the services, read from ``EB_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+def _machine_memory_gib() -> int:
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES")
+        size = os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 4
+    return max(1, (pages * size) // 2**30)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EB_", extra="ignore")
+
+    nats_url: str = DEFAULT_NATS_URL
+    data_dir: Path = Path(".data")
+    # The built-in local pool: this machine's cores and memory unless configured.
+    pool_name: str = "local"
+    pool_platform: str = "local"
+    pool_cores: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    pool_memory_gib: int = Field(default_factory=_machine_memory_gib)
+    # A 1 s grid lets a local session start right after acceptance; batch pools use 60 s.
+    pool_grid_s: int = 1
+    pool_prepare_s: int = 2
+    offer_expiry_s: int = 300
+    max_offers: int = 4
+    default_duration_s: int = 7200
+    default_window_s: int = 7200
+    # How long the scheduler keeps an expired hold, so an accept already in flight still books it.
+    hold_grace_s: int = 60
+    # Redelivery: a transient failure is retried after a delay, at most this many deliveries.
+    max_deliver: int = 5
+    ack_wait_s: int = 30
+    otel_service_prefix: str = ""
+
+    def service_dir(self, service: str) -> Path:
+        path = self.data_dir / service
+        path.mkdir(parents=True, exist_ok=True)
+        return path

@@ -1,0 +1,342 @@
+"""The local platform: the platform contract, plus what only a local run can show."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunState
+from services.launcher.platforms.local import LocalPlatform
+from services.launcher.platforms.registry import UnknownPlatform, load_platform
+from tests.unit.platform_contract import PlatformContract, PlatformFactory, launch, wait_for_final
+
+NOTEBOOKS = Path(__file__).parents[1] / "data" / "notebooks"
+KINDS = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/executable"
+NOTEBOOK_KIND = f"{KINDS}/jupyter-notebook.yaml"
+DOCKER_KIND = f"{KINDS}/docker-container.yaml"
+RUN_TIMEOUT = 60.0
+
+
+def make_spec(tmp_path: Path, executable: dict[str, Any], cores: int = 2) -> LaunchSpec:
+    return LaunchSpec(
+        session_id=f"session-{tmp_path.name}",
+        executable=executable,
+        cores=cores,
+        memory_gib=1,
+        slot_end=datetime.now(UTC) + timedelta(hours=1),
+        work_dir=tmp_path / "work",
+    )
+
+
+def notebook_spec(tmp_path: Path, location: str, cores: int = 2) -> LaunchSpec:
+    return make_spec(tmp_path, {"kind": NOTEBOOK_KIND, "location": location}, cores)
+
+
+def read_notebook(path: Path | str, as_version: int = 4) -> Any:
+    return nbformat.read(path, as_version=as_version)  # type: ignore[no-untyped-call]  # nbformat is untyped
+
+
+def live_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, read from /proc independently of the plugin."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2 :].split()
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                members.append(int(entry.name))
+    return members
+
+
+def kernel_pid(spec: LaunchSpec) -> int | None:
+    path = spec.work_dir / "kernel.json"
+    return int(json.loads(path.read_text())["pid"]) if path.exists() else None
+
+
+class TestLocalPlatformContract(PlatformContract):
+    run_timeout = RUN_TIMEOUT
+
+    @pytest.fixture
+    def platform_factory(self) -> PlatformFactory:
+        return LocalPlatform
+
+    @pytest.fixture
+    def good_spec(self, tmp_path: Path) -> LaunchSpec:
+        return notebook_spec(tmp_path, str(NOTEBOOKS / "ok.ipynb"))
+
+    @pytest.fixture
+    def failing_spec(self, tmp_path: Path) -> LaunchSpec:
+        return notebook_spec(tmp_path, str(NOTEBOOKS / "failing.ipynb"))
+
+    @pytest.fixture
+    def slow_spec(self, tmp_path: Path) -> LaunchSpec:
+        return notebook_spec(tmp_path, str(NOTEBOOKS / "slow.ipynb"))
+
+    async def wait_until_busy(self, platform: Platform, spec: LaunchSpec, handle: str) -> None:
+        # RUNNING is true from the first instant; wait for the kernel too, so that cancel has to
+        # stop the kernel's separate process group, not just the runner.
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while kernel_pid(spec) is None:
+            assert (await platform.poll(spec, handle)).state == RunState.RUNNING
+            assert time.monotonic() < deadline, "the kernel never started"
+            await asyncio.sleep(0.05)
+
+    async def assert_run_stopped(self, spec: LaunchSpec, handle: str) -> None:
+        runner = json.loads(handle)["pid"]
+        kernel = kernel_pid(spec)
+        assert kernel is not None
+        assert live_members(runner) == []
+        assert live_members(kernel) == []
+
+
+# -- local specifics ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def notebook_server() -> Iterator[str]:
+    class QuietHandler(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(NOTEBOOKS)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_prepare_fetches_a_notebook_over_http(tmp_path: Path, notebook_server: str) -> None:
+    spec = notebook_spec(tmp_path, f"{notebook_server}/ok.ipynb")
+    await LocalPlatform().prepare(spec)
+    fetched = read_notebook(spec.work_dir / "input.ipynb", as_version=4)
+    assert fetched.cells == read_notebook(NOTEBOOKS / "ok.ipynb", as_version=4).cells
+
+
+async def test_prepare_accepts_a_file_url(tmp_path: Path) -> None:
+    spec = notebook_spec(tmp_path, (NOTEBOOKS / "ok.ipynb").as_uri())
+    await LocalPlatform().prepare(spec)
+    assert (spec.work_dir / "input.ipynb").is_file()
+
+
+async def test_http_404_is_a_platform_error(tmp_path: Path, notebook_server: str) -> None:
+    url = f"{notebook_server}/missing.ipynb"
+    with pytest.raises(PlatformError, match=f"HTTP 404 fetching {url}") as caught:
+        await LocalPlatform().prepare(notebook_spec(tmp_path, url))
+    assert not caught.value.transient
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("/nowhere/at/all.ipynb", "notebook not found at /nowhere/at/all.ipynb"),
+        ("relative/path.ipynb", "must be an absolute path"),
+    ],
+)
+async def test_bad_locations_are_platform_errors(tmp_path: Path, location: str, expected: str) -> None:
+    with pytest.raises(PlatformError, match=expected):
+        await LocalPlatform().prepare(notebook_spec(tmp_path, location))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "this is not json",
+        json.dumps({"cells": "not a list", "nbformat": 4, "nbformat_minor": 5, "metadata": {}}),
+        json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": []}),
+    ],
+    ids=["not-json", "bad-cells", "nbformat-3"],
+)
+async def test_an_invalid_notebook_is_a_platform_error(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "invalid.ipynb"
+    path.write_text(content)
+    with pytest.raises(PlatformError, match=f"{path} is not a valid Jupyter notebook: .+"):
+        await LocalPlatform().prepare(notebook_spec(tmp_path, str(path)))
+
+
+async def test_the_output_notebook_holds_the_cell_outputs(tmp_path: Path) -> None:
+    spec = notebook_spec(tmp_path, str(NOTEBOOKS / "ok.ipynb"), cores=3)
+    platform = LocalPlatform()
+    handle = await launch(platform, spec)
+    status = await wait_for_final(platform, spec, handle, RUN_TIMEOUT)
+    assert status.state == RunState.SUCCEEDED, status.message
+    assert status.outputs == {
+        "notebook": str(spec.work_dir / "output.ipynb"),
+        "log": str(spec.work_dir / "runner.log"),
+    }
+    executed = read_notebook(status.outputs["notebook"], as_version=4)
+    printed = "".join(output.get("text", "") for output in executed.cells[1].outputs)
+    assert "hello from the notebook" in printed
+    # The kernel is this interpreter, its thread pools follow the booking, and it works in work_dir.
+    assert f"executable {sys.executable}\n" in printed
+    assert "threads 3\n" in printed
+    assert f"cwd {spec.work_dir}\n" in printed
+    assert executed.cells[2].outputs[0]["data"]["text/plain"] == "42"
+    assert (spec.work_dir / "written-by-notebook.txt").read_text() == "42"
+    handle_data = json.loads(handle)
+    assert handle_data["pid"] > 0 and handle_data["start_time"] > 0
+
+
+async def test_a_failing_cell_is_named_and_the_partial_notebook_kept(tmp_path: Path) -> None:
+    spec = notebook_spec(tmp_path, str(NOTEBOOKS / "failing.ipynb"))
+    platform = LocalPlatform()
+    status = await wait_for_final(platform, spec, await launch(platform, spec), RUN_TIMEOUT)
+    assert status.state == RunState.FAILED
+    assert status.message == "cell 1 (counting from 0) failed: ValueError: deliberate failure for the tests"
+    executed = read_notebook(status.outputs["notebook"], as_version=4)
+    assert executed.cells[0].outputs[0]["text"] == "before the failure\n"
+    assert executed.cells[1].outputs[0]["output_type"] == "error"
+    assert executed.cells[2].outputs == []
+
+
+async def test_a_runner_that_dies_without_a_result_is_failed_and_release_cleans_up(tmp_path: Path) -> None:
+    spec = notebook_spec(tmp_path, str(NOTEBOOKS / "slow.ipynb"))
+    platform = LocalPlatform()
+    handle = await launch(platform, spec)
+    contract = TestLocalPlatformContract()
+    await contract.wait_until_busy(platform, spec, handle)
+    runner = json.loads(handle)["pid"]
+    os.killpg(runner, signal.SIGKILL)  # as the OOM killer would
+    status = await wait_for_final(platform, spec, handle, RUN_TIMEOUT)
+    assert status.state == RunState.FAILED
+    assert status.message and status.message.startswith(
+        "the local runner exited without a result (see runner.log)"
+    )
+    await platform.release(spec, handle)
+    await contract.assert_run_stopped(spec, handle)
+
+
+@pytest.fixture(scope="module")
+def container_engine() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=5, check=False).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+async def test_docker_containers_need_a_container_engine(tmp_path: Path, container_engine: bool) -> None:
+    spec = make_spec(
+        tmp_path,
+        {
+            "kind": DOCKER_KIND,
+            "image": {"locations": ["docker.io/library/busybox:latest"]},
+            "command": ["true"],
+        },
+    )
+    platform = LocalPlatform()
+    if not container_engine:
+        with pytest.raises(PlatformError, match="no container engine is reachable"):
+            await platform.prepare(spec)
+        return
+    handle = await launch(platform, spec)
+    status = await wait_for_final(platform, spec, handle, RUN_TIMEOUT)
+    assert status.state == RunState.SUCCEEDED, status.message
+    await platform.release(spec, handle)
+
+
+async def test_other_executable_kinds_are_refused(tmp_path: Path) -> None:
+    kind = f"{KINDS}/singularity-container.yaml"
+    with pytest.raises(PlatformError, match=f"cannot run executables of kind {kind}"):
+        await LocalPlatform().prepare(make_spec(tmp_path, {"kind": kind}))
+
+
+async def test_start_without_prepare_is_a_platform_error(tmp_path: Path) -> None:
+    with pytest.raises(PlatformError, match="not prepared"):
+        await LocalPlatform().start(notebook_spec(tmp_path, str(NOTEBOOKS / "ok.ipynb")))
+
+
+def test_the_registry_loads_local_and_ignores_unknown_settings() -> None:
+    platform = load_platform("local", some_setting_for_another_plugin="x")
+    assert isinstance(platform, LocalPlatform)
+    assert platform.name == "local"
+
+
+def test_the_registry_names_the_installed_platforms_for_an_unknown_one() -> None:
+    with pytest.raises(UnknownPlatform, match=r"'nope'.*installed: .*local"):
+        load_platform("nope")
+
+
+async def test_cancel_right_after_start_stops_the_runner(tmp_path: Path) -> None:
+    # Before the runner has a kernel (or even its signal handlers): the plain SIGTERM path.
+    spec = notebook_spec(tmp_path, str(NOTEBOOKS / "slow.ipynb"))
+    platform = LocalPlatform()
+    handle = await launch(platform, spec)
+    await platform.cancel(spec, handle)
+    status = await platform.poll(spec, handle)
+    assert (status.state, status.message) == (RunState.CANCELLED, "cancelled by request")
+    assert live_members(json.loads(handle)["pid"]) == []
+    await platform.release(spec, handle)
+
+
+FAKE_DOCKER = """#!/bin/sh
+echo "$@" >> "$(dirname "$0")/calls"
+case "$1" in
+  run) echo 0123abcd ;;
+  inspect) if [ -f "$(dirname "$0")/exited" ]; then
+             echo '{"Status": "exited", "ExitCode": 3, "Error": "", "OOMKilled": false}'
+           else echo '{"Status": "running", "ExitCode": 0}'; fi ;;
+  logs) echo "container output" ;;
+esac
+"""
+
+
+async def test_docker_runs_follow_the_container_lifecycle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This machine has no container engine: a fake `docker` checks the commands and the state mapping.
+    from services.launcher.platforms import local
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(local, "_engine_error", None)
+    spec = make_spec(
+        tmp_path,
+        {
+            "kind": DOCKER_KIND,
+            "image": {"locations": ["busybox:1"]},
+            "entrypoint": "sh",
+            "command": ["-c", "x"],
+        },
+    )
+    platform = LocalPlatform()
+    handle = await launch(platform, spec)
+    assert json.loads(handle) == {"type": "container", "container": f"eb-{spec.session_id}"}
+    assert (await platform.poll(spec, handle)).state == RunState.RUNNING
+    (bin_dir / "exited").touch()
+    status = await platform.poll(spec, handle)
+    assert (status.state, status.message) == (RunState.FAILED, "the container exited with code 3")
+    await platform.release(spec, handle)
+    # After removal the outcome and the logs survive in the work dir.
+    (bin_dir / "exited").unlink()
+    after = await LocalPlatform().poll(spec, handle)
+    assert (after.state, after.message) == (RunState.FAILED, "the container exited with code 3")
+    assert after.outputs["container_log"] == str(spec.work_dir / "container.log")
+    assert (spec.work_dir / "container.log").read_text() == "container output\n"
+    calls = (bin_dir / "calls").read_text().splitlines()
+    assert f"run --detach --name eb-{spec.session_id} --cpus 2 --memory 1g" in calls[3]
+    assert calls[3].endswith("--entrypoint sh busybox:1 -c x")
+    assert calls[-1] == f"rm --force eb-{spec.session_id}"
