@@ -9,7 +9,6 @@ import json
 import logging
 import re
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +26,9 @@ from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
 from shared.settings import DEFAULT_NATS_URL, Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="An IVOA Execution Broker on NATS JetStream.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="An IVOA Execution Broker on NATS JetStream."
+)
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -44,6 +45,7 @@ def default_owner() -> str:
     return re.sub(r"[^A-Za-z0-9_\-=@]", "_", name) or "anonymous"
 
 
+DEFAULT_OWNER = default_owner()
 Owner = Annotated[str, typer.Option("--owner", envvar="EB_OWNER", help="Your identity on the bus.")]
 
 
@@ -205,12 +207,14 @@ def up(
 
 @app.command()
 def submit(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ExecutionRequest, YAML or JSON.")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="ExecutionRequest, YAML or JSON.")
+    ],
     accept: Annotated[str | None, typer.Option("--accept", help="Accept 'first' or offer N.")] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the accepted session to its end.")] = False,
     as_json: JsonFlag = False,
     nats_url: NatsUrl = DEFAULT_NATS_URL,
-    owner: Owner = default_owner(),
+    owner: Owner = DEFAULT_OWNER,
 ) -> None:
     """Publish a request and print the offer set."""
     try:
@@ -236,7 +240,8 @@ def submit(
             if not 0 <= index < len(offers):
                 err.print(f"[red]error:[/red] there is no offer {accept}")
                 return 2
-            session_id = offers[index].meta.uuid if offers[index].meta else None
+            chosen_meta = offers[index].meta
+            session_id = chosen_meta.uuid if chosen_meta else None
             assert session_id is not None
             result = await client.accept(session_id)
             if not as_json:
@@ -265,22 +270,34 @@ def _update(session_id: str, phase: Phase, nats_url: str, owner: str, as_json: b
 
 
 @app.command("accept")
-def accept_cmd(session_id: str, nats_url: NatsUrl = DEFAULT_NATS_URL, owner: Owner = default_owner(),
-               as_json: JsonFlag = False) -> None:
+def accept_cmd(
+    session_id: str,
+    nats_url: NatsUrl = DEFAULT_NATS_URL,
+    owner: Owner = DEFAULT_OWNER,
+    as_json: JsonFlag = False,
+) -> None:
     """Accept an offered session (its siblings are rejected)."""
     _update(session_id, Phase.ACCEPTED, nats_url, owner, as_json)
 
 
 @app.command()
-def reject(session_id: str, nats_url: NatsUrl = DEFAULT_NATS_URL, owner: Owner = default_owner(),
-           as_json: JsonFlag = False) -> None:
+def reject(
+    session_id: str,
+    nats_url: NatsUrl = DEFAULT_NATS_URL,
+    owner: Owner = DEFAULT_OWNER,
+    as_json: JsonFlag = False,
+) -> None:
     """Reject an offered session."""
     _update(session_id, Phase.REJECTED, nats_url, owner, as_json)
 
 
 @app.command()
-def cancel(session_id: str, nats_url: NatsUrl = DEFAULT_NATS_URL, owner: Owner = default_owner(),
-           as_json: JsonFlag = False) -> None:
+def cancel(
+    session_id: str,
+    nats_url: NatsUrl = DEFAULT_NATS_URL,
+    owner: Owner = DEFAULT_OWNER,
+    as_json: JsonFlag = False,
+) -> None:
     """Cancel a session; a running one is really stopped."""
     _update(session_id, Phase.CANCELLED, nats_url, owner, as_json)
 
@@ -296,7 +313,9 @@ def watch(
 
     async def main() -> None:
         async with BrokerClient(nats_url) as client:
-            async for event in client.events(session_id, until_done=until_done, replay=session_id is not None):
+            async for event in client.events(
+                session_id, until_done=until_done, replay=session_id is not None
+            ):
                 print_event(event, as_json)
 
     run_async(main)
@@ -315,7 +334,9 @@ def demo(
     """Start everything on a temporary data dir, run the example notebook to COMPLETED, stop."""
     data_dir = Path(tempfile.mkdtemp(prefix="broker-demo-"))
     console.rule("[bold]Execution broker demo")
-    console.print(f"1. starting nats-server (JetStream) and the offers, scheduler and launcher services in {data_dir}")
+    console.print(
+        f"1. starting nats-server (JetStream) and the offers, scheduler and launcher services in {data_dir}"
+    )
     broker = start_embedded(data_dir, None, 0)
     code = 1
     try:
@@ -366,8 +387,8 @@ async def _demo_flow(url: str, request_file: Path, timeout: float) -> int:
             return 1
         notebook = final.outputs.get("notebook")
         console.print(f"   executed notebook: [bold]{notebook}[/bold]")
-        if notebook and Path(notebook).exists():
-            console.print(f"   (it is {Path(notebook).stat().st_size} bytes; open it with Jupyter to see the outputs)")
+        if notebook:
+            console.print("   (open it with Jupyter to see the outputs of every cell)")
         return 0
 
 
@@ -376,4 +397,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

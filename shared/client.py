@@ -55,8 +55,9 @@ def read_request_file(path: Path) -> dict[str, Any]:
 
 
 class BrokerClient:
-    def __init__(self, nats_url: str = DEFAULT_NATS_URL, owner: str = "anonymous",
-                 *, connect_timeout: float = 3.0) -> None:
+    def __init__(
+        self, nats_url: str = DEFAULT_NATS_URL, owner: str = "anonymous", *, connect_timeout: float = 3.0
+    ) -> None:
         if not subjects.is_token(owner):
             raise ValueError(f"owner {owner!r} must be a single subject token (letters, digits, _ - = @)")
         self.nats_url = nats_url
@@ -70,8 +71,12 @@ class BrokerClient:
 
         try:
             self._nc = await nats.connect(
-                self.nats_url, connect_timeout=self.connect_timeout, max_reconnect_attempts=1,
-                allow_reconnect=False, error_cb=quiet, name=f"eb-client-{self.owner}",
+                self.nats_url,
+                connect_timeout=self.connect_timeout,
+                max_reconnect_attempts=1,
+                allow_reconnect=False,
+                error_cb=quiet,
+                name=f"eb-client-{self.owner}",
             )
         except Exception as exc:
             raise BrokerUnavailable(self.nats_url, str(exc) or type(exc).__name__) from None
@@ -79,7 +84,9 @@ class BrokerClient:
             await self._nc.jetstream().stream_info(subjects.EVENTS_STREAM)
         except NotFoundError:
             await self._nc.close()
-            raise BrokerUnavailable(self.nats_url, "NATS answers but the broker's streams do not exist") from None
+            raise BrokerUnavailable(
+                self.nats_url, "NATS answers but the broker's streams do not exist"
+            ) from None
         except Exception as exc:
             await self._nc.close()
             raise BrokerUnavailable(self.nats_url, f"JetStream unavailable: {exc}") from None
@@ -92,8 +99,9 @@ class BrokerClient:
         await self.connect()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     @property
@@ -102,8 +110,9 @@ class BrokerClient:
             raise RuntimeError("client is not connected")
         return self._nc
 
-    async def _publish_and_wait(self, subject: str, payload: bytes, msg_id: str, answer_subject: str,
-                                timeout: float) -> bytes:
+    async def _publish_and_wait(
+        self, subject: str, payload: bytes, msg_id: str, answer_subject: str, timeout: float
+    ) -> bytes:
         # Subscribe before publishing so the answer cannot slip past; fall back to the stream's copy.
         sub = await self.nc.subscribe(answer_subject, max_msgs=1)
         try:
@@ -120,8 +129,13 @@ class BrokerClient:
         finally:
             await sub.unsubscribe()
 
-    async def submit(self, document: ExecutionRequest | Mapping[str, Any] | bytes | str, *,
-                     request_id: str | None = None, timeout: float = 30.0) -> OfferSetResponse:
+    async def submit(
+        self,
+        document: ExecutionRequest | Mapping[str, Any] | bytes | str,
+        *,
+        request_id: str | None = None,
+        timeout: float = 30.0,
+    ) -> OfferSetResponse:
         request_id = request_id or str(uuid.uuid4())
         if isinstance(document, ExecutionRequest):
             payload = dump_json(document)
@@ -131,15 +145,25 @@ class BrokerClient:
             payload = document.encode()
         else:
             payload = document
-        raw = await self._publish_and_wait(subjects.request(self.owner, request_id), payload, request_id,
-                                           subjects.offerset(request_id), timeout)
+        raw = await self._publish_and_wait(
+            subjects.request(self.owner, request_id),
+            payload,
+            request_id,
+            subjects.offerset(request_id),
+            timeout,
+        )
         return OfferSetResponse.model_validate_json(raw)
 
     async def update(self, session_id: str, phase: str | Phase, *, timeout: float = 15.0) -> UpdateResult:
         update_id = str(uuid.uuid4())
         body = json.dumps({"kind": ENUM_VALUE_UPDATE_KIND, "path": "phase", "value": str(phase)}).encode()
-        raw = await self._publish_and_wait(subjects.session_update(session_id, self.owner), body, update_id,
-                                           subjects.session_reply(session_id, update_id), timeout)
+        raw = await self._publish_and_wait(
+            subjects.session_update(session_id, self.owner),
+            body,
+            update_id,
+            subjects.session_reply(session_id, update_id),
+            timeout,
+        )
         return UpdateResult.model_validate_json(raw)
 
     async def accept(self, session_id: str) -> UpdateResult:
@@ -151,8 +175,14 @@ class BrokerClient:
     async def cancel(self, session_id: str) -> UpdateResult:
         return await self.update(session_id, Phase.CANCELLED)
 
-    async def events(self, session_id: str | None = None, *, until_done: bool = False,
-                     replay: bool = True, idle_timeout: float | None = None) -> AsyncIterator[SessionEvent]:
+    async def events(
+        self,
+        session_id: str | None = None,
+        *,
+        until_done: bool = False,
+        replay: bool = True,
+        idle_timeout: float | None = None,
+    ) -> AsyncIterator[SessionEvent]:
         """Session events in stream order; with a session id, its whole history first (replay)."""
         subject = subjects.session_events(session_id or "*")
         policy = DeliverPolicy.ALL if replay else DeliverPolicy.NEW

@@ -69,7 +69,16 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_file or (self.store_dir.parent / "nats-server.log")
         self.proc = subprocess.Popen(
-            [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store_dir)],
+            [
+                nats_server_binary(),
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self.store_dir),
+            ],
             stdout=open(log, "ab"),  # noqa: SIM115 - the child owns the handle
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
-from referencing import Registry, Resource
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped]
+from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from shared.models import KIND_BASE
@@ -76,11 +76,8 @@ def _files() -> dict[str, dict[str, Any]]:
 
 
 @cache
-def registry() -> Registry:  # type: ignore[type-arg]
-    resources = [
-        (_BASE + name, Resource(contents=contents, specification=DRAFT202012))
-        for name, contents in _files().items()
-    ]
+def registry() -> Registry[Any]:
+    resources = [(_BASE + name, DRAFT202012.create_resource(contents)) for name, contents in _files().items()]
     return Registry().with_resources(resources)
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.lifecycle import Phase
-
 from services.launcher.platforms.base import RunState, RunStatus
+from shared.lifecycle import Phase
 
 
 @dataclass(frozen=True)
@@ -19,7 +18,9 @@ class Ending:
     needs_stop: bool
 
 
-def judge(status: RunStatus | None, cancel_reason: str | None, slot_end: datetime, now: datetime) -> Ending | None:
+def judge(
+    status: RunStatus | None, cancel_reason: str | None, slot_end: datetime, now: datetime
+) -> Ending | None:
     """None while the run should go on; otherwise how to end it. Cancel wins over everything."""
     if cancel_reason is not None:
         return Ending(Phase.CANCELLED, f"Cancelled: {cancel_reason}", needs_stop=True)

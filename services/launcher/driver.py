@@ -8,14 +8,19 @@ that repeats a step publishes nothing twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
+from services.launcher import domain
+from services.launcher import store as tables
+from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunState, RunStatus
 from shared import subjects
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Transaction
@@ -24,14 +29,11 @@ from shared.messages import SessionEvent
 from shared.models import MessageItem
 from shared.telemetry import current_trace_id, trace_id_from_headers
 
-from services.launcher import domain
-from services.launcher import store as tables
-from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunStatus
-
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("execution_broker.launcher")
 
 _TRANSIENT_RETRIES = 5
+T = TypeVar("T")
 
 
 class Drivers:
@@ -81,7 +83,9 @@ class Drivers:
             raise
         except Exception as exc:
             log.exception("launcher: session %s failed unexpectedly", session_id)
-            await self._finish(session_id, Phase.FAILED, f"internal launcher error: {type(exc).__name__}: {exc}")
+            await self._finish(
+                session_id, Phase.FAILED, f"internal launcher error: {type(exc).__name__}: {exc}"
+            )
         finally:
             self._tasks.pop(session_id, None)
             self._wake.pop(session_id, None)
@@ -112,8 +116,9 @@ class Drivers:
                 await self._finish(session_id, Phase.FAILED, exc.message)
                 return
             await self._advance(session_id, Phase.AVAILABLE)
-            run = await tables.read(self.runtime.store, session_id)
-            assert run is not None
+            reread = await tables.read(self.runtime.store, session_id)
+            assert reread is not None
+            run = reread
 
         if run.phase is Phase.AVAILABLE or run.handle is None:
             if run.cancel_reason:
@@ -144,7 +149,7 @@ class Drivers:
                     status = await platform.poll(spec, handle)
                 except PlatformError as exc:
                     if not exc.transient:
-                        status = RunStatus(state="FAILED", message=exc.message)  # type: ignore[arg-type]
+                        status = RunStatus(state=RunState.FAILED, message=exc.message)
             ending = domain.judge(status, run.cancel_reason, spec.slot_end, datetime.now(UTC))
             if ending is not None:
                 if ending.needs_stop:
@@ -152,16 +157,19 @@ class Drivers:
                 await self._advance(session_id, Phase.RELEASING)
                 await platform.release(spec, handle)
                 outputs = status.outputs if status else {}
-                await self._finish(session_id, ending.phase, ending.message, outputs=outputs,
-                                   connectors=status.connectors if status else [])
+                await self._finish(
+                    session_id,
+                    ending.phase,
+                    ending.message,
+                    outputs=outputs,
+                    connectors=status.connectors if status else [],
+                )
                 return
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=platform.poll_interval(spec))
-            except TimeoutError:
-                pass
             wake.clear()
 
-    async def _with_retries(self, call):  # type: ignore[no-untyped-def]
+    async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(_TRANSIENT_RETRIES):
             try:
                 return await call()
@@ -199,11 +207,19 @@ class Drivers:
                 level = MessageItem.info if phase is Phase.COMPLETED else MessageItem.error
                 messages.append(level("urn:session-ended", "${reason}", time=tx.now, reason=message))
             for name, location in (outputs or {}).items():
-                messages.append(MessageItem.info("urn:session-output", "Output ${name}: ${location}",
-                                                 time=tx.now, name=name, location=location))
+                messages.append(
+                    MessageItem.info(
+                        "urn:session-output",
+                        "Output ${name}: ${location}",
+                        time=tx.now,
+                        name=name,
+                        location=location,
+                    )
+                )
             await tables.set_phase(tx, session_id, phase)
-            await publish_phase(tx, session_id, phase, run.trace, messages, dict(outputs or {}),
-                                connectors or [])
+            await publish_phase(
+                tx, session_id, phase, run.trace, messages, dict(outputs or {}), connectors or []
+            )
 
         await self.runtime.unit_of_work(work)
 
@@ -218,9 +234,17 @@ async def publish_phase(
     connectors: list[dict[str, str]] | None = None,
 ) -> None:
     event = SessionEvent(
-        session_id=session_id, phase=phase.value, at=tx.now, messages=messages or [],
-        outputs=outputs or {}, connectors=connectors or [],
+        session_id=session_id,
+        phase=phase.value,
+        at=tx.now,
+        messages=messages or [],
+        outputs=outputs or {},
+        connectors=connectors or [],
         trace_id=trace_id_from_headers(trace) or current_trace_id(),
     )
-    await tx.publish(subjects.session_event(session_id, phase.value), event.to_bytes(),
-                     subjects.phase_msg_id(session_id, phase.value), trace_headers=trace or None)
+    await tx.publish(
+        subjects.session_event(session_id, phase.value),
+        event.to_bytes(),
+        subjects.phase_msg_id(session_id, phase.value),
+        trace_headers=trace or None,
+    )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from services.launcher import store as tables
+from services.launcher.driver import Drivers, publish_phase
 from shared.bus.runtime import Incoming
 from shared.bus.store import Transaction, current_trace_headers
 from shared.lifecycle import Phase
 from shared.messages import LaunchSession, StopSession
 from shared.models import MessageItem
-
-from services.launcher import store as tables
-from services.launcher.driver import Drivers, publish_phase
 
 
 class LauncherHandlers:
@@ -38,9 +37,20 @@ class LauncherHandlers:
         run = await tables.get(tx, command.session_id)
         if run is None:
             # Never launched here: nothing runs, so the stop itself ends the session.
-            await publish_phase(tx, command.session_id, Phase.CANCELLED, current_trace_headers(), [
-                MessageItem.info("urn:cancelled", "Cancelled before launch: ${reason}", time=tx.now,
-                                 reason=command.reason)])
+            await publish_phase(
+                tx,
+                command.session_id,
+                Phase.CANCELLED,
+                current_trace_headers(),
+                [
+                    MessageItem.info(
+                        "urn:cancelled",
+                        "Cancelled before launch: ${reason}",
+                        time=tx.now,
+                        reason=command.reason,
+                    )
+                ],
+            )
             return
         await tables.request_cancel(tx, command.session_id, command.reason)
         self.drivers.wake(command.session_id)

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
+from services.launcher.driver import Drivers
+from services.launcher.handlers import LauncherHandlers
+from services.launcher.platforms.registry import load_platform
+from services.launcher.store import SCHEMA
 from shared import subjects
 from shared.bus.runtime import Incoming, ServiceRuntime
 from shared.bus.store import Store, Transaction
 from shared.bus.streams import ConsumerSpec
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
-
-from services.launcher.driver import Drivers
-from services.launcher.handlers import LauncherHandlers
-from services.launcher.platforms.registry import load_platform
-from services.launcher.store import SCHEMA
 
 SERVICE = "launcher"
 
@@ -36,8 +35,13 @@ def build(settings: Settings) -> tuple[ServiceRuntime, Drivers]:
             await handler(tx, msg)
 
     runtime.consume(
-        ConsumerSpec(subjects.COMMANDS_STREAM, f"launcher-{platform_name}", f"eb.launcher.{platform_name}.*",
-                     settings.ack_wait_s, settings.max_deliver),
+        ConsumerSpec(
+            subjects.COMMANDS_STREAM,
+            f"launcher-{platform_name}",
+            f"eb.launcher.{platform_name}.*",
+            settings.ack_wait_s,
+            settings.max_deliver,
+        ),
         dispatch,
     )
     return runtime, drivers

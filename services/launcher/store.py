@@ -55,8 +55,15 @@ async def insert(tx: Transaction, run: Run) -> bool:
     changed = await tx.execute(
         "INSERT OR IGNORE INTO runs(session_id, owner, platform, phase, spec, trace, updated) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (run.session_id, run.owner, run.platform, run.phase.value, json.dumps(run.spec),
-         json.dumps(run.trace), tx.now.isoformat()),
+        (
+            run.session_id,
+            run.owner,
+            run.platform,
+            run.phase.value,
+            json.dumps(run.spec),
+            json.dumps(run.trace),
+            tx.now.isoformat(),
+        ),
     )
     return changed > 0
 

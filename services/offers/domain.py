@@ -71,7 +71,7 @@ def offerset_id_for(request_id: str) -> str:
         return str(uuid.uuid5(_OFFERSET_NAMESPACE, request_id))
 
 
-def _error(now: datetime, kind: str, template: str, **values: object) -> MessageItem:
+def _error(now: datetime, kind: str, template: str, /, **values: object) -> MessageItem:
     return MessageItem.error(kind, template, time=now, **values)
 
 
@@ -235,8 +235,13 @@ def build_offerset(
     name = f"offerset-{offerset_id[:8]}"
     if not holds:
         messages = [
-            _error(now, "urn:resource-limit", "No offer from pool ${pool}: ${reason}", pool=policy.pool,
-                   reason=reason)
+            _error(
+                now,
+                "urn:resource-limit",
+                "No offer from pool ${pool}: ${reason}",
+                pool=policy.pool,
+                reason=reason,
+            )
             for reason in (reasons or ["no capacity"])
         ]
         return no_offerset(offerset_id, messages, now, policy)
@@ -274,7 +279,9 @@ def build_session(
     )
     compute_in = request.compute if isinstance(request.compute, SimpleComputeResource) else None
     compute = SimpleComputeResource(
-        meta=_component_meta(hold.session_id, "compute", compute_in.meta if compute_in else None, now, policy),
+        meta=_component_meta(
+            hold.session_id, "compute", compute_in.meta if compute_in else None, now, policy
+        ),
         phase="INITIALIZING",
         cores=MinMax(min=hold.cores, max=hold.cores),
         memory=MinMax(min=hold.memory_gib, max=hold.memory_gib),
@@ -352,11 +359,16 @@ def parse_update(body: Mapping[str, Any] | None, now: datetime) -> Phase | Messa
     path = body.get("path")
     value = body.get("value")
     if kind != "uri:enum-value-update":
-        return _error(now, "urn:not-supported", "Updates of kind ${kind} are not supported; use "
-                      "uri:enum-value-update", kind=kind)
+        return _error(
+            now,
+            "urn:not-supported",
+            "Updates of kind ${kind} are not supported; use uri:enum-value-update",
+            kind=str(kind),
+        )
     if path not in {"phase", "/phase"}:
-        return _error(now, "urn:not-supported", "Only the path 'phase' can be updated, not '${path}'",
-                      path=path)
+        return _error(
+            now, "urn:not-supported", "Only the path 'phase' can be updated, not '${path}'", path=path
+        )
     try:
         return Phase(str(value))
     except ValueError:
@@ -373,8 +385,14 @@ def decide_update(
     if requester != session.owner:
         return UpdateDecision(
             applied=False,
-            messages=(_error(now, "urn:forbidden", "Only the owner of session ${session} may update it",
-                             session=session.session_id),),
+            messages=(
+                _error(
+                    now,
+                    "urn:forbidden",
+                    "Only the owner of session ${session} may update it",
+                    session=session.session_id,
+                ),
+            ),
         )
     try:
         changes = client_update(session.phase, requested)
@@ -384,10 +402,16 @@ def decide_update(
             applied=False,
             new_phase=session.phase,
             messages=(
-                _error(now, "urn:illegal-transition",
-                       "Session ${session} is ${current}: it cannot become ${requested}; legal updates now: "
-                       "${legal}", session=session.session_id, current=session.phase.value,
-                       requested=requested.value, legal=legal),
+                _error(
+                    now,
+                    "urn:illegal-transition",
+                    "Session ${session} is ${current}: it cannot become ${requested}; legal updates now: "
+                    "${legal}",
+                    session=session.session_id,
+                    current=session.phase.value,
+                    requested=requested.value,
+                    legal=legal,
+                ),
             ),
         )
     if not changes:
@@ -401,8 +425,14 @@ def decide_update(
             new_phase=Phase.EXPIRED,
             events=((sid, Phase.EXPIRED),),
             release=(sid,),
-            messages=(_error(now, "urn:offer-expired", "The offer expired at ${expires}",
-                             expires=iso8601.format_instant(session.expires_at)),),
+            messages=(
+                _error(
+                    now,
+                    "urn:offer-expired",
+                    "The offer expired at ${expires}",
+                    expires=iso8601.format_instant(session.expires_at),
+                ),
+            ),
         )
     if requested is Phase.ACCEPTED:
         siblings = tuple(s for s in offered_siblings if s != sid)
@@ -414,16 +444,17 @@ def decide_update(
             siblings=siblings,
         )
     if requested is Phase.REJECTED or (requested is Phase.CANCELLED and offered):
-        return UpdateDecision(
-            applied=True, new_phase=requested, events=((sid, requested),), release=(sid,)
-        )
+        return UpdateDecision(applied=True, new_phase=requested, events=((sid, requested),), release=(sid,))
     # An accepted session is stopped by the services that hold it; they publish CANCELLED.
     return UpdateDecision(
         applied=True,
         new_phase=session.phase,
         forward_cancel=True,
-        messages=(MessageItem.info("urn:cancel-requested", "Cancellation of ${session} requested",
-                                   time=now, session=sid),),
+        messages=(
+            MessageItem.info(
+                "urn:cancel-requested", "Cancellation of ${session} requested", time=now, session=sid
+            ),
+        ),
     )
 
 

@@ -79,7 +79,9 @@ class OffersHandlers:
         owner = subjects.token_at(msg.subject, 2)
         request_id = subjects.token_at(msg.subject, 3)
         message = MessageItem.error(
-            "urn:internal-error", "The broker could not process this request: ${reason}", time=tx.now,
+            "urn:internal-error",
+            "The broker could not process this request: ${reason}",
+            time=tx.now,
             reason=reason,
         )
         offerset = domain.no_offerset(domain.offerset_id_for(request_id), [message], tx.now, self.policy)
@@ -95,7 +97,12 @@ class OffersHandlers:
             return
         request = ExecutionRequest.model_validate(json.loads(row[2]))
         offerset = domain.build_offerset(
-            quoted.request_id, request, quoted.holds, quoted.reasons, datetime.fromisoformat(row[3]), tx.now,
+            quoted.request_id,
+            request,
+            quoted.holds,
+            quoted.reasons,
+            datetime.fromisoformat(row[3]),
+            tx.now,
             self.policy,
         )
         await self._answer(tx, quoted.request_id, row[0], offerset, json.loads(row[4]))
@@ -121,17 +128,25 @@ class OffersHandlers:
         else:
             problem = domain.parse_update(body, tx.now)
         if isinstance(problem, MessageItem):
-            await answer(UpdateResult(session_id=session_id, update_id=update_id, applied=False,
-                                      messages=[problem]))
+            await answer(
+                UpdateResult(session_id=session_id, update_id=update_id, applied=False, messages=[problem])
+            )
             return
         requested = problem
         view = await tables.session_view(tx, session_id)
         if view is None:
-            await answer(UpdateResult(
-                session_id=session_id, update_id=update_id, applied=False,
-                messages=[MessageItem.error("urn:not-found", "There is no session ${session}", time=tx.now,
-                                            session=session_id)],
-            ))
+            await answer(
+                UpdateResult(
+                    session_id=session_id,
+                    update_id=update_id,
+                    applied=False,
+                    messages=[
+                        MessageItem.error(
+                            "urn:not-found", "There is no session ${session}", time=tx.now, session=session_id
+                        )
+                    ],
+                )
+            )
             return
         siblings = await tables.offered_siblings(tx, view.offerset_id)
         decision = domain.decide_update(view, requester, requested, siblings, tx.now)
@@ -155,7 +170,9 @@ class OffersHandlers:
                 platform=self.policy.platform,
             )
             await tx.publish(
-                subjects.scheduler_command(self.policy.pool, "book"), book.to_bytes(), f"book:{session_id}",
+                subjects.scheduler_command(self.policy.pool, "book"),
+                book.to_bytes(),
+                f"book:{session_id}",
                 trace_headers=trace,
             )
         if decision.forward_cancel:
@@ -165,28 +182,51 @@ class OffersHandlers:
                 f"cancel:{session_id}",
                 trace_headers=trace,
             )
-        await answer(UpdateResult(
-            session_id=session_id, update_id=update_id, applied=decision.applied,
-            phase=decision.new_phase.value if decision.new_phase else None, messages=list(decision.messages),
-        ))
+        await answer(
+            UpdateResult(
+                session_id=session_id,
+                update_id=update_id,
+                applied=decision.applied,
+                phase=decision.new_phase.value if decision.new_phase else None,
+                messages=list(decision.messages),
+            )
+        )
 
     async def update_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
         session_id = subjects.token_at(msg.subject, 2)
         update_id = msg.headers.get("Nats-Msg-Id") or msg.msg_id
         result = UpdateResult(
-            session_id=session_id, update_id=update_id, applied=False,
-            messages=[MessageItem.error("urn:internal-error", "The broker could not apply this update: "
-                                        "${reason}", time=tx.now, reason=reason)],
+            session_id=session_id,
+            update_id=update_id,
+            applied=False,
+            messages=[
+                MessageItem.error(
+                    "urn:internal-error",
+                    "The broker could not apply this update: ${reason}",
+                    time=tx.now,
+                    reason=reason,
+                )
+            ],
         )
-        await tx.publish(subjects.session_reply(session_id, update_id), result.to_bytes(),
-                         f"reply:{session_id}:{update_id}")
+        await tx.publish(
+            subjects.session_reply(session_id, update_id),
+            result.to_bytes(),
+            f"reply:{session_id}:{update_id}",
+        )
 
     async def _publish_phase(
-        self, tx: Transaction, session_id: str, phase: Phase, trace: dict[str, str],
+        self,
+        tx: Transaction,
+        session_id: str,
+        phase: Phase,
+        trace: dict[str, str],
         messages: list[MessageItem] | None = None,
     ) -> None:
         event = SessionEvent(
-            session_id=session_id, phase=phase.value, at=tx.now, messages=messages or [],
+            session_id=session_id,
+            phase=phase.value,
+            at=tx.now,
+            messages=messages or [],
             trace_id=trace_id_from_headers(trace) or current_trace_id(),
         )
         await tx.publish(
@@ -205,9 +245,12 @@ class OffersHandlers:
             return
         reported = Phase(event.phase)
         await tables.record_event(
-            tx, event.session_id, observe(view.phase, reported),
+            tx,
+            event.session_id,
+            observe(view.phase, reported),
             [m.model_dump(mode="json", exclude_none=True) for m in event.messages],
-            event.outputs, event.connectors,
+            event.outputs,
+            event.connectors,
         )
 
     async def expire_offers(self, tx: Transaction) -> None:
@@ -215,7 +258,9 @@ class OffersHandlers:
         expired = domain.expired(due, tx.now)
         for session_id in expired:
             await tables.set_phase(tx, session_id, Phase.EXPIRED)
-            await self._publish_phase(tx, session_id, Phase.EXPIRED, await tables.session_trace(tx, session_id))
+            await self._publish_phase(
+                tx, session_id, Phase.EXPIRED, await tables.session_trace(tx, session_id)
+            )
         if expired:
             await tx.publish(
                 subjects.scheduler_command(self.policy.pool, "release"),

@@ -37,14 +37,22 @@ def build(settings: Settings) -> ServiceRuntime:
     def spec(durable: str, stream: str, filter_subject: str) -> ConsumerSpec:
         return ConsumerSpec(stream, durable, filter_subject, settings.ack_wait_s, settings.max_deliver)
 
-    runtime.consume(spec("offers-requests", subjects.COMMANDS_STREAM, "eb.requests.*.*"),
-                    handlers.submit_request, handlers.request_dead)
-    runtime.consume(spec("offers-quotes", subjects.COMMANDS_STREAM, "eb.scheduler.*.evt.quoted"),
-                    handlers.slots_quoted)
-    runtime.consume(spec("offers-updates", subjects.COMMANDS_STREAM, "eb.sessions.*.update.*"),
-                    handlers.update_session, handlers.update_dead)
-    runtime.consume(spec("offers-events", subjects.EVENTS_STREAM, "eb.sessions.*.events.*"),
-                    handlers.session_event)
+    runtime.consume(
+        spec("offers-requests", subjects.COMMANDS_STREAM, "eb.requests.*.*"),
+        handlers.submit_request,
+        handlers.request_dead,
+    )
+    runtime.consume(
+        spec("offers-quotes", subjects.COMMANDS_STREAM, "eb.scheduler.*.evt.quoted"), handlers.slots_quoted
+    )
+    runtime.consume(
+        spec("offers-updates", subjects.COMMANDS_STREAM, "eb.sessions.*.update.*"),
+        handlers.update_session,
+        handlers.update_dead,
+    )
+    runtime.consume(
+        spec("offers-events", subjects.EVENTS_STREAM, "eb.sessions.*.events.*"), handlers.session_event
+    )
     runtime.every(1.0, handlers.expire_offers, "offers-expiry")
     return runtime
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+from services.scheduler import domain
+from services.scheduler import store as tables
+from services.scheduler.domain import Capacity, Reservation, SlotRequest
 from shared import subjects
 from shared.bus.runtime import Incoming
 from shared.bus.store import Transaction, current_trace_headers
@@ -22,10 +25,6 @@ from shared.messages import (
 )
 from shared.models import MessageItem
 from shared.telemetry import current_trace_id
-
-from services.scheduler import domain
-from services.scheduler import store as tables
-from services.scheduler.domain import Capacity, Reservation, SlotRequest
 
 
 class SchedulerHandlers:
@@ -55,14 +54,25 @@ class SchedulerHandlers:
         for slot in result.slots:
             session_id = str(uuid.uuid4())
             reservation = Reservation(session_id, slot.start, slot.end, slot.cores, slot.memory_gib)
-            await tables.insert_hold(tx, reservation, quote.request_id, quote.owner, quote.prepare_s,
-                                     quote.expires_at)
-            holds.append(Hold(session_id=session_id, start=slot.start, end=slot.end, cores=slot.cores,
-                              memory_gib=slot.memory_gib, prepare_s=quote.prepare_s))
-        answer = SlotsQuoted(request_id=quote.request_id, pool=self.pool, holds=holds,
-                             reasons=list(result.reasons))
-        await tx.publish(subjects.scheduler_event(self.pool, "quoted"), answer.to_bytes(),
-                         f"quoted:{quote.request_id}")
+            await tables.insert_hold(
+                tx, reservation, quote.request_id, quote.owner, quote.prepare_s, quote.expires_at
+            )
+            holds.append(
+                Hold(
+                    session_id=session_id,
+                    start=slot.start,
+                    end=slot.end,
+                    cores=slot.cores,
+                    memory_gib=slot.memory_gib,
+                    prepare_s=quote.prepare_s,
+                )
+            )
+        answer = SlotsQuoted(
+            request_id=quote.request_id, pool=self.pool, holds=holds, reasons=list(result.reasons)
+        )
+        await tx.publish(
+            subjects.scheduler_event(self.pool, "quoted"), answer.to_bytes(), f"quoted:{quote.request_id}"
+        )
 
     async def book(self, tx: Transaction, msg: Incoming) -> None:
         command = BookSession.model_validate_json(msg.body)
@@ -70,9 +80,18 @@ class SchedulerHandlers:
             await tables.set_state(tx, sibling, "released", only_from=("held",))
         row = await tables.get(tx, command.session_id)
         if row is None:
-            await self._phase(tx, command.session_id, Phase.FAILED, {}, MessageItem.error(
-                "urn:not-found", "The scheduler holds no slot for session ${session}", time=tx.now,
-                session=command.session_id))
+            await self._phase(
+                tx,
+                command.session_id,
+                Phase.FAILED,
+                {},
+                MessageItem.error(
+                    "urn:not-found",
+                    "The scheduler holds no slot for session ${session}",
+                    time=tx.now,
+                    session=command.session_id,
+                ),
+            )
             return
         if row.state in ("booked", "launched", "ended"):
             return
@@ -81,14 +100,27 @@ class SchedulerHandlers:
             others = await tables.overlapping(tx, row.start, row.end)
             if not domain.fits(self.capacity, others, row.reservation()):
                 await tables.set_state(tx, row.session_id, "ended", only_from=("released",))
-                await self._phase(tx, row.session_id, Phase.FAILED, {}, MessageItem.error(
-                    "urn:offer-expired", "The offer's hold expired before it was accepted and its slot "
-                    "is no longer free", time=tx.now))
+                await self._phase(
+                    tx,
+                    row.session_id,
+                    Phase.FAILED,
+                    {},
+                    MessageItem.error(
+                        "urn:offer-expired",
+                        "The offer's hold expired before it was accepted and its slot is no longer free",
+                        time=tx.now,
+                    ),
+                )
                 return
         launch_at = max(tx.now, row.start - timedelta(seconds=row.prepare_s))
         launch = LaunchSession(
-            session_id=row.session_id, owner=command.owner, executable=command.executable,
-            cores=row.cores, memory_gib=row.memory_gib, start=row.start, end=row.end,
+            session_id=row.session_id,
+            owner=command.owner,
+            executable=command.executable,
+            cores=row.cores,
+            memory_gib=row.memory_gib,
+            start=row.start,
+            end=row.end,
         )
         trace = current_trace_headers()
         await tables.book(tx, row.session_id, launch_at, launch.model_dump(mode="json"), trace)
@@ -96,11 +128,16 @@ class SchedulerHandlers:
         if launch_at <= tx.now:
             await self._launch(tx, row.session_id, launch, trace)
 
-    async def _launch(self, tx: Transaction, session_id: str, launch: LaunchSession,
-                      trace: dict[str, str]) -> None:
+    async def _launch(
+        self, tx: Transaction, session_id: str, launch: LaunchSession, trace: dict[str, str]
+    ) -> None:
         await tables.set_state(tx, session_id, "launched", only_from=("booked",))
-        await tx.publish(subjects.launcher_command(self.platform, "launch"), launch.to_bytes(),
-                         f"launch:{session_id}", trace_headers=trace)
+        await tx.publish(
+            subjects.launcher_command(self.platform, "launch"),
+            launch.to_bytes(),
+            f"launch:{session_id}",
+            trace_headers=trace,
+        )
 
     async def release(self, tx: Transaction, msg: Incoming) -> None:
         command = ReleaseHolds.model_validate_json(msg.body)
@@ -114,12 +151,23 @@ class SchedulerHandlers:
             return
         if row.state in ("held", "booked"):
             await tables.set_state(tx, row.session_id, "ended", only_from=("held", "booked"))
-            await self._phase(tx, row.session_id, Phase.CANCELLED, row.trace, MessageItem.info(
-                "urn:cancelled", "Cancelled before launch: ${reason}", time=tx.now, reason=command.reason))
+            await self._phase(
+                tx,
+                row.session_id,
+                Phase.CANCELLED,
+                row.trace,
+                MessageItem.info(
+                    "urn:cancelled", "Cancelled before launch: ${reason}", time=tx.now, reason=command.reason
+                ),
+            )
         elif row.state == "launched":
             stop = StopSession(session_id=row.session_id, reason=command.reason)
-            await tx.publish(subjects.launcher_command(self.platform, "stop"), stop.to_bytes(),
-                             f"stop:{row.session_id}", trace_headers=row.trace)
+            await tx.publish(
+                subjects.launcher_command(self.platform, "stop"),
+                stop.to_bytes(),
+                f"stop:{row.session_id}",
+                trace_headers=row.trace,
+            )
 
     async def session_event(self, tx: Transaction, msg: Incoming) -> None:
         event = SessionEvent.model_validate_json(msg.body)
@@ -133,9 +181,24 @@ class SchedulerHandlers:
             if row.launch is not None:
                 await self._launch(tx, row.session_id, LaunchSession.model_validate(row.launch), row.trace)
 
-    async def _phase(self, tx: Transaction, session_id: str, phase: Phase, trace: dict[str, str],
-                     message: MessageItem | None = None) -> None:
-        event = SessionEvent(session_id=session_id, phase=phase.value, at=tx.now,
-                             messages=[message] if message else [], trace_id=current_trace_id())
-        await tx.publish(subjects.session_event(session_id, phase.value), event.to_bytes(),
-                         subjects.phase_msg_id(session_id, phase.value), trace_headers=trace or None)
+    async def _phase(
+        self,
+        tx: Transaction,
+        session_id: str,
+        phase: Phase,
+        trace: dict[str, str],
+        message: MessageItem | None = None,
+    ) -> None:
+        event = SessionEvent(
+            session_id=session_id,
+            phase=phase.value,
+            at=tx.now,
+            messages=[message] if message else [],
+            trace_id=current_trace_id(),
+        )
+        await tx.publish(
+            subjects.session_event(session_id, phase.value),
+            event.to_bytes(),
+            subjects.phase_msg_id(session_id, phase.value),
+            trace_headers=trace or None,
+        )

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from shared import subjects
-from shared.bus.runtime import ServiceRuntime
-from shared.bus.store import Store
-from shared.bus.streams import ConsumerSpec
-from shared.settings import Settings
-from shared.telemetry import setup_tracing
-
 from services.scheduler.domain import Capacity
 from services.scheduler.handlers import SchedulerHandlers
 from services.scheduler.store import SCHEMA
+from shared import subjects
+from shared.bus.runtime import Incoming, ServiceRuntime
+from shared.bus.store import Store, Transaction
+from shared.bus.streams import ConsumerSpec
+from shared.settings import Settings
+from shared.telemetry import setup_tracing
 
 SERVICE = "scheduler"
 
@@ -24,8 +23,11 @@ def build(settings: Settings) -> ServiceRuntime:
     runtime = ServiceRuntime(SERVICE, settings.nats_url, store, tracer, max_deliver=settings.max_deliver)
     pool = settings.pool_name
     handlers = SchedulerHandlers(
-        pool, settings.pool_platform, Capacity(settings.pool_cores, settings.pool_memory_gib),
-        settings.pool_grid_s, settings.hold_grace_s,
+        pool,
+        settings.pool_platform,
+        Capacity(settings.pool_cores, settings.pool_memory_gib),
+        settings.pool_grid_s,
+        settings.hold_grace_s,
     )
 
     def spec(durable: str, stream: str, filter_subject: str) -> ConsumerSpec:
@@ -39,16 +41,19 @@ def build(settings: Settings) -> ServiceRuntime:
         "cancel": handlers.cancel,
     }
 
-    async def dispatch(tx, msg):  # type: ignore[no-untyped-def]
+    async def dispatch(tx: Transaction, msg: Incoming) -> None:
         verb = subjects.token_at(msg.subject, 4)
         handler = commands.get(verb)
         if handler is not None:
             await handler(tx, msg)
 
-    runtime.consume(spec(f"scheduler-{pool}", subjects.COMMANDS_STREAM, f"eb.scheduler.{pool}.cmd.*"),
-                    dispatch)
-    runtime.consume(spec(f"scheduler-{pool}-events", subjects.EVENTS_STREAM, "eb.sessions.*.events.*"),
-                    handlers.session_event)
+    runtime.consume(
+        spec(f"scheduler-{pool}", subjects.COMMANDS_STREAM, f"eb.scheduler.{pool}.cmd.*"), dispatch
+    )
+    runtime.consume(
+        spec(f"scheduler-{pool}-events", subjects.EVENTS_STREAM, "eb.sessions.*.events.*"),
+        handlers.session_event,
+    )
     runtime.every(0.2, handlers.tick, "scheduler-timers")
     return runtime
 

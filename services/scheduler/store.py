@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.bus.store import Transaction
-
 from services.scheduler.domain import Reservation
+from shared.bus.store import Transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reservations (

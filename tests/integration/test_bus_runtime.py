@@ -1,0 +1,202 @@
+"""The exactly-once runtime against a real nats-server: dedup, inbox, retries, dead letters, relay,
+and consumer reconciliation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js.api import ConsumerConfig
+
+from shared import subjects
+from shared.bus.runtime import Incoming, ServiceRuntime
+from shared.bus.store import Store, Transaction
+from shared.bus.streams import ConsumerSpec, ensure_streams
+from shared.telemetry import setup_tracing
+
+SCHEMA = "CREATE TABLE IF NOT EXISTS applied (msg_id TEXT, body TEXT);"
+SUBJECT = "eb.launcher.test.work"
+
+
+class Recorder:
+    def __init__(self, fail_times: int = 0) -> None:
+        self.calls = 0
+        self.fail_times = fail_times
+        self.dead: list[str] = []
+
+    async def handle(self, tx: Transaction, msg: Incoming) -> None:
+        self.calls += 1
+        if self.calls <= self.fail_times:
+            raise RuntimeError("boom")
+        await tx.execute("INSERT INTO applied(msg_id, body) VALUES (?, ?)", (msg.msg_id, msg.body.decode()))
+        await tx.publish(f"eb.sessions.s1.events.{msg.body.decode()}", b"{}", f"out:{msg.msg_id}")
+
+    async def on_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
+        self.dead.append(reason)
+
+
+async def start_runtime(
+    nats_url: str, tmp_path: Path, recorder: Recorder, *, ack_wait: float = 5, max_deliver: int = 3
+) -> ServiceRuntime:
+    store = Store(tmp_path / "svc.sqlite", SCHEMA)
+    runtime = ServiceRuntime("svc", nats_url, store, setup_tracing("svc"), max_deliver=max_deliver)
+    runtime.consume(
+        ConsumerSpec(subjects.COMMANDS_STREAM, "svc-work", "eb.launcher.test.*", ack_wait, max_deliver),
+        recorder.handle,
+        recorder.on_dead,
+    )
+    await runtime.start()
+    return runtime
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[nats.NATS]:
+    conn = await nats.connect(nats_url)
+    yield conn
+    await conn.close()
+
+
+async def applied_rows(store: Store) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in await store.read("SELECT msg_id, body FROM applied")]
+
+
+async def eventually(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+async def count_subject(nc: nats.NATS, stream: str, subject: str) -> int:
+    info = await nc.jetstream().stream_info(stream, subjects_filter=subject)
+    return sum((info.state.subjects or {}).values())
+
+
+async def test_same_message_id_twice_is_applied_once(nats_url: str, tmp_path: Path, nc: nats.NATS) -> None:
+    recorder = Recorder()
+    runtime = await start_runtime(nats_url, tmp_path, recorder)
+    try:
+        js = nc.jetstream()
+        first = await js.publish(SUBJECT, b"ACCEPTED", headers={"Nats-Msg-Id": "m-1"})
+        second = await js.publish(SUBJECT, b"ACCEPTED", headers={"Nats-Msg-Id": "m-1"})
+        assert second.duplicate and second.seq == first.seq
+
+        async def one_row() -> bool:
+            return len(await applied_rows(runtime.store)) == 1
+
+        await eventually(one_row)
+        await asyncio.sleep(0.5)
+        assert await applied_rows(runtime.store) == [("m-1", "ACCEPTED")]
+        assert await count_subject(nc, subjects.EVENTS_STREAM, "eb.sessions.s1.events.ACCEPTED") == 1
+    finally:
+        await runtime.stop()
+
+
+async def test_inbox_skips_a_message_already_processed(nats_url: str, tmp_path: Path, nc: nats.NATS) -> None:
+    """A redelivery after a crash between commit and ack finds its id in the inbox and is only acked."""
+    recorder = Recorder()
+    runtime = await start_runtime(nats_url, tmp_path, recorder)
+    try:
+        async with runtime.store.transaction() as tx:
+            await tx.remember("m-done")
+        await nc.jetstream().publish(SUBJECT, b"RUNNING", headers={"Nats-Msg-Id": "m-done"})
+        await nc.jetstream().publish(SUBJECT, b"RELEASING", headers={"Nats-Msg-Id": "m-next"})
+
+        async def next_applied() -> bool:
+            return len(await applied_rows(runtime.store)) == 1
+
+        await eventually(next_applied)
+        assert await applied_rows(runtime.store) == [("m-next", "RELEASING")]
+        assert recorder.calls == 1
+        info = await nc.jetstream().consumer_info(subjects.COMMANDS_STREAM, "svc-work")
+        assert info.num_ack_pending == 0 and info.num_pending == 0
+    finally:
+        await runtime.stop()
+
+
+async def test_transient_failures_are_retried_then_applied(
+    nats_url: str, tmp_path: Path, nc: nats.NATS
+) -> None:
+    recorder = Recorder(fail_times=2)
+    runtime = await start_runtime(nats_url, tmp_path, recorder, max_deliver=5)
+    try:
+        await nc.jetstream().publish(SUBJECT, b"PREPARING", headers={"Nats-Msg-Id": "m-retry"})
+
+        async def applied() -> bool:
+            return len(await applied_rows(runtime.store)) == 1
+
+        await eventually(applied, timeout=15)
+        assert recorder.calls == 3
+        assert recorder.dead == []
+    finally:
+        await runtime.stop()
+
+
+async def test_poison_message_goes_to_dead_letters_with_reason(
+    nats_url: str, tmp_path: Path, nc: nats.NATS
+) -> None:
+    recorder = Recorder(fail_times=100)
+    runtime = await start_runtime(nats_url, tmp_path, recorder, max_deliver=2)
+    try:
+        await nc.jetstream().publish(SUBJECT, b"AVAILABLE", headers={"Nats-Msg-Id": "m-poison"})
+
+        async def buried() -> bool:
+            return await count_subject(nc, subjects.EVENTS_STREAM, subjects.dead_letter("svc")) == 1
+
+        await eventually(buried, timeout=15)
+        letter = await nc.jetstream().get_last_msg(subjects.EVENTS_STREAM, subjects.dead_letter("svc"))
+        body = json.loads(letter.data or b"{}")
+        assert body["reason"] == "RuntimeError: boom" and body["deliveries"] == 2
+        assert recorder.dead == ["RuntimeError: boom"]
+        info = await nc.jetstream().consumer_info(subjects.COMMANDS_STREAM, "svc-work")
+        assert info.num_ack_pending == 0
+    finally:
+        await runtime.stop()
+
+
+async def test_relay_resends_rows_left_unsent_by_a_crash(
+    nats_url: str, tmp_path: Path, nc: nats.NATS
+) -> None:
+    store = Store(tmp_path / "svc.sqlite", SCHEMA)
+    await store.open()
+    # As if the process died after committing but before publishing: the row is old and unsent.
+    async with store.transaction(datetime.now(UTC) - timedelta(seconds=30)) as tx:
+        await tx.publish("eb.sessions.s2.events.COMPLETED", b"{}", "s2:COMPLETED")
+    await store.close()
+
+    recorder = Recorder()
+    runtime = await start_runtime(nats_url, tmp_path, recorder)
+    try:
+
+        async def published() -> bool:
+            return await count_subject(nc, subjects.EVENTS_STREAM, "eb.sessions.s2.events.COMPLETED") == 1
+
+        await eventually(published, timeout=10)
+        assert await runtime.store.unsent() == []
+    finally:
+        await runtime.stop()
+
+
+async def test_existing_consumer_is_reconciled_to_declared_settings(
+    nats_url: str, tmp_path: Path, nc: nats.NATS
+) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await js.add_consumer(
+        subjects.COMMANDS_STREAM,
+        ConsumerConfig(
+            durable_name="svc-work", filter_subject="eb.launcher.test.*", ack_wait=30, max_deliver=9
+        ),
+    )
+    runtime = await start_runtime(nats_url, tmp_path, Recorder(), ack_wait=7, max_deliver=4)
+    try:
+        info = await js.consumer_info(subjects.COMMANDS_STREAM, "svc-work")
+        assert info.config.ack_wait == 7 and info.config.max_deliver == 4
+    finally:
+        await runtime.stop()
