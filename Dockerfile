@@ -1,0 +1,11 @@
+# One image for the three services (compose.yaml picks the service with the command).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md LICENSE ./
+COPY shared ./shared
+COPY services ./services
+COPY examples ./examples
+RUN pip install --no-cache-dir .
+ENV EB_DATA_DIR=/data
+VOLUME /data
+ENTRYPOINT ["broker"]
