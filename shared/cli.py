@@ -153,7 +153,13 @@ def service(
 
 def start_embedded(data_dir: Path, nats_url: str | None, nats_port: int) -> EmbeddedBroker:
     broker = EmbeddedBroker(data_dir=data_dir, nats_url=nats_url, nats_port=nats_port)
-    broker.start()
+    try:
+        broker.start()
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        broker.stop()
+        hint = "; choose another with --nats-port" if nats_port else ""
+        err.print(f"[red]error:[/red] could not start nats-server: {exc}{hint}")
+        raise typer.Exit(1) from None
     try:
         run_async(lambda: wait_for_services(broker.url, SERVICES, timeout=60))
     except typer.Exit:

@@ -66,6 +66,12 @@ class NatsServer:
 
     def start(self) -> None:
         self.port = self.port or free_port()
+        # Another server on the port would answer our readiness check; refuse instead of sharing it.
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", self.port))
+            except OSError:
+                raise OSError(f"port {self.port} is already in use") from None
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_file or (self.store_dir.parent / "nats-server.log")
         self.proc = subprocess.Popen(
