@@ -32,7 +32,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_\-=@]+$")
 
 def is_token(value: str) -> bool:
     """A NATS subject token must not contain dots, wildcards or whitespace."""
-    return bool(_TOKEN.match(value))
+    return bool(_TOKEN.fullmatch(value))
 
 
 def request(owner: str, request_id: str) -> str:
@@ -93,6 +93,7 @@ def stream_for(subject: str) -> str:
     """The stream that stores a subject: events keep history for late subscribers, commands do not."""
     if subject.startswith(("eb.offersets.", "eb.dead.")):
         return EVENTS_STREAM
-    if subject.startswith("eb.sessions.") and (".events." in subject or ".replies." in subject):
+    parts = subject.split(".")
+    if parts[:2] == ["eb", "sessions"] and len(parts) == 5 and parts[3] in {"events", "replies"}:
         return EVENTS_STREAM
     return COMMANDS_STREAM

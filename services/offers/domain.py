@@ -22,6 +22,7 @@ from shared.models import (
     EnumValueOption,
     ExecutionRequest,
     InvalidRequest,
+    LifecyclePhase,
     LifecycleSchedule,
     MessageItem,
     MinMax,
@@ -293,7 +294,7 @@ def build_session(
         executable = request.executable.model_copy(
             update={
                 "meta": _component_meta(hold.session_id, "executable", request.executable.meta, now, policy),
-                "phase": "INITIALIZING",
+                "phase": LifecyclePhase.INITIALIZING,
             }
         )
     return ScheduledExecutionSession(

@@ -172,8 +172,10 @@ class SchedulerHandlers:
     async def session_event(self, tx: Transaction, msg: Incoming) -> None:
         event = SessionEvent.model_validate_json(msg.body)
         if is_terminal(Phase(event.phase)):
-            # The booking ends early when the session does: its capacity is free from now on.
-            await tables.set_state(tx, event.session_id, "ended", only_from=("held", "booked", "launched"))
+            # An offer that ends (rejected, expired, cancelled) releases its hold; a booking ends early
+            # when its session does. Either way the capacity is free from now on.
+            await tables.set_state(tx, event.session_id, "released", only_from=("held",))
+            await tables.set_state(tx, event.session_id, "ended", only_from=("booked", "launched"))
 
     async def tick(self, tx: Transaction) -> None:
         await tables.release_expired_holds(tx, self.hold_grace_s)

@@ -57,8 +57,8 @@ def booked_in_scheduler(database: Path) -> list[Reservation]:
 
 async def test_two_hundred_concurrent_requests_never_overbook(broker: EmbeddedBroker,
                                                              client: BrokerClient) -> None:
-    assert (POOL_CORES, POOL_MEMORY_GIB) == (int(broker.env["EB_POOL_CORES"]),
-                                            int(broker.env["EB_POOL_MEMORY_GIB"]))
+    pool = (int(broker.env["EB_POOL_CORES"]), int(broker.env["EB_POOL_MEMORY_GIB"]))
+    assert pool == (POOL_CORES, POOL_MEMORY_GIB)
     document = small_request()
     answers = await asyncio.gather(*(client.submit(document, timeout=120) for _ in range(REQUESTS)),
                                    return_exceptions=True)
@@ -68,10 +68,11 @@ async def test_two_hundred_concurrent_requests_never_overbook(broker: EmbeddedBr
     assert all(o.result in ("YES", "NO") for o in offersets)
     firsts = [o.offers[0] for o in offersets if o.result == "YES" and o.offers]
     assert len(firsts) >= POOL_CORES
+    session_ids = [offer.meta.uuid if offer.meta else None for offer in firsts]
+    assert all(session_ids)
 
     # Accept the first offer of every YES, all at once.
-    results = await asyncio.gather(*(client.update(offer.meta.uuid, "ACCEPTED", timeout=120)  # type: ignore[union-attr,arg-type]
-                                     for offer in firsts))
+    results = await asyncio.gather(*(client.update(str(sid), "ACCEPTED", timeout=120) for sid in session_ids))
     accepted = [offer for offer, result in zip(firsts, results, strict=True) if result.applied]
     refused = [result for result in results if not result.applied]
     assert all(result.messages for result in refused), "a refused accept must say why"
