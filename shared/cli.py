@@ -19,7 +19,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shared.client import BrokerClient, BrokerTimeout, BrokerUnavailable, read_request_file, wait_for_services
+from shared.client import (
+    BrokerClient,
+    BrokerTimeout,
+    BrokerUnavailable,
+    RequestTooLarge,
+    read_request_file,
+    wait_for_services,
+)
 from shared.embedded import SERVICES, EmbeddedBroker
 from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
@@ -29,8 +36,8 @@ from shared.settings import DEFAULT_NATS_URL, Settings
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="An IVOA Execution Broker on NATS JetStream."
 )
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 NatsUrl = Annotated[str, typer.Option("--nats-url", envvar="EB_NATS_URL", help="NATS server of the broker.")]
@@ -56,6 +63,9 @@ def run_async(make: Callable[[], Awaitable[T]]) -> T:
     except BrokerUnavailable as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+    except RequestTooLarge as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
     except (BrokerTimeout, TimeoutError) as exc:
         err.print(f"[red]error:[/red] timed out: {exc}")
         raise typer.Exit(1) from None
@@ -396,6 +406,43 @@ async def _demo_flow(url: str, request_file: Path, timeout: float) -> int:
         if notebook:
             console.print("   (open it with Jupyter to see the outputs of every cell)")
         return 0
+
+
+@app.command()
+def faults(
+    sessions: Annotated[int, typer.Option("--sessions", min=1, help="Sessions to run.")] = 300,
+    kills: Annotated[int, typer.Option("--kills", min=0, help="Services to SIGKILL and restart.")] = 6,
+    restart_nats: Annotated[
+        bool, typer.Option("--restart-nats", help="Also SIGKILL and restart nats-server once.")
+    ] = False,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed of the kill plan.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run sessions through a fresh embedded broker while killing services; audit exactly-once."""
+    from shared.faults import run_faults
+
+    data_dir = Path(tempfile.mkdtemp(prefix="broker-faults-"))
+
+    def progress(line: str) -> None:
+        if not as_json:
+            err.print(line)
+
+    report = asyncio.run(
+        run_faults(data_dir, sessions, kills, restart_nats=restart_nats, seed=seed, progress=progress)
+    )
+    if as_json:
+        console.print_json(json.dumps(report.summary()))
+    else:
+        for line in report.kill_log:
+            err.print(f"  {line}")
+        table = Table(title=f"faults: {sessions} sessions, {kills} kills")
+        for key, value in report.summary().items():
+            if key != "problems":
+                table.add_row(key, str(value))
+        console.print(table)
+        for problem in report.problems[:20]:
+            err.print(f"  [yellow]{problem}[/yellow]")
+    raise typer.Exit(0 if report.ok else 1)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ traceback — when no NATS server answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -24,7 +25,13 @@ from nats.js.errors import NotFoundError
 from shared import subjects
 from shared.lifecycle import Phase, is_terminal
 from shared.messages import SessionEvent, UpdateResult
-from shared.models import ENUM_VALUE_UPDATE_KIND, ExecutionRequest, OfferSetResponse, dump_json
+from shared.models import (
+    ENUM_VALUE_UPDATE_KIND,
+    MAX_DOCUMENT_BYTES,
+    ExecutionRequest,
+    OfferSetResponse,
+    dump_json,
+)
 from shared.settings import DEFAULT_NATS_URL
 
 
@@ -39,6 +46,10 @@ class BrokerUnavailable(RuntimeError):
 
 class BrokerTimeout(TimeoutError):
     pass
+
+
+class RequestTooLarge(ValueError):
+    """The bus refuses payloads over the server's max_payload (1 MiB by default): say so up front."""
 
 
 def read_request_file(path: Path) -> dict[str, Any]:
@@ -56,13 +67,22 @@ def read_request_file(path: Path) -> dict[str, Any]:
 
 class BrokerClient:
     def __init__(
-        self, nats_url: str = DEFAULT_NATS_URL, owner: str = "anonymous", *, connect_timeout: float = 3.0
+        self,
+        nats_url: str = DEFAULT_NATS_URL,
+        owner: str = "anonymous",
+        *,
+        connect_timeout: float = 3.0,
+        reconnect: bool = False,
+        resend_after: float = 10.0,
     ) -> None:
         if not subjects.is_token(owner):
             raise ValueError(f"owner {owner!r} must be a single subject token (letters, digits, _ - = @)")
         self.nats_url = nats_url
         self.owner = owner
         self.connect_timeout = connect_timeout
+        # Interactive commands fail fast; long-running clients (the fault harness) ride out restarts.
+        self.reconnect = reconnect
+        self.resend_after = resend_after
         self._nc: Client | None = None
 
     async def connect(self) -> None:
@@ -73,8 +93,9 @@ class BrokerClient:
             self._nc = await nats.connect(
                 self.nats_url,
                 connect_timeout=self.connect_timeout,
-                max_reconnect_attempts=1,
-                allow_reconnect=False,
+                max_reconnect_attempts=-1 if self.reconnect else 1,
+                allow_reconnect=self.reconnect,
+                reconnect_time_wait=0.5,
                 error_cb=quiet,
                 name=f"eb-client-{self.owner}",
             )
@@ -113,21 +134,40 @@ class BrokerClient:
     async def _publish_and_wait(
         self, subject: str, payload: bytes, msg_id: str, answer_subject: str, timeout: float
     ) -> bytes:
+        """Publish, then wait for the answer; re-publish with the same id until ``timeout``.
+
+        Re-publishing is safe: the stream drops a copy with the same ``Nats-Msg-Id`` and the service's
+        inbox ignores one it has processed, so a request lost to a crash is simply sent again.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         # Subscribe before publishing so the answer cannot slip past; fall back to the stream's copy.
         sub = await self.nc.subscribe(answer_subject, max_msgs=1)
         try:
-            await self.nc.jetstream().publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=5)
-            try:
-                msg: Msg = await sub.next_msg(timeout=timeout)
-                return bytes(msg.data)
-            except nats.errors.TimeoutError:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise BrokerTimeout(f"no answer on {answer_subject} within {timeout:.0f} s")
+                try:
+                    await self.nc.jetstream().publish(
+                        subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=min(5.0, remaining)
+                    )
+                except Exception:  # the server may be restarting: try again until the deadline
+                    await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
+                    continue
+                try:
+                    msg: Msg = await sub.next_msg(timeout=min(self.resend_after, max(0.1, remaining)))
+                    return bytes(msg.data)
+                except nats.errors.TimeoutError:
+                    pass
                 try:
                     stored = await self.nc.jetstream().get_last_msg(subjects.EVENTS_STREAM, answer_subject)
-                except NotFoundError:
-                    raise BrokerTimeout(f"no answer on {answer_subject} within {timeout:.0f} s") from None
-                return bytes(stored.data or b"")
+                    return bytes(stored.data or b"")
+                except Exception:
+                    continue
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def submit(
         self,
@@ -145,6 +185,11 @@ class BrokerClient:
             payload = document.encode()
         else:
             payload = document
+        limit = min(self.nc.max_payload, MAX_DOCUMENT_BYTES)
+        if len(payload) > limit:
+            raise RequestTooLarge(
+                f"the request is {len(payload):,} bytes; the broker accepts at most {limit:,} bytes"
+            )
         raw = await self._publish_and_wait(
             subjects.request(self.owner, request_id),
             payload,

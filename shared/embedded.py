@@ -68,6 +68,8 @@ class NatsServer:
         self.port = self.port or free_port()
         # Another server on the port would answer our readiness check; refuse instead of sharing it.
         with socket.socket() as probe:
+            # SO_REUSEADDR: connections of a server we just killed linger in TIME_WAIT on this port.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", self.port))
             except OSError:

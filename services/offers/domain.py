@@ -18,6 +18,7 @@ from shared.messages import Hold, QuoteSlots
 from shared.models import (
     DOCKER_CONTAINER_KIND,
     JUPYTER_NOTEBOOK_KIND,
+    LOCAL_COMMAND_KIND,
     ComponentMetadata,
     EnumValueOption,
     ExecutionRequest,
@@ -38,7 +39,7 @@ from shared.models import (
 _OFFERSET_NAMESPACE = uuid.UUID("5b0f2c1e-8a44-4f57-9d51-2f6c1d8e9a10")
 
 SUPPORTED_EXECUTABLES = {
-    "local": frozenset({JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND}),
+    "local": frozenset({JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND}),
 }
 
 
@@ -143,6 +144,16 @@ def decide_request(
                     reason=exc,
                 )
             )
+        else:
+            if duration <= timedelta(0):
+                problems.append(
+                    _error(
+                        now,
+                        "urn:invalid-value",
+                        "The requested duration '${value}' must be longer than zero",
+                        value=requested.duration,
+                    )
+                )
     if requested is not None and requested.start is not None:
         try:
             window = iso8601.parse_interval(requested.start)
@@ -176,6 +187,20 @@ def decide_request(
         else:
             earliest = max(earliest, window[0])
             latest = window[1]
+    try:
+        # The scheduler adds the duration (and a little more) to the latest start.
+        _ = latest + duration + timedelta(days=1)
+    except OverflowError:
+        problems.append(
+            _error(
+                now,
+                "urn:invalid-value",
+                "The requested schedule (latest start ${latest}, duration ${duration}) ends after "
+                "the last date the broker can represent (the year 9999)",
+                latest=iso8601.format_instant(latest),
+                duration=iso8601.format_duration(duration),
+            )
+        )
 
     cores, memory = _compute_ranges(request.compute)
     if problems:

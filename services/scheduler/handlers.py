@@ -99,7 +99,7 @@ class SchedulerHandlers:
             # The hold lapsed while the accept was in flight: book it again only if it still fits.
             others = await tables.overlapping(tx, row.start, row.end)
             if not domain.fits(self.capacity, others, row.reservation()):
-                await tables.set_state(tx, row.session_id, "ended", only_from=("released",))
+                # It stays released: it never became a booking.
                 await self._phase(
                     tx,
                     row.session_id,

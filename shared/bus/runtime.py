@@ -54,6 +54,10 @@ DeadHandler = Callable[[Transaction, Incoming, str], Awaitable[None]]
 Ticker = Callable[[Transaction], Awaitable[None]]
 
 
+async def _raw_body(msg: NatsMessage) -> bytes:
+    return bytes(msg.body or b"")
+
+
 def retry_delay(deliveries: int) -> float:
     """Back off 1, 2, 4 … seconds, capped, so a struggling peer is not hammered."""
     return float(min(30, 2 ** max(0, deliveries - 1)))
@@ -100,9 +104,12 @@ class ServiceRuntime:
             pull_sub=PullSub(batch_size=1, timeout=1.0),
             ack_policy=AckPolicy.MANUAL,
             config=spec.config(),
+            # Handlers get the raw bytes: decoding is theirs, so any input gets a specific answer
+            # (faststream's own JSON decoding would crash on, say, 10,000 nested brackets).
+            decoder=_raw_body,
         )
         async def _consume(msg: NatsMessage) -> None:
-            await self._process(msg, handler, on_dead)
+            await self._process(msg, handler, on_dead, spec.ack_wait_s)
 
     def every(self, seconds: float, ticker: Ticker, name: str) -> None:
         self._tickers.append((seconds, ticker, name))
@@ -181,7 +188,9 @@ class ServiceRuntime:
 
     # -- consumption -----------------------------------------------------------------------------
 
-    async def _process(self, msg: NatsMessage, handler: Handler, on_dead: DeadHandler | None) -> None:
+    async def _process(
+        self, msg: NatsMessage, handler: Handler, on_dead: DeadHandler | None, ack_wait_s: float
+    ) -> None:
         raw = msg.raw_message
         metadata = raw.metadata
         headers = {str(k): str(v) for k, v in (msg.headers or {}).items()}
@@ -192,6 +201,9 @@ class ServiceRuntime:
             msg_id=headers.get("Nats-Msg-Id") or f"{metadata.stream}:{metadata.sequence.stream}",
             deliveries=metadata.num_delivered or 1,
         )
+        # A handler slower than ack_wait would be redelivered while still working: keep telling the
+        # server it is in progress.
+        heartbeat = asyncio.create_task(self._keep_alive(msg, ack_wait_s))
         try:
             async with self.store.transaction(datetime.now(UTC)) as tx:
                 if not await tx.seen(incoming.msg_id):
@@ -205,8 +217,20 @@ class ServiceRuntime:
             log.exception("%s: handler failed on %s", self.service, incoming.subject)
             await self._retry_or_bury(msg, incoming, f"{type(exc).__name__}: {exc}", on_dead)
             return
+        finally:
+            heartbeat.cancel()
         await self.flush(tx.outbox_ids)
         await self._ack(msg)
+
+    @staticmethod
+    async def _keep_alive(msg: NatsMessage, ack_wait_s: float) -> None:
+        interval = max(0.2, ack_wait_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await msg.in_progress()
+            except Exception as exc:  # the worst case is a redelivery, which the inbox absorbs
+                log.debug("in-progress ack failed: %s", exc)
 
     async def _retry_or_bury(
         self, msg: NatsMessage, incoming: Incoming, reason: str, on_dead: DeadHandler | None

@@ -1,5 +1,8 @@
 """Pydantic models of the IVOA Execution Broker data model (Calycopis schema 1.0.7).
 
+One extension: the `LocalCommand` executable (kind `LOCAL_COMMAND_KIND`, a URN outside the Calycopis
+URI space).
+
 Field names follow the schema exactly; `kind` URIs are normalised to their current form on input.
 Serialise with `to_jsonable` / `dump_json` / `dump_yaml` so that nulls are omitted and times are
 written as ISO-8601 `...Z` strings.
@@ -43,6 +46,7 @@ from shared.models.executables import (
     DockerPlatformSpec,
     Executable,
     JupyterNotebook,
+    LocalCommand,
     SingularityContainer,
 )
 from shared.models.kinds import (
@@ -63,6 +67,7 @@ from shared.models.kinds import (
     JUPYTER_NOTEBOOK_KIND,
     KIND_BASE,
     KNOWN_KINDS,
+    LOCAL_COMMAND_KIND,
     METRIC_KINDS,
     OFFERSET_KIND,
     RUCIO_DATA_KIND,
@@ -142,6 +147,7 @@ __all__ = [
     "JUPYTER_NOTEBOOK_KIND",
     "KIND_BASE",
     "KNOWN_KINDS",
+    "LOCAL_COMMAND_KIND",
     "MAX_DOCUMENT_BYTES",
     "METRIC_KINDS",
     "OFFERSET_KIND",
@@ -193,6 +199,7 @@ __all__ = [
     "LifecycleComponent",
     "LifecyclePhase",
     "LifecycleSchedule",
+    "LocalCommand",
     "MessageItem",
     "MessageLevel",
     "MetricItem",

@@ -1,14 +1,20 @@
-"""Executables: what the session runs (kinds/executable/*.yaml)."""
+"""Executables: what the session runs (kinds/executable/*.yaml, plus our `LocalCommand` extension)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Discriminator, Tag
+from pydantic import AfterValidator, Discriminator, Field, StrictStr, Tag
+from pydantic_core import PydanticCustomError
 
 from shared.models.base import KindNormaliser, StrictBool, StrictInt, WireModel, one_of
 from shared.models.common import LifecycleComponent, kind_discriminator
-from shared.models.kinds import DOCKER_CONTAINER_KIND, JUPYTER_NOTEBOOK_KIND, SINGULARITY_CONTAINER_KIND
+from shared.models.kinds import (
+    DOCKER_CONTAINER_KIND,
+    JUPYTER_NOTEBOOK_KIND,
+    LOCAL_COMMAND_KIND,
+    SINGULARITY_CONTAINER_KIND,
+)
 
 
 class JupyterNotebook(LifecycleComponent):
@@ -67,9 +73,45 @@ class DockerContainer(LifecycleComponent):
     network: DockerNetworkSpec | None = None
 
 
+def _runnable_argv(argv: list[str]) -> list[str]:
+    if not argv[0]:
+        raise PydanticCustomError("empty_program", "the program (first element) must not be empty")
+    if any("\0" in part for part in argv):
+        raise PydanticCustomError("nul_in_argument", "arguments must not contain NUL characters")
+    return argv
+
+
+def _valid_environment(environment: dict[str, str] | None) -> dict[str, str] | None:
+    for name, value in (environment or {}).items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise PydanticCustomError(
+                "bad_environment_variable",
+                "[{name}] is not a valid environment variable (a name must be non-empty, without '='"
+                " or NUL; a value without NUL)",
+                {"name": name},
+            )
+    return environment
+
+
+class LocalCommand(LifecycleComponent):
+    """A plain command run on the broker's own machine: our extension, not part of schema 1.0.7.
+
+    `command` is an argv list, executed directly (never through a shell), in the session's work
+    directory, with `environment` added to the broker's environment. Trust: this runs arbitrary user
+    code with the broker's privileges, exactly like a `JupyterNotebook` on the `local` platform does;
+    only offer the `local` platform to users you would give a shell on that machine.
+    """
+
+    kind: Annotated[str, KindNormaliser, one_of(frozenset({LOCAL_COMMAND_KIND}))] = LOCAL_COMMAND_KIND
+    #: The program and its arguments, e.g. `["echo", "hello"]`; the program is looked up in PATH.
+    command: Annotated[list[StrictStr], Field(min_length=1), AfterValidator(_runnable_argv)]
+    environment: Annotated[dict[StrictStr, StrictStr] | None, AfterValidator(_valid_environment)] = None
+
+
 Executable = Annotated[
     Annotated[JupyterNotebook, Tag(JUPYTER_NOTEBOOK_KIND)]
     | Annotated[DockerContainer, Tag(DOCKER_CONTAINER_KIND)]
-    | Annotated[SingularityContainer, Tag(SINGULARITY_CONTAINER_KIND)],
+    | Annotated[SingularityContainer, Tag(SINGULARITY_CONTAINER_KIND)]
+    | Annotated[LocalCommand, Tag(LOCAL_COMMAND_KIND)],
     Discriminator(kind_discriminator),
 ]

@@ -16,6 +16,10 @@ JUPYTER_NOTEBOOK_KIND: Final = KIND_BASE + "executable/jupyter-notebook.yaml"
 DOCKER_CONTAINER_KIND: Final = KIND_BASE + "executable/docker-container.yaml"
 SINGULARITY_CONTAINER_KIND: Final = KIND_BASE + "executable/singularity-container.yaml"
 
+#: Our own extension (see `LocalCommand`), not part of schema 1.0.7: deliberately a URN outside the
+#: Calycopis URI space, so that it can never collide with a future Calycopis kind.
+LOCAL_COMMAND_KIND: Final = "urn:execution-broker:kinds/executable/local-command"
+
 SIMPLE_COMPUTE_KIND: Final = KIND_BASE + "compute/simple-compute-resource.yaml"
 SIMPLE_STORAGE_KIND: Final = KIND_BASE + "storage/simple-storage-resource.yaml"
 SIMPLE_VOLUME_KIND: Final = KIND_BASE + "volume/simple-volume-mount.yaml"
@@ -46,7 +50,7 @@ INTEGER_VALUE_UPDATE_KIND: Final = "uri:integer-value-update"
 INTEGER_DELTA_UPDATE_KIND: Final = "uri:integer-delta-update"
 
 EXECUTABLE_KINDS: Final = frozenset(
-    {JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND, SINGULARITY_CONTAINER_KIND}
+    {JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND, SINGULARITY_CONTAINER_KIND, LOCAL_COMMAND_KIND}
 )
 COMPUTE_KINDS: Final = frozenset({SIMPLE_COMPUTE_KIND})
 STORAGE_KINDS: Final = frozenset({SIMPLE_STORAGE_KIND})
@@ -58,7 +62,7 @@ SESSION_KINDS: Final = frozenset({SIMPLE_SESSION_KIND, SCHEDULED_SESSION_KIND})
 COST_KINDS: Final = frozenset({ABSTRACT_COST_KIND, SIMPLE_MINMAX_FLOAT_COST_KIND})
 METRIC_KINDS: Final = frozenset({ABSTRACT_METRIC_KIND, SIMPLE_MINMAX_FLOAT_METRIC_KIND})
 
-#: Every URI-style kind this package models, in its current form.
+#: Every URI-style kind this package models, in its current form (extensions included).
 KNOWN_KINDS: Final = (
     EXECUTABLE_KINDS
     | COMPUTE_KINDS
@@ -74,7 +78,9 @@ KNOWN_KINDS: Final = (
 # Lower-cased "family/name" -> current URI. Lower-casing lets an old "s3-data-resource-1.0" find the
 # current "S3-data-resource.yaml" without us having to guess how each generation capitalised it.
 _BY_FAMILY_NAME: Final = {
-    kind.removeprefix(KIND_BASE).removesuffix(".yaml").lower(): kind for kind in KNOWN_KINDS
+    kind.removeprefix(KIND_BASE).removesuffix(".yaml").lower(): kind
+    for kind in KNOWN_KINDS
+    if kind.startswith(KIND_BASE)  # extensions have no aliases
 }
 
 # Families were renamed between schema generations; map the old spellings onto the current ones.

@@ -8,6 +8,7 @@ are deliberately left to the offers service, which has the context to explain th
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -53,6 +54,25 @@ def format_path(loc: Iterable[int | str]) -> str:
     return text or "(document)"
 
 
+# Control (Cc), format (Cf: bidi overrides, zero-width joiners) and surrogate (Cs) characters.
+_INVISIBLE_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs"})
+
+
+def _invisible(text: str) -> str | None:
+    """The first character of `text` that a reader cannot see or that reorders the text, as U+XXXX."""
+    for char in text:
+        if unicodedata.category(char) in _INVISIBLE_CATEGORIES:
+            return f"U+{ord(char):04X}"
+    return None
+
+
+def _visible(text: str) -> str:
+    """`text` with invisible characters spelt as `\\uXXXX`, so a message shows what was really sent."""
+    return "".join(
+        f"\\u{ord(c):04x}" if unicodedata.category(c) in _INVISIBLE_CATEGORIES else c for c in text
+    )
+
+
 def _show(value: Any) -> str:
     # JSON spelling, so that a string "5" is visibly different from the number 5.
     try:
@@ -74,10 +94,20 @@ def _message_for(error: ErrorDetails, now: datetime | None) -> MessageItem:
             UNKNOWN_TYPE,
             "Unknown kind [${kind}] for the ${where} component",
             time=now,
-            kind=sent if isinstance(sent, str) else _show(sent),
+            kind=_visible(sent) if isinstance(sent, str) else _show(sent),
             where=where,
         )
     if kind_of_error == "union_tag_not_found":
+        if isinstance(value, dict) and "type" in value:
+            # Drafts before schema 1.0 called the discriminator `type`.
+            return MessageItem.error(
+                MISSING_VALUE,
+                "The ${where} component has no kind: it has a 'type' field [${value}], the old name "
+                "of the discriminator; send it as 'kind'",
+                time=now,
+                where=where,
+                value=_visible(value["type"]) if isinstance(value["type"], str) else _show(value["type"]),
+            )
         return MessageItem.error(MISSING_VALUE, "The ${where} component has no kind", time=now, where=where)
     if kind_of_error == "missing":
         return MessageItem.error(MISSING_VALUE, "Missing required value at ${path}", time=now, path=where)
@@ -131,8 +161,39 @@ def _check_positive(
     return messages
 
 
-def _check_semantics(request: ExecutionRequest, now: datetime | None) -> list[MessageItem]:
+def _check_names(request: ExecutionRequest, now: datetime | None) -> list[MessageItem]:
+    """Names and references must not hide characters: `input\u200ddata` looks like `input-data`."""
+    named: list[tuple[str, Any]] = [("executable", request.executable), ("compute", request.compute)]
+    named += [(f"storage[{i}]", s) for i, s in enumerate(request.storage or [])]
+    named += [(f"data[{i}]", d) for i, d in enumerate(request.data or [])]
+    texts: list[tuple[str, str | None]] = [
+        (f"{where}.meta.name", component.meta.name if component is not None and component.meta else None)
+        for where, component in named
+    ]
+    if request.compute is not None:
+        volumes = request.compute.volumes or []
+        texts += [(f"compute.volumes[{i}].resource", v.resource) for i, v in enumerate(volumes)]
+    texts += [(f"data[{i}].storage", d.storage) for i, d in enumerate(request.data or [])]
     messages: list[MessageItem] = []
+    for path, text in texts:
+        found = _invisible(text) if text else None
+        if found:
+            messages.append(
+                MessageItem.error(
+                    INVALID_VALUE,
+                    "Invalid value [${value}] at ${path}: it contains the invisible or control character "
+                    "${char}",
+                    time=now,
+                    value=_visible(text or ""),
+                    path=path,
+                    char=found,
+                )
+            )
+    return messages
+
+
+def _check_semantics(request: ExecutionRequest, now: datetime | None) -> list[MessageItem]:
+    messages: list[MessageItem] = _check_names(request, now)
     compute = request.compute
     if compute is not None:
         messages += _check_positive(compute.cores, "compute.cores", ("min", "max"), now, minimum=1)

@@ -12,6 +12,17 @@ from pydantic import BaseModel
 #: Largest request document the broker will read.
 MAX_DOCUMENT_BYTES: Final = 1024 * 1024
 
+#: Deepest nesting of mappings and lists a document may have (a request needs about eight levels).
+MAX_DOCUMENT_DEPTH: Final = 64
+
+# Byte order marks of the encodings a client might send by mistake; JSON on the wire is UTF-8.
+_FOREIGN_BOMS: Final = (
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\xfe\xff", "UTF-16"),
+    (b"\xff\xfe", "UTF-16"),
+)
+
 
 class DocumentError(ValueError):
     """The raw bytes are not a usable JSON/YAML mapping; `reason` says why, for the client."""
@@ -83,6 +94,66 @@ def _describe(error: Exception) -> str:
     return re.sub(r"\s+", " ", text)[:300] or type(error).__name__
 
 
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _path_text(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "the top level"
+
+
+def _lone_surrogate(text: str) -> str | None:
+    for char in text:
+        if "\ud800" <= char <= "\udfff":
+            return f"\\u{ord(char):04x}"
+    return None
+
+
+def _check_structure(document: Any) -> None:
+    """Refuse what would hurt later stages: deep nesting, and strings that cannot be UTF-8 encoded.
+
+    Iterative, so that the check itself cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(document, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_DOCUMENT_DEPTH:
+            where = _path_text(path[:8])
+            raise DocumentError(
+                f"the document is nested more than {MAX_DOCUMENT_DEPTH} levels deep (at {where}...)"
+            )
+        if isinstance(value, str):
+            found = _lone_surrogate(value)
+            if found:
+                raise DocumentError(
+                    f"the text at {_path_text(path)} contains a lone UTF-16 surrogate ({found}), "
+                    "which is not a character"
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and _lone_surrogate(key):
+                    raise DocumentError(
+                        f"a key at {_path_text(path)} contains a lone UTF-16 surrogate "
+                        f"({_lone_surrogate(key)}), which is not a character"
+                    )
+                stack.append((item, (*path, str(key))))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, index)) for index, item in enumerate(value))
+
+
 def load_document(raw: bytes | str, content_type: str | None = None) -> Any:
     """Parse a JSON or YAML document that must be a mapping.
 
@@ -93,6 +164,12 @@ def load_document(raw: bytes | str, content_type: str | None = None) -> Any:
     if size > MAX_DOCUMENT_BYTES:
         raise DocumentTooLarge(size)
     if isinstance(raw, bytes):
+        for bom, encoding in _FOREIGN_BOMS:
+            if raw.startswith(bom):
+                raise DocumentError(
+                    f"the document is {encoding} encoded (it starts with a {encoding} byte order mark); "
+                    "send it as UTF-8"
+                )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -102,17 +179,28 @@ def load_document(raw: bytes | str, content_type: str | None = None) -> Any:
     else:
         text = raw
     text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise DocumentError("the document is empty")
+    too_deep = DocumentError(f"the document is nested more than {MAX_DOCUMENT_DEPTH} levels deep")
     json_only = content_type is not None and "json" in content_type.lower()
     try:
         document = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as json_error:
+    except RecursionError:
+        # The YAML reader recurses per level too: no point in trying it.
+        raise too_deep from None
+    except ValueError as json_error:
         if json_only:
             raise DocumentError(f"invalid JSON: {_describe(json_error)}") from None
         try:
             document = yaml.load(text, Loader=_StrictLoader)
-        except (yaml.YAMLError, ValueError, TypeError, RecursionError) as yaml_error:
+        except RecursionError:
+            raise too_deep from None
+        except (yaml.YAMLError, ValueError, TypeError) as yaml_error:
+            # A document that starts like JSON was meant as JSON: its JSON error is the useful one.
+            if text.lstrip()[:1] in ("{", "["):
+                raise DocumentError(f"invalid JSON: {_describe(json_error)}") from None
             raise DocumentError(f"invalid YAML: {_describe(yaml_error)}") from None
     if not isinstance(document, dict):
-        found = "nothing" if document is None else f"a {type(document).__name__}"
-        raise DocumentError(f"the document must be a mapping (an object), not {found}")
+        raise DocumentError(f"the document must be a mapping (an object), not {_kind_of(document)}")
+    _check_structure(document)
     return document

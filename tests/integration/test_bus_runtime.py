@@ -200,3 +200,64 @@ async def test_existing_consumer_is_reconciled_to_declared_settings(
         assert info.config.ack_wait == 7 and info.config.max_deliver == 4
     finally:
         await runtime.stop()
+
+
+class SlowRecorder(Recorder):
+    async def handle(self, tx: Transaction, msg: Incoming) -> None:
+        await asyncio.sleep(2.5)
+        await super().handle(tx, msg)
+
+
+async def test_handler_slower_than_ack_wait_is_applied_once(
+    nats_url: str, tmp_path: Path, nc: nats.NATS
+) -> None:
+    recorder = SlowRecorder()
+    runtime = await start_runtime(nats_url, tmp_path, recorder, ack_wait=1, max_deliver=5)
+    try:
+        await nc.jetstream().publish(SUBJECT, b"RUNNING", headers={"Nats-Msg-Id": "m-slow"})
+
+        async def done() -> bool:
+            info = await nc.jetstream().consumer_info(subjects.COMMANDS_STREAM, "svc-work")
+            return len(await applied_rows(runtime.store)) == 1 and info.num_ack_pending == 0
+
+        await eventually(done, timeout=15)
+        await asyncio.sleep(1.5)  # a redelivery, if any, would have arrived by now
+        assert recorder.calls == 1
+        assert await applied_rows(runtime.store) == [("m-slow", "RUNNING")]
+        info = await nc.jetstream().consumer_info(subjects.COMMANDS_STREAM, "svc-work")
+        assert info.num_redelivered == 0
+    finally:
+        await runtime.stop()
+
+
+async def test_same_message_outside_the_duplicate_window_is_caught_by_the_inbox(
+    nats_url: str, tmp_path: Path, nc: nats.NATS
+) -> None:
+    """A client re-sending a request id after the stream forgot it: the inbox still applies it once."""
+    recorder = Recorder()
+    runtime = await start_runtime(nats_url, tmp_path, recorder)
+    try:
+        js = nc.jetstream()
+        await js.publish(SUBJECT, b"WAITING", headers={"Nats-Msg-Id": "m-again"})
+
+        async def first() -> bool:
+            return len(await applied_rows(runtime.store)) == 1
+
+        await eventually(first)
+        # Shrink the window so the stream forgets the id, as it would after 10 minutes.
+        config = (await js.stream_info(subjects.COMMANDS_STREAM)).config
+        config.duplicate_window = 1.0
+        await js.update_stream(config)
+        await asyncio.sleep(1.5)
+        again = await js.publish(SUBJECT, b"WAITING", headers={"Nats-Msg-Id": "m-again"})
+        assert not again.duplicate
+
+        async def consumed() -> bool:
+            info = await js.consumer_info(subjects.COMMANDS_STREAM, "svc-work")
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await eventually(consumed)
+        assert recorder.calls == 1
+        assert await applied_rows(runtime.store) == [("m-again", "WAITING")]
+    finally:
+        await runtime.stop()

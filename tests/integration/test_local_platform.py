@@ -340,3 +340,209 @@ async def test_docker_runs_follow_the_container_lifecycle(
     assert f"run --detach --name eb-{spec.session_id} --cpus 2 --memory 1g" in calls[3]
     assert calls[3].endswith("--entrypoint sh busybox:1 -c x")
     assert calls[-1] == f"rm --force eb-{spec.session_id}"
+
+
+# -- LocalCommand ---------------------------------------------------------------------------------
+
+COMMAND_KIND = "urn:execution-broker:kinds/executable/local-command"
+
+
+def command_spec(
+    tmp_path: Path, command: list[str], environment: dict[str, str] | None = None, cores: int = 2
+) -> LaunchSpec:
+    executable: dict[str, Any] = {"kind": COMMAND_KIND, "command": command}
+    if environment is not None:
+        executable["environment"] = environment
+    return make_spec(tmp_path, executable, cores)
+
+
+class TestLocalCommandContract(PlatformContract):
+    run_timeout = RUN_TIMEOUT
+
+    @pytest.fixture
+    def platform_factory(self) -> PlatformFactory:
+        return LocalPlatform
+
+    @pytest.fixture
+    def good_spec(self, tmp_path: Path) -> LaunchSpec:
+        return command_spec(tmp_path, [sys.executable, "-c", "print('hi')"])
+
+    @pytest.fixture
+    def failing_spec(self, tmp_path: Path) -> LaunchSpec:
+        return command_spec(tmp_path, [sys.executable, "-c", "import sys; sys.exit(3)"])
+
+    @pytest.fixture
+    def slow_spec(self, tmp_path: Path) -> LaunchSpec:
+        return command_spec(tmp_path, [sys.executable, "-c", "import time; time.sleep(30)"])
+
+    async def wait_until_busy(self, platform: Platform, spec: LaunchSpec, handle: str) -> None:
+        # RUNNING is true from the first instant; wait until the wrapper has started the command.
+        runner = json.loads(handle)["pid"]
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while len(live_members(runner)) < 2:
+            assert (await platform.poll(spec, handle)).state == RunState.RUNNING
+            assert time.monotonic() < deadline, "the command never started"
+            await asyncio.sleep(0.02)
+
+    async def assert_run_stopped(self, spec: LaunchSpec, handle: str) -> None:
+        assert live_members(json.loads(handle)["pid"]) == []
+
+
+async def run_command(spec: LaunchSpec) -> tuple[str, Any]:
+    platform = LocalPlatform()
+    handle = await launch(platform, spec)
+    status = await wait_for_final(platform, spec, handle, RUN_TIMEOUT)
+    await platform.release(spec, handle)
+    return handle, status
+
+
+async def test_a_command_succeeds_with_its_output_in_the_log(tmp_path: Path) -> None:
+    spec = command_spec(tmp_path, ["echo", "hello from the broker"])
+    handle, status = await run_command(spec)
+    assert (status.state, status.message) == (RunState.SUCCEEDED, "exit code 0")
+    assert status.outputs == {"log": str(spec.work_dir / "command.log")}
+    assert (spec.work_dir / "command.log").read_text() == "hello from the broker\n"
+    assert json.loads(handle)["log"] == "command.log"
+
+
+async def test_arguments_are_not_interpreted_by_a_shell(tmp_path: Path) -> None:
+    spec = command_spec(tmp_path, ["echo", "$HOME; `id` | *"])
+    _, status = await run_command(spec)
+    assert status.state == RunState.SUCCEEDED
+    assert (spec.work_dir / "command.log").read_text() == "$HOME; `id` | *\n"
+
+
+async def test_a_failing_command_reports_its_exit_code_and_the_end_of_its_log(tmp_path: Path) -> None:
+    script = "import sys; print('working'); print('something broke', file=sys.stderr); sys.exit(3)"
+    _, status = await run_command(command_spec(tmp_path, [sys.executable, "-c", script]))
+    assert status.state == RunState.FAILED
+    assert status.message == "exit code 3\nworking\nsomething broke"
+
+
+async def test_a_missing_command_is_failed_with_a_clear_message(tmp_path: Path) -> None:
+    _, status = await run_command(command_spec(tmp_path, ["no-such-command-for-the-broker", "x"]))
+    assert (status.state, status.message) == (
+        RunState.FAILED,
+        "command not found: no-such-command-for-the-broker",
+    )
+
+
+async def test_a_file_that_is_not_executable_is_failed_with_a_clear_message(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho never\n")
+    _, status = await run_command(command_spec(tmp_path, [str(script)]))
+    assert status.state == RunState.FAILED
+    assert status.message == f"command not executable: {script} (permission denied)"
+
+
+async def test_the_command_gets_its_environment_thread_limits_and_work_dir(tmp_path: Path) -> None:
+    script = "import os; print(os.environ['GREETING'], os.environ['OMP_NUM_THREADS'], os.getcwd())"
+    spec = command_spec(
+        tmp_path, [sys.executable, "-c", script], environment={"GREETING": "bonjour"}, cores=3
+    )
+    _, status = await run_command(spec)
+    assert status.state == RunState.SUCCEEDED, status.message
+    assert (spec.work_dir / "command.log").read_text() == f"bonjour 3 {spec.work_dir}\n"
+
+
+async def test_the_user_may_override_the_thread_limits(tmp_path: Path) -> None:
+    script = "import os; print(os.environ['OMP_NUM_THREADS'])"
+    spec = command_spec(tmp_path, [sys.executable, "-c", script], environment={"OMP_NUM_THREADS": "1"})
+    await run_command(spec)
+    assert (spec.work_dir / "command.log").read_text() == "1\n"
+
+
+async def test_cancel_kills_the_children_the_command_spawned(tmp_path: Path) -> None:
+    spec = command_spec(tmp_path, ["sh", "-c", "sleep 30 & echo $! > child.pid; wait"])
+    platform = LocalPlatform()
+    handle = await launch(platform, spec)
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not (spec.work_dir / "child.pid").exists() or not (spec.work_dir / "child.pid").read_text():
+        assert time.monotonic() < deadline, "the command never spawned its child"
+        await asyncio.sleep(0.02)
+    child = int((spec.work_dir / "child.pid").read_text())
+    os.kill(child, 0)  # alive
+    started = time.monotonic()
+    await platform.cancel(spec, handle)
+    assert time.monotonic() - started < 3, "SIGTERM should have been enough"
+    status = await platform.poll(spec, handle)
+    assert (status.state, status.message) == (RunState.CANCELLED, "cancelled by request")
+    assert live_members(json.loads(handle)["pid"]) == []
+    await platform.release(spec, handle)
+
+
+async def test_a_sigterm_to_the_wrapper_alone_reaches_the_command(tmp_path: Path) -> None:
+    spec = command_spec(tmp_path, ["sh", "-c", "sleep 30 & wait"])
+    platform = LocalPlatform()
+    handle = await launch(platform, spec)
+    await TestLocalCommandContract().wait_until_busy(platform, spec, handle)
+    runner = json.loads(handle)["pid"]
+    os.kill(runner, signal.SIGTERM)  # not the group: the wrapper must forward it
+    status = await wait_for_final(platform, spec, handle, RUN_TIMEOUT)
+    # Not a cancel the broker asked for: the command's own death is reported.
+    assert status.state == RunState.FAILED
+    assert status.message is not None and status.message.startswith("exit code -15 (killed by SIGTERM)")
+    deadline = time.monotonic() + 5
+    while live_members(runner):
+        assert time.monotonic() < deadline, "the command's group outlived the wrapper"
+        await asyncio.sleep(0.02)
+    await platform.release(spec, handle)
+
+
+async def test_a_command_runner_killed_without_a_result_points_at_command_log(tmp_path: Path) -> None:
+    spec = command_spec(tmp_path, [sys.executable, "-c", "import time; time.sleep(30)"])
+    platform = LocalPlatform()
+    handle = await launch(platform, spec)
+    await TestLocalCommandContract().wait_until_busy(platform, spec, handle)
+    os.killpg(json.loads(handle)["pid"], signal.SIGKILL)
+    status = await wait_for_final(platform, spec, handle, RUN_TIMEOUT)
+    assert status.state == RunState.FAILED
+    assert status.message and status.message.startswith(
+        "the local runner exited without a result (see command.log)"
+    )
+    await platform.release(spec, handle)
+
+
+@pytest.mark.parametrize(
+    ("executable", "expected"),
+    [
+        ({"command": []}, "needs a command"),
+        ({"command": "echo hi"}, "needs a command"),
+        ({"command": ["echo"], "environment": {"A=B": "x"}}, "invalid variable name"),
+    ],
+)
+async def test_a_malformed_command_is_refused_at_prepare(
+    tmp_path: Path, executable: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(PlatformError, match=expected):
+        await LocalPlatform().prepare(make_spec(tmp_path, {"kind": COMMAND_KIND, **executable}))
+
+
+async def test_a_retried_start_forgets_the_earlier_result(tmp_path: Path) -> None:
+    spec = command_spec(tmp_path, ["true"])
+    platform = LocalPlatform()
+    first, _ = await run_command(spec)
+    second = await platform.start(spec)
+    assert json.loads(second)["pid"] != json.loads(first)["pid"]
+    assert (await wait_for_final(platform, spec, second, RUN_TIMEOUT)).state == RunState.SUCCEEDED
+    await platform.release(spec, second)
+
+
+async def test_cancel_right_after_start_of_a_command(tmp_path: Path) -> None:
+    # Possibly before the wrapper has its SIGTERM handler, or has started the command at all.
+    spec = command_spec(tmp_path, ["sleep", "30"])
+    platform = LocalPlatform()
+    handle = await launch(platform, spec)
+    await platform.cancel(spec, handle)
+    status = await platform.poll(spec, handle)
+    assert (status.state, status.message) == (RunState.CANCELLED, "cancelled by request")
+    assert live_members(json.loads(handle)["pid"]) == []
+    await platform.release(spec, handle)
+
+
+def test_both_runners_agree_on_the_shared_file_names() -> None:
+    from services.launcher.platforms import local, local_command_runner, local_runner
+
+    assert local_command_runner.CANCEL_MARKER == local_runner.CANCEL_MARKER
+    assert local_command_runner.CANCELLED_MESSAGE == local_runner.CANCELLED_MESSAGE
+    assert local_command_runner.RESULT_FILE == local.RESULT_FILE

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 JUPYTER_NOTEBOOK_KIND = "kinds/executable/jupyter-notebook.yaml"
 DOCKER_CONTAINER_KIND = "kinds/executable/docker-container.yaml"
 SINGULARITY_CONTAINER_KIND = "kinds/executable/singularity-container.yaml"
+# Our own extension kind: a URN, matched whole (shared.models.LOCAL_COMMAND_KIND).
+LOCAL_COMMAND_KIND = "urn:execution-broker:kinds/executable/local-command"
 
 
 class RunState(StrEnum):

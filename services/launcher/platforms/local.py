@@ -3,6 +3,8 @@
 JupyterNotebook executables run in a child process (`local_runner`) in its own process group. The
 handle holds the pid and the process start time, and every observation goes through /proc and the
 files in the work dir, so a restarted launcher finds the run again with a fresh LocalPlatform.
+LocalCommand executables (our extension kind) run the same way under a small wrapper,
+`local_command_runner`, that records the command's exit status (see `local_command`).
 DockerContainer executables run with the local container engine, when there is one.
 """
 
@@ -27,11 +29,14 @@ import nbformat
 from services.launcher.platforms.base import (
     DOCKER_CONTAINER_KIND,
     JUPYTER_NOTEBOOK_KIND,
+    LOCAL_COMMAND_KIND,
     LaunchSpec,
     PlatformError,
     RunState,
     RunStatus,
 )
+from services.launcher.platforms.local_command import prepare_command, start_command
+from services.launcher.platforms.local_command_runner import COMMAND_LOG_FILE
 from services.launcher.platforms.local_runner import (
     CANCEL_MARKER,
     CANCELLED_MESSAGE,
@@ -81,6 +86,8 @@ class LocalPlatform:
         kind = _executable_type(spec)
         if kind == "notebook":
             await self._prepare_notebook(spec)
+        elif kind == "command":
+            await prepare_command(spec)
         else:
             await _prepare_container(spec)
 
@@ -88,6 +95,10 @@ class LocalPlatform:
         kind = _executable_type(spec)
         if kind == "notebook":
             return await self._start_notebook(spec)
+        if kind == "command":
+            process = await start_command(spec, THREAD_LIMIT_VARIABLES)
+            self._children[process.pid] = process
+            return _process_handle(process.pid, log=COMMAND_LOG_FILE)
         return await _start_container(spec)
 
     async def poll(self, spec: LaunchSpec, handle: str) -> RunStatus:
@@ -105,8 +116,8 @@ class LocalPlatform:
         status = _status_from_result(work_dir)
         if status is not None:
             return status
-        message = "the local runner exited without a result (see runner.log)"
-        tail = _log_tail(work_dir / LOG_FILE)
+        message = f"the local runner exited without a result (see {parsed.log})"
+        tail = _log_tail(work_dir / parsed.log)
         return RunStatus(
             state=RunState.FAILED,
             message=f"{message}\n{tail}" if tail else message,
@@ -223,7 +234,7 @@ class LocalPlatform:
                 start_new_session=True,
             )
         self._children[process.pid] = process
-        return json.dumps({"type": "process", "pid": process.pid, "start_time": proc_start_time(process.pid)})
+        return _process_handle(process.pid, log=LOG_FILE)
 
     async def _stop(self, work_dir: Path, handle: ProcessHandle) -> None:
         """Stop the kernel, then the runner, then SIGKILL whatever is left of either."""
@@ -269,6 +280,12 @@ class LocalPlatform:
 class ProcessHandle(NamedTuple):
     pid: int
     start_time: int | None
+    # The run's log in the work dir: runner.log for notebooks, command.log for commands.
+    log: str = LOG_FILE
+
+
+def _process_handle(pid: int, *, log: str) -> str:
+    return json.dumps({"type": "process", "pid": pid, "start_time": proc_start_time(pid), "log": log})
 
 
 class ContainerHandle(NamedTuple):
@@ -279,7 +296,10 @@ def _parse_handle(handle: str) -> ProcessHandle | ContainerHandle:
     try:
         data = json.loads(handle)
         if data["type"] == "process":
-            return ProcessHandle(int(data["pid"]), data.get("start_time"))
+            # Handles written before commands existed have no "log"; only known names are trusted.
+            log = data.get("log", LOG_FILE)
+            if log in (LOG_FILE, COMMAND_LOG_FILE):
+                return ProcessHandle(int(data["pid"]), data.get("start_time"), log)
         if data["type"] == "container":
             return ContainerHandle(str(data["container"]))
     except (ValueError, KeyError, TypeError):
@@ -293,6 +313,8 @@ def _executable_type(spec: LaunchSpec) -> str:
         return "notebook"
     if kind.endswith(DOCKER_CONTAINER_KIND):
         return "container"
+    if kind == LOCAL_COMMAND_KIND:
+        return "command"
     raise PlatformError(f"the local platform cannot run executables of kind {kind or '(none)'}")
 
 
@@ -358,7 +380,9 @@ def _status_from_result(work_dir: Path) -> RunStatus | None:
 
 
 def _outputs(work_dir: Path) -> dict[str, str]:
-    names = {"notebook": OUTPUT_FILE, "log": LOG_FILE, "container_log": CONTAINER_LOG_FILE}
+    # A work dir holds one executable's run, so at most one of the two logs exists.
+    log = COMMAND_LOG_FILE if (work_dir / COMMAND_LOG_FILE).exists() else LOG_FILE
+    names = {"notebook": OUTPUT_FILE, "log": log, "container_log": CONTAINER_LOG_FILE}
     return {name: str(work_dir / file) for name, file in names.items() if (work_dir / file).exists()}
 
 

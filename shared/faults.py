@@ -1,0 +1,288 @@
+"""The kill/restart scenario: sessions flow while services (and optionally nats-server) are killed.
+
+It runs against a fresh embedded broker and audits the events stream at the end, so operators can
+check the exactly-once promise themselves: every request answered once, every accepted session in
+exactly one terminal phase, every (session, phase) event stored exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.js.api import DeliverPolicy
+
+from shared import subjects
+from shared.client import BrokerClient, BrokerTimeout, wait_for_services
+from shared.embedded import SERVICES, EmbeddedBroker
+from shared.lifecycle import TERMINAL, Phase
+
+LOCAL_COMMAND_KIND = "urn:execution-broker:kinds/executable/local-command"
+
+Progress = Callable[[str], None]
+
+
+def zero_time_request() -> dict[str, Any]:
+    return {
+        "executable": {"kind": LOCAL_COMMAND_KIND, "command": ["true"]},
+        "compute": {
+            "kind": "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/compute/"
+            "simple-compute-resource.yaml",
+            "cores": {"min": 1, "max": 1},
+            "memory": {"min": 1, "max": 1},
+        },
+        "schedule": {"requested": {"duration": "PT1M"}},
+    }
+
+
+@dataclass
+class FaultReport:
+    sessions: int
+    kills: int
+    nats_restarts: int
+    answered: int
+    lost: int
+    duplicated: int
+    stuck: int
+    completed: int
+    failed: int
+    refused: int
+    seconds: float
+    kill_log: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.lost == 0
+            and self.duplicated == 0
+            and self.stuck == 0
+            and self.failed == 0
+            and self.answered == self.sessions
+        )
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("kill_log")
+        data["problems"] = self.problems[:20]
+        return data
+
+
+@dataclass
+class _Flow:
+    request_ids: list[str] = field(default_factory=list)
+    accepted: dict[str, str] = field(default_factory=dict)  # request id -> session id
+    refused: set[str] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+
+
+async def _one_session(client: BrokerClient, flow: _Flow, limit: asyncio.Semaphore, timeout: float) -> None:
+    request_id = str(uuid.uuid4())
+    flow.request_ids.append(request_id)
+    async with limit:
+        try:
+            offerset = await client.submit(zero_time_request(), request_id=request_id, timeout=timeout)
+        except BrokerTimeout as exc:
+            flow.errors.append(f"request {request_id}: {exc}")
+            return
+        if offerset.result != "YES" or not offerset.offers or offerset.offers[0].meta is None:
+            flow.refused.add(request_id)
+            return
+        session_id = offerset.offers[0].meta.uuid
+        assert session_id is not None
+        try:
+            result = await client.accept(session_id)
+        except BrokerTimeout as exc:
+            flow.errors.append(f"accept {session_id}: {exc}")
+            return
+        if result.applied:
+            flow.accepted[request_id] = session_id
+        else:
+            flow.errors.append(f"accept {session_id} refused: {[m.message for m in result.messages]}")
+
+
+async def _killer(
+    broker: EmbeddedBroker,
+    kills: int,
+    restart_nats: bool,
+    window: float,
+    rng: random.Random,
+    log: list[str],
+    stop: asyncio.Event,
+) -> int:
+    """Kill ``kills`` services at random moments spread over ``window`` seconds; restart each."""
+    nats_restarts = 0
+    moments = sorted(rng.uniform(0.05, 0.9) * window for _ in range(kills))
+    nats_moment = rng.uniform(0.3, 0.6) * window if restart_nats else None
+    started = time.monotonic()
+    plan: list[tuple[float, str]] = [(m, rng.choice(SERVICES)) for m in moments]
+    if nats_moment is not None:
+        plan.append((nats_moment, "nats-server"))
+        plan.sort()
+    for moment, target in plan:
+        delay = moment - (time.monotonic() - started)
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        down_for = rng.uniform(0.2, 1.5)
+        if target == "nats-server":
+            assert broker.nats is not None
+            broker.nats.stop(signal.SIGKILL)
+            log.append(f"{time.monotonic() - started:6.1f}s SIGKILL nats-server, down {down_for:.1f}s")
+            await asyncio.sleep(down_for)
+            await asyncio.to_thread(broker.nats.start)
+            nats_restarts += 1
+        else:
+            broker.services[target].kill()
+            log.append(f"{time.monotonic() - started:6.1f}s SIGKILL {target}, down {down_for:.1f}s")
+            await asyncio.sleep(down_for)
+            broker.services[target].start()
+    return nats_restarts
+
+
+async def _audit(url: str) -> tuple[Counter[str], dict[str, list[str]]]:
+    """Count every stored event subject; collect each session's phases in stream order."""
+    nc = await nats.connect(url)
+    counts: Counter[str] = Counter()
+    phases: dict[str, list[str]] = defaultdict(list)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(subjects.EVENTS_STREAM)
+        last = info.state.last_seq
+        sub = await js.subscribe(
+            ">", stream=subjects.EVENTS_STREAM, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        seq = 0
+        while seq < last:
+            msg = await sub.next_msg(timeout=10)
+            seq = msg.metadata.sequence.stream
+            counts[msg.subject] += 1
+            parts = msg.subject.split(".")
+            if parts[:2] == ["eb", "sessions"] and len(parts) == 5 and parts[3] == "events":
+                phases[parts[2]].append(parts[4])
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return counts, phases
+
+
+async def _wait_until_settled(url: str, sessions: set[str], deadline: float) -> None:
+    """Follow all session events until every accepted session has a terminal phase or time is up."""
+    done: set[str] = set()
+    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    try:
+        sub = await nc.jetstream().subscribe(
+            subjects.session_events("*"), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        while not sessions <= done and time.monotonic() < deadline:
+            try:
+                msg = await sub.next_msg(timeout=1)
+            except nats.errors.TimeoutError:
+                continue
+            parts = msg.subject.split(".")
+            if Phase(parts[4]) in TERMINAL:
+                done.add(parts[2])
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+
+
+async def run_faults(
+    data_dir: Path,
+    sessions: int = 300,
+    kills: int = 6,
+    *,
+    restart_nats: bool = False,
+    concurrency: int = 40,
+    seed: int | None = None,
+    settle_timeout: float = 180.0,
+    progress: Progress = lambda _: None,
+) -> FaultReport:
+    rng = random.Random(seed)
+    env = {
+        # A pool big enough that every session can start at once: the test is about failures,
+        # not about waiting for capacity.
+        "EB_POOL_CORES": str(max(sessions, 8)),
+        "EB_POOL_MEMORY_GIB": str(max(sessions, 8)),
+        "EB_MAX_OFFERS": "2",
+        "EB_ACK_WAIT_S": "4",
+        "EB_MAX_DELIVER": "20",
+    }
+    broker = EmbeddedBroker(data_dir=data_dir, env=env)
+    started = time.monotonic()
+    kill_log: list[str] = []
+    flow = _Flow()
+    await asyncio.to_thread(broker.start)
+    try:
+        await wait_for_services(broker.url, SERVICES, timeout=60)
+        progress(
+            f"broker up at {broker.url}; {sessions} sessions, {kills} kills"
+            + (", one nats-server restart" if restart_nats else "")
+        )
+        stop_killing = asyncio.Event()
+        # Spread the kills over the time the sessions are expected to take (≈ 25 sessions/s here).
+        window = max(5.0, sessions / 25)
+        killer = asyncio.create_task(
+            _killer(broker, kills, restart_nats, window, rng, kill_log, stop_killing)
+        )
+        limit = asyncio.Semaphore(concurrency)
+        async with BrokerClient(broker.url, "faults", reconnect=True, resend_after=6.0) as client:
+            await asyncio.gather(*(_one_session(client, flow, limit, timeout=120) for _ in range(sessions)))
+        progress(f"{len(flow.accepted)} sessions accepted after {time.monotonic() - started:.1f} s")
+        nats_restarts = await killer
+        await _wait_until_settled(broker.url, set(flow.accepted.values()), time.monotonic() + settle_timeout)
+        await asyncio.sleep(1.0)  # let the last relays land before counting
+        counts, phases = await _audit(broker.url)
+    finally:
+        await asyncio.to_thread(broker.stop)
+
+    problems = list(flow.errors)
+    answered = sum(1 for rid in flow.request_ids if counts[subjects.offerset(rid)] >= 1)
+    duplicated = sum(1 for subject, n in counts.items() if n > 1 and not subject.startswith("eb.dead."))
+    problems += [f"duplicate: {s} x{n}" for s, n in counts.items() if n > 1]
+    stuck = 0
+    completed = failed = 0
+    lost = len(flow.request_ids) - answered
+    # The stream is the truth: a session accepted while the client lost its answer still counts.
+    accepted = set(flow.accepted.values()) | {sid for sid, seen in phases.items() if "ACCEPTED" in seen}
+    for session_id in sorted(accepted):
+        seen = phases.get(session_id, [])
+        if Phase.ACCEPTED.value not in seen:
+            lost += 1
+            problems.append(f"lost: session {session_id} has no ACCEPTED event")
+        terminal = [p for p in seen if Phase(p) in TERMINAL]
+        if not terminal:
+            stuck += 1
+            problems.append(f"stuck: session {session_id} phases {seen}")
+        elif len(set(terminal)) > 1:
+            duplicated += 1
+            problems.append(f"two endings: session {session_id} phases {seen}")
+        completed += terminal.count(Phase.COMPLETED.value) > 0
+        failed += terminal.count(Phase.FAILED.value) > 0
+    if counts.get(subjects.dead_letter("offers")) or counts.get(subjects.dead_letter("scheduler")):
+        problems.append("dead letters were written (see eb.dead.*)")
+    return FaultReport(
+        sessions=sessions,
+        kills=kills,
+        nats_restarts=nats_restarts,
+        answered=answered,
+        lost=lost,
+        duplicated=duplicated,
+        stuck=stuck,
+        completed=completed,
+        failed=failed,
+        refused=len(flow.refused),
+        seconds=round(time.monotonic() - started, 1),
+        kill_log=kill_log,
+        problems=problems,
+    )
