@@ -125,7 +125,11 @@ async def _killer(
     moments = sorted(rng.uniform(0.05, 0.9) * window for _ in range(kills))
     nats_moment = rng.uniform(0.3, 0.6) * window if restart_nats else None
     started = time.monotonic()
-    plan: list[tuple[float, str]] = [(m, rng.choice(SERVICES)) for m in moments]
+    # Every service is killed at least once when there are enough kills; the rest are random.
+    targets = [SERVICES[i % len(SERVICES)] for i in range(min(kills, len(SERVICES)))]
+    targets += [rng.choice(SERVICES) for _ in range(kills - len(targets))]
+    rng.shuffle(targets)
+    plan: list[tuple[float, str]] = list(zip(moments, targets, strict=True))
     if nats_moment is not None:
         plan.append((nats_moment, "nats-server"))
         plan.sort()

@@ -76,6 +76,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+        if "/faults/" in str(item.fspath):
+            item.add_marker(pytest.mark.faults)
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -41,6 +41,11 @@ class OffersHandlers:
     async def submit_request(self, tx: Transaction, msg: Incoming) -> None:
         owner = subjects.token_at(msg.subject, 2)
         request_id = subjects.token_at(msg.subject, 3)
+        # A request is identified by its id, whatever transport id a re-send carries.
+        if await tx.fetchone(
+            "SELECT 1 FROM requests WHERE request_id = ?", (request_id,)
+        ) or await tx.fetchone("SELECT 1 FROM offersets WHERE request_id = ?", (request_id,)):
+            return
         decision = domain.decide_request(msg.body, request_id, owner, tx.now, self.policy)
         trace = current_trace_headers()
         if isinstance(decision, NeedsQuote):

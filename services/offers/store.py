@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     trace TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS offersets_by_request ON offersets(request_id);
 CREATE INDEX IF NOT EXISTS sessions_offered ON sessions(expires_at) WHERE phase = 'OFFERED';
 CREATE INDEX IF NOT EXISTS sessions_by_offerset ON sessions(offerset_id);
 CREATE INDEX IF NOT EXISTS sessions_by_owner ON sessions(owner);

@@ -1,0 +1,64 @@
+"""The same request or update published twice — by a retrying client or a network hiccup — is
+applied once, end to end through the three services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+from shared import subjects
+from shared.client import BrokerClient, read_request_file
+from shared.embedded import EmbeddedBroker
+from tests.e2e.helpers import HELLO_REQUEST, phase_event_counts
+
+pytestmark = pytest.mark.faults
+
+
+async def stored_count(client: BrokerClient, stream: str, subject: str) -> int:
+    info = await client.nc.jetstream().stream_info(stream, subjects_filter=subject)
+    return sum((info.state.subjects or {}).values())
+
+
+async def test_a_request_published_twice_gets_one_offer_set(broker: EmbeddedBroker) -> None:
+    async with BrokerClient(broker.url, "alice") as client:
+        request_id = str(uuid.uuid4())
+        body = json.dumps(read_request_file(HELLO_REQUEST)).encode()
+        # Two raw publishes with different transport ids: only the services' inboxes can catch this.
+        js = client.nc.jetstream()
+        await js.publish(
+            subjects.request("alice", request_id), body, headers={"Nats-Msg-Id": f"{request_id}-first"}
+        )
+        offerset = await client.submit(body, request_id=request_id)
+        assert offerset.result == "YES"
+        await asyncio.sleep(1.0)
+        assert await stored_count(client, subjects.EVENTS_STREAM, subjects.offerset(request_id)) == 1
+        quotes = await stored_count(client, subjects.COMMANDS_STREAM, "eb.scheduler.local.cmd.quote")
+        assert quotes == 1
+
+
+async def test_an_update_published_twice_is_applied_once(broker: EmbeddedBroker) -> None:
+    async with BrokerClient(broker.url, "alice") as client:
+        offerset = await client.submit(read_request_file(HELLO_REQUEST))
+        assert offerset.offers and offerset.offers[0].meta
+        session_id = offerset.offers[0].meta.uuid
+        assert session_id is not None
+        update_id = str(uuid.uuid4())
+        body = json.dumps({"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}).encode()
+        reply = subjects.session_reply(session_id, update_id)
+        replies = await client.nc.subscribe(reply)
+        js = client.nc.jetstream()
+        for _ in range(2):
+            await js.publish(
+                subjects.session_update(session_id, "alice"), body, headers={"Nats-Msg-Id": update_id}
+            )
+        first = await replies.next_msg(timeout=10)
+        assert json.loads(first.data)["applied"] is True
+        events = await client.wait_until_done(session_id, timeout=60)
+        assert events[-1].phase == "COMPLETED"
+        counts = await phase_event_counts(broker.url, session_id)
+        assert all(n == 1 for n in counts.values()), counts
+        assert await stored_count(client, subjects.EVENTS_STREAM, reply) == 1
+        assert await stored_count(client, subjects.COMMANDS_STREAM, "eb.scheduler.local.cmd.book") == 1
