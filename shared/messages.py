@@ -64,6 +64,9 @@ class BookSession(Message):
     owner: str
     siblings: list[str] = Field(default_factory=list)
     executable: dict[str, Any]
+    storage: list[dict[str, Any]] = Field(default_factory=list)
+    data: list[dict[str, Any]] = Field(default_factory=list)
+    volumes: list[dict[str, Any]] = Field(default_factory=list)
     platform: str
 
 
@@ -87,6 +90,9 @@ class LaunchSession(Message):
     session_id: str
     owner: str
     executable: dict[str, Any]
+    storage: list[dict[str, Any]] = Field(default_factory=list)
+    data: list[dict[str, Any]] = Field(default_factory=list)
+    volumes: list[dict[str, Any]] = Field(default_factory=list)
     cores: int
     memory_gib: int
     start: datetime

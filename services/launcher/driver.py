@@ -70,6 +70,9 @@ class Drivers:
         return LaunchSpec(
             session_id=run.session_id,
             executable=run.spec["executable"],
+            storage=run.spec.get("storage") or [],
+            data=run.spec.get("data") or [],
+            volumes=run.spec.get("volumes") or [],
             cores=run.spec["cores"],
             memory_gib=run.spec["memory_gib"],
             slot_end=datetime.fromisoformat(run.spec["end"]),

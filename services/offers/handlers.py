@@ -167,11 +167,15 @@ class OffersHandlers:
                 trace_headers=trace,
             )
         if decision.book:
+            document = await tables.session_document(tx, session_id)
             book = BookSession(
                 session_id=session_id,
                 owner=view.owner,
                 siblings=list(decision.siblings),
-                executable=await tables.session_executable(tx, session_id),
+                executable=document.get("executable") or {},
+                storage=document.get("storage") or [],
+                data=document.get("data") or [],
+                volumes=(document.get("compute") or {}).get("volumes") or [],
                 platform=self.policy.platform,
             )
             await tx.publish(

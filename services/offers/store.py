@@ -106,11 +106,9 @@ async def session_trace(tx: Transaction, session_id: str) -> dict[str, str]:
     return dict(json.loads(row[0])) if row else {}
 
 
-async def session_executable(tx: Transaction, session_id: str) -> dict[str, Any]:
+async def session_document(tx: Transaction, session_id: str) -> dict[str, Any]:
     row = await tx.fetchone("SELECT document FROM sessions WHERE session_id = ?", (session_id,))
-    if row is None:
-        return {}
-    return dict(json.loads(row[0]).get("executable") or {})
+    return dict(json.loads(row[0])) if row is not None else {}
 
 
 async def set_phase(tx: Transaction, session_id: str, phase: Phase) -> None:

@@ -51,6 +51,11 @@ class LaunchSpec(BaseModel):
     # Per-session folder owned by the launcher; plugins write inputs, logs and outputs here.
     work_dir: Path
     environment: dict[str, str] = {}
+    # The session's other components as IVOA JSON (kind URI + fields), for platforms that stage data
+    # or mount volumes: storage resources, data resources, and the compute's volume mounts.
+    storage: list[dict[str, Any]] = []
+    data: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
 
     @property
     def executable_kind(self) -> str:
@@ -114,3 +119,28 @@ class Platform(Protocol):
     def poll_interval(self, spec: LaunchSpec) -> float:
         """Seconds the launcher should wait between polls of this run."""
         ...
+
+    async def prepare_storage(self, spec: LaunchSpec, storage: dict[str, Any]) -> None:
+        """Create one storage resource; runs before the data that lives in it. Raise PlatformError."""
+        ...
+
+    async def prepare_data(self, spec: LaunchSpec, data: dict[str, Any]) -> None:
+        """Put one data resource in place (after its storage); compute never starts before this ends."""
+        ...
+
+    def preparation_estimate(self, spec: LaunchSpec) -> float:
+        """Seconds this platform expects preparation to take, before any measurement."""
+        ...
+
+
+class PlatformBase:
+    """Defaults for the optional steps, so a plugin implements only what its platform needs."""
+
+    async def prepare_storage(self, spec: LaunchSpec, storage: dict[str, Any]) -> None:
+        return None
+
+    async def prepare_data(self, spec: LaunchSpec, data: dict[str, Any]) -> None:
+        return None
+
+    def preparation_estimate(self, spec: LaunchSpec) -> float:
+        return 5.0

@@ -31,6 +31,7 @@ from services.launcher.platforms.base import (
     JUPYTER_NOTEBOOK_KIND,
     LOCAL_COMMAND_KIND,
     LaunchSpec,
+    PlatformBase,
     PlatformError,
     RunState,
     RunStatus,
@@ -69,7 +70,7 @@ THREAD_LIMIT_VARIABLES = (
 )
 
 
-class LocalPlatform:
+class LocalPlatform(PlatformBase):
     name = "local"
 
     def __init__(self, **settings: Any) -> None:
