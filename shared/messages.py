@@ -93,10 +93,19 @@ class LaunchSession(Message):
     storage: list[dict[str, Any]] = Field(default_factory=list)
     data: list[dict[str, Any]] = Field(default_factory=list)
     volumes: list[dict[str, Any]] = Field(default_factory=list)
+    pool: str = "local"
     cores: int
     memory_gib: int
     start: datetime
     end: datetime
+
+
+class PreparationMeasured(Message):
+    """launcher → scheduler: how long a session's preparation really took, in total and per step."""
+
+    session_id: str
+    seconds: float
+    steps: dict[str, float] = Field(default_factory=dict)
 
 
 class StopSession(Message):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,11 +22,12 @@ from opentelemetry import propagate, trace
 from services.launcher import domain
 from services.launcher import store as tables
 from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunState, RunStatus
+from services.launcher.preparation import prepare_components
 from shared import subjects
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Transaction
 from shared.lifecycle import Phase, transition
-from shared.messages import SessionEvent
+from shared.messages import PreparationMeasured, SessionEvent
 from shared.models import MessageItem
 from shared.telemetry import current_trace_id, trace_id_from_headers
 
@@ -112,13 +114,17 @@ class Drivers:
                 await self._finish(session_id, Phase.CANCELLED, f"Cancelled: {run.cancel_reason}")
                 return
             await self._advance(session_id, Phase.PREPARING)
+            began = time.monotonic()
             try:
-                await self._with_retries(lambda: platform.prepare(spec))
+                steps = await prepare_components(platform, spec, self._with_retries)
             except PlatformError as exc:
                 await platform.release(spec, None)
                 await self._finish(session_id, Phase.FAILED, exc.message)
                 return
-            await self._advance(session_id, Phase.AVAILABLE)
+            measured = PreparationMeasured(
+                session_id=session_id, seconds=round(time.monotonic() - began, 3), steps=steps
+            )
+            await self._advance(session_id, Phase.AVAILABLE, measured=measured, pool=run.spec.get("pool"))
             reread = await tables.read(self.runtime.store, session_id)
             assert reread is not None
             run = reread
@@ -182,13 +188,29 @@ class Drivers:
                 await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
         raise AssertionError("unreachable")
 
-    async def _advance(self, session_id: str, phase: Phase, *, handle: str | None = None) -> None:
+    async def _advance(
+        self,
+        session_id: str,
+        phase: Phase,
+        *,
+        handle: str | None = None,
+        measured: PreparationMeasured | None = None,
+        pool: str | None = None,
+    ) -> None:
         async def work(tx: Transaction) -> None:
             run = await tables.get(tx, session_id)
             if run is None or not transition(run.phase, phase):
                 return
             await tables.set_phase(tx, session_id, phase, handle)
             await publish_phase(tx, session_id, phase, run.trace)
+            if measured is not None and pool:
+                # The scheduler learns real preparation times from these, per source and pool.
+                await tx.publish(
+                    subjects.scheduler_command(pool, "measured"),
+                    measured.to_bytes(),
+                    f"measured:{session_id}",
+                    trace_headers=run.trace or None,
+                )
 
         await self.runtime.unit_of_work(work)
 

@@ -17,6 +17,7 @@ from shared.messages import (
     CancelSession,
     Hold,
     LaunchSession,
+    PreparationMeasured,
     QuoteSlots,
     ReleaseHolds,
     SessionEvent,
@@ -120,6 +121,7 @@ class SchedulerHandlers:
             storage=command.storage,
             data=command.data,
             volumes=command.volumes,
+            pool=self.pool,
             cores=row.cores,
             memory_gib=row.memory_gib,
             start=row.start,
@@ -141,6 +143,10 @@ class SchedulerHandlers:
             f"launch:{session_id}",
             trace_headers=trace,
         )
+
+    async def measured(self, tx: Transaction, msg: Incoming) -> None:
+        report = PreparationMeasured.model_validate_json(msg.body)
+        await tables.record_preparation(tx, report.session_id, report.seconds, report.steps)
 
     async def release(self, tx: Transaction, msg: Incoming) -> None:
         command = ReleaseHolds.model_validate_json(msg.body)

@@ -39,6 +39,7 @@ def build(settings: Settings) -> ServiceRuntime:
         "book": handlers.book,
         "release": handlers.release,
         "cancel": handlers.cancel,
+        "measured": handlers.measured,
     }
 
     async def dispatch(tx: Transaction, msg: Incoming) -> None:

@@ -30,6 +30,12 @@ CREATE TABLE IF NOT EXISTS reservations (
     trace TEXT,
     updated REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS preparations (
+    session_id TEXT PRIMARY KEY,
+    seconds REAL NOT NULL,
+    steps TEXT NOT NULL,
+    measured_at REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS reservations_active ON reservations(end, start)
     WHERE state IN ('held', 'booked', 'launched');
 CREATE INDEX IF NOT EXISTS reservations_due ON reservations(launch_at) WHERE state = 'booked';
@@ -161,3 +167,12 @@ async def usage(tx: Transaction) -> list[Reservation]:
         "WHERE state IN ('held', 'booked', 'launched')"
     )
     return [Reservation(r[0], dt(r[1]), dt(r[2]), r[3], r[4]) for r in rows]
+
+
+async def record_preparation(
+    tx: Transaction, session_id: str, seconds: float, steps: dict[str, float]
+) -> None:
+    await tx.execute(
+        "INSERT OR IGNORE INTO preparations(session_id, seconds, steps, measured_at) VALUES (?, ?, ?, ?)",
+        (session_id, seconds, json.dumps(steps), ts(tx.now)),
+    )

@@ -144,3 +144,9 @@ class PlatformBase:
 
     def preparation_estimate(self, spec: LaunchSpec) -> float:
         return 5.0
+
+
+def component_keys(component: dict[str, Any]) -> set[str]:
+    """The names a request may use to refer to a component: its client name and its uuid."""
+    meta = component.get("meta") or {}
+    return {str(v) for v in (meta.get("name"), meta.get("uuid")) if v}

@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlparse
 import httpx
 import nbformat
 
+from services.launcher.platforms import local_data
 from services.launcher.platforms.base import (
     DOCKER_CONTAINER_KIND,
     JUPYTER_NOTEBOOK_KIND,
@@ -70,6 +71,10 @@ THREAD_LIMIT_VARIABLES = (
 )
 
 
+# Staged input data is bounded so a wrong URL cannot fill the disk.
+DATA_MAX_BYTES = 10 * 2**30
+
+
 class LocalPlatform(PlatformBase):
     name = "local"
 
@@ -91,6 +96,15 @@ class LocalPlatform(PlatformBase):
             await prepare_command(spec)
         else:
             await _prepare_container(spec)
+
+    async def prepare_storage(self, spec: LaunchSpec, storage: dict[str, Any]) -> None:
+        await local_data.prepare_storage(spec, storage)
+
+    async def prepare_data(self, spec: LaunchSpec, data: dict[str, Any]) -> None:
+        await local_data.prepare_data(spec, data, timeout=self._fetch_timeout, max_bytes=DATA_MAX_BYTES)
+
+    def preparation_estimate(self, spec: LaunchSpec) -> float:
+        return 2.0
 
     async def start(self, spec: LaunchSpec) -> str:
         kind = _executable_type(spec)

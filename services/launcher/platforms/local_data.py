@@ -1,0 +1,123 @@
+"""Storage and data staging for the local platform, and volume mounts as links in the work folder.
+
+A local run cannot bind-mount, so a volume mounted at ``/input`` appears as ``<work_dir>/input``,
+a link to the staged data; commands and notebooks run with ``work_dir`` as their working folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import httpx
+
+from services.launcher.platforms.base import LaunchSpec, PlatformError, component_keys
+
+SIMPLE_DATA_SUFFIX = "kinds/data/simple-data-resource.yaml"
+SIMPLE_STORAGE_SUFFIX = "kinds/storage/simple-storage-resource.yaml"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _folder_name(component: dict[str, Any], fallback: str) -> str:
+    meta = component.get("meta") or {}
+    raw = str(meta.get("name") or meta.get("uuid") or fallback)
+    return _UNSAFE.sub("_", raw).strip("._") or fallback
+
+
+def storage_dir(spec: LaunchSpec, storage: dict[str, Any]) -> Path:
+    return spec.work_dir / "storage" / _folder_name(storage, "storage")
+
+
+def data_path(spec: LaunchSpec, data: dict[str, Any]) -> Path:
+    return spec.work_dir / "data" / _folder_name(data, "data")
+
+
+async def prepare_storage(spec: LaunchSpec, storage: dict[str, Any]) -> None:
+    kind = str(storage.get("kind", ""))
+    if not kind.endswith(SIMPLE_STORAGE_SUFFIX):
+        raise PlatformError(f"the local platform cannot provide storage of kind {kind}")
+    path = storage_dir(spec, storage)
+    await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
+    await _mount(spec, storage, path)
+
+
+async def prepare_data(spec: LaunchSpec, data: dict[str, Any], *, timeout: float, max_bytes: int) -> None:
+    kind = str(data.get("kind", ""))
+    if not kind.endswith(SIMPLE_DATA_SUFFIX):
+        raise PlatformError(f"the local platform cannot stage data of kind {kind}")
+    location = data.get("location")
+    if not isinstance(location, str) or not location:
+        raise PlatformError(f"the data resource {_folder_name(data, 'data')} has no location")
+    target = data_path(spec, data)
+    # A resumed preparation keeps what an earlier attempt finished.
+    if not target.exists():
+        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        if location.startswith(("http://", "https://")):
+            await _download(location, partial, timeout=timeout, max_bytes=max_bytes)
+        else:
+            source = (
+                Path(unquote(urlparse(location).path)) if location.startswith("file://") else Path(location)
+            )
+            if not source.is_absolute() or not source.exists():
+                raise PlatformError(f"data not found at {location}")
+            await asyncio.to_thread(_copy, source, partial)
+        await asyncio.to_thread(os.replace, partial, target)
+    await _mount(spec, data, target)
+
+
+def _copy(source: Path, target: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    else:
+        shutil.copyfile(source, target)
+
+
+async def _download(url: str, target: Path, *, timeout: float, max_bytes: int) -> None:
+    try:
+        async with (
+            httpx.AsyncClient(follow_redirects=True, timeout=timeout) as client,
+            client.stream("GET", url) as response,
+        ):
+            if response.status_code >= 400:
+                raise PlatformError(
+                    f"HTTP {response.status_code} fetching {url}", transient=response.status_code >= 500
+                )
+            size = 0
+            with target.open("wb") as out:
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise PlatformError(f"data at {url} is larger than {max_bytes} bytes")
+                    out.write(chunk)
+    except httpx.TimeoutException as error:
+        raise PlatformError(f"timed out fetching {url}", transient=True) from error
+    except httpx.HTTPError as error:
+        raise PlatformError(f"cannot fetch {url}: {error}", transient=True) from error
+
+
+async def _mount(spec: LaunchSpec, component: dict[str, Any], path: Path) -> None:
+    keys = component_keys(component)
+    for volume in spec.volumes:
+        if str(volume.get("resource", "")) not in keys:
+            continue
+        mount = str(volume.get("path") or f"/volumes/{_folder_name(component, 'volume')}")
+        relative = Path(mount.lstrip("/"))
+        if ".." in relative.parts or not relative.parts:
+            raise PlatformError(f"volume path {mount!r} must be a plain absolute path")
+        link = spec.work_dir / relative
+        await asyncio.to_thread(_link, link, path)
+
+
+def _link(link: Path, target: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        if link.resolve() == target.resolve():
+            return
+        link.unlink()
+    link.symlink_to(target)
