@@ -3,13 +3,14 @@ and a session still running when its booked slot ends is stopped and released.""
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,9 +85,8 @@ async def test_compute_never_starts_before_its_mounted_data_is_in_place(
     assert events[-1].phase == "COMPLETED", [(e.phase, [m.message for m in e.messages]) for e in events]
     # The run started only after the slow download had finished.
     assert (phases["RUNNING"] - phases["PREPARING"]).total_seconds() >= DATA_DELAY_S * 0.9
-    log = events[-1].outputs["log"]
-    with open(log, encoding="utf-8") as handle:
-        assert PAYLOAD.decode().strip() in handle.read()
+    log = Path(events[-1].outputs["log"])
+    assert PAYLOAD.decode().strip() in await asyncio.to_thread(log.read_text, encoding="utf-8")
 
 
 async def test_a_session_running_past_its_slot_is_stopped_at_slot_end(broker: EmbeddedBroker) -> None:
@@ -101,5 +101,6 @@ async def test_a_session_running_past_its_slot_is_stopped_at_slot_end(broker: Em
     assert [e.phase for e in events][-2:] == ["RELEASING", "FAILED"]
     assert (final.at - started).total_seconds() < 20
     # Really stopped: no `sleep <marker>` process is left.
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    assert f"sleep {marker}" not in ps
+    ps = await asyncio.create_subprocess_exec("ps", "-eo", "args", stdout=asyncio.subprocess.PIPE)
+    listing, _ = await ps.communicate()
+    assert f"sleep {marker}" not in listing.decode()
