@@ -37,15 +37,21 @@ class QuoteSlots(Message):
     prepare_s: int
     max_offers: int
     expires_at: datetime
+    requested_at: datetime
+    storage_min: int = 0
+    data: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Hold(Message):
     session_id: str
+    pool: str
     start: datetime
     end: datetime
     cores: int
     memory_gib: int
     prepare_s: int
+    # Estimated seconds per preparation step, e.g. {"data:input": 110.0}, for component schedules.
+    steps: dict[str, float] = Field(default_factory=dict)
 
 
 class SlotsQuoted(Message):

@@ -25,12 +25,17 @@ class Settings(BaseSettings):
 
     nats_url: str = DEFAULT_NATS_URL
     data_dir: Path = Path(".data")
+    # A TOML file of resource pools (see shared/pools.py); without it, one built-in local pool.
+    pools: Path | None = None
+    rucio_url: str | None = None
+    rucio_token: str | None = None
     # The built-in local pool: this machine's cores and memory unless configured.
     pool_name: str = "local"
     pool_platform: str = "local"
     pool_cores: int = Field(default_factory=lambda: os.cpu_count() or 1)
     pool_memory_gib: int = Field(default_factory=_machine_memory_gib)
     # A 1 s grid lets a local session start right after acceptance; batch pools use 60 s.
+    pool_storage_gib: int = 1000
     pool_grid_s: int = 1
     pool_prepare_s: int = 2
     offer_expiry_s: int = 300

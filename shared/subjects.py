@@ -71,6 +71,11 @@ def launcher_command(platform: str, verb: str) -> str:
     return f"eb.launcher.{platform}.{verb}"
 
 
+def pools_info() -> str:
+    """Core request/reply: the scheduler answers with its pools and their current use."""
+    return "eb.info.pools"
+
+
 def health(service: str) -> str:
     return f"eb.health.{service}"
 

@@ -9,9 +9,10 @@ from services.launcher.handlers import LauncherHandlers
 from services.launcher.platforms.registry import load_platform
 from services.launcher.store import SCHEMA
 from shared import subjects
-from shared.bus.runtime import Incoming, ServiceRuntime
+from shared.bus.runtime import Handler, Incoming, ServiceRuntime
 from shared.bus.store import Store, Transaction
 from shared.bus.streams import ConsumerSpec
+from shared.pools import load_pools
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
 
@@ -23,27 +24,29 @@ def build(settings: Settings) -> tuple[ServiceRuntime, Drivers]:
     service_dir = settings.service_dir(SERVICE).resolve()
     store = Store(service_dir / "launcher.sqlite", SCHEMA)
     runtime = ServiceRuntime(SERVICE, settings.nats_url, store, tracer, max_deliver=settings.max_deliver)
-    platform_name = settings.pool_platform
-    platform = load_platform(platform_name)
-    drivers = Drivers(runtime, {platform_name: platform}, service_dir / "sessions")
-    handlers = LauncherHandlers(drivers, platform_name)
-    verbs = {"launch": handlers.launch, "stop": handlers.stop}
+    # One plugin and one consumer per platform that some configured pool runs on.
+    names = load_pools(settings).platforms()
+    platforms = {name: load_platform(name) for name in names}
+    drivers = Drivers(runtime, platforms, service_dir / "sessions")
+    for name in names:
+        handlers = LauncherHandlers(drivers, name)
+        verbs: dict[str, Handler] = {"launch": handlers.launch, "stop": handlers.stop}
 
-    async def dispatch(tx: Transaction, msg: Incoming) -> None:
-        handler = verbs.get(subjects.token_at(msg.subject, 3))
-        if handler is not None:
-            await handler(tx, msg)
+        async def dispatch(tx: Transaction, msg: Incoming, verbs: dict[str, Handler] = verbs) -> None:
+            handler = verbs.get(subjects.token_at(msg.subject, 3))
+            if handler is not None:
+                await handler(tx, msg)
 
-    runtime.consume(
-        ConsumerSpec(
-            subjects.COMMANDS_STREAM,
-            f"launcher-{platform_name}",
-            f"eb.launcher.{platform_name}.*",
-            settings.ack_wait_s,
-            settings.max_deliver,
-        ),
-        dispatch,
-    )
+        runtime.consume(
+            ConsumerSpec(
+                subjects.COMMANDS_STREAM,
+                f"launcher-{name}",
+                f"eb.launcher.{name}.*",
+                settings.ack_wait_s,
+                settings.max_deliver,
+            ),
+            dispatch,
+        )
     return runtime, drivers
 
 

@@ -40,7 +40,21 @@ _OFFERSET_NAMESPACE = uuid.UUID("5b0f2c1e-8a44-4f57-9d51-2f6c1d8e9a10")
 
 SUPPORTED_EXECUTABLES = {
     "local": frozenset({JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND}),
+    "canfar": frozenset({JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND}),
+    "dirac": frozenset({DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND}),  # Slurm batch jobs
+    "jbo": frozenset({DOCKER_CONTAINER_KIND}),  # the e-MERLIN pipeline image (platforms/jbo_job.py)
 }
+
+
+@dataclass(frozen=True)
+class PoolChoice:
+    """What the offers service needs to know of a scheduler pool."""
+
+    name: str
+    platform: str
+    prepare_s: int
+    costs: tuple[dict[str, Any], ...] = ()
+    metrics: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,14 @@ class OfferPolicy:
     default_duration_s: int
     default_window_s: int
     public_url: str
+    # Every configured pool; empty means the single pool named above.
+    pools: tuple[PoolChoice, ...] = ()
+
+    def candidates(self) -> tuple[PoolChoice, ...]:
+        return self.pools or (PoolChoice(self.pool, self.platform, self.prepare_s),)
+
+    def choice(self, pool: str) -> PoolChoice | None:
+        return next((p for p in self.candidates() if p.name == pool), None)
 
 
 @dataclass(frozen=True)
@@ -64,6 +86,7 @@ class Rejected:
 class NeedsQuote:
     request: ExecutionRequest
     quote: QuoteSlots
+    pools: tuple[str, ...]
 
 
 def offerset_id_for(request_id: str) -> str:
@@ -104,15 +127,20 @@ def decide_request(
 
     problems: list[MessageItem] = []
     executable = request.executable
-    supported = SUPPORTED_EXECUTABLES.get(policy.platform, frozenset())
-    if executable is not None and executable.kind not in supported:
+    pools = tuple(
+        p
+        for p in policy.candidates()
+        if executable is None or executable.kind in SUPPORTED_EXECUTABLES.get(p.platform, frozenset())
+    )
+    if executable is not None and not pools:
+        platforms = ", ".join(sorted({p.platform for p in policy.candidates()}))
         problems.append(
             _error(
                 now,
                 "urn:not-supported",
                 "Executables of kind ${kind} cannot run on platform ${platform}",
                 kind=executable.kind,
-                platform=policy.platform,
+                platform=platforms,
             )
         )
     if executable is not None and executable.kind == JUPYTER_NOTEBOOK_KIND:
@@ -168,7 +196,8 @@ def decide_request(
                 )
             )
 
-    earliest = now + timedelta(seconds=policy.prepare_s)
+    prepare_s = min((p.prepare_s for p in pools), default=policy.prepare_s)
+    earliest = now + timedelta(seconds=prepare_s)
     latest = earliest + timedelta(seconds=policy.default_window_s)
     if window is not None:
         if window[1] < earliest:
@@ -181,7 +210,7 @@ def decide_request(
                     start=iso8601.format_instant(window[0]),
                     end=iso8601.format_instant(window[1]),
                     earliest=iso8601.format_instant(earliest),
-                    prepare=iso8601.format_duration(timedelta(seconds=policy.prepare_s)),
+                    prepare=iso8601.format_duration(timedelta(seconds=prepare_s)),
                 )
             )
         else:
@@ -216,11 +245,23 @@ def decide_request(
         duration_s=int(duration.total_seconds()),
         earliest_start=earliest,
         latest_start=latest,
-        prepare_s=policy.prepare_s,
+        prepare_s=prepare_s,
         max_offers=policy.max_offers,
         expires_at=now + timedelta(seconds=policy.offer_expiry_s),
+        requested_at=now,
+        storage_min=_storage_min(request),
+        data=[d.model_dump(mode="json", exclude_none=True) for d in request.data or []],
     )
-    return NeedsQuote(request, quote)
+    return NeedsQuote(request, quote, tuple(p.name for p in pools))
+
+
+def _storage_min(request: ExecutionRequest) -> int:
+    """GiB of storage the request needs: its storage resources' minimums."""
+    total = 0
+    for storage in request.storage or []:
+        size = getattr(storage, "size", None)
+        total += (size.min or 0) if size is not None else 0
+    return total
 
 
 def _is_absolute_location(location: str) -> bool:
@@ -252,23 +293,24 @@ def build_offerset(
     request_id: str,
     request: ExecutionRequest,
     holds: Sequence[Hold],
-    reasons: Sequence[str],
+    reasons: Sequence[str | tuple[str, str]],
     expires_at: datetime,
     now: datetime,
     policy: OfferPolicy,
 ) -> OfferSetResponse:
+    """``reasons`` are plain (the default pool's) or ``(pool, reason)`` pairs from several pools."""
     offerset_id = offerset_id_for(request_id)
     name = f"offerset-{offerset_id[:8]}"
+    holds = sorted(holds, key=lambda h: (h.start, h.pool, h.session_id))
     if not holds:
+        pairs = [r if isinstance(r, tuple) else (policy.pool, r) for r in reasons] or [
+            (policy.pool, "no capacity")
+        ]
         messages = [
             _error(
-                now,
-                "urn:resource-limit",
-                "No offer from pool ${pool}: ${reason}",
-                pool=policy.pool,
-                reason=reason,
+                now, "urn:resource-limit", "No offer from pool ${pool}: ${reason}", pool=pool, reason=reason
             )
-            for reason in (reasons or ["no capacity"])
+            for pool, reason in pairs
         ]
         return no_offerset(offerset_id, messages, now, policy)
     offers = [
@@ -322,7 +364,10 @@ def build_session(
                 "phase": LifecyclePhase.INITIALIZING,
             }
         )
+    choice = policy.choice(hold.pool)
     return ScheduledExecutionSession(
+        costs=list(choice.costs) if choice and choice.costs else None,
+        metrics=list(choice.metrics) if choice and choice.metrics else None,
         meta=ComponentMetadata(
             uuid=hold.session_id,
             name=name,
@@ -348,7 +393,7 @@ def _component_meta(
         uuid=component_id,
         name=given.name if given else None,
         description=given.description if given else None,
-        url=f"{policy.public_url}/sessions/{session_id}#{role}",
+        url=f"{policy.public_url}/sessions/{session_id}/{role}",
         created=now,
     )
 

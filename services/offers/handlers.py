@@ -51,29 +51,38 @@ class OffersHandlers:
         if isinstance(decision, NeedsQuote):
             await tx.execute(
                 "INSERT OR IGNORE INTO requests(request_id, owner, offerset_id, state, request_json, "
-                "expires_at, trace, created_at) VALUES (?, ?, ?, 'QUOTING', ?, ?, ?, ?)",
+                "expires_at, pools, trace, created_at) VALUES (?, ?, ?, 'QUOTING', ?, ?, ?, ?, ?)",
                 (
                     request_id,
                     owner,
                     domain.offerset_id_for(request_id),
                     json.dumps(to_jsonable(decision.request)),
                     decision.quote.expires_at.isoformat(),
+                    json.dumps(list(decision.pools)),
                     json.dumps(trace),
                     tx.now.isoformat(),
                 ),
             )
-            await tx.publish(
-                subjects.scheduler_command(self.policy.pool, "quote"),
-                decision.quote.to_bytes(),
-                f"quote:{request_id}",
-            )
+            # Every pool that can run the executable is asked; the offer set waits for all answers.
+            for pool in decision.pools:
+                await tx.publish(
+                    subjects.scheduler_command(pool, "quote"),
+                    decision.quote.to_bytes(),
+                    f"quote:{pool}:{request_id}",
+                )
             return
         await self._answer(tx, request_id, owner, decision.offerset, trace)
 
     async def _answer(
-        self, tx: Transaction, request_id: str, owner: str, offerset: Any, trace: dict[str, str]
+        self,
+        tx: Transaction,
+        request_id: str,
+        owner: str,
+        offerset: Any,
+        trace: dict[str, str],
+        pools: dict[str, str] | None = None,
     ) -> None:
-        await tables.save_offerset(tx, request_id, owner, offerset, trace)
+        await tables.save_offerset(tx, request_id, owner, offerset, trace, pools)
         await tx.execute("UPDATE requests SET state = 'ANSWERED' WHERE request_id = ?", (request_id,))
         await tx.publish(
             subjects.offerset(request_id), dump_json(offerset), f"offerset:{request_id}", trace_headers=trace
@@ -95,22 +104,30 @@ class OffersHandlers:
     async def slots_quoted(self, tx: Transaction, msg: Incoming) -> None:
         quoted = SlotsQuoted.model_validate_json(msg.body)
         row = await tx.fetchone(
-            "SELECT owner, state, request_json, expires_at, trace FROM requests WHERE request_id = ?",
+            "SELECT owner, state, request_json, expires_at, trace, pools FROM requests WHERE request_id = ?",
             (quoted.request_id,),
         )
         if row is None or row[1] != "QUOTING":
             return
-        request = ExecutionRequest.model_validate(json.loads(row[2]))
-        offerset = domain.build_offerset(
-            quoted.request_id,
-            request,
-            quoted.holds,
-            quoted.reasons,
-            datetime.fromisoformat(row[3]),
-            tx.now,
-            self.policy,
+        await tx.execute(
+            "INSERT OR IGNORE INTO quotes(request_id, pool, answer) VALUES (?, ?, ?)",
+            (quoted.request_id, quoted.pool, quoted.model_dump_json()),
         )
-        await self._answer(tx, quoted.request_id, row[0], offerset, json.loads(row[4]))
+        expected = set(json.loads(row[5]) or [quoted.pool])
+        answers = [
+            SlotsQuoted.model_validate_json(r[0])
+            for r in await tx.fetchall("SELECT answer FROM quotes WHERE request_id = ?", (quoted.request_id,))
+        ]
+        if {a.pool for a in answers} < expected:
+            return
+        request = ExecutionRequest.model_validate(json.loads(row[2]))
+        holds = [hold for answer in answers for hold in answer.holds]
+        reasons = [(answer.pool, reason) for answer in answers for reason in answer.reasons]
+        offerset = domain.build_offerset(
+            quoted.request_id, request, holds, reasons, datetime.fromisoformat(row[3]), tx.now, self.policy
+        )
+        pools = {hold.session_id: hold.pool for hold in holds}
+        await self._answer(tx, quoted.request_id, row[0], offerset, json.loads(row[4]), pools)
 
     # -- updates ----------------------------------------------------------------------------------
 
@@ -159,34 +176,34 @@ class OffersHandlers:
         for sid, phase in decision.events:
             await tables.set_phase(tx, sid, phase)
             await self._publish_phase(tx, sid, phase, trace)
-        if decision.release:
-            await tx.publish(
-                subjects.scheduler_command(self.policy.pool, "release"),
-                ReleaseHolds(session_ids=list(decision.release), reason=requested.value).to_bytes(),
-                f"release:{update_id}",
-                trace_headers=trace,
-            )
+        pool = await tables.session_pool(tx, session_id) or self.policy.pool
+        release = list(decision.release)
         if decision.book:
+            by_pool = await tables.pools_of(tx, list(decision.siblings))
+            # Siblings in other pools are released there; the booking pool frees its own siblings.
+            release += [s for p, ids in by_pool.items() if (p or self.policy.pool) != pool for s in ids]
             document = await tables.session_document(tx, session_id)
+            choice = self.policy.choice(pool)
             book = BookSession(
                 session_id=session_id,
                 owner=view.owner,
-                siblings=list(decision.siblings),
+                siblings=[s for s in decision.siblings if s not in release],
                 executable=document.get("executable") or {},
                 storage=document.get("storage") or [],
                 data=document.get("data") or [],
                 volumes=(document.get("compute") or {}).get("volumes") or [],
-                platform=self.policy.platform,
+                platform=choice.platform if choice else self.policy.platform,
             )
             await tx.publish(
-                subjects.scheduler_command(self.policy.pool, "book"),
+                subjects.scheduler_command(pool, "book"),
                 book.to_bytes(),
                 f"book:{session_id}",
                 trace_headers=trace,
             )
+        await self._release(tx, release, requested.value, f"release:{update_id}", trace)
         if decision.forward_cancel:
             await tx.publish(
-                subjects.scheduler_command(self.policy.pool, "cancel"),
+                subjects.scheduler_command(pool, "cancel"),
                 CancelSession(session_id=session_id, reason="cancelled by its owner").to_bytes(),
                 f"cancel:{session_id}",
                 trace_headers=trace,
@@ -271,8 +288,19 @@ class OffersHandlers:
                 tx, session_id, Phase.EXPIRED, await tables.session_trace(tx, session_id)
             )
         if expired:
+            await self._release(tx, expired, "EXPIRED", f"release:expired:{expired[0]}", None)
+
+    async def _release(
+        self, tx: Transaction, session_ids: list[str], reason: str, msg_id: str, trace: dict[str, str] | None
+    ) -> None:
+        """Tell each pool to free its own holds among ``session_ids``."""
+        if not session_ids:
+            return
+        for pool, ids in (await tables.pools_of(tx, session_ids)).items():
+            pool = pool or self.policy.pool
             await tx.publish(
-                subjects.scheduler_command(self.policy.pool, "release"),
-                ReleaseHolds(session_ids=expired, reason="EXPIRED").to_bytes(),
-                f"release:expired:{expired[0]}",
+                subjects.scheduler_command(pool, "release"),
+                ReleaseHolds(session_ids=ids, reason=reason).to_bytes(),
+                f"{msg_id}:{pool}",
+                trace_headers=trace,
             )

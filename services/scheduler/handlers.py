@@ -8,7 +8,7 @@ from datetime import timedelta
 from services.scheduler import domain
 from services.scheduler import store as tables
 from services.scheduler.domain import Capacity, Reservation, SlotRequest
-from shared import subjects
+from shared import iso8601, subjects
 from shared.bus.runtime import Incoming
 from shared.bus.store import Transaction, current_trace_headers
 from shared.lifecycle import Phase, is_terminal
@@ -25,55 +25,88 @@ from shared.messages import (
     StopSession,
 )
 from shared.models import MessageItem
+from shared.pools import Pool
 from shared.telemetry import current_trace_id
 
 
 class SchedulerHandlers:
-    def __init__(self, pool: str, platform: str, capacity: Capacity, grid_s: int, hold_grace_s: int) -> None:
-        self.pool = pool
-        self.platform = platform
-        self.capacity = capacity
-        self.grid = timedelta(seconds=grid_s)
+    """The handlers of one pool; the scheduler process runs one instance per configured pool."""
+
+    def __init__(self, pool: Pool, hold_grace_s: int) -> None:
+        self.config = pool
+        self.pool = pool.name
+        self.platform = pool.platform
+        self.capacity = Capacity(pool.cores, pool.memory_gib)
+        self.grid = timedelta(seconds=pool.grid_s)
         self.hold_grace_s = hold_grace_s
 
     async def quote(self, tx: Transaction, msg: Incoming) -> None:
         quote = QuoteSlots.model_validate_json(msg.body)
-        request = SlotRequest(
-            cores_min=quote.cores_min,
-            cores_max=quote.cores_max,
-            memory_min=quote.memory_min,
-            memory_max=quote.memory_max,
-            duration=timedelta(seconds=quote.duration_s),
-            earliest_start=quote.earliest_start,
-            latest_start=quote.latest_start,
-            max_offers=quote.max_offers,
-        )
-        horizon_end = quote.latest_start + request.duration + self.grid
-        existing = await tables.overlapping(tx, quote.earliest_start, horizon_end)
-        result = domain.plan(self.pool, self.capacity, existing, request, grid=self.grid)
         holds: list[Hold] = []
-        for slot in result.slots:
-            session_id = str(uuid.uuid4())
-            reservation = Reservation(session_id, slot.start, slot.end, slot.cores, slot.memory_gib)
-            await tables.insert_hold(
-                tx, reservation, quote.request_id, quote.owner, quote.prepare_s, quote.expires_at
+        reasons = self.check_limits(quote)
+        if not reasons:
+            prepare_s = max(quote.prepare_s, self.config.prepare_s)
+            # Preparation pushes the earliest start back, but never outside the requested window.
+            earliest = max(quote.earliest_start, quote.requested_at + timedelta(seconds=prepare_s))
+            request = SlotRequest(
+                cores_min=quote.cores_min,
+                cores_max=min(quote.cores_max, self.config.limits.cores or quote.cores_max),
+                memory_min=quote.memory_min,
+                memory_max=min(quote.memory_max, self.config.limits.memory_gib or quote.memory_max),
+                duration=timedelta(seconds=quote.duration_s),
+                earliest_start=earliest,
+                latest_start=quote.latest_start,
+                max_offers=min(quote.max_offers, self.config.max_offers),
             )
-            holds.append(
-                Hold(
-                    session_id=session_id,
-                    start=slot.start,
-                    end=slot.end,
-                    cores=slot.cores,
-                    memory_gib=slot.memory_gib,
-                    prepare_s=quote.prepare_s,
+            horizon_end = quote.latest_start + request.duration + self.grid
+            existing = await tables.overlapping(tx, self.pool, earliest, horizon_end)
+            result = domain.plan(self.pool, self.capacity, existing, request, grid=self.grid)
+            reasons = list(result.reasons)
+            for slot in result.slots:
+                session_id = str(uuid.uuid4())
+                reservation = Reservation(session_id, slot.start, slot.end, slot.cores, slot.memory_gib)
+                await tables.insert_hold(
+                    tx, self.pool, reservation, quote.request_id, quote.owner, prepare_s, quote.expires_at
                 )
-            )
-        answer = SlotsQuoted(
-            request_id=quote.request_id, pool=self.pool, holds=holds, reasons=list(result.reasons)
-        )
+                holds.append(
+                    Hold(
+                        session_id=session_id,
+                        pool=self.pool,
+                        start=slot.start,
+                        end=slot.end,
+                        cores=slot.cores,
+                        memory_gib=slot.memory_gib,
+                        prepare_s=prepare_s,
+                    )
+                )
+        answer = SlotsQuoted(request_id=quote.request_id, pool=self.pool, holds=holds, reasons=reasons)
         await tx.publish(
-            subjects.scheduler_event(self.pool, "quoted"), answer.to_bytes(), f"quoted:{quote.request_id}"
+            subjects.scheduler_event(self.pool, "quoted"),
+            answer.to_bytes(),
+            f"quoted:{self.pool}:{quote.request_id}",
         )
+
+    def check_limits(self, quote: QuoteSlots) -> list[str]:
+        """Per-request limits of the pool, in words; the planner judges capacity over time."""
+        limits = self.config.limits
+        reasons = []
+        if limits.cores is not None and quote.cores_min > limits.cores:
+            reasons.append(
+                f"requested {quote.cores_min} cores (minimum) but pool '{self.pool}' allows at most "
+                f"{limits.cores} per request"
+            )
+        if limits.memory_gib is not None and quote.memory_min > limits.memory_gib:
+            reasons.append(
+                f"requested {quote.memory_min} GiB of memory (minimum) but pool '{self.pool}' allows at "
+                f"most {limits.memory_gib} GiB per request"
+            )
+        if quote.duration_s > limits.duration_s:
+            reasons.append(
+                f"requested a duration of {iso8601.format_duration(timedelta(seconds=quote.duration_s))} "
+                f"but pool '{self.pool}' allows at most "
+                f"{iso8601.format_duration(timedelta(seconds=limits.duration_s))}"
+            )
+        return reasons
 
     async def book(self, tx: Transaction, msg: Incoming) -> None:
         command = BookSession.model_validate_json(msg.body)
@@ -98,7 +131,7 @@ class SchedulerHandlers:
             return
         if row.state == "released":
             # The hold lapsed while the accept was in flight: book it again only if it still fits.
-            others = await tables.overlapping(tx, row.start, row.end)
+            others = await tables.overlapping(tx, self.pool, row.start, row.end)
             if not domain.fits(self.capacity, others, row.reservation()):
                 # It stays released: it never became a booking.
                 await self._phase(
@@ -187,8 +220,8 @@ class SchedulerHandlers:
             await tables.set_state(tx, event.session_id, "ended", only_from=("booked", "launched"))
 
     async def tick(self, tx: Transaction) -> None:
-        await tables.release_expired_holds(tx, self.hold_grace_s)
-        for row in await tables.due_launches(tx):
+        await tables.release_expired_holds(tx, self.pool, self.hold_grace_s)
+        for row in await tables.due_launches(tx, self.pool):
             if row.launch is not None:
                 await self._launch(tx, row.session_id, LaunchSession.model_validate(row.launch), row.trace)
 

@@ -1,67 +1,99 @@
-"""Composition root of the scheduler: one process is the single writer of its pool."""
+"""Composition root of the scheduler: one process, one single-writer set of handlers per pool."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
 
-from services.scheduler.domain import Capacity
+from nats.aio.msg import Msg
+
+from services.scheduler import store as tables
+from services.scheduler.domain import peak_usage
 from services.scheduler.handlers import SchedulerHandlers
 from services.scheduler.store import SCHEMA
 from shared import subjects
-from shared.bus.runtime import Incoming, ServiceRuntime
+from shared.bus.runtime import Handler, Incoming, ServiceRuntime
 from shared.bus.store import Store, Transaction
 from shared.bus.streams import ConsumerSpec
+from shared.pools import PoolsConfig, load_pools
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
 
 SERVICE = "scheduler"
 
 
-def build(settings: Settings) -> ServiceRuntime:
+def build(settings: Settings) -> tuple[ServiceRuntime, PoolsConfig, dict[str, SchedulerHandlers]]:
     tracer = setup_tracing(settings.otel_service_prefix + SERVICE)
     store = Store(settings.service_dir(SERVICE) / "scheduler.sqlite", SCHEMA)
     runtime = ServiceRuntime(SERVICE, settings.nats_url, store, tracer, max_deliver=settings.max_deliver)
-    pool = settings.pool_name
-    handlers = SchedulerHandlers(
-        pool,
-        settings.pool_platform,
-        Capacity(settings.pool_cores, settings.pool_memory_gib),
-        settings.pool_grid_s,
-        settings.hold_grace_s,
-    )
+    config = load_pools(settings)
+    pools = {pool.name: SchedulerHandlers(pool, settings.hold_grace_s) for pool in config.pools}
 
     def spec(durable: str, stream: str, filter_subject: str) -> ConsumerSpec:
         return ConsumerSpec(stream, durable, filter_subject, settings.ack_wait_s, settings.max_deliver)
 
-    # One consumer for all of the pool's commands keeps book → cancel in the order they were sent.
-    commands = {
-        "quote": handlers.quote,
-        "book": handlers.book,
-        "release": handlers.release,
-        "cancel": handlers.cancel,
-        "measured": handlers.measured,
-    }
+    for name, handlers in pools.items():
+        # One consumer for all of a pool's commands keeps book → cancel in the order they were sent.
+        commands: dict[str, Handler] = {
+            "quote": handlers.quote,
+            "book": handlers.book,
+            "release": handlers.release,
+            "cancel": handlers.cancel,
+            "measured": handlers.measured,
+        }
 
-    async def dispatch(tx: Transaction, msg: Incoming) -> None:
-        verb = subjects.token_at(msg.subject, 4)
-        handler = commands.get(verb)
-        if handler is not None:
-            await handler(tx, msg)
+        async def dispatch(tx: Transaction, msg: Incoming, commands: dict[str, Handler] = commands) -> None:
+            handler = commands.get(subjects.token_at(msg.subject, 4))
+            if handler is not None:
+                await handler(tx, msg)
 
+        runtime.consume(
+            spec(f"scheduler-{name}", subjects.COMMANDS_STREAM, f"eb.scheduler.{name}.cmd.*"), dispatch
+        )
+        runtime.every(0.2, handlers.tick, f"scheduler-{name}-timers")
+
+    # Session ids are unique across pools, so any pool's handler can end any booking.
+    first = next(iter(pools.values()))
     runtime.consume(
-        spec(f"scheduler-{pool}", subjects.COMMANDS_STREAM, f"eb.scheduler.{pool}.cmd.*"), dispatch
+        spec("scheduler-events", subjects.EVENTS_STREAM, "eb.sessions.*.events.*"), first.session_event
     )
-    runtime.consume(
-        spec(f"scheduler-{pool}-events", subjects.EVENTS_STREAM, "eb.sessions.*.events.*"),
-        handlers.session_event,
-    )
-    runtime.every(0.2, handlers.tick, "scheduler-timers")
-    return runtime
+    return runtime, config, pools
+
+
+async def pools_report(store: Store, config: PoolsConfig) -> list[dict[str, Any]]:
+    """Each pool's configuration with what is held and booked in it now and at its busiest."""
+    now = datetime.now(UTC)
+    report = []
+    for pool in config.pools:
+        active = await tables.usage(store, pool.name)
+        current = [r for _, r in active if r.start <= now < r.end]
+        peak_cores, peak_memory = peak_usage([r for _, r in active])
+        report.append(
+            {
+                **pool.model_dump(mode="json"),
+                "use": {
+                    "holds": sum(1 for state, _ in active if state == "held"),
+                    "bookings": sum(1 for state, _ in active if state != "held"),
+                    "cores_now": sum(r.cores for r in current),
+                    "memory_gib_now": sum(r.memory_gib for r in current),
+                    "peak_cores": peak_cores,
+                    "peak_memory_gib": peak_memory,
+                },
+            }
+        )
+    return report
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    runtime = build(settings)
+    runtime, config, _ = build(settings)
     await runtime.start()
+
+    async def answer_pools(msg: Msg) -> None:
+        await msg.respond(json.dumps(await pools_report(runtime.store, config)).encode())
+
+    await runtime.broker.connection.subscribe(subjects.pools_info(), cb=answer_pools)
     try:
         await stop.wait()
     finally:

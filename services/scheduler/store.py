@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.scheduler.domain import Reservation
-from shared.bus.store import Transaction
+from shared.bus.store import Store, Transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reservations (
     session_id TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
     request_id TEXT NOT NULL,
     owner TEXT NOT NULL,
     state TEXT NOT NULL,            -- held | booked | launched | ended | released
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS preparations (
     steps TEXT NOT NULL,
     measured_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS reservations_active ON reservations(end, start)
+CREATE INDEX IF NOT EXISTS reservations_active ON reservations(pool, end, start)
     WHERE state IN ('held', 'booked', 'launched');
 CREATE INDEX IF NOT EXISTS reservations_due ON reservations(launch_at) WHERE state = 'booked';
 CREATE INDEX IF NOT EXISTS reservations_holds ON reservations(expires_at) WHERE state = 'held';
@@ -87,11 +88,11 @@ def _row(r: Any) -> Row:
     )
 
 
-async def overlapping(tx: Transaction, start: datetime, end: datetime) -> list[Reservation]:
+async def overlapping(tx: Transaction, pool: str, start: datetime, end: datetime) -> list[Reservation]:
     rows = await tx.fetchall(
         "SELECT session_id, start, end, cores, memory_gib FROM reservations "
-        "WHERE state IN ('held', 'booked', 'launched') AND end > ? AND start < ?",
-        (ts(start), ts(end)),
+        "WHERE pool = ? AND state IN ('held', 'booked', 'launched') AND end > ? AND start < ?",
+        (pool, ts(start), ts(end)),
     )
     return [Reservation(r[0], dt(r[1]), dt(r[2]), r[3], r[4]) for r in rows]
 
@@ -103,6 +104,7 @@ async def get(tx: Transaction, session_id: str) -> Row | None:
 
 async def insert_hold(
     tx: Transaction,
+    pool: str,
     reservation: Reservation,
     request_id: str,
     owner: str,
@@ -110,10 +112,11 @@ async def insert_hold(
     expires_at: datetime,
 ) -> None:
     await tx.execute(
-        "INSERT INTO reservations(session_id, request_id, owner, state, start, end, cores, memory_gib, "
-        "prepare_s, expires_at, updated) VALUES (?, ?, ?, 'held', ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO reservations(session_id, pool, request_id, owner, state, start, end, cores, memory_gib, "
+        "prepare_s, expires_at, updated) VALUES (?, ?, ?, ?, 'held', ?, ?, ?, ?, ?, ?, ?)",
         (
             reservation.id,
+            pool,
             request_id,
             owner,
             ts(reservation.start),
@@ -146,27 +149,30 @@ async def book(
     )
 
 
-async def due_launches(tx: Transaction, limit: int = 200) -> list[Row]:
+async def due_launches(tx: Transaction, pool: str, limit: int = 200) -> list[Row]:
     rows = await tx.fetchall(
-        "SELECT * FROM reservations WHERE state = 'booked' AND launch_at <= ? ORDER BY launch_at LIMIT ?",
-        (ts(tx.now), limit),
+        "SELECT * FROM reservations WHERE pool = ? AND state = 'booked' AND launch_at <= ? "
+        "ORDER BY launch_at LIMIT ?",
+        (pool, ts(tx.now), limit),
     )
     return [_row(r) for r in rows]
 
 
-async def release_expired_holds(tx: Transaction, grace_s: int) -> int:
+async def release_expired_holds(tx: Transaction, pool: str, grace_s: int) -> int:
     return await tx.execute(
-        "UPDATE reservations SET state = 'released', updated = ? WHERE state = 'held' AND expires_at <= ?",
-        (ts(tx.now), ts(tx.now) - grace_s),
+        "UPDATE reservations SET state = 'released', updated = ? "
+        "WHERE pool = ? AND state = 'held' AND expires_at <= ?",
+        (ts(tx.now), pool, ts(tx.now) - grace_s),
     )
 
 
-async def usage(tx: Transaction) -> list[Reservation]:
-    rows = await tx.fetchall(
-        "SELECT session_id, start, end, cores, memory_gib FROM reservations "
-        "WHERE state IN ('held', 'booked', 'launched')"
+async def usage(store: Store, pool: str) -> list[tuple[str, Reservation]]:
+    rows = await store.read(
+        "SELECT state, session_id, start, end, cores, memory_gib FROM reservations "
+        "WHERE pool = ? AND state IN ('held', 'booked', 'launched')",
+        (pool,),
     )
-    return [Reservation(r[0], dt(r[1]), dt(r[2]), r[3], r[4]) for r in rows]
+    return [(r[0], Reservation(r[1], dt(r[2]), dt(r[3]), r[4], r[5])) for r in rows]
 
 
 async def record_preparation(

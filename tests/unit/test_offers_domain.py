@@ -346,6 +346,7 @@ def _hold(n: int, *, prepare_s: int = 120) -> Hold:
     start = datetime(2026, 1, 1, 12, 5, tzinfo=UTC) + timedelta(hours=n)
     return Hold(
         session_id=SESSION_IDS[n],
+        pool="local",
         start=start,
         end=start + timedelta(minutes=90),
         cores=2 + n,
