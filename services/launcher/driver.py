@@ -118,7 +118,7 @@ class Drivers:
             try:
                 steps = await prepare_components(platform, spec, self._with_retries)
             except PlatformError as exc:
-                await platform.release(spec, None)
+                await self._best_effort("release", session_id, lambda: platform.release(spec, None))
                 await self._finish(session_id, Phase.FAILED, exc.message)
                 return
             measured = PreparationMeasured(
@@ -131,13 +131,13 @@ class Drivers:
 
         if run.phase is Phase.AVAILABLE or run.handle is None:
             if run.cancel_reason:
-                await platform.release(spec, None)
+                await self._best_effort("release", session_id, lambda: platform.release(spec, None))
                 await self._finish(session_id, Phase.CANCELLED, f"Cancelled: {run.cancel_reason}")
                 return
             try:
                 handle = await self._with_retries(lambda: platform.start(spec))
             except PlatformError as exc:
-                await platform.release(spec, None)
+                await self._best_effort("release", session_id, lambda: platform.release(spec, None))
                 await self._finish(session_id, Phase.FAILED, exc.message)
                 return
             await self._advance(session_id, Phase.RUNNING, handle=handle)
@@ -162,9 +162,9 @@ class Drivers:
             ending = domain.judge(status, run.cancel_reason, spec.slot_end, datetime.now(UTC))
             if ending is not None:
                 if ending.needs_stop:
-                    await platform.cancel(spec, handle)
+                    await self._best_effort("cancel", session_id, lambda: platform.cancel(spec, handle))
                 await self._advance(session_id, Phase.RELEASING)
-                await platform.release(spec, handle)
+                await self._best_effort("release", session_id, lambda: platform.release(spec, handle))
                 outputs = status.outputs if status else {}
                 await self._finish(
                     session_id,
@@ -177,6 +177,13 @@ class Drivers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=platform.poll_interval(spec))
             wake.clear()
+
+    async def _best_effort(self, what: str, session_id: str, call: Callable[[], Awaitable[None]]) -> None:
+        """Stopping and releasing are retried; if the platform still refuses, the session still ends."""
+        try:
+            await self._with_retries(call)
+        except PlatformError as exc:
+            log.warning("launcher: %s of session %s failed: %s", what, session_id, exc.message)
 
     async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(_TRANSIENT_RETRIES):

@@ -380,9 +380,29 @@ def build_session(
         executable=executable,
         compute=compute,
         storage=request.storage,
-        data=request.data,
+        data=_data_with_schedules(request, hold),
         schedule=schedule,
     )
+
+
+def _data_with_schedules(request: ExecutionRequest, hold: Hold) -> list[Any] | None:
+    """Each data item's own preparation, as the scheduler estimated it from where the data is."""
+    if not request.data:
+        return None
+    start = hold.start - timedelta(seconds=hold.prepare_s)
+    staged = []
+    for index, item in enumerate(request.data):
+        name = (item.meta.name or item.meta.uuid if item.meta else None) or f"data-{index}"
+        seconds = hold.steps.get(f"data:{name}")
+        if seconds is None:
+            staged.append(item)
+            continue
+        preparing = StartDurationInstant(
+            start=iso8601.format_instant(start),
+            duration=iso8601.format_duration(timedelta(seconds=round(seconds))),
+        )
+        staged.append(item.model_copy(update={"schedule": LifecycleSchedule(preparing=preparing)}))
+    return staged
 
 
 def _component_meta(

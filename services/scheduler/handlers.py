@@ -8,6 +8,15 @@ from datetime import timedelta
 from services.scheduler import domain
 from services.scheduler import store as tables
 from services.scheduler.domain import Capacity, Reservation, SlotRequest
+from services.scheduler.estimates import (
+    REMOTE_SOURCE,
+    LearnedEstimates,
+    PreparationEstimate,
+    TransferTable,
+    data_needs,
+    estimate_preparation,
+)
+from services.scheduler.rucio import ReplicaSource, resolve_needs
 from shared import iso8601, subjects
 from shared.bus.runtime import Incoming
 from shared.bus.store import Transaction, current_trace_headers
@@ -32,59 +41,116 @@ from shared.telemetry import current_trace_id
 class SchedulerHandlers:
     """The handlers of one pool; the scheduler process runs one instance per configured pool."""
 
-    def __init__(self, pool: Pool, hold_grace_s: int) -> None:
+    def __init__(self, pool: Pool, hold_grace_s: int, replicas: ReplicaSource | None = None) -> None:
         self.config = pool
         self.pool = pool.name
         self.platform = pool.platform
         self.capacity = Capacity(pool.cores, pool.memory_gib)
         self.grid = timedelta(seconds=pool.grid_s)
         self.hold_grace_s = hold_grace_s
+        self.replicas = replicas
+        self.transfer = TransferTable.from_mapping(
+            pool.transfer,
+            default=pool.default_transfer_s_per_gb,
+            staging_delay_s=pool.staging_delay_s,
+        )
+        self.learned: LearnedEstimates | None = None
+
+    async def _learned(self, tx: Transaction) -> LearnedEstimates:
+        if self.learned is None:
+            self.learned = await tables.load_learned(tx, self.pool)
+        return self.learned
+
+    async def estimate(
+        self, tx: Transaction, quote: QuoteSlots
+    ) -> tuple[PreparationEstimate | None, list[str]]:
+        """Where the data is decides how long preparation takes: the more remote, the later the start."""
+        needs = data_needs(quote.data)
+        if not needs:
+            return None, []
+        problems: list[str] = []
+        if self.replicas is not None and any(n.did and not n.replicas for n in needs):
+            # A Rucio look-up inside the pool's transaction: bounded by the client's timeout and cached.
+            needs, problems = await resolve_needs(needs, self.replicas)
+            if problems:
+                return None, problems
+        estimate = estimate_preparation(
+            needs, self.config.site, self.pool, self.transfer, await self._learned(tx), self.config.prepare_s
+        )
+        return estimate, []
 
     async def quote(self, tx: Transaction, msg: Incoming) -> None:
         quote = QuoteSlots.model_validate_json(msg.body)
-        holds: list[Hold] = []
-        reasons = self.check_limits(quote)
-        if not reasons:
-            prepare_s = max(quote.prepare_s, self.config.prepare_s)
-            # Preparation pushes the earliest start back, but never outside the requested window.
-            earliest = max(quote.earliest_start, quote.requested_at + timedelta(seconds=prepare_s))
-            request = SlotRequest(
-                cores_min=quote.cores_min,
-                cores_max=min(quote.cores_max, self.config.limits.cores or quote.cores_max),
-                memory_min=quote.memory_min,
-                memory_max=min(quote.memory_max, self.config.limits.memory_gib or quote.memory_max),
-                duration=timedelta(seconds=quote.duration_s),
-                earliest_start=earliest,
-                latest_start=quote.latest_start,
-                max_offers=min(quote.max_offers, self.config.max_offers),
-            )
-            horizon_end = quote.latest_start + request.duration + self.grid
-            existing = await tables.overlapping(tx, self.pool, earliest, horizon_end)
-            result = domain.plan(self.pool, self.capacity, existing, request, grid=self.grid)
-            reasons = list(result.reasons)
-            for slot in result.slots:
-                session_id = str(uuid.uuid4())
-                reservation = Reservation(session_id, slot.start, slot.end, slot.cores, slot.memory_gib)
-                await tables.insert_hold(
-                    tx, self.pool, reservation, quote.request_id, quote.owner, prepare_s, quote.expires_at
-                )
-                holds.append(
-                    Hold(
-                        session_id=session_id,
-                        pool=self.pool,
-                        start=slot.start,
-                        end=slot.end,
-                        cores=slot.cores,
-                        memory_gib=slot.memory_gib,
-                        prepare_s=prepare_s,
-                    )
-                )
+        holds, reasons = await self._hold_slots(tx, quote)
         answer = SlotsQuoted(request_id=quote.request_id, pool=self.pool, holds=holds, reasons=reasons)
         await tx.publish(
             subjects.scheduler_event(self.pool, "quoted"),
             answer.to_bytes(),
             f"quoted:{self.pool}:{quote.request_id}",
         )
+
+    async def _hold_slots(self, tx: Transaction, quote: QuoteSlots) -> tuple[list[Hold], list[str]]:
+        """Hold up to max_offers slots for the quote, or say in words why there are none."""
+        reasons = self.check_limits(quote)
+        if reasons:
+            return [], reasons
+        estimate, problems = await self.estimate(tx, quote)
+        if problems:
+            return [], problems
+        items = estimate.per_item if estimate else {}
+        prepare_s = max(quote.prepare_s, self.config.prepare_s, round(estimate.total_s) if estimate else 0)
+        # Preparation pushes the earliest start back, but never outside the requested window.
+        earliest = max(quote.earliest_start, quote.requested_at + timedelta(seconds=prepare_s))
+        if earliest > quote.latest_start:
+            why = f": {'; '.join(estimate.reasons)}" if estimate and estimate.reasons else ""
+            return [], [
+                f"the requested start window ends at {iso8601.format_instant(quote.latest_start)} but "
+                f"preparation on pool '{self.pool}' takes "
+                f"{iso8601.format_duration(timedelta(seconds=prepare_s))} (earliest start "
+                f"{iso8601.format_instant(earliest)}){why}"
+            ]
+        request = SlotRequest(
+            cores_min=quote.cores_min,
+            cores_max=min(quote.cores_max, self.config.limits.cores or quote.cores_max),
+            memory_min=quote.memory_min,
+            memory_max=min(quote.memory_max, self.config.limits.memory_gib or quote.memory_max),
+            duration=timedelta(seconds=quote.duration_s),
+            earliest_start=earliest,
+            latest_start=quote.latest_start,
+            max_offers=min(quote.max_offers, self.config.max_offers),
+        )
+        horizon_end = quote.latest_start + request.duration + self.grid
+        existing = await tables.overlapping(tx, self.pool, earliest, horizon_end)
+        result = domain.plan(self.pool, self.capacity, existing, request, grid=self.grid)
+        steps = {f"data:{name}": item.seconds for name, item in items.items()}
+        sources = {name: item.source for name, item in items.items()}
+        holds: list[Hold] = []
+        for slot in result.slots:
+            session_id = str(uuid.uuid4())
+            reservation = Reservation(session_id, slot.start, slot.end, slot.cores, slot.memory_gib)
+            await tables.insert_hold(
+                tx,
+                self.pool,
+                reservation,
+                quote.request_id,
+                quote.owner,
+                prepare_s,
+                quote.expires_at,
+                sources,
+            )
+            holds.append(
+                Hold(
+                    session_id=session_id,
+                    pool=self.pool,
+                    start=slot.start,
+                    end=slot.end,
+                    cores=slot.cores,
+                    memory_gib=slot.memory_gib,
+                    prepare_s=prepare_s,
+                    steps=steps,
+                )
+            )
+        return holds, list(result.reasons)
 
     def check_limits(self, quote: QuoteSlots) -> list[str]:
         """Per-request limits of the pool, in words; the planner judges capacity over time."""
@@ -180,6 +246,17 @@ class SchedulerHandlers:
     async def measured(self, tx: Transaction, msg: Incoming) -> None:
         report = PreparationMeasured.model_validate_json(msg.body)
         await tables.record_preparation(tx, report.session_id, report.seconds, report.steps)
+        row = await tables.get(tx, report.session_id)
+        if row is None:
+            return
+        learned = await self._learned(tx)
+        for step, seconds in report.steps.items():
+            role, _, name = step.partition(":")
+            if role == "data":
+                source = row.sources.get(name) or REMOTE_SOURCE
+                learned = learned.record(source, self.pool, seconds)
+        self.learned = learned
+        await tables.save_learned(tx, self.pool, learned)
 
     async def release(self, tx: Transaction, msg: Incoming) -> None:
         command = ReleaseHolds.model_validate_json(msg.body)

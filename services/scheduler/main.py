@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 from services.scheduler import store as tables
 from services.scheduler.domain import peak_usage
 from services.scheduler.handlers import SchedulerHandlers
+from services.scheduler.rucio import RucioClient
 from services.scheduler.store import SCHEMA
 from shared import subjects
 from shared.bus.runtime import Handler, Incoming, ServiceRuntime
@@ -29,7 +30,9 @@ def build(settings: Settings) -> tuple[ServiceRuntime, PoolsConfig, dict[str, Sc
     store = Store(settings.service_dir(SERVICE) / "scheduler.sqlite", SCHEMA)
     runtime = ServiceRuntime(SERVICE, settings.nats_url, store, tracer, max_deliver=settings.max_deliver)
     config = load_pools(settings)
-    pools = {pool.name: SchedulerHandlers(pool, settings.hold_grace_s) for pool in config.pools}
+    rucio_url = settings.rucio_url or config.rucio_url
+    replicas = RucioClient(rucio_url, settings.rucio_token) if rucio_url else None
+    pools = {pool.name: SchedulerHandlers(pool, settings.hold_grace_s, replicas) for pool in config.pools}
 
     def spec(durable: str, stream: str, filter_subject: str) -> ConsumerSpec:
         return ConsumerSpec(stream, durable, filter_subject, settings.ack_wait_s, settings.max_deliver)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.scheduler.domain import Reservation
+from services.scheduler.estimates import LearnedEstimates
 from shared.bus.store import Store, Transaction
 
 SCHEMA = """
@@ -28,8 +29,13 @@ CREATE TABLE IF NOT EXISTS reservations (
     expires_at REAL,
     launch_at REAL,
     launch TEXT,
+    sources TEXT NOT NULL DEFAULT '{}',
     trace TEXT,
     updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS learned (
+    pool TEXT PRIMARY KEY,
+    estimates TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS preparations (
     session_id TEXT PRIMARY KEY,
@@ -67,6 +73,7 @@ class Row:
     prepare_s: int
     launch: dict[str, Any] | None
     trace: dict[str, str]
+    sources: dict[str, str | None]
 
     def reservation(self) -> Reservation:
         return Reservation(self.session_id, self.start, self.end, self.cores, self.memory_gib)
@@ -85,6 +92,7 @@ def _row(r: Any) -> Row:
         prepare_s=r["prepare_s"],
         launch=json.loads(r["launch"]) if r["launch"] else None,
         trace=json.loads(r["trace"]) if r["trace"] else {},
+        sources=json.loads(r["sources"]) if r["sources"] else {},
     )
 
 
@@ -110,10 +118,11 @@ async def insert_hold(
     owner: str,
     prepare_s: int,
     expires_at: datetime,
+    sources: dict[str, str | None] | None = None,
 ) -> None:
     await tx.execute(
         "INSERT INTO reservations(session_id, pool, request_id, owner, state, start, end, cores, memory_gib, "
-        "prepare_s, expires_at, updated) VALUES (?, ?, ?, ?, 'held', ?, ?, ?, ?, ?, ?, ?)",
+        "prepare_s, expires_at, sources, updated) VALUES (?, ?, ?, ?, 'held', ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             reservation.id,
             pool,
@@ -125,6 +134,7 @@ async def insert_hold(
             reservation.memory_gib,
             prepare_s,
             ts(expires_at),
+            json.dumps(sources or {}),
             ts(tx.now),
         ),
     )
@@ -181,4 +191,17 @@ async def record_preparation(
     await tx.execute(
         "INSERT OR IGNORE INTO preparations(session_id, seconds, steps, measured_at) VALUES (?, ?, ?, ?)",
         (session_id, seconds, json.dumps(steps), ts(tx.now)),
+    )
+
+
+async def load_learned(tx: Transaction, pool: str) -> LearnedEstimates:
+    row = await tx.fetchone("SELECT estimates FROM learned WHERE pool = ?", (pool,))
+    return LearnedEstimates.from_dict(json.loads(row[0])) if row is not None else LearnedEstimates()
+
+
+async def save_learned(tx: Transaction, pool: str, learned: LearnedEstimates) -> None:
+    await tx.execute(
+        "INSERT INTO learned(pool, estimates) VALUES (?, ?) "
+        "ON CONFLICT(pool) DO UPDATE SET estimates = excluded.estimates",
+        (pool, json.dumps(learned.to_dict())),
     )

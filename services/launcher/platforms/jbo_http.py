@@ -139,7 +139,8 @@ class JboHttp:
                             )
                         if status not in RETRYABLE_STATUSES:
                             raise PlatformError(
-                                f"the JBO runner answered HTTP {status} to {method} {url}: {_snippet(response)}"
+                                f"the JBO runner answered HTTP {status} to {method} {url}: "
+                                + _snippet(response)
                             )
                         last_problem = f"HTTP {status}"
                         if status in (429, 503):
@@ -158,7 +159,8 @@ class JboHttp:
                 log.info("jbo: %s %s: %s; retrying in %.2f s", method, url, last_problem, wait)
                 await asyncio.sleep(wait)
         raise PlatformError(
-            f"the JBO runner did not answer {method} {url} after {policy.attempts} attempt(s): {last_problem}",
+            f"the JBO runner did not answer {method} {url} "
+            f"after {policy.attempts} attempt(s): {last_problem}",
             transient=True,
         )
 
@@ -172,6 +174,7 @@ class JboHttp:
                 span.set_attribute("http.request.method", "GET")
                 span.set_attribute("url.full", url)
                 span.set_attribute("server.address", _host(url))
+                span.set_attribute("server.port", _port(url))
                 try:
                     async with client.stream("GET", url, headers=headers) as response:
                         span.set_attribute("http.response.status_code", response.status_code)

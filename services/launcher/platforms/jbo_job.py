@@ -203,7 +203,9 @@ def input_from_data(data: list[dict[str, Any]], requested_steps: tuple[str, ...]
         )
     if len(usable) > 1:
         names = ", ".join(name for name, _, _ in usable)
-        raise PlatformError(f"the jbo platform runs one observation per session, but the request has {len(usable)} ({names})")
+        raise PlatformError(
+            f"the jbo platform runs one observation per session, but the request has {len(usable)} ({names})"
+        )
     name, uri, obs_id = usable[0]
     leaf = urlparse(uri).path if "://" in uri else uri.rsplit(":", 1)[-1]
     observation_id = obs_id or _strip_ms_name(leaf)
@@ -303,7 +305,9 @@ def inputs_ini(observation_id: str, environment: dict[str, str]) -> str:
         if not values[key]:
             raise PlatformError(f"the eMCP inputs need {FIELD_VARIABLES[key]} (a comma list of sources)")
     if len(values["targets"].split(",")) != len(values["phscals"].split(",")):
-        raise PlatformError("EMCP_TARGETS and EMCP_PHSCALS must list the same number of sources, in matching order")
+        raise PlatformError(
+            "EMCP_TARGETS and EMCP_PHSCALS must list the same number of sources, in matching order"
+        )
     lines = ["[inputs]"] + [f"{key} = {value}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
 
@@ -318,7 +322,9 @@ def param_overrides(environment: dict[str, str]) -> dict[str, dict[str, Any]]:
         except ValueError as error:
             raise PlatformError(f"{PARAMS_VARIABLE} is not JSON: {error}") from error
         if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
-            raise PlatformError(f"{PARAMS_VARIABLE} must be a JSON object of sections: {{section: {{key: value}}}}")
+            raise PlatformError(
+                f"{PARAMS_VARIABLE} must be a JSON object of sections: {{section: {{key: value}}}}"
+            )
         overrides = parsed
     # An offline container must not try to download CASA data (§3.2): off unless asked for.
     global_section = dict(overrides.get("global", {}))
@@ -341,7 +347,9 @@ def build_job(
     """The job document POSTed to the JBO runner (§3.8), from one session's components."""
     image_block = executable.get("image")
     locations = image_block.get("locations") if isinstance(image_block, dict) else None
-    image = locations[0] if isinstance(locations, list) and locations and isinstance(locations[0], str) else ""
+    image = (
+        locations[0] if isinstance(locations, list) and locations and isinstance(locations[0], str) else ""
+    )
     image = image or default_image
     if not any(image.startswith(prefix) for prefix in allowed_images):
         raise PlatformError(
@@ -380,7 +388,11 @@ def build_job(
         "inputs_ini": ini,
         "param_overrides": param_overrides(environment),
         "flags": flags,
-        "input": {"kind": pipeline_input.kind, "uri": pipeline_input.uri, "data_resource": pipeline_input.data_name},
+        "input": {
+            "kind": pipeline_input.kind,
+            "uri": pipeline_input.uri,
+            "data_resource": pipeline_input.data_name,
+        },
         "image": image,
         "image_digest": digest if isinstance(digest, str) else None,
         "pipeline_version": pipeline_version,
@@ -439,7 +451,12 @@ def expected_artefacts(job: dict[str, Any]) -> list[str]:
 
 
 def judge(
-    runner_state: str, exit_code: int | None, reason: str | None, log_text: str, files: list[str], job: dict[str, Any]
+    runner_state: str,
+    exit_code: int | None,
+    reason: str | None,
+    log_text: str,
+    files: list[str],
+    job: dict[str, Any],
 ) -> tuple[RunState, str]:
     """The run's outcome from the runner's report, eMCP.log and the outputs; never from exit 0 alone."""
     progress = read_log(log_text)
@@ -454,11 +471,19 @@ def judge(
     # The runner says the process ended well; eMCP exits 0 even when it fails (§3.6), so check.
     if progress.went_wrong or not progress.finished:
         said = (
-            f"eMCP.log says '{LOG_WENT_WRONG}'" if progress.went_wrong else f"eMCP.log never says '{LOG_FINISHED}'"
+            f"eMCP.log says '{LOG_WENT_WRONG}'"
+            if progress.went_wrong
+            else f"eMCP.log never says '{LOG_FINISHED}'"
         )
-        return RunState.FAILED, f"the e-MERLIN pipeline failed{at_step or ' (no step recorded)'}: {said} (exit code {exit_code})"
+        return (
+            RunState.FAILED,
+            f"the e-MERLIN pipeline failed{at_step or ' (no step recorded)'}: {said} (exit code {exit_code})",
+        )
     present = {path.rstrip("/") for path in files}
     missing = [path for path in expected_artefacts(job) if path not in present]
     if missing:
         return RunState.FAILED, f"the e-MERLIN pipeline finished but left no {', '.join(missing)}"
-    return RunState.SUCCEEDED, f"the e-MERLIN pipeline finished {len(progress.ended)} step(s) for {job['observation_id']}"
+    return (
+        RunState.SUCCEEDED,
+        f"the e-MERLIN pipeline finished {len(progress.ended)} step(s) for {job['observation_id']}",
+    )

@@ -1,0 +1,637 @@
+"""The `canfar` platform: runs a session as a CANFAR Science Platform session (the skaha API).
+
+A DockerContainer runs as a `headless` session (or the configured EB_CANFAR_SESSION_TYPE) of the
+image in `image.locations[0]`; a JupyterNotebook opens a `notebook` session of the configured
+EB_CANFAR_NOTEBOOK_IMAGE, whose URL is returned as a connector (skaha cannot be handed a notebook
+file: the user opens the session). The handle holds the skaha session id, the API version and when
+the session was created, so a restarted launcher finds the run again. The outcome, the logs and the
+platform's events are written to the work dir as soon as the session ends, because skaha removes a
+finished session (and its logs) after a ttl; later polls answer from that record.
+
+Settings (keyword arguments override the environment):
+
+| keyword | variable | default |
+|---|---|---|
+| url | EB_CANFAR_URL | (required) e.g. https://ws-uv.canfar.net/skaha |
+| api | EB_CANFAR_API | v1 (or v0 for older deployments) |
+| token, token_file | EB_CANFAR_TOKEN, EB_CANFAR_TOKEN_FILE | one needed; the file wins, re-read on 401 |
+| session_type | EB_CANFAR_SESSION_TYPE | headless |
+| notebook_image | EB_CANFAR_NOTEBOOK_IMAGE | (required for notebooks) |
+| pending_timeout_s | EB_CANFAR_PENDING_TIMEOUT_S | 600 |
+| poll_s | EB_CANFAR_POLL_S | 2 |
+| timeout_s | EB_CANFAR_TIMEOUT_S | 30 (per HTTP request) |
+| retries | EB_CANFAR_RETRIES | 5 (tries per HTTP call) |
+| backoff_s | EB_CANFAR_BACKOFF_S | 0.5 (first back-off; doubles, jittered, capped at 30 s) |
+| preparation_s | EB_CANFAR_PREPARATION_S | 60 |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import httpx
+from opentelemetry.trace import TracerProvider
+
+from services.launcher.platforms.base import (
+    DOCKER_CONTAINER_KIND,
+    JUPYTER_NOTEBOOK_KIND,
+    LaunchSpec,
+    PlatformBase,
+    PlatformError,
+    RunState,
+    RunStatus,
+)
+from services.launcher.platforms.canfar_client import (
+    RetryPolicy,
+    SkahaClient,
+    TokenSource,
+    TransientHttpError,
+    first_line,
+)
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "canfar-result.json"
+STATE_FILE = "canfar-state.json"
+LOG_FILE = "canfar-session.log"
+EVENTS_FILE = "canfar-events.txt"
+
+SESSION_TYPES = ("notebook", "desktop", "carta", "headless", "contributed", "firefly")
+API_VERSIONS = ("v1", "v0")
+# skaha accepts [A-Za-z0-9-]+ and stores the name lower-cased. It states no length limit; we keep
+# names short (the name also appears in Kubernetes labels, at most 63 characters).
+NAME_MAX = 40
+SUCCEEDED_STATUSES = frozenset({"Completed", "Succeeded"})
+FAILED_STATUSES = frozenset({"Failed", "Error"})
+RUNNING_STATUSES = frozenset({"Running", "Terminating"})
+# Two 404s in a row before a session counts as gone: one could be a passing glitch of a proxy.
+MISSING_POLLS_TO_GIVE_UP = 2
+LOG_TAIL_LINES = 5
+MESSAGE_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class CanfarSettings:
+    url: str
+    api: str
+    token: str | None
+    token_file: str | None
+    session_type: str
+    notebook_image: str | None
+    pending_timeout_s: float
+    poll_s: float
+    timeout_s: float
+    retries: int
+    backoff_s: float
+    preparation_s: float
+
+    @classmethod
+    def load(cls, settings: Mapping[str, Any]) -> CanfarSettings:
+        def get(key: str, default: str | None = None) -> str | None:
+            value = settings.get(key)
+            if value is None:
+                value = os.environ.get(f"EB_CANFAR_{key.upper()}") or default
+            return None if value is None else str(value)
+
+        def number(key: str, default: str) -> float:
+            raw = get(key, default)
+            try:
+                return float(raw or default)
+            except ValueError:
+                raise ValueError(f"EB_CANFAR_{key.upper()} must be a number, not {raw!r}") from None
+
+        api = (get("api", "v1") or "v1").lower()
+        if api not in API_VERSIONS:
+            raise ValueError(f"EB_CANFAR_API must be one of {', '.join(API_VERSIONS)}, not {api!r}")
+        session_type = (get("session_type", "headless") or "headless").lower()
+        if session_type not in SESSION_TYPES:
+            raise ValueError(f"EB_CANFAR_SESSION_TYPE must be one of {', '.join(SESSION_TYPES)}")
+        return cls(
+            url=(get("url", "") or "").rstrip("/"),
+            api=api,
+            token=get("token"),
+            token_file=get("token_file"),
+            session_type=session_type,
+            notebook_image=get("notebook_image"),
+            pending_timeout_s=number("pending_timeout_s", "600"),
+            poll_s=max(0.01, number("poll_s", "2")),
+            timeout_s=max(0.05, number("timeout_s", "30")),
+            retries=max(1, int(number("retries", "5"))),
+            backoff_s=max(0.0, number("backoff_s", "0.5")),
+            preparation_s=number("preparation_s", "60"),
+        )
+
+
+class CanfarHandle(NamedTuple):
+    id: str
+    api: str
+    name: str
+    created: float  # wall-clock seconds, when the session was created (for the pending timeout)
+
+
+def _handle(session_id: str, api: str, name: str, created: float) -> str:
+    return json.dumps({"type": "canfar", "id": session_id, "api": api, "name": name, "created": created})
+
+
+def _parse_handle(handle: str) -> CanfarHandle:
+    try:
+        data = json.loads(handle)
+        if data["type"] == "canfar" and re.fullmatch(r"[A-Za-z0-9]+", data["id"]):
+            api = data.get("api", "v1")
+            if api in API_VERSIONS:
+                return CanfarHandle(data["id"], api, str(data.get("name", "")), float(data["created"]))
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise PlatformError(f"not a canfar platform handle: {handle!r}")
+
+
+class CanfarPlatform(PlatformBase):
+    name = "canfar"
+
+    def __init__(self, **settings: Any) -> None:
+        # The registry passes every configured setting; unknown ones are ignored on purpose.
+        self.settings = CanfarSettings.load(settings)
+        tracer_provider: TracerProvider | None = settings.get("tracer_provider")
+        transport: httpx.AsyncBaseTransport | None = settings.get("transport")
+        self._tokens = TokenSource(self.settings.token, self.settings.token_file)
+        self._client = SkahaClient(
+            self.settings.url or "http://canfar.invalid",
+            self.settings.api,
+            self._tokens,
+            timeout_s=self.settings.timeout_s,
+            retry=RetryPolicy(tries=self.settings.retries, base_s=self.settings.backoff_s),
+            tracer_provider=tracer_provider,
+            transport=transport,
+        )
+
+    def poll_interval(self, spec: LaunchSpec) -> float:
+        return self.settings.poll_s
+
+    def preparation_estimate(self, spec: LaunchSpec) -> float:
+        return self.settings.preparation_s
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- the port -----------------------------------------------------------------------------------
+
+    async def prepare(self, spec: LaunchSpec) -> None:
+        self._check_configured()
+        params = self._create_params(spec)  # every check that needs no network
+        await self._check_resources(spec)
+        await self._check_image(spec, dict(params)["image"])
+        spec.work_dir.mkdir(parents=True, exist_ok=True)
+
+    async def start(self, spec: LaunchSpec) -> str:
+        self._check_configured()
+        params = self._create_params(spec)
+        name = dict(params)["name"]
+        api = self.settings.api
+        # A retried start (or a restarted launcher) may find the session its earlier attempt made.
+        session_id = await self._find(name, api)
+        if session_id is None:
+            session_id = await self._create(params, name, api)
+        else:
+            log.info("canfar: adopting existing session %s named %s", session_id, name)
+        spec.work_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (RESULT_FILE, STATE_FILE):
+            record = _read_json(spec.work_dir / stale)
+            if record is not None and record.get("id") != session_id:
+                (spec.work_dir / stale).unlink(missing_ok=True)
+        log.info("canfar: session %s started as CANFAR session %s", spec.session_id, session_id)
+        return _handle(session_id, api, name, time.time())
+
+    async def poll(self, spec: LaunchSpec, handle: str) -> RunStatus:
+        parsed = _parse_handle(handle)
+        recorded = _read_result(spec.work_dir, parsed.id)
+        if recorded is not None:
+            return recorded
+        response = await self._client.request(
+            "GET", self._path(parsed, parsed.id), ok=(200, 404), route=self._route(parsed, "{id}")
+        )
+        state = _read_json(spec.work_dir / STATE_FILE) or {"id": parsed.id}
+        if response.status_code == 404:
+            state["missing"] = int(state.get("missing", 0)) + 1
+            _write_json(spec.work_dir / STATE_FILE, state)
+            if state["missing"] < MISSING_POLLS_TO_GIVE_UP:
+                return _in_progress(state)
+            return self._record(spec, parsed, self._vanished(parsed, state))
+        info = _json_object(response)
+        status = str(info.get("status") or "Unknown")
+        state.update(missing=0, last_status=status)
+        if status in RUNNING_STATUSES:
+            state["seen_running"] = True
+        connect_url = info.get("connectURL")
+        if isinstance(connect_url, str) and connect_url:
+            state["connector"] = _connector(str(info.get("type") or ""), connect_url)
+        _write_json(spec.work_dir / STATE_FILE, state)
+        if status in SUCCEEDED_STATUSES or status in FAILED_STATUSES:
+            return await self._conclude(spec, parsed, status)
+        if status in RUNNING_STATUSES or state.get("seen_running"):
+            # An unknown status after Running: keep polling; the booked slot bounds the run.
+            return _in_progress(state)
+        waited = time.time() - parsed.created
+        if waited > self.settings.pending_timeout_s:
+            return await self._give_up_pending(spec, parsed, status, waited)
+        return _in_progress(state)
+
+    async def cancel(self, spec: LaunchSpec, handle: str) -> None:
+        parsed = _parse_handle(handle)
+        if _read_result(spec.work_dir, parsed.id) is not None:
+            return  # it has ended already; release deletes what is left
+        # It may have just ended: then its real outcome (and logs) are kept, not a cancel.
+        with contextlib.suppress(PlatformError):
+            if (await self.poll(spec, handle)).state.is_final:
+                return
+        with contextlib.suppress(PlatformError):
+            await self._fetch_logs(spec, parsed)
+        await self._delete(parsed)
+        message = f"the CANFAR session {parsed.id} was deleted on cancel"
+        self._record(
+            spec,
+            parsed,
+            RunStatus(state=RunState.CANCELLED, message=message, outputs=_outputs(spec.work_dir)),
+        )
+        log.info("canfar: cancelled session %s (CANFAR session %s)", spec.session_id, parsed.id)
+
+    async def release(self, spec: LaunchSpec, handle: str | None) -> None:
+        if handle is None:
+            return
+        parsed = _parse_handle(handle)
+        try:
+            await self._delete(parsed)
+        except PlatformError as error:
+            # Not raised: the run's outcome is already known, and skaha removes finished sessions
+            # itself after their ttl. A live one would run until its deadline: say so loudly.
+            log.warning("canfar: could not delete CANFAR session %s of session %s: %s",
+                        parsed.id, spec.session_id, error.message)  # fmt: skip
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def _check_configured(self) -> None:
+        if not self.settings.url:
+            raise PlatformError(
+                "the canfar platform has no URL: set EB_CANFAR_URL (e.g. https://ws-uv.canfar.net/skaha)"
+            )
+        if not self._tokens.configured:
+            raise PlatformError(
+                "the canfar platform has no token: set EB_CANFAR_TOKEN or EB_CANFAR_TOKEN_FILE"
+            )
+
+    def _create_params(self, spec: LaunchSpec) -> list[tuple[str, str]]:
+        kind = spec.executable_kind
+        executable = spec.executable
+        if kind.endswith(JUPYTER_NOTEBOOK_KIND):
+            image = self.settings.notebook_image
+            if not image:
+                raise PlatformError(
+                    "the canfar platform runs notebooks in a notebook session, but no notebook image is "
+                    "configured (EB_CANFAR_NOTEBOOK_IMAGE)"
+                )
+            session_type = "notebook"
+        elif kind.endswith(DOCKER_CONTAINER_KIND):
+            image = _image(executable)
+            session_type = self.settings.session_type
+            if executable.get("privileged"):
+                raise PlatformError("the canfar platform does not run privileged containers")
+        else:
+            raise PlatformError(f"the canfar platform cannot run executables of kind {kind or '(none)'}")
+        params = [
+            ("type", session_type),
+            ("name", session_name(spec.session_id)),
+            ("image", image),
+            ("cores", str(spec.cores)),
+            ("ram", str(spec.memory_gib)),
+        ]
+        if session_type == "headless":
+            params += _command_params(executable)
+            user_env = executable.get("environment")
+            environment = (user_env if isinstance(user_env, dict) else {}) | spec.environment
+            for key, value in environment.items():
+                if not key or "=" in key:
+                    raise PlatformError(f"{key!r} is not a valid environment variable name")
+                params.append(("env", f"{key}={value}"))
+        return params
+
+    async def _check_resources(self, spec: LaunchSpec) -> None:
+        response = await self._client.request(
+            "GET", self._client.path("context"), route=self._route(None, "context")
+        )
+        try:
+            context = response.json()
+        except ValueError:
+            return  # an unreadable context is not a reason to refuse: the create will tell
+        for key, asked, unit in (
+            ("cores", spec.cores, "cores"),
+            ("memoryGB", spec.memory_gib, "GiB of memory"),
+        ):
+            block = context.get(key) if isinstance(context, dict) else None
+            options = block.get("options") if isinstance(block, dict) else None
+            if isinstance(options, list) and options and asked not in options:
+                raise PlatformError(
+                    f"CANFAR cannot give a session {asked} {unit}: it offers {_ranges(options)}"
+                )
+
+    async def _check_image(self, spec: LaunchSpec, image: str) -> None:
+        wanted = _digest(spec.executable)
+        if wanted is None or "@" in image:
+            return
+        response = await self._client.request(
+            "GET", self._client.path("image"), route=self._route(None, "image")
+        )
+        with contextlib.suppress(ValueError):
+            for entry in response.json():
+                if isinstance(entry, dict) and entry.get("id") == image:
+                    found = entry.get("digest")
+                    if isinstance(found, str) and found and found != wanted:
+                        raise PlatformError(
+                            f"the image {image} on CANFAR has digest {found}, not the requested {wanted}"
+                        )
+
+    async def _create(self, params: list[tuple[str, str]], name: str, api: str) -> str:
+        path = self._client.path("session", api=api)
+        last = ""
+        for attempt in range(self.settings.retries):
+            try:
+                response = await self._client.request(
+                    "POST", path, data=params, resend_unprocessed_only=True, route=path
+                )
+            except TransientHttpError as error:
+                last = error.message
+                # The server may have created the session although we got no good answer.
+                if error.no_answer:
+                    found = await self._find_after_doubt(name, api)
+                else:
+                    found = await self._find(name, api)
+                if found is not None:
+                    log.info("canfar: the create of %s did answer badly but made session %s", name, found)
+                    return found
+                if attempt + 1 < self.settings.retries:
+                    await asyncio.sleep(self._client.retry.backoff(attempt))
+                continue
+            session_id = response.text.strip()
+            if not re.fullmatch(r"[A-Za-z0-9]+", session_id):
+                raise PlatformError(f"CANFAR answered the create of {name} with no session id: "
+                                    f"{first_line(response.text, 200)!r}")  # fmt: skip
+            return session_id
+        raise PlatformError(
+            f"could not create the CANFAR session {name} after {self.settings.retries} tries (last: {last})",
+            transient=True,
+        )
+
+    async def _find_after_doubt(self, name: str, api: str) -> str | None:
+        """Look for a session the server may still be creating, for about two request timeouts."""
+        deadline = time.monotonic() + min(60.0, 2 * self.settings.timeout_s)
+        while True:
+            found = await self._find(name, api)
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            await asyncio.sleep(min(1.0, self.settings.timeout_s / 2))
+
+    async def _find(self, name: str, api: str) -> str | None:
+        path = self._client.path("session", api=api)
+        response = await self._client.request("GET", path, route=path)
+        try:
+            sessions = response.json()
+        except ValueError:
+            return None
+        mine = [s for s in sessions if isinstance(s, dict) and s.get("name") == name.lower() and s.get("id")]
+        live = [s for s in mine if s.get("status") in ("Pending", "Running")]
+        chosen = live or mine
+        return str(chosen[0]["id"]) if chosen else None
+
+    async def _conclude(self, spec: LaunchSpec, parsed: CanfarHandle, status: str) -> RunStatus:
+        """The session has ended: keep its logs (and events) now, before skaha removes them."""
+        await self._fetch_logs(spec, parsed)
+        if status in SUCCEEDED_STATUSES:
+            return self._record(spec, parsed, RunStatus(
+                state=RunState.SUCCEEDED, message=f"the CANFAR session {parsed.id} completed",
+                outputs=_outputs(spec.work_dir),
+            ))  # fmt: skip
+        events = await self._fetch_events(spec, parsed)
+        reasons = _warnings(events)
+        message = f"the CANFAR session {parsed.id} ended {status}"
+        if reasons:
+            message += ": " + "; ".join(reasons)
+        tail = _log_tail(spec.work_dir / LOG_FILE)
+        if tail:
+            message += f"\nlast lines of its log:\n{tail}"
+        return self._record(spec, parsed, RunStatus(
+            state=RunState.FAILED, message=message[:MESSAGE_LIMIT], outputs=_outputs(spec.work_dir),
+        ))  # fmt: skip
+
+    async def _give_up_pending(
+        self, spec: LaunchSpec, parsed: CanfarHandle, status: str, waited: float
+    ) -> RunStatus:
+        reasons: list[str] = []
+        with contextlib.suppress(PlatformError):
+            reasons = _warnings(await self._fetch_events(spec, parsed))
+        await self._delete(parsed)
+        message = (
+            f"the CANFAR session {parsed.id} was still {status} after {waited:.0f} s, longer than the "
+            f"pending timeout ({self.settings.pending_timeout_s:g} s, EB_CANFAR_PENDING_TIMEOUT_S)"
+        )
+        if reasons:
+            message += ": " + "; ".join(reasons)
+        message += "; the session was deleted"
+        log.warning("canfar: %s", message)
+        return self._record(spec, parsed, RunStatus(
+            state=RunState.FAILED, message=message[:MESSAGE_LIMIT], outputs=_outputs(spec.work_dir),
+        ))  # fmt: skip
+
+    def _vanished(self, parsed: CanfarHandle, state: dict[str, Any]) -> RunStatus:
+        last = state.get("last_status")
+        if last in SUCCEEDED_STATUSES:
+            return RunStatus(state=RunState.SUCCEEDED, message=f"the CANFAR session {parsed.id} completed")
+        if last == "Terminating":
+            message = f"the CANFAR session {parsed.id} was deleted outside the broker"
+        elif state.get("seen_running"):
+            message = (
+                f"the CANFAR session {parsed.id} disappeared (HTTP 404) after it was last seen {last}; "
+                "its outcome and logs are lost"
+            )
+        else:
+            message = f"the CANFAR session {parsed.id} disappeared (HTTP 404) before it was seen running"
+        return RunStatus(state=RunState.FAILED, message=message)
+
+    async def _fetch_logs(self, spec: LaunchSpec, parsed: CanfarHandle) -> None:
+        response = await self._client.request(
+            "GET", self._path(parsed, parsed.id), params={"view": "logs"}, ok=(200, 404),
+            route=self._route(parsed, "{id}"),
+        )  # fmt: skip
+        if response.status_code == 200:
+            spec.work_dir.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread((spec.work_dir / LOG_FILE).write_bytes, response.content)
+
+    async def _fetch_events(self, spec: LaunchSpec, parsed: CanfarHandle) -> str:
+        response = await self._client.request(
+            "GET", self._path(parsed, parsed.id), params={"view": "events"}, ok=(200, 404),
+            route=self._route(parsed, "{id}"),
+        )  # fmt: skip
+        if response.status_code != 200:
+            return ""
+        spec.work_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread((spec.work_dir / EVENTS_FILE).write_text, response.text)
+        return response.text
+
+    async def _delete(self, parsed: CanfarHandle) -> None:
+        # skaha answers 200 even for an unknown id; a 404 from a proxy means the same: nothing left.
+        await self._client.request(
+            "DELETE", self._path(parsed, parsed.id), ok=(200, 204, 404), route=self._route(parsed, "{id}")
+        )
+
+    def _record(self, spec: LaunchSpec, parsed: CanfarHandle, status: RunStatus) -> RunStatus:
+        spec.work_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(spec.work_dir / RESULT_FILE, {"id": parsed.id, "status": status.model_dump(mode="json")})
+        log.info("canfar: CANFAR session %s of session %s ended %s", parsed.id, spec.session_id, status.state)
+        return status
+
+    def _path(self, parsed: CanfarHandle, session_id: str) -> str:
+        return self._client.path("session", session_id, api=parsed.api)
+
+    def _route(self, parsed: CanfarHandle | None, tail: str) -> str:
+        api = parsed.api if parsed is not None else self.settings.api
+        return f"/{api}/session/{tail}" if tail == "{id}" else f"/{api}/{tail}"
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def session_name(session_id: str) -> str:
+    """A skaha session name for a broker session: `eb-<id>`, [a-z0-9-], at most NAME_MAX chars."""
+    cleaned = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", session_id.lower())).strip("-")
+    name = f"eb-{cleaned}" if cleaned else "eb"
+    if len(name) > NAME_MAX:
+        digest = hashlib.sha1(session_id.encode()).hexdigest()[:8]
+        name = f"{name[: NAME_MAX - 9].rstrip('-')}-{digest}"
+    return name
+
+
+def _image(executable: dict[str, Any]) -> str:
+    image = executable.get("image")
+    locations = image.get("locations") if isinstance(image, dict) else None
+    if isinstance(locations, list) and locations and isinstance(locations[0], str) and locations[0].strip():
+        return locations[0].strip()
+    raise PlatformError("a DockerContainer executable needs image.locations")
+
+
+def _digest(executable: dict[str, Any]) -> str | None:
+    image = executable.get("image")
+    digest = image.get("digest") if isinstance(image, dict) else None
+    return digest if isinstance(digest, str) and digest else None
+
+
+def _command_params(executable: dict[str, Any]) -> list[tuple[str, str]]:
+    """Docker's entrypoint + command as skaha's `cmd` + space-separated `args`."""
+    raw_command = executable.get("command")
+    command = [str(part) for part in raw_command] if isinstance(raw_command, list) else []
+    entrypoint = executable.get("entrypoint")
+    if isinstance(entrypoint, str) and entrypoint:
+        cmd, args = entrypoint, command
+    elif command:
+        cmd, args = command[0], command[1:]
+    else:
+        return []
+    for arg in args:
+        if not arg or re.search(r"\s", arg):
+            raise PlatformError(
+                f"skaha passes arguments space-separated, so the argument {arg!r} cannot be sent; "
+                "wrap the command in a script inside the image"
+            )
+    params = [("cmd", cmd)]
+    if args:
+        params.append(("args", " ".join(args)))
+    return params
+
+
+def _connector(session_type: str, url: str) -> dict[str, str]:
+    kind = "urn:jupyter-notebook" if session_type == "notebook" else f"urn:canfar-{session_type or 'session'}"
+    return {"kind": kind, "protocol": "HTTPS", "location": url, "status": "AVAILABLE"}
+
+
+def _in_progress(state: dict[str, Any]) -> RunStatus:
+    running = state.get("last_status") in RUNNING_STATUSES or bool(state.get("seen_running"))
+    connector = state.get("connector")
+    return RunStatus(
+        state=RunState.RUNNING if running else RunState.PREPARING,
+        connectors=[connector] if running and isinstance(connector, dict) else [],
+    )
+
+
+def _outputs(work_dir: Path) -> dict[str, str]:
+    names = {"log": LOG_FILE, "events": EVENTS_FILE}
+    return {name: str(work_dir / file) for name, file in names.items() if (work_dir / file).exists()}
+
+
+def _warnings(events: str) -> list[str]:
+    """`REASON: MESSAGE` of each Warning row of skaha's events table (TYPE REASON MESSAGE ...)."""
+    found: list[str] = []
+    for line in events.splitlines():
+        columns = re.split(r"\s{2,}", line.strip())
+        if len(columns) >= 3 and columns[0] == "Warning":
+            item = f"{columns[1]}: {columns[2]}"
+            if item not in found:
+                found.append(item)
+    return found[:5]
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return "\n".join(lines[-LOG_TAIL_LINES:])[-1000:]
+
+
+def _ranges(options: list[Any]) -> str:
+    numbers = sorted(o for o in options if isinstance(o, int))
+    if numbers and numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"{numbers[0]} to {numbers[-1]}"
+    return ", ".join(str(o) for o in options)
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise PlatformError(f"CANFAR answered with something that is not a session: "
+                            f"{first_line(response.text, 200)!r}", transient=True)  # fmt: skip
+    return data
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(data))
+    partial.replace(path)
+
+
+def _read_result(work_dir: Path, session_id: str) -> RunStatus | None:
+    record = _read_json(work_dir / RESULT_FILE)
+    if record is None or record.get("id") != session_id:
+        return None
+    try:
+        return RunStatus.model_validate(record["status"])
+    except (KeyError, ValueError):
+        return None

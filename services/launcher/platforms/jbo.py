@@ -1,0 +1,308 @@
+"""The `jbo` platform: runs the e-MERLIN CASA pipeline (eMCP) at Jodrell Bank through a JBO runner.
+
+JBO publishes no job API, so the runner's HTTP contract is ours (`docs` in `tests/fakes/jbo_runner.py`):
+`POST /jbo/v1/jobs`, `GET /jbo/v1/jobs/{id}`, `GET …/log?name=eMCP.log`, `GET …/outputs`,
+`GET …/weblog` (a tar), `DELETE /jbo/v1/jobs/{id}`, bearer-token auth.
+
+A session is a `DockerContainer` (the eMCP image, the steps in `command`, the `inputs.ini` fields
+in `environment`) plus one data resource naming the observation; `jbo_job` documents the mapping.
+eMCP exits 0 even when it fails, so a run only SUCCEEDS when `eMCP.log` says `Pipeline finished`
+and the weblog, its info file and (after calibration) `<inbase>_avg.ms` exist.
+
+Settings (keyword arguments override the environment):
+
+| keyword | variable | default |
+|---|---|---|
+| url | EB_JBO_URL | (required) the runner's base URL |
+| token / token_file | EB_JBO_TOKEN / EB_JBO_TOKEN_FILE | (one required) the bearer token |
+| poll_s | EB_JBO_POLL_S | 30 |
+| image | EB_JBO_IMAGE | ghcr.io/miguelcarcamov/emerlin_casa_pipeline:latest |
+| allowed_images | EB_JBO_ALLOWED_IMAGES | the default image's repository (comma list of prefixes) |
+| pipeline_version | EB_JBO_PIPELINE_VERSION | v2.0.20 |
+| timeout_s | EB_JBO_TIMEOUT_S | 30 (per HTTP request) |
+| attempts | EB_JBO_ATTEMPTS | 5 (per HTTP call, the first included) |
+| backoff_s | EB_JBO_BACKOFF_S | 0.5 (first back-off bound; doubles, full jitter, max 30) |
+| max_retry_after_s | EB_JBO_MAX_RETRY_AFTER_S | 120 |
+| queue_timeout_s | EB_JBO_QUEUE_TIMEOUT_S | 0 = none (the booked slot's end still applies) |
+| prepare_estimate_s | EB_JBO_PREPARE_ESTIMATE_S | 60 |
+| max_weblog_bytes | EB_JBO_MAX_WEBLOG_BYTES | 512 MiB |
+| tracer_provider | — | the global one |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+from opentelemetry.trace import TracerProvider
+
+from services.launcher.platforms.base import LaunchSpec, PlatformBase, PlatformError, RunState, RunStatus
+from services.launcher.platforms.jbo_http import JboHttp, RetryPolicy
+from services.launcher.platforms.jbo_job import build_job, judge
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IMAGE = "ghcr.io/miguelcarcamov/emerlin_casa_pipeline:latest"
+DEFAULT_PIPELINE_VERSION = "v2.0.20"
+JOBS = "/jbo/v1/jobs"
+
+JOB_FILE = "jbo-job.json"
+INPUTS_FILE = "inputs.ini"
+RESULT_FILE = "jbo-result.json"
+LOG_FILE = "eMCP.log"
+WEBLOG_FILE = "weblog.tar"
+
+PREPARING_STATES = frozenset({"QUEUED", "STAGING_IN"})
+RUNNING_STATES = frozenset({"RUNNING", "STAGING_OUT"})
+FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+MIN_WALLTIME_S = 60
+
+
+def _setting(settings: dict[str, Any], key: str, default: Any = None) -> Any:
+    if settings.get(key) is not None:
+        return settings[key]
+    value = os.environ.get(f"EB_JBO_{key.upper()}")
+    return value if value not in (None, "") else default
+
+
+class JobHandle(NamedTuple):
+    job_id: str
+    submitted_at: float
+
+
+def _parse_handle(handle: str) -> JobHandle:
+    try:
+        data = json.loads(handle)
+        if data.get("type") == "jbo" and isinstance(data.get("job_id"), str) and data["job_id"]:
+            return JobHandle(data["job_id"], float(data.get("submitted_at") or 0.0))
+    except (ValueError, TypeError, AttributeError):
+        pass
+    raise PlatformError(f"not a jbo platform handle: {handle[:200]!r}")
+
+
+class JboPlatform(PlatformBase):
+    name = "jbo"
+
+    def __init__(self, **settings: Any) -> None:
+        # The registry passes every configured setting; unknown ones are ignored on purpose.
+        self._url = str(_setting(settings, "url", "")).rstrip("/")
+        self._poll_s = float(_setting(settings, "poll_s", 30.0))
+        self._image = str(_setting(settings, "image", DEFAULT_IMAGE))
+        allowed = _setting(settings, "allowed_images", self._image.rsplit(":", 1)[0].split("@")[0])
+        items = allowed if isinstance(allowed, (list, tuple)) else str(allowed).split(",")
+        self._allowed_images = tuple(item.strip() for item in items if item.strip())
+        self._pipeline_version = str(_setting(settings, "pipeline_version", DEFAULT_PIPELINE_VERSION))
+        self._queue_timeout_s = float(_setting(settings, "queue_timeout_s", 0.0))
+        self._prepare_estimate_s = float(_setting(settings, "prepare_estimate_s", 60.0))
+        self._max_weblog_bytes = int(_setting(settings, "max_weblog_bytes", 512 * 2**20))
+        policy = RetryPolicy(
+            attempts=max(1, int(_setting(settings, "attempts", 5))),
+            base_s=float(_setting(settings, "backoff_s", 0.5)),
+            max_retry_after_s=float(_setting(settings, "max_retry_after_s", 120.0)),
+        )
+        token = _setting(settings, "token")
+        token_file = _setting(settings, "token_file")
+        provider = settings.get("tracer_provider")
+        self._http = JboHttp(
+            self._url,
+            str(token) if token else None,
+            str(token_file) if token_file else None,
+            float(_setting(settings, "timeout_s", 30.0)),
+            policy,
+            provider if isinstance(provider, TracerProvider) else None,
+        )
+
+    def __repr__(self) -> str:  # never the token
+        return f"JboPlatform(url={self._url!r})"
+
+    def poll_interval(self, spec: LaunchSpec) -> float:
+        return self._poll_s
+
+    def preparation_estimate(self, spec: LaunchSpec) -> float:
+        return self._prepare_estimate_s
+
+    # -- the port -------------------------------------------------------------------------------
+
+    async def prepare(self, spec: LaunchSpec) -> None:
+        if not self._url:
+            raise PlatformError("the jbo platform is not configured: set EB_JBO_URL to the JBO runner's URL")
+        walltime = (spec.slot_end - datetime.now(UTC)).total_seconds()
+        job = build_job(
+            session_id=spec.session_id,
+            executable=spec.executable,
+            data=spec.data,
+            cores=spec.cores,
+            memory_gib=spec.memory_gib,
+            walltime_s=max(MIN_WALLTIME_S, math.floor(walltime)),
+            default_image=self._image,
+            allowed_images=self._allowed_images,
+            pipeline_version=self._pipeline_version,
+        )
+        spec.work_dir.mkdir(parents=True, exist_ok=True)
+        (spec.work_dir / INPUTS_FILE).write_text(job["inputs_ini"])
+        _write_json(spec.work_dir / JOB_FILE, job)
+
+    async def start(self, spec: LaunchSpec) -> str:
+        job = _read_json(spec.work_dir / JOB_FILE)
+        if job is None:
+            raise PlatformError("the eMCP job was not prepared before start")
+        for stale in (RESULT_FILE, LOG_FILE, WEBLOG_FILE):
+            (spec.work_dir / stale).unlink(missing_ok=True)
+        # The session id as idempotency key: a POST retried after a lost answer finds the same job.
+        response = await self._http.request(
+            "POST", JOBS, json_body=job, headers={"Idempotency-Key": spec.session_id}
+        )
+        body = _json(response.json())
+        job_id = body.get("job_id")
+        if not isinstance(job_id, str) or not job_id:
+            raise PlatformError("the JBO runner accepted the job but returned no job_id")
+        log.info("jbo: session %s is job %s", spec.session_id, job_id)
+        return json.dumps({"type": "jbo", "job_id": job_id, "submitted_at": time.time()})
+
+    async def poll(self, spec: LaunchSpec, handle: str) -> RunStatus:
+        parsed = _parse_handle(handle)
+        cached = _cached(spec.work_dir)
+        if cached is not None:
+            return cached
+        path = f"{JOBS}/{quote(parsed.job_id, safe='')}"
+        response = await self._http.request("GET", path, ok_statuses=frozenset({404}))
+        if response.status_code == 404:
+            return _record(
+                spec.work_dir,
+                RunStatus(
+                    state=RunState.FAILED, message=f"the JBO runner no longer knows job {parsed.job_id}"
+                ),
+            )
+        body = _json(response.json())
+        state = str(body.get("state", ""))
+        outputs = _string_map(body.get("outputs"))
+        if state in PREPARING_STATES:
+            waited = time.time() - parsed.submitted_at
+            if state == "QUEUED" and self._queue_timeout_s and waited > self._queue_timeout_s:
+                await self.cancel(spec, handle)
+                return _record(
+                    spec.work_dir,
+                    RunStatus(
+                        state=RunState.FAILED,
+                        message=(
+                            f"the eMCP job {parsed.job_id} was still queued on the JBO runner after "
+                            f"{waited:.0f} s (limit {self._queue_timeout_s:g} s); it was cancelled"
+                        ),
+                    ),
+                )
+            return RunStatus(state=RunState.PREPARING, message=f"{state} on the JBO runner", outputs=outputs)
+        if state in RUNNING_STATES:
+            return RunStatus(state=RunState.RUNNING, message=_progress(body), outputs=outputs)
+        if state in FINAL_STATES:
+            return await self._finish(spec, parsed.job_id, body)
+        raise PlatformError(f"the JBO runner reports an unknown state {state[:50]!r} for job {parsed.job_id}")
+
+    async def cancel(self, spec: LaunchSpec, handle: str) -> None:
+        parsed = _parse_handle(handle)
+        if _cached(spec.work_dir) is not None:
+            return  # ended and recorded: nothing runs any more
+        await self._http.request(
+            "DELETE", f"{JOBS}/{quote(parsed.job_id, safe='')}", ok_statuses=frozenset({404, 409})
+        )
+
+    async def release(self, spec: LaunchSpec, handle: str | None) -> None:
+        """Nothing to free once the job has ended (the runner keeps the outputs); a live job is stopped."""
+        if handle is None or _cached(spec.work_dir) is not None:
+            return
+        try:
+            status = await self.poll(spec, handle)
+            if not status.state.is_final:
+                await self.cancel(spec, handle)
+        except PlatformError as error:
+            log.warning("jbo: releasing session %s: %s", spec.session_id, error.message)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    async def _finish(self, spec: LaunchSpec, job_id: str, body: dict[str, Any]) -> RunStatus:
+        """Fetch the log, the outputs listing and the weblog; judge; record the verdict."""
+        path = f"{JOBS}/{quote(job_id, safe='')}"
+        job = _read_json(spec.work_dir / JOB_FILE) or {"observation_id": "?", "steps": []}
+        log_response = await self._http.request(
+            "GET", f"{path}/log", params={"name": LOG_FILE}, ok_statuses=frozenset({404})
+        )
+        log_text = log_response.text if log_response.status_code != 404 else ""
+        outputs = _string_map(body.get("outputs"))
+        if log_text:
+            (spec.work_dir / LOG_FILE).write_text(log_text)
+            outputs["log"] = str(spec.work_dir / LOG_FILE)
+        listing = await self._http.request("GET", f"{path}/outputs", ok_statuses=frozenset({404}))
+        files = _string_list(_json(listing.json()).get("files")) if listing.status_code != 404 else []
+        if "weblog" in outputs:
+            outputs["weblog_url"] = outputs.pop("weblog")
+        if await self._http.download(f"{path}/weblog", spec.work_dir / WEBLOG_FILE, self._max_weblog_bytes):
+            outputs["weblog"] = str(spec.work_dir / WEBLOG_FILE)
+        exit_code = body.get("exit_code")
+        reason = body.get("reason")
+        state, message = judge(
+            str(body["state"]),
+            exit_code if isinstance(exit_code, int) else None,
+            reason if isinstance(reason, str) else None,
+            log_text,
+            files,
+            job,
+        )
+        return _record(spec.work_dir, RunStatus(state=state, message=message, outputs=outputs))
+
+
+def _progress(body: dict[str, Any]) -> str:
+    step = body.get("step")
+    done, total = body.get("steps_done"), body.get("steps_total")
+    text = f"{body.get('state')} on the JBO runner"
+    if isinstance(step, str) and step:
+        text += f": step {step}"
+        if isinstance(done, int) and isinstance(total, int):
+            text += f" ({done}/{total} done)"
+    return text
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PlatformError("the JBO runner answered with something other than a JSON object")
+    return value
+
+
+def _string_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str)}
+
+
+def _string_list(value: Any) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(value, indent=1))
+    partial.replace(path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _cached(work_dir: Path) -> RunStatus | None:
+    data = _read_json(work_dir / RESULT_FILE)
+    return RunStatus.model_validate(data) if data is not None else None
+
+
+def _record(work_dir: Path, status: RunStatus) -> RunStatus:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(work_dir / RESULT_FILE, status.model_dump(mode="json"))
+    return status

@@ -1,0 +1,204 @@
+"""Data-aware offers through the bus (execution-broker.md §4.7 C): the more remote the data, the later
+the offered start; measured preparations shift later offers; Rucio look-ups and their failures."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared import iso8601, subjects
+from shared.client import BrokerClient
+from shared.embedded import EmbeddedBroker
+from shared.messages import PreparationMeasured
+from shared.models import LOCAL_COMMAND_KIND, SIMPLE_COMPUTE_KIND, OfferSetResponse
+from tests.fakes.rucio import FakeRucio, RucioCatalogue
+from tests.fakes.serve import serve_asgi
+
+SKAO_KIND = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/data/skao-data-resource.yaml"
+RUCIO_KIND = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/data/rucio-data-resource.yaml"
+GIB = 2**30
+
+POOLS = """
+[[pools]]
+name = "near"
+platform = "local"
+site = "UKSRC-RAL"
+cores = 8
+memory_gib = 16
+grid_s = 1
+prepare_s = 2
+staging_delay_s = 60
+{rucio}
+[pools.transfer]
+JPSRC_STORM = 2.0
+SPSRC_STORM = 3.0
+"""
+
+
+@pytest.fixture
+def rucio() -> Iterator[tuple[str, RucioCatalogue]]:
+    catalogue = RucioCatalogue()
+    catalogue.add_file("testing", "near-object", 25 * GIB, ["UKSRC-RAL"])
+    catalogue.add_file("testing", "far-object", 25 * GIB, ["JPSRC_STORM"])
+    url, stop = serve_asgi(FakeRucio(catalogue))
+    yield url, catalogue
+    stop()
+
+
+def start_broker(
+    factory: Callable[..., EmbeddedBroker], tmp_path: Path, rucio_url: str | None
+) -> EmbeddedBroker:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    pools = tmp_path / "pools.toml"
+    pools.write_text(POOLS.format(rucio=""))
+    env = {"EB_POOLS": str(pools)}
+    if rucio_url:
+        env |= {"EB_RUCIO_URL": rucio_url, "EB_RUCIO_TOKEN": "test-token"}
+    return factory(**env)
+
+
+def request(data: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "executable": {"kind": LOCAL_COMMAND_KIND, "command": ["true"]},
+        "compute": {
+            "kind": SIMPLE_COMPUTE_KIND,
+            "cores": {"min": 1, "max": 1},
+            "memory": {"min": 1, "max": 1},
+        },
+        "data": data,
+        "schedule": {"requested": {"duration": "PT10M"}},
+    }
+
+
+def skao(name: str, size: int, replicas: list[str]) -> dict[str, Any]:
+    return {
+        "kind": SKAO_KIND,
+        "meta": {"name": name},
+        "skao": {
+            "namespace": "testing",
+            "objectname": name,
+            "objecttype": "FILE",
+            "datasize": size,
+            "replicas": [{"rsename": r} for r in replicas],
+        },
+    }
+
+
+def first_start(offerset: OfferSetResponse) -> datetime:
+    assert offerset.result == "YES", offerset.meta
+    offer = (offerset.offers or [])[0]
+    assert offer.schedule and offer.schedule.available and offer.schedule.available.start
+    return iso8601.parse_instant(offer.schedule.available.start.split("/")[0])
+
+
+def preparing_seconds(offerset: OfferSetResponse) -> float:
+    offer = (offerset.offers or [])[0]
+    assert offer.schedule and offer.schedule.preparing and offer.schedule.preparing.duration
+    return iso8601.parse_duration(offer.schedule.preparing.duration).total_seconds()
+
+
+@pytest.fixture
+def near(broker_factory: Callable[..., EmbeddedBroker], tmp_path: Path) -> EmbeddedBroker:
+    return start_broker(broker_factory, tmp_path, None)
+
+
+@pytest.fixture
+def with_rucio(
+    broker_factory: Callable[..., EmbeddedBroker], tmp_path: Path, rucio: tuple[str, RucioCatalogue]
+) -> EmbeddedBroker:
+    return start_broker(broker_factory, tmp_path / "with", rucio[0])
+
+
+@pytest.fixture
+def dead_rucio(broker_factory: Callable[..., EmbeddedBroker], tmp_path: Path) -> EmbeddedBroker:
+    return start_broker(broker_factory, tmp_path / "dead", "http://127.0.0.1:9")
+
+
+async def test_remote_data_gives_a_later_start_and_measurements_shift_it(near: EmbeddedBroker) -> None:
+    broker = near
+    async with BrokerClient(broker.url, "alice") as client:
+        near = await client.submit(request([skao("big-near", 25 * GIB, ["UKSRC-RAL"])]))
+        far = await client.submit(request([skao("small-far", 25 * GIB, ["JPSRC_STORM", "SPSRC_STORM"])]))
+        # Local replica: 2 s base + 60 s staging; remote: 2 s + 2 s/GB x 25 GB + 60 s (the best replica).
+        assert preparing_seconds(near) == 62
+        assert preparing_seconds(far) == 112
+        assert (first_start(far) - first_start(near)).total_seconds() >= 45
+        # The data component carries its own preparation estimate.
+        far_offer = (far.offers or [])[0]
+        data_schedule = (far_offer.data or [])[0].schedule
+        assert data_schedule and data_schedule.preparing and data_schedule.preparing.duration == "PT1M50S"
+
+        # The launcher reports real preparation times; after three measured sessions from JPSRC the
+        # scheduler prefers the measurement (8 s) to the table (110 s).
+        for offerset in [far] + [
+            await client.submit(request([skao("small-far", 25 * GIB, ["JPSRC_STORM"])])) for _ in range(2)
+        ]:
+            session_id = (offerset.offers or [])[0].meta.uuid  # type: ignore[union-attr]
+            measured = PreparationMeasured(session_id=session_id, seconds=9.0, steps={"data:small-far": 8.0})
+            await client.nc.jetstream().publish(
+                subjects.scheduler_command("near", "measured"),
+                measured.to_bytes(),
+                headers={"Nats-Msg-Id": f"measured:{session_id}"},
+            )
+        later = None
+        for _ in range(50):
+            later = await client.submit(request([skao("small-far", 25 * GIB, ["JPSRC_STORM"])]))
+            if preparing_seconds(later) < 112:
+                break
+        assert later is not None and preparing_seconds(later) == 10  # 2 s base + 8 s measured
+
+
+async def test_a_real_session_reports_its_measured_preparation(near: EmbeddedBroker) -> None:
+    broker = near
+    async with BrokerClient(broker.url, "alice") as client:
+        offerset = await client.submit(request([]))
+        session_id = (offerset.offers or [])[0].meta.uuid  # type: ignore[union-attr]
+        assert session_id is not None
+        assert (await client.accept(session_id)).applied
+        events = await client.wait_until_done(session_id, timeout=60)
+        assert events[-1].phase == "COMPLETED"
+        stored = await client.nc.jetstream().get_last_msg(
+            subjects.COMMANDS_STREAM, subjects.scheduler_command("near", "measured")
+        )
+        report = PreparationMeasured.model_validate_json(stored.data or b"{}")
+        assert report.session_id == session_id and report.seconds >= 0 and "executable" in report.steps
+
+
+async def test_rucio_replicas_are_looked_up_and_a_failed_look_up_is_a_specific_no(
+    with_rucio: EmbeddedBroker, dead_rucio: EmbeddedBroker, rucio: tuple[str, RucioCatalogue]
+) -> None:
+    url, _ = rucio
+    broker = with_rucio
+    rucio_data = [
+        {
+            "kind": RUCIO_KIND,
+            "meta": {"name": "far-object"},
+            "rucio": {"endpoint": url, "scope": "testing", "object": "far-object", "type": "FILE"},
+        }
+    ]
+    missing = [
+        {
+            "kind": RUCIO_KIND,
+            "meta": {"name": "nowhere"},
+            "rucio": {"endpoint": url, "scope": "testing", "object": f"no-{uuid.uuid4()}", "type": "FILE"},
+        }
+    ]
+    async with BrokerClient(broker.url, "alice") as client:
+        found = await client.submit(request(rucio_data))
+        assert preparing_seconds(found) == 112  # replica at JPSRC_STORM, 25 GiB, from Rucio
+        refused = await client.submit(request(missing))
+        assert refused.result == "NO"
+        texts = [m.message or "" for m in (refused.meta.messages or [])]  # type: ignore[union-attr]
+        assert any("Rucio has no replica of testing:no-" in t for t in texts), texts
+
+    # Rucio unreachable: a NO that says so, not silence.
+    async with BrokerClient(dead_rucio.url, "alice") as client:
+        refused = await client.submit(request(rucio_data))
+        assert refused.result == "NO"
+        texts = [m.message or "" for m in (refused.meta.messages or [])]  # type: ignore[union-attr]
+        assert any("Rucio did not answer the look-up of testing:far-object" in t for t in texts), texts

@@ -1,0 +1,281 @@
+"""A fake Rucio replica service (launcher-targets.md §4.1, §4.6; fake conventions in §5).
+
+`FakeRucio(catalogue)` is an ASGI app; serve it with `tests.fakes.serve.serve_asgi`.
+
+API (as the real server):
+  GET /replicas/{scope}/{name}   NDJSON (`application/x-json-stream`), one object per file:
+      {"scope", "name", "bytes", "md5", "adler32", "rses": {RSE: [pfn]}, "pfns": {pfn: {...}}}
+      * `X-Rucio-Auth-Token` required (401 CannotAuthenticate otherwise);
+      * `Accept` other than NDJSON, `*/*` or metalink → 406;
+      * a dataset expands to its files; a file with no replica yields one object with empty
+        `rses`/`pfns`; only AVAILABLE replicas are listed unless `all_states=true`, which lists every
+        replica and adds `states`;
+      * `schemes=davs,https` filters PFNs by scheme; `select=geoip` sorts RSEs by the configured
+        distance table (unknown RSEs last), `select=random` shuffles them;
+      * unknown DID → 404 DataIdentifierNotFound; errors are JSON `{"ExceptionClass",
+        "ExceptionMessage"}` with the same values in the `ExceptionClass`/`ExceptionMessage` headers.
+
+Test control (no auth, not recorded):
+  POST   /_fake/faults     {"match": {"method", "path" (glob)}, "status", "headers", "body",
+                            "times" (default 1, null = forever), "delay_s"}
+                           With a status: answer it after `delay_s`. Without: answer normally after
+                           `delay_s` (a slow server: the client times out).
+  DELETE /_fake/faults
+  GET    /_fake/requests   every API request: method, path, query, headers (token redacted), status
+  DELETE /_fake/requests
+  POST   /_fake/tokens     {"<token>": true | false}: add or revoke tokens
+  POST   /_fake/files      {"scope", "name", "bytes", "replicas": {RSE: [pfn]}, "states": {RSE: state}}
+  POST   /_fake/datasets   {"scope", "name", "files": [[scope, name], ...]}
+  DELETE /_fake/replicas/{rse}/{scope}/{name}   a replica disappears (between offer and launch)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+NDJSON = "application/x-json-stream"
+METALINK = "application/metalink4+xml"
+ACCEPTABLE = (NDJSON, METALINK, "*/*", "application/*")
+
+
+@dataclass
+class FakeFile:
+    bytes: int | None
+    #: RSE → PFNs.
+    replicas: dict[str, list[str]] = field(default_factory=dict)
+    #: RSE → state (AVAILABLE when absent): COPYING, UNAVAILABLE, BEING_DELETED, ...
+    states: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RucioCatalogue:
+    files: dict[tuple[str, str], FakeFile] = field(default_factory=dict)
+    datasets: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)
+    tokens: set[str] = field(default_factory=lambda: {"test-token"})
+    #: RSE → distance, for `select=geoip`.
+    distances: dict[str, float] = field(default_factory=dict)
+
+    def add_file(
+        self,
+        scope: str,
+        name: str,
+        size: int | None,
+        rses: list[str] | dict[str, list[str]],
+        states: dict[str, str] | None = None,
+    ) -> None:
+        """Add a file; `rses` as names (PFNs are made up: `davs://<rse>.example.org:443/<scope>/<name>`)
+        or as a mapping RSE → PFNs."""
+        replicas = rses if isinstance(rses, dict) else {
+            rse: [f"davs://{rse.lower().replace('_', '-')}.example.org:443/{scope}/{name}"] for rse in rses
+        }
+        self.files[(scope, name)] = FakeFile(bytes=size, replicas=dict(replicas), states=dict(states or {}))
+
+    def add_dataset(self, scope: str, name: str, files: list[tuple[str, str]]) -> None:
+        self.datasets[(scope, name)] = list(files)
+
+    def remove_replica(self, rse: str, scope: str, name: str) -> None:
+        file = self.files.get((scope, name))
+        if file is not None:
+            file.replicas.pop(rse, None)
+            file.states.pop(rse, None)
+
+
+@dataclass
+class Fault:
+    method: str | None
+    path: str
+    status: int | None
+    headers: dict[str, str]
+    body: str
+    times: int | None
+    delay_s: float
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.times is not None and self.times <= 0:
+            return False
+        if self.method and self.method.upper() not in ("*", method.upper()):
+            return False
+        return fnmatch.fnmatchcase(path, self.path)
+
+
+def _error(status: int, exception_class: str, message: str) -> Response:
+    return JSONResponse(
+        {"ExceptionClass": exception_class, "ExceptionMessage": message},
+        status_code=status,
+        headers={"ExceptionClass": exception_class, "ExceptionMessage": message},
+    )
+
+
+def _checksum(scope: str, name: str) -> tuple[str, str]:
+    digest = hashlib.md5(f"{scope}:{name}".encode()).hexdigest()
+    return digest, digest[:8]
+
+
+class FakeRucio:
+    def __init__(self, catalogue: RucioCatalogue | None = None, *, seed: int = 0) -> None:
+        self.catalogue = catalogue or RucioCatalogue()
+        self.faults: list[Fault] = []
+        self.requests: list[dict[str, Any]] = []
+        self._random = random.Random(seed)
+
+    # -- the API ------------------------------------------------------------------------------------
+
+    def replicas(self, request_path: str, query: dict[str, str], headers: dict[str, str]) -> Response:
+        token = headers.get("x-rucio-auth-token")
+        if not token or token not in self.catalogue.tokens:
+            return _error(401, "CannotAuthenticate", "Cannot authenticate with given credentials")
+        accept = headers.get("accept", NDJSON)
+        if not any(kind in accept for kind in ACCEPTABLE):
+            return _error(406, "UnsupportedRequestedContentType", f"Unsupported content type: {accept}")
+        scope_name = request_path.removeprefix("/replicas/")
+        scope, sep, name = scope_name.partition("/")
+        if not sep or not scope or not name:
+            return _error(400, "ValueError", f"cannot parse scope and name from {scope_name!r}")
+        key = (scope, name)
+        if key in self.catalogue.datasets:
+            dids = self.catalogue.datasets[key]
+        elif key in self.catalogue.files:
+            dids = [key]
+        else:
+            return _error(404, "DataIdentifierNotFound", f"Data identifier '{scope}:{name}' not found")
+        schemes = [s for s in query.get("schemes", "").split(",") if s]
+        all_states = query.get("all_states", "").lower() in ("true", "1")
+        lines = [
+            json.dumps(self._file_object(did, schemes, query.get("select"), all_states))
+            for did in dids
+            if did in self.catalogue.files
+        ]
+        body = "".join(line + "\n" for line in lines)
+        return Response(body, media_type=NDJSON)
+
+    def _file_object(
+        self, did: tuple[str, str], schemes: list[str], select: str | None, all_states: bool
+    ) -> dict[str, Any]:
+        scope, name = did
+        file = self.catalogue.files[did]
+        rses = [
+            rse for rse in file.replicas
+            if all_states or file.states.get(rse, "AVAILABLE") == "AVAILABLE"
+        ]
+        if select == "geoip":
+            rses.sort(key=lambda rse: self.catalogue.distances.get(rse, float("inf")))
+        elif select == "random":
+            self._random.shuffle(rses)
+        listed: dict[str, list[str]] = {}
+        pfns: dict[str, dict[str, Any]] = {}
+        for priority, rse in enumerate(rses, start=1):
+            kept = [p for p in file.replicas[rse] if not schemes or urlsplit(p).scheme in schemes]
+            if not kept:
+                continue
+            listed[rse] = kept
+            for pfn in kept:
+                pfns[pfn] = {"rse": rse, "rse_id": hashlib.md5(rse.encode()).hexdigest(), "type": "DISK",
+                             "volatile": False, "domain": "wan", "priority": priority,
+                             "client_extract": False}
+        md5, adler32 = _checksum(scope, name)
+        item: dict[str, Any] = {"scope": scope, "name": name, "bytes": file.bytes, "md5": md5,
+                                "adler32": adler32, "rses": listed, "pfns": pfns}
+        if all_states:
+            item["states"] = {rse: file.states.get(rse, "AVAILABLE") for rse in listed}
+        return item
+
+    # -- ASGI: control, recording, faults ------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        path = request.url.path
+        if path.startswith("/_fake/"):
+            await (await self._control(request))(scope, receive, send)
+            return
+        method = request.method
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        record: dict[str, Any] = {
+            "method": method,
+            "path": path,
+            "query": dict(parse_qsl(request.url.query, keep_blank_values=True)),
+            "headers": {k: ("<redacted>" if k == "x-rucio-auth-token" else v) for k, v in headers.items()},
+        }
+        self.requests.append(record)
+        fault = next((f for f in self.faults if f.matches(method, path)), None)
+        if fault is not None and fault.times is not None:
+            fault.times -= 1
+        if fault is not None and fault.status is not None:
+            await asyncio.sleep(fault.delay_s)
+            response: Response = Response(
+                fault.body or json.dumps({"ExceptionClass": "RucioException",
+                                          "ExceptionMessage": "injected failure"}),
+                status_code=fault.status,
+                media_type="application/json",
+                headers=fault.headers,
+            )
+        else:
+            if fault is not None:
+                await asyncio.sleep(fault.delay_s)
+            if method == "GET" and path.startswith("/replicas/"):
+                response = self.replicas(path, record["query"], headers)
+            else:
+                response = _error(404, "NotFound", f"no route {method} {path}")
+        record["status"] = response.status_code
+        await response(scope, receive, send)
+
+    async def _control(self, request: Request) -> Response:
+        path, method = request.url.path, request.method
+        if path == "/_fake/faults" and method == "POST":
+            self.add_fault(json.loads(await request.body()))
+            return JSONResponse({"faults": len(self.faults)})
+        if path == "/_fake/faults" and method == "DELETE":
+            self.faults.clear()
+            return JSONResponse({"faults": 0})
+        if path == "/_fake/requests" and method == "GET":
+            return JSONResponse(self.requests)
+        if path == "/_fake/requests" and method == "DELETE":
+            self.requests.clear()
+            return JSONResponse([])
+        if path == "/_fake/tokens" and method == "POST":
+            for token, valid in json.loads(await request.body()).items():
+                if valid:
+                    self.catalogue.tokens.add(token)
+                else:
+                    self.catalogue.tokens.discard(token)
+            return JSONResponse(sorted(self.catalogue.tokens))
+        if path == "/_fake/files" and method == "POST":
+            spec = json.loads(await request.body())
+            self.catalogue.add_file(spec["scope"], spec["name"], spec.get("bytes"),
+                                    spec.get("replicas", {}), spec.get("states"))
+            return JSONResponse({"files": len(self.catalogue.files)})
+        if path == "/_fake/datasets" and method == "POST":
+            spec = json.loads(await request.body())
+            files = [(str(f[0]), str(f[1])) for f in spec["files"]]
+            self.catalogue.add_dataset(spec["scope"], spec["name"], files)
+            return JSONResponse({"datasets": len(self.catalogue.datasets)})
+        if path.startswith("/_fake/replicas/") and method == "DELETE":
+            rse, _, rest = path.removeprefix("/_fake/replicas/").partition("/")
+            scope, _, name = rest.partition("/")
+            self.catalogue.remove_replica(rse, scope, name)
+            return JSONResponse({"removed": [rse, scope, name]})
+        return JSONResponse({"error": f"no control route {method} {path}"}, status_code=404)
+
+    def add_fault(self, spec: dict[str, Any]) -> None:
+        match = spec.get("match") or {}
+        self.faults.append(Fault(
+            method=match.get("method"),
+            path=match.get("path", "*"),
+            status=spec.get("status"),
+            headers={str(k): str(v) for k, v in (spec.get("headers") or {}).items()},
+            body=spec.get("body") or "",
+            times=spec.get("times", 1),
+            delay_s=float(spec.get("delay_s", 0.0)),
+        ))
