@@ -1,0 +1,253 @@
+"""``broker bench``: throughput and latency of a fresh embedded broker, with exactly-once checks.
+
+Scenarios:
+* ``offers``: N requests with C in flight; offer sets per second and request → offer-set latency.
+* ``lifecycle``: submit, accept and run a zero-time local command to COMPLETED; sessions per second
+  and the latency of each phase after the accept.
+Both report ``overbooked`` (capacity the scheduler's bookings exceed at their busiest instant, from
+its SQLite file and from the accepted offers) and ``lost`` (requests or sessions never answered).
+``--baseline`` also measures the plain nats-py chain of the same shape (``shared.bench_floor``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared import iso8601
+from shared.client import BrokerClient, BrokerTimeout, wait_for_services
+from shared.embedded import SERVICES, EmbeddedBroker, NatsServer
+from shared.faults import zero_time_request
+from shared.lifecycle import TERMINAL, Phase
+from shared.models import OfferSetResponse
+
+POOL_CORES = 64
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(ordered[-1], 2)}
+
+
+@dataclass
+class BenchReport:
+    scenario: str
+    requests: int
+    concurrency: int
+    seconds: float
+    per_s: float
+    latency_ms: dict[str, float]
+    answered: int
+    lost: int
+    overbooked: int
+    overbooked_offers: int
+    phases_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    baseline: dict[str, Any] | None = None
+    ratio: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def _slot(offer: Any) -> tuple[datetime, datetime, int, int]:
+    available = offer.schedule.available
+    start = iso8601.parse_instant(available.start.split("/")[0])
+    end = start + iso8601.parse_duration(available.duration)
+    return start, end, offer.compute.cores.min, offer.compute.memory.min
+
+
+def peak(intervals: list[tuple[datetime, datetime, int, int]]) -> tuple[int, int]:
+    """Busiest instant of [start, end) intervals: (cores, memory)."""
+    events: list[tuple[datetime, int, int]] = []
+    for start, end, cores, memory in intervals:
+        events += [(start, cores, memory), (end, -cores, -memory)]
+    events.sort(key=lambda e: (e[0], e[1]))
+    cores = memory = best_cores = best_memory = 0
+    for _, dc, dm in events:
+        cores += dc
+        memory += dm
+        best_cores, best_memory = max(best_cores, cores), max(best_memory, memory)
+    return best_cores, best_memory
+
+
+def booked_peak(data_dir: Path) -> tuple[int, int]:
+    """From the scheduler's own file: every hold and booking still counted, at its busiest instant."""
+    with sqlite3.connect(data_dir / "scheduler" / "scheduler.sqlite") as db:
+        rows = db.execute(
+            "SELECT start, end, cores, memory_gib FROM reservations "
+            "WHERE state IN ('held', 'booked', 'launched', 'ended')"
+        ).fetchall()
+    return peak(
+        [(datetime.fromtimestamp(s, UTC), datetime.fromtimestamp(e, UTC), c, m) for s, e, c, m in rows]
+    )
+
+
+async def _offers(
+    client: BrokerClient, requests: int, concurrency: int, accept: bool
+) -> tuple[list[float], list[OfferSetResponse], dict[str, float], int]:
+    limit = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    answered: list[OfferSetResponse] = []
+    accepted_at: dict[str, float] = {}
+    lost = 0
+
+    async def one() -> None:
+        nonlocal lost
+        async with limit:
+            began = time.perf_counter()
+            try:
+                offerset = await client.submit(zero_time_request(), request_id=str(uuid.uuid4()), timeout=120)
+            except BrokerTimeout:
+                lost += 1
+                return
+            latencies.append((time.perf_counter() - began) * 1000)
+            answered.append(offerset)
+            if accept and offerset.result == "YES" and offerset.offers and offerset.offers[0].meta:
+                session_id = offerset.offers[0].meta.uuid
+                assert session_id is not None
+                accepted_at[session_id] = time.time()
+                result = await client.accept(session_id)
+                if not result.applied:
+                    accepted_at.pop(session_id, None)
+
+    await asyncio.gather(*(one() for _ in range(requests)))
+    return latencies, answered, accepted_at, lost
+
+
+async def _follow(
+    client: BrokerClient, sessions: dict[str, float], timeout: float
+) -> dict[str, dict[str, float]]:
+    """Each accepted session's phases, as seconds after its accept."""
+    seen: dict[str, dict[str, float]] = defaultdict(dict)
+    done: set[str] = set()
+    deadline = time.monotonic() + timeout
+    async for event in client.events(None, replay=True, idle_timeout=max(1.0, deadline - time.monotonic())):
+        if event.session_id in sessions:
+            seen[event.session_id][event.phase] = event.at.timestamp() - sessions[event.session_id]
+            if Phase(event.phase) in TERMINAL:
+                done.add(event.session_id)
+        if done >= set(sessions) or time.monotonic() > deadline:
+            break
+    return seen
+
+
+async def run_bench(
+    data_dir: Path, scenario: str, requests: int, concurrency: int, baseline: bool
+) -> BenchReport:
+    lifecycle = scenario == "lifecycle"
+    env = {
+        "EB_POOL_CORES": str(POOL_CORES),
+        "EB_POOL_MEMORY_GIB": str(POOL_CORES * 4),
+        "EB_MAX_OFFERS": "1",
+        "EB_OFFER_EXPIRY_S": "300",
+    }
+    broker = EmbeddedBroker(data_dir=data_dir / "broker", env=env)
+    await asyncio.to_thread(broker.start)
+    try:
+        await wait_for_services(broker.url, SERVICES, timeout=60)
+        async with BrokerClient(broker.url, "bench", reconnect=True) as client:
+            began = time.perf_counter()
+            latencies, answered, accepted, lost = await _offers(client, requests, concurrency, lifecycle)
+            phases: dict[str, dict[str, float]] = {}
+            if lifecycle:
+                phases = await _follow(client, accepted, timeout=max(60.0, requests / 10))
+                lost += sum(1 for s in accepted if not (set(phases.get(s, {})) & {p.value for p in TERMINAL}))
+            elapsed = time.perf_counter() - began
+        memory = {name: rss_mb(service.proc.pid) for name, service in broker.services.items() if service.proc}
+    finally:
+        await asyncio.to_thread(broker.stop)
+
+    offered = [_slot(o) for s in answered for o in (s.offers or []) if s.result == "YES"]
+    held_cores, _ = peak(offered)
+    booked_cores, _ = booked_peak(broker.data_dir)
+    by_phase: dict[str, list[float]] = defaultdict(list)
+    for seen in phases.values():
+        for phase, seconds in seen.items():
+            by_phase[phase].append(seconds * 1000)
+    report = BenchReport(
+        scenario=scenario,
+        requests=requests,
+        concurrency=concurrency,
+        seconds=round(elapsed, 2),
+        per_s=round((len(accepted) if lifecycle else len(answered)) / elapsed, 1),
+        latency_ms=percentiles(latencies),
+        answered=len(answered),
+        lost=lost + (requests - len(answered) - lost),
+        overbooked=max(0, booked_cores - POOL_CORES),
+        overbooked_offers=max(0, held_cores - POOL_CORES) if not lifecycle else 0,
+        phases_ms={phase: percentiles(values) for phase, values in by_phase.items()},
+        rss_mb=memory,
+    )
+    if baseline:
+        floor = await measure_floor(data_dir / "floor", requests, concurrency)
+        report.baseline = floor
+        report.ratio = round(report.per_s / floor["per_s"], 3) if floor["per_s"] else None
+    return report
+
+
+async def measure_floor(data_dir: Path, requests: int, concurrency: int) -> dict[str, Any]:
+    from shared import bench_floor
+
+    server = NatsServer(data_dir / "jetstream")
+    await asyncio.to_thread(server.start)
+    relays = []
+    try:
+        await bench_floor.declare(server.url)
+        relays = bench_floor.start_relays(server.url)
+        await asyncio.sleep(1.0)
+        result = await bench_floor.drive(server.url, requests, concurrency)
+    finally:
+        for proc in relays:
+            proc.terminate()
+        for proc in relays:
+            proc.wait(10)
+        await asyncio.to_thread(server.stop)
+    return {"per_s": round(result.per_s, 1), "latency_ms": percentiles(result.latencies_ms)}
+
+
+def summary_rows(report: BenchReport) -> list[tuple[str, str]]:
+    rows = [
+        ("scenario", report.scenario),
+        ("requests / in flight", f"{report.requests} / {report.concurrency}"),
+        ("per second", f"{report.per_s}"),
+        ("latency ms p50/p95/p99/max", "/".join(str(v) for v in report.latency_ms.values())),
+        ("answered / lost", f"{report.answered} / {report.lost}"),
+        ("overbooked (bookings / offers)", f"{report.overbooked} / {report.overbooked_offers}"),
+        ("RSS MB", ", ".join(f"{k} {v}" for k, v in report.rss_mb.items())),
+    ]
+    for phase, values in report.phases_ms.items():
+        rows.append((f"{phase} after accept, ms p50/p99", f"{values['p50']}/{values['p99']}"))
+    if report.baseline:
+        rows.append(("floor per second", str(report.baseline["per_s"])))
+        rows.append(
+            (
+                "floor latency ms p50/p99",
+                f"{report.baseline['latency_ms']['p50']}/{report.baseline['latency_ms']['p99']}",
+            )
+        )
+        rows.append(("ratio broker / floor", str(report.ratio)))
+    return rows
