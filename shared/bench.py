@@ -12,6 +12,7 @@ its SQLite file and from the accepted offers) and ``lost`` (requests or sessions
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 import uuid
@@ -56,6 +57,7 @@ class BenchReport:
     overbooked_offers: int
     phases_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     rss_mb: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
     baseline: dict[str, Any] | None = None
     ratio: float | None = None
 
@@ -71,6 +73,15 @@ def rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _slot(offer: Any) -> tuple[datetime, datetime, int, int]:
@@ -169,6 +180,10 @@ async def run_bench(
     await asyncio.to_thread(broker.start)
     try:
         await wait_for_services(broker.url, SERVICES, timeout=60)
+        pids = {name: service.proc.pid for name, service in broker.services.items() if service.proc}
+        if broker.nats is not None and broker.nats.proc is not None:
+            pids["nats-server"] = broker.nats.proc.pid
+        cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
         async with BrokerClient(broker.url, "bench", reconnect=True) as client:
             began = time.perf_counter()
             latencies, answered, accepted, lost = await _offers(client, requests, concurrency, lifecycle)
@@ -178,6 +193,9 @@ async def run_bench(
                 lost += sum(1 for s in accepted if not (set(phases.get(s, {})) & {p.value for p in TERMINAL}))
             elapsed = time.perf_counter() - began
         memory = {name: rss_mb(service.proc.pid) for name, service in broker.services.items() if service.proc}
+        cpu = {
+            name: round((cpu_s(pid) - cpu_before[name]) * 1000 / requests, 2) for name, pid in pids.items()
+        }
     finally:
         await asyncio.to_thread(broker.stop)
 
@@ -201,6 +219,7 @@ async def run_bench(
         overbooked_offers=max(0, held_cores - POOL_CORES) if not lifecycle else 0,
         phases_ms={phase: percentiles(values) for phase, values in by_phase.items()},
         rss_mb=memory,
+        cpu_ms_per_request=cpu,
     )
     if baseline:
         floor = await measure_floor(data_dir / "floor", requests, concurrency)
@@ -238,6 +257,7 @@ def summary_rows(report: BenchReport) -> list[tuple[str, str]]:
         ("answered / lost", f"{report.answered} / {report.lost}"),
         ("overbooked (bookings / offers)", f"{report.overbooked} / {report.overbooked_offers}"),
         ("RSS MB", ", ".join(f"{k} {v}" for k, v in report.rss_mb.items())),
+        ("CPU ms per request", ", ".join(f"{k} {v}" for k, v in report.cpu_ms_per_request.items())),
     ]
     for phase, values in report.phases_ms.items():
         rows.append((f"{phase} after accept, ms p50/p99", f"{values['p50']}/{values['p99']}"))

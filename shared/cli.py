@@ -27,7 +27,7 @@ from shared.client import (
     read_request_file,
     wait_for_services,
 )
-from shared.embedded import SERVICES, EmbeddedBroker
+from shared.embedded import SERVICES, EmbeddedBroker, free_port, wait_for_port
 from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
@@ -161,8 +161,10 @@ def service(
         raise typer.Exit(1) from None
 
 
-def start_embedded(data_dir: Path, nats_url: str | None, nats_port: int) -> EmbeddedBroker:
-    broker = EmbeddedBroker(data_dir=data_dir, nats_url=nats_url, nats_port=nats_port)
+def start_embedded(
+    data_dir: Path, nats_url: str | None, nats_port: int, http_port: int | None = None
+) -> EmbeddedBroker:
+    broker = EmbeddedBroker(data_dir=data_dir, nats_url=nats_url, nats_port=nats_port, http_port=http_port)
     try:
         broker.start()
     except (OSError, RuntimeError, TimeoutError) as exc:
@@ -180,6 +182,12 @@ def start_embedded(data_dir: Path, nats_url: str | None, nats_port: int) -> Embe
                 err.print(f"--- last lines of {log}:")
                 err.print("\n".join(log.read_text(errors="replace").splitlines()[-10:]))
         raise
+    if http_port is not None:
+        try:
+            wait_for_port(http_port, 30)
+        except TimeoutError:
+            log = data_dir / "offers.log"
+            err.print(f"[yellow]the HTTP API on port {http_port} did not start; see {log}")
     return broker
 
 
@@ -192,11 +200,16 @@ def up(
     nats_url: Annotated[
         str | None, typer.Option("--nats-url", help="Use this NATS server instead of starting one.")
     ] = None,
+    http_port: Annotated[
+        int, typer.Option("--http-port", help="Port of the HTTP API and dashboard (0: no HTTP).")
+    ] = 8082,
 ) -> None:
     """Start nats-server (JetStream) and the three services; Ctrl-C or SIGTERM stops everything."""
-    broker = start_embedded(data_dir.resolve(), nats_url, nats_port)
+    broker = start_embedded(data_dir.resolve(), nats_url, nats_port, http_port or None)
     console.print(f"broker up: NATS at [bold]{broker.url}[/bold], data in {data_dir.resolve()}")
     console.print(f"  export EB_NATS_URL={broker.url}")
+    if broker.http_url:
+        console.print(f"  dashboard and HTTP API: [bold]{broker.http_url}/[/bold] (OpenAPI at /openapi.json)")
     stopping = False
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -346,6 +359,9 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello-notebook.
 def demo(
     request_file: Annotated[Path, typer.Option("--request", help="The request to run.")] = EXAMPLE,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 180.0,
+    http_port: Annotated[
+        int | None, typer.Option("--http-port", help="Port of the dashboard (default: a free port).")
+    ] = None,
 ) -> None:
     """Start everything on a temporary data dir, run the example notebook to COMPLETED, stop."""
     data_dir = Path(tempfile.mkdtemp(prefix="broker-demo-"))
@@ -353,10 +369,11 @@ def demo(
     console.print(
         f"1. starting nats-server (JetStream) and the offers, scheduler and launcher services in {data_dir}"
     )
-    broker = start_embedded(data_dir, None, 0)
+    broker = start_embedded(data_dir, None, 0, http_port or free_port())
     code = 1
     try:
         console.print(f"   NATS at {broker.url}; services ready")
+        console.print(f"   dashboard and HTTP API at {broker.http_url}/")
         code = run_async(lambda: _demo_flow(broker.url, request_file, timeout))
     finally:
         console.print("5. stopping the services and nats-server")

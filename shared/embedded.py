@@ -149,6 +149,8 @@ class EmbeddedBroker:
     nats_url: str | None = None
     nats_port: int = 0
     env: dict[str, str] = field(default_factory=dict)
+    #: Serve the HTTP API and dashboard from the offers service on this port (None: no HTTP).
+    http_port: int | None = None
     nats: NatsServer | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
@@ -159,13 +161,24 @@ class EmbeddedBroker:
         assert self.nats is not None
         return self.nats.url
 
+    @property
+    def http_url(self) -> str | None:
+        """Where the dashboard and the HTTP API are (EB_PUBLIC_URL when set)."""
+        if self.http_port is None:
+            return None
+        public = self.env.get("EB_PUBLIC_URL") or os.environ.get("EB_PUBLIC_URL")
+        return public.rstrip("/") if public else f"http://127.0.0.1:{self.http_port}"
+
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.nats_url:
             self.nats = NatsServer(self.data_dir / "jetstream", port=self.nats_port)
             self.nats.start()
         for name in SERVICES:
-            service = ServiceProcess(name, self.url, self.data_dir, dict(self.env))
+            env = dict(self.env)
+            if name == "offers" and self.http_port is not None:
+                env["EB_HTTP_PORT"] = str(self.http_port)
+            service = ServiceProcess(name, self.url, self.data_dir, env)
             service.start()
             self.services[name] = service
 

@@ -3,34 +3,41 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
-from services.offers.domain import OfferPolicy
+from services.offers.domain import OfferPolicy, PoolChoice
 from services.offers.handlers import OffersHandlers
+from services.offers.http.settings import HttpSettings
 from services.offers.store import SCHEMA
 from shared import subjects
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
 from shared.bus.streams import ConsumerSpec
+from shared.pools import load_pools
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
 
 SERVICE = "offers"
 
 
-def build(settings: Settings) -> ServiceRuntime:
+def build(settings: Settings, http: HttpSettings | None = None) -> ServiceRuntime:
+    http = http or HttpSettings()
     tracer = setup_tracing(settings.otel_service_prefix + SERVICE)
     store = Store(settings.service_dir(SERVICE) / "offers.sqlite", SCHEMA)
     runtime = ServiceRuntime(SERVICE, settings.nats_url, store, tracer, max_deliver=settings.max_deliver)
+    pools = load_pools(settings)
+    first = pools.pools[0]
     policy = OfferPolicy(
-        pool=settings.pool_name,
-        platform=settings.pool_platform,
-        prepare_s=settings.pool_prepare_s,
+        pool=first.name,
+        platform=first.platform,
+        prepare_s=first.prepare_s,
         max_offers=settings.max_offers,
         offer_expiry_s=settings.offer_expiry_s,
         default_duration_s=settings.default_duration_s,
         default_window_s=settings.default_window_s,
-        public_url=os.environ.get("EB_PUBLIC_URL", "http://127.0.0.1:8082"),
+        public_url=http.base_url(),
+        pools=tuple(
+            PoolChoice(p.name, p.platform, p.prepare_s, tuple(p.costs), tuple(p.metrics)) for p in pools.pools
+        ),
     )
     handlers = OffersHandlers(policy)
 
@@ -58,9 +65,19 @@ def build(settings: Settings) -> ServiceRuntime:
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    runtime = build(settings)
+    http = HttpSettings()
+    runtime = build(settings, http)
     await runtime.start()
+    server = None
     try:
+        if http.http_port is not None:
+            # Imported here: a service without HTTP does not load FastAPI and uvicorn.
+            from services.offers.http.server import HttpServer
+
+            server = HttpServer(http, settings.nats_url, runtime.store.path)
+            await server.start()
         await stop.wait()
     finally:
+        if server is not None:
+            await server.stop()
         await runtime.stop()

@@ -3,27 +3,34 @@
 Pure code: no I/O, no clock (every time comes in as an argument), deterministic. The scheduler
 service is the single writer of its pool, so if this planner never over-books, nothing does.
 
-Capacity is a step function of time: usage changes only where a reservation starts or ends. The
-planner therefore works on those event points instead of scanning minute by minute (Calycopis
+Three resources are booked: cores, memory and storage. Each must stay within the pool's capacity at
+every instant. Usage is a step function of time: it changes only where a reservation starts or ends.
+The planner therefore works on those event points instead of scanning minute by minute (Calycopis
 generated one SQL row per minute of its look-ahead window).
+
+Internally every instant is an integer number of microseconds since the Unix epoch (the resolution of
+`datetime`), so the sweep sorts plain integers; all datetimes must be timezone-aware.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from itertools import accumulate
+from typing import NamedTuple
 
 # Grid points are whole multiples of the grid since the Unix epoch, whatever the request's zone.
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
 class Capacity:
     cores: int
     memory_gib: int
+    storage_gib: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +42,13 @@ class Reservation:
     end: datetime
     cores: int
     memory_gib: int
+    storage_gib: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class SlotRequest:
+    """What one request needs. Storage is not scaled: an offer holds exactly `storage_min` GiB."""
+
     cores_min: int
     cores_max: int
     memory_min: int
@@ -47,6 +57,7 @@ class SlotRequest:
     earliest_start: datetime
     latest_start: datetime
     max_offers: int = 4
+    storage_min: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +66,7 @@ class Slot:
     end: datetime
     cores: int
     memory_gib: int
+    storage_gib: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,51 +77,101 @@ class PlanResult:
     reasons: tuple[str, ...]
 
 
+class Usage(NamedTuple):
+    """Simultaneous use of each resource (a plain `(cores, memory, storage)` tuple as well)."""
+
+    cores: int
+    memory_gib: int
+    storage_gib: int
+
+
 # --- usage as a step function ---------------------------------------------------------------------
+
+
+def _micros(t: datetime) -> int:
+    """Microseconds since the epoch; exact (a float timestamp is not, at this magnitude)."""
+    return (t - _EPOCH) // _US
+
+
+def _datetime(micros: int, zone: tzinfo | None) -> datetime:
+    t = _EPOCH + timedelta(microseconds=micros)
+    return t.astimezone(zone) if zone is not None else t
 
 
 @dataclass(frozen=True, slots=True)
 class _Steps:
-    """Usage is `cores[i]` / `memory[i]` on [at[i], at[i+1]) and zero before `at[0]`."""
+    """Usage is `cores[i]` / `memory[i]` / `storage[i]` from `at[i]` and zero before `at[0]`.
 
-    at: list[datetime]
+    `at` may repeat an instant: all the events at one instant are listed ends first, so the values
+    at a repeated instant only fall and then rise to the value after it. Every partial value is
+    therefore at most the larger of the usage just before and just after that instant, and the
+    maximum over any index range [lo, hi] is the true maximum over the time it covers provided
+    `lo` is the last index of its instant (which `bisect_right(at, t) - 1` is).
+    """
+
+    at: list[int]
     cores: list[int]
     memory: list[int]
+    storage: list[int]
+
+
+def _sweep(
+    starts: list[int],
+    ends: list[int],
+    cores: list[int],
+    memory: list[int],
+    storage: list[int] | None,
+) -> _Steps:
+    """Sweep line over the start/end events of non-empty intervals: one sort of 2n integers.
+
+    Each event is encoded in one integer, `((time * 2 + is_start) * 2n + index)`, so the sort
+    compares integers only, puts ends before starts at the same instant, and is deterministic.
+    """
+    n = len(starts)
+    if n == 0:
+        return _Steps([], [], [], [])
+    m = 2 * n
+    keys = [(s * 2 + 1) * m + i for i, s in enumerate(starts)]
+    keys += [(e * 2) * m + n + i for i, e in enumerate(ends)]
+    keys.sort()
+    order = [k % m for k in keys]
+    at = [k // m >> 1 for k in keys]
+
+    def running(amounts: list[int]) -> list[int]:
+        deltas = amounts + [-a for a in amounts]
+        return list(accumulate([deltas[j] for j in order]))
+
+    return _Steps(at, running(cores), running(memory), running(storage) if storage is not None else [])
 
 
 def _steps(reservations: Sequence[Reservation]) -> _Steps:
-    """Sweep line over start/end events: O(n log n)."""
-    deltas: dict[datetime, tuple[int, int]] = {}
-    for r in reservations:
-        if r.end <= r.start:
-            continue  # an empty interval holds nothing at any instant
-        c, m = deltas.get(r.start, (0, 0))
-        deltas[r.start] = (c + r.cores, m + r.memory_gib)
-        c, m = deltas.get(r.end, (0, 0))
-        deltas[r.end] = (c - r.cores, m - r.memory_gib)
-    # All deltas at one instant are summed before usage is read there: with half-open intervals a
-    # reservation ending at t and another starting at t never overlap.
-    at: list[datetime] = []
-    cores: list[int] = []
-    memory: list[int] = []
-    c_now = m_now = 0
-    for t in sorted(deltas):
-        dc, dm = deltas[t]
-        c_now += dc
-        m_now += dm
-        at.append(t)
-        cores.append(c_now)
-        memory.append(m_now)
-    return _Steps(at, cores, memory)
+    """The usage of all of `reservations` (empty intervals hold nothing at any instant): O(n log n)."""
+    kept = [(s, e, r) for r in reservations if (s := _micros(r.start)) < (e := _micros(r.end))]
+    return _sweep(
+        [s for s, _, _ in kept],
+        [e for _, e, _ in kept],
+        [r.cores for _, _, r in kept],
+        [r.memory_gib for _, _, r in kept],
+        [r.storage_gib for _, _, r in kept],
+    )
+
+
+def peak_resources(reservations: Sequence[Reservation]) -> Usage:
+    """The highest simultaneous cores, memory and storage (each over all time).
+
+    The three peaks may occur at different instants; each must stay within its own capacity.
+    """
+    s = _steps(reservations)
+    return Usage(max(s.cores, default=0), max(s.memory, default=0), max(s.storage, default=0))
 
 
 def peak_usage(reservations: Sequence[Reservation]) -> tuple[int, int]:
     """The highest simultaneous cores and the highest simultaneous memory (each over all time).
 
-    The two peaks may occur at different instants; each must stay within its own capacity.
+    Kept for callers that book compute only; `peak_resources` includes storage.
     """
-    s = _steps(reservations)
-    return max(s.cores, default=0), max(s.memory, default=0)
+    peak = peak_resources(reservations)
+    return peak.cores, peak.memory_gib
 
 
 def fits(capacity: Capacity, reservations: Sequence[Reservation], candidate: Reservation) -> bool:
@@ -118,31 +180,8 @@ def fits(capacity: Capacity, reservations: Sequence[Reservation], candidate: Res
     Judged over all time, not only the candidate's interval: if the pool were somehow already
     over-booked elsewhere, saying "fits" would endorse a state that must never exist.
     """
-    cores, memory = peak_usage([*reservations, candidate])
-    return cores <= capacity.cores and memory <= capacity.memory_gib
-
-
-class _SlidingMax:
-    """Maximum of `values[lo..hi]` for windows whose `lo` and `hi` never move backwards.
-
-    A monotonic deque makes a whole pass over the candidates O(n) after the O(n log n) sweep.
-    """
-
-    def __init__(self, values: list[int]) -> None:
-        self._values = values
-        self._window: deque[int] = deque()
-        self._next = 0
-
-    def query(self, lo: int, hi: int) -> int:
-        while self._next <= hi:
-            v = self._values[self._next]
-            while self._window and self._values[self._window[-1]] <= v:
-                self._window.pop()
-            self._window.append(self._next)
-            self._next += 1
-        while self._window[0] < lo:
-            self._window.popleft()
-        return self._values[self._window[0]]
+    cores, memory, storage = peak_resources([*reservations, candidate])
+    return cores <= capacity.cores and memory <= capacity.memory_gib and storage <= capacity.storage_gib
 
 
 # --- planning ----------------------------------------------------------------------------------
@@ -196,6 +235,13 @@ def _validate(pool_name: str, capacity: Capacity, request: SlotRequest) -> list[
         reasons.append(
             f"requested maximum memory ({r.memory_max} GiB) is below the minimum ({r.memory_min} GiB)"
         )
+    if r.storage_min < 0:
+        reasons.append(f"requested storage must not be negative, got {r.storage_min} GiB")
+    elif r.storage_min > capacity.storage_gib:
+        reasons.append(
+            f"requested {r.storage_min} GiB of storage but pool '{pool_name}' "
+            f"has {capacity.storage_gib} GiB in total"
+        )
     if r.duration <= timedelta(0):
         reasons.append(f"requested duration must be positive, got {_iso_duration(r.duration)}")
     if r.latest_start < r.earliest_start:
@@ -208,6 +254,28 @@ def _validate(pool_name: str, capacity: Capacity, request: SlotRequest) -> list[
     return reasons
 
 
+def plan_window(
+    request: SlotRequest, *, grid: timedelta = timedelta(seconds=60)
+) -> tuple[datetime, datetime]:
+    """The interval [start, end) that every slot `plan` could offer for `request` lies in.
+
+    Only reservations overlapping it affect the plan, so a caller with an index of its bookings (see
+    `ledger.Ledger.overlapping`) passes just those.
+    """
+    return _ceil_to_grid(request.earliest_start, grid), request.latest_start + request.duration
+
+
+#: A reservation as the planner sees it: (start, end, cores, memory_gib, storage_gib) with start and
+#: end in microseconds since the Unix epoch. `ledger.Ledger` keeps its reservations in this form so
+#: that planning does not convert datetimes on every request.
+Span = tuple[int, int, int, int, int]
+
+
+def span(reservation: Reservation) -> Span:
+    r = reservation
+    return _micros(r.start), _micros(r.end), r.cores, r.memory_gib, r.storage_gib
+
+
 def plan(
     pool_name: str,
     capacity: Capacity,
@@ -218,10 +286,35 @@ def plan(
 ) -> PlanResult:
     """Up to `request.max_offers` slots, earliest first, that can all be held at once.
 
-    Why only event points are tried as starts: if a grid time t (later than the lower bound) is
-    feasible but is not a reservation end rounded up to the grid, then every reservation active
-    during [t - grid, t) is still active at t, so t - grid is feasible too. The earliest feasible
-    start is therefore the lower bound itself or some rounded-up reservation end.
+    See `plan_spans`, which this calls after converting `reservations`.
+    """
+    epoch, us = _EPOCH, _US
+    spans = [
+        ((r.start - epoch) // us, (r.end - epoch) // us, r.cores, r.memory_gib, r.storage_gib)
+        for r in reservations
+    ]
+    return plan_spans(pool_name, capacity, spans, request, grid=grid)
+
+
+def plan_spans(
+    pool_name: str,
+    capacity: Capacity,
+    spans: Sequence[Span],
+    request: SlotRequest,
+    *,
+    grid: timedelta = timedelta(seconds=60),
+) -> PlanResult:
+    """Up to `request.max_offers` slots, earliest first, that can all be held at once.
+
+    A start s is feasible when no instant of [s, s + duration) is *blocked*, i.e. has less free
+    capacity than the request's minimum of some resource. One pass over the usage steps turns them
+    into maximal free runs [a, b); the earliest feasible start in a run is the first grid point at or
+    after max(a, lower bound), and it is feasible iff the slot ends by b. So the planner walks the
+    runs once instead of testing candidate starts.
+
+    Cost: O(n) to filter the n given spans to the k that overlap `plan_window`, O(k log k) for the
+    sweep (one sort of integers), O(k) for the free runs and O(offers * k) for the offered amounts
+    (the least free capacity over each offer).
     """
     if grid <= timedelta(0):
         raise ValueError(f"grid must be positive, got {grid!r}")
@@ -230,70 +323,108 @@ def plan(
         return PlanResult((), tuple(reasons))
 
     zone = request.earliest_start.tzinfo
-    duration = request.duration
-    first = _ceil_to_grid(request.earliest_start, grid)
-    last = request.latest_start
+    g = grid // _US
+    duration = request.duration // _US
+    first = -(-_micros(request.earliest_start) // g) * g
+    last = _micros(request.latest_start)
     if first > last:
         return PlanResult(
             (),
             (
                 f"no start time on the {_iso_duration(grid)} grid lies between "
-                f"{request.earliest_start.isoformat()} and {last.isoformat()}",
+                f"{request.earliest_start.isoformat()} and {request.latest_start.isoformat()}",
             ),
         )
 
-    horizon_end = last + duration
     # Only reservations that overlap some possible slot matter; this keeps the sweep to O(k log k)
     # in the k overlapping reservations rather than the pool's whole history.
-    relevant = [r for r in reservations if r.start < horizon_end and r.end > first and r.end > r.start]
-    steps = _steps(relevant)
+    horizon_end = last + duration
+    relevant = [sp for sp in spans if sp[0] < horizon_end and sp[1] > first and sp[1] > sp[0]]
+    columns: list[list[int]] = [list(c) for c in zip(*relevant, strict=True)] if relevant else [[]] * 5
+    starts, ends, cores, memory, storage = columns
+    # Storage only constrains a request that holds some: a slot without storage cannot over-book it
+    # (and the sweep then skips that resource).
+    cores_min, memory_min, storage_min = request.cores_min, request.memory_min, request.storage_min
+    steps = _sweep(starts, ends, cores, memory, storage if storage_min else None)
     at, used_cores, used_memory = steps.at, steps.cores, steps.memory
-    if not at or at[0] > first:
-        # Usage before the first event is zero; give the window query a segment that covers `first`.
-        at, used_cores, used_memory = [first, *at], [0, *used_cores], [0, *used_memory]
-    max_cores = _SlidingMax(used_cores)
-    max_memory = _SlidingMax(used_memory)
 
-    ends = sorted({e for r in relevant if first < (e := _ceil_to_grid(r.end, grid).astimezone(zone)) <= last})
-
-    slots: list[Slot] = []
-    start = first
-    next_end = 0  # index into `ends` of the next event point after `start`
-    while start <= last and len(slots) < request.max_offers:
-        lo = bisect_right(at, start) - 1
-        hi = bisect_left(at, start + duration) - 1
-        free_cores = capacity.cores - max_cores.query(lo, hi)
-        free_memory = capacity.memory_gib - max_memory.query(lo, hi)
-        if free_cores >= request.cores_min and free_memory >= request.memory_min:
-            slots.append(
-                Slot(
-                    start=start,
-                    end=start + duration,
-                    cores=min(2 * request.cores_min, request.cores_max, free_cores),
-                    memory_gib=min(2 * request.memory_min, request.memory_max, free_memory),
-                )
-            )
-            # The offers of one request are all held at once, so the next one may not overlap this
-            # one: it starts when this ends (on the grid). Because they never overlap in time, a held
-            # offer adds nothing to any later window, and each offer fitting alongside the existing
-            # reservations means all of them together fit.
-            start = _ceil_to_grid(start + duration, grid)
+    # Blocked where some resource has less free than the request's minimum. Segment i is
+    # [at[i], at[i+1]); nothing is used before at[0] or after the last event (every reservation has
+    # ended), and those are free because the minimums were validated against the capacity.
+    c_top, m_top = capacity.cores - cores_min, capacity.memory_gib - memory_min
+    if storage_min:
+        s_top = capacity.storage_gib - storage_min
+        blocked = [
+            c > c_top or m > m_top or s > s_top
+            for c, m, s in zip(used_cores, used_memory, steps.storage, strict=True)
+        ]
+    else:
+        blocked = [c > c_top or m > m_top for c, m in zip(used_cores, used_memory, strict=True)]
+    # Free runs [a, b) from the instants where blocked changes. Zero-length segments at a repeated
+    # instant do no harm: a partial value is never blocked unless a neighbouring segment is (see
+    # _Steps), so they neither split a free run nor make blocked time look free.
+    runs: list[tuple[int, int]] = []
+    free_from: int | None = first
+    was_blocked = False
+    for i in [i for i, b in enumerate(blocked) if b is not (blocked[i - 1] if i else False)]:
+        if blocked[i]:
+            if free_from is not None:
+                runs.append((free_from, at[i]))
+            free_from = None
         else:
-            while next_end < len(ends) and ends[next_end] <= start:
-                next_end += 1
-            if next_end == len(ends):
-                break
-            start = ends[next_end]
-        while next_end < len(ends) and ends[next_end] <= start:
-            next_end += 1
+            free_from = at[i]
+        was_blocked = blocked[i]
+    if not was_blocked and free_from is not None:
+        runs.append((free_from, horizon_end))
 
-    if slots:
-        return PlanResult(tuple(slots), ())
-    return PlanResult(
-        (),
-        (
-            f"no free slot of {_iso_duration(duration)} with {request.cores_min} cores and "
-            f"{request.memory_min} GiB starts between {request.earliest_start.isoformat()} and "
-            f"{last.isoformat()} in pool '{pool_name}'",
-        ),
-    )
+    found: list[int] = []
+    start = first
+    for a, b in runs:
+        if start > last or len(found) == request.max_offers:
+            break
+        if a > start:
+            start = -(-a // g) * g
+        # The offers of one request are all held at once, so the next one may not overlap this one:
+        # it starts when this ends (on the grid). Because they never overlap in time, a held offer
+        # adds nothing to any later window, and each offer fitting alongside the existing
+        # reservations means all of them together fit.
+        while start <= last and start + duration <= b and len(found) < request.max_offers:
+            found.append(start)
+            start = -(-(start + duration) // g) * g
+
+    if not found:
+        amounts = (
+            f", {memory_min} GiB and {storage_min} GiB of storage"
+            if storage_min
+            else f" and {memory_min} GiB"
+        )
+        return PlanResult(
+            (),
+            (
+                f"no free slot of {_iso_duration(request.duration)} with {cores_min} cores{amounts} starts "
+                f"between {request.earliest_start.isoformat()} and {request.latest_start.isoformat()} "
+                f"in pool '{pool_name}'",
+            ),
+        )
+    slots = []
+    for s in found:
+        # Usage over [s, s + duration) is at the last event not after s up to the last event before
+        # the end (nothing is used before at[0]; usage is never negative).
+        lo = max(bisect_right(at, s) - 1, 0)
+        hi = bisect_left(at, s + duration, lo)
+        slots.append(
+            Slot(
+                start=_datetime(s, zone),
+                end=_datetime(s + duration, zone),
+                cores=min(
+                    2 * cores_min, request.cores_max, capacity.cores - max(used_cores[lo:hi], default=0)
+                ),
+                memory_gib=min(
+                    2 * memory_min,
+                    request.memory_max,
+                    capacity.memory_gib - max(used_memory[lo:hi], default=0),
+                ),
+                storage_gib=storage_min,
+            )
+        )
+    return PlanResult(tuple(slots), ())

@@ -20,9 +20,14 @@ from services.scheduler.domain import (
     Reservation,
     Slot,
     SlotRequest,
+    Usage,
     fits,
+    peak_resources,
     peak_usage,
     plan,
+    plan_spans,
+    plan_window,
+    span,
 )
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)  # a whole multiple of 1, 2 and 5 minutes since the epoch
@@ -34,8 +39,8 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def res(rid: str, start_min: float, end_min: float, cores: int, memory: int) -> Reservation:
-    return Reservation(rid, at(start_min), at(end_min), cores, memory)
+def res(rid: str, start_min: float, end_min: float, cores: int, memory: int, storage: int = 0) -> Reservation:
+    return Reservation(rid, at(start_min), at(end_min), cores, memory, storage)
 
 
 def request(
@@ -46,6 +51,7 @@ def request(
     earliest: datetime = T0,
     latest: datetime | None = None,
     max_offers: int = 4,
+    storage: int = 0,
 ) -> SlotRequest:
     return SlotRequest(
         cores_min=cores[0],
@@ -56,6 +62,7 @@ def request(
         earliest_start=earliest,
         latest_start=earliest + 2 * HOUR if latest is None else latest,
         max_offers=max_offers,
+        storage_min=storage,
     )
 
 
@@ -68,30 +75,29 @@ def minutes_of(t: datetime) -> int:
     return int(seconds // 60)
 
 
-def usage(intervals: list[tuple[int, int, int, int]], minute: int) -> tuple[int, int]:
-    """Cores and memory in use during the minute starting at `minute` (whole-minute bounds)."""
-    cores = sum(c for s, e, c, _ in intervals if s <= minute < e)
-    memory = sum(m for s, e, _, m in intervals if s <= minute < e)
-    return cores, memory
+Interval = tuple[int, int, int, int, int]  # start minute, end minute, cores, memory, storage
 
 
-def as_intervals(items: list[Reservation] | tuple[Slot, ...]) -> list[tuple[int, int, int, int]]:
-    out = []
-    for r in items:
-        cores = r.cores
-        memory = r.memory_gib
-        out.append((minutes_of(r.start), minutes_of(r.end), cores, memory))
-    return out
+def usage(intervals: list[Interval], minute: int) -> tuple[int, int, int]:
+    """Cores, memory and storage in use during the minute starting at `minute` (whole-minute bounds)."""
+    cores = sum(c for s, e, c, _, _ in intervals if s <= minute < e)
+    memory = sum(m for s, e, _, m, _ in intervals if s <= minute < e)
+    storage = sum(g for s, e, _, _, g in intervals if s <= minute < e)
+    return cores, memory, storage
 
 
-def brute_within(capacity: Capacity, intervals: list[tuple[int, int, int, int]]) -> bool:
+def as_intervals(items: list[Reservation] | tuple[Slot, ...]) -> list[Interval]:
+    return [(minutes_of(r.start), minutes_of(r.end), r.cores, r.memory_gib, r.storage_gib) for r in items]
+
+
+def brute_within(capacity: Capacity, intervals: list[Interval]) -> bool:
     if not intervals:
         return True
-    lo = min(s for s, _, _, _ in intervals)
-    hi = max(e for _, e, _, _ in intervals)
+    lo = min(i[0] for i in intervals)
+    hi = max(i[1] for i in intervals)
     for minute in range(lo, hi):
-        c, m = usage(intervals, minute)
-        if c > capacity.cores or m > capacity.memory_gib:
+        c, m, g = usage(intervals, minute)
+        if c > capacity.cores or m > capacity.memory_gib or g > capacity.storage_gib:
             return False
     return True
 
@@ -101,18 +107,19 @@ class Brute:
     """Free capacity per minute over a fixed horizon, from the existing reservations only."""
 
     capacity: Capacity
-    intervals: list[tuple[int, int, int, int]]
+    intervals: list[Interval]
 
-    def min_free(self, start: int, length: int) -> tuple[int, int]:
+    def min_free(self, start: int, length: int) -> tuple[int, int, int]:
         used = [usage(self.intervals, m) for m in range(start, start + length)]
         return (
-            self.capacity.cores - max(c for c, _ in used),
-            self.capacity.memory_gib - max(m for _, m in used),
+            self.capacity.cores - max(u[0] for u in used),
+            self.capacity.memory_gib - max(u[1] for u in used),
+            self.capacity.storage_gib - max(u[2] for u in used),
         )
 
     def feasible(self, start: int, length: int, req: SlotRequest) -> bool:
-        cores, memory = self.min_free(start, length)
-        return cores >= req.cores_min and memory >= req.memory_min
+        cores, memory, storage = self.min_free(start, length)
+        return cores >= req.cores_min and memory >= req.memory_min and storage >= req.storage_min
 
 
 def grid_ceil_minutes(t: datetime, grid_min: int) -> int:
@@ -127,7 +134,7 @@ def grid_ceil_minutes(t: datetime, grid_min: int) -> int:
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> tuple[Capacity, list[Reservation], SlotRequest, int]:
-    capacity = Capacity(draw(st.integers(1, 12)), draw(st.integers(1, 24)))
+    capacity = Capacity(draw(st.integers(1, 12)), draw(st.integers(1, 24)), draw(st.integers(0, 30)))
     # Existing reservations that fit: draw candidates, keep those the brute force accepts.
     kept: list[Reservation] = []
     for i in range(draw(st.integers(0, 14))):
@@ -139,6 +146,7 @@ def scenarios(draw: st.DrawFn) -> tuple[Capacity, list[Reservation], SlotRequest
             start + length,
             draw(st.integers(0, capacity.cores)),
             draw(st.integers(0, capacity.memory_gib)),
+            draw(st.integers(0, capacity.storage_gib)),
         )
         if brute_within(capacity, as_intervals([*kept, cand])):
             kept.append(cand)
@@ -154,6 +162,8 @@ def scenarios(draw: st.DrawFn) -> tuple[Capacity, list[Reservation], SlotRequest
         earliest_start=earliest,
         latest_start=earliest + timedelta(seconds=draw(st.integers(0, 240 * 60))),
         max_offers=draw(st.integers(1, 5)),
+        # Storage is often not asked for at all; when it is, it may be anything the pool has.
+        storage_min=draw(st.one_of(st.just(0), st.integers(0, capacity.storage_gib))),
     )
     grid_min = draw(st.sampled_from([1, 2, 5]))
     return capacity, kept, req, grid_min
@@ -187,11 +197,12 @@ def test_plan_properties_against_brute_force(
         assert req.earliest_start <= slot.start <= req.latest_start
         assert req.cores_min <= slot.cores <= req.cores_max
         assert req.memory_min <= slot.memory_gib <= req.memory_max
+        assert slot.storage_gib == req.storage_min  # storage is not scaled
         start = minutes_of(slot.start)
         assert start % grid_min == 0
         # Earliest first, back to back: the earliest feasible grid start after the previous offer.
         assert start == earliest_feasible(lower)
-        free_cores, free_memory = brute.min_free(start, length)
+        free_cores, free_memory, _ = brute.min_free(start, length)
         assert slot.cores == min(2 * req.cores_min, req.cores_max, free_cores)
         assert slot.memory_gib == min(2 * req.memory_min, req.memory_max, free_memory)
         lower = grid_ceil_minutes(slot.end, grid_min)
@@ -216,6 +227,11 @@ def test_plan_is_deterministic(
     rnd.shuffle(shuffled)
     assert plan("pool", capacity, existing, req, grid=grid) == once
     assert plan("pool", capacity, shuffled, req, grid=grid) == once
+    assert plan_spans("pool", capacity, [span(r) for r in shuffled], req, grid=grid) == once
+    # Only reservations overlapping the plan window matter.
+    window_start, window_end = plan_window(req, grid=grid)
+    inside = [r for r in shuffled if r.start < window_end and r.end > window_start]
+    assert plan("pool", capacity, inside, req, grid=grid) == once
 
 
 @settings(max_examples=100, deadline=None)
@@ -226,12 +242,15 @@ def test_peak_usage_and_fits_against_brute_force(
     capacity, existing, _, _ = scenario
     intervals = as_intervals(existing)
     minutes = range(-60, 700)
-    expected = (
-        max((usage(intervals, m)[0] for m in minutes), default=0),
-        max((usage(intervals, m)[1] for m in minutes), default=0),
-    )
-    assert peak_usage(existing) == expected
-    for cand in (res("c1", 30, 90, 1, 1), res("c2", 0, 600, capacity.cores, 1)):
+    expected = tuple(max((usage(intervals, m)[i] for m in minutes), default=0) for i in range(3))
+    assert peak_resources(existing) == expected
+    assert peak_usage(existing) == expected[:2]
+    for cand in (
+        res("c1", 30, 90, 1, 1),
+        res("c2", 0, 600, capacity.cores, 1),
+        res("c3", 100, 200, 0, 0, capacity.storage_gib),
+        res("c4", -30, 30, 1, 1, 1),
+    ):
         assert fits(capacity, existing, cand) == brute_within(capacity, [*intervals, *as_intervals([cand])])
 
 
@@ -378,3 +397,65 @@ def test_peak_usage_and_fits_examples() -> None:
     assert fits(cap, [a, b], c)
     assert not fits(cap, [a, b, c], res("d", 45, 50, 1, 0))
     assert fits(cap, [a, b, c], res("d", 90, 100, 1, 5))
+
+
+# --- storage --------------------------------------------------------------------------------------
+
+
+def test_capacity_reservation_and_slot_default_to_no_storage() -> None:
+    assert Capacity(4, 8) == Capacity(4, 8, 0)
+    assert res("a", 0, 60, 1, 1).storage_gib == 0
+    result = plan("local", Capacity(4, 8), [], request(max_offers=1))
+    assert result.slots[0].storage_gib == 0
+
+
+def test_storage_is_booked_and_not_scaled() -> None:
+    # 80 of 100 GiB are held for the first hour: 30 GiB only fit once that booking ends.
+    busy = res("b", -60, 60, 0, 0, 80)
+    cap = Capacity(8, 8, 100)
+    needs_30 = plan("local", cap, [busy], request(duration=HOUR, storage=30, max_offers=2))
+    assert [(s.start, s.storage_gib) for s in needs_30.slots] == [(at(60), 30), (at(120), 30)]
+    needs_20 = plan("local", cap, [busy], request(duration=HOUR, storage=20, max_offers=1))
+    assert [(s.start, s.storage_gib) for s in needs_20.slots] == [(at(0), 20)]
+    # Without storage the booking is no obstacle.
+    assert plan("local", cap, [busy], request(max_offers=1)).slots[0].start == at(0)
+
+
+def test_offers_of_one_request_together_stay_within_storage() -> None:
+    result = plan("local", Capacity(8, 8, 100), [], request(duration=HOUR, storage=60, latest=at(180)))
+    held = [
+        Reservation(str(i), s.start, s.end, s.cores, s.memory_gib, s.storage_gib)
+        for i, s in enumerate(result.slots)
+    ]
+    assert len(held) == 4
+    assert peak_resources(held) == Usage(2, 2, 60)  # back to back, never simultaneous
+
+
+def test_storage_reasons() -> None:
+    too_much = plan("local", Capacity(4, 8, 100), [], request(storage=200))
+    assert too_much == PlanResult((), ("requested 200 GiB of storage but pool 'local' has 100 GiB in total",))
+    no_storage = plan("local", Capacity(4, 8), [], request(storage=1))
+    assert no_storage.reasons == ("requested 1 GiB of storage but pool 'local' has 0 GiB in total",)
+    negative = plan("local", Capacity(4, 8, 100), [], request(storage=-1))
+    assert negative.reasons == ("requested storage must not be negative, got -1 GiB",)
+
+
+def test_no_free_slot_reason_names_storage() -> None:
+    busy = res("b", -60, 600, 0, 0, 90)
+    result = plan("local", Capacity(4, 8, 100), [busy], request(cores=(2, 4), memory=(2, 4), storage=20))
+    assert result.reasons == (
+        "no free slot of PT2H with 2 cores, 2 GiB and 20 GiB of storage starts between "
+        "2026-01-01T10:00:00+00:00 and 2026-01-01T12:00:00+00:00 in pool 'local'",
+    )
+
+
+def test_peak_resources_and_fits_with_storage() -> None:
+    a = res("a", 0, 60, 1, 1, 40)
+    b = res("b", 30, 90, 1, 1, 50)
+    c = res("c", 60, 120, 1, 1, 60)  # starts when a ends
+    assert peak_resources([]) == (0, 0, 0)
+    assert peak_resources([a, b, c]) == Usage(2, 2, 110)
+    assert peak_usage([a, b, c]) == (2, 2)
+    assert fits(Capacity(4, 4, 110), [a, b], c)
+    assert not fits(Capacity(4, 4, 109), [a, b], c)
+    assert fits(Capacity(4, 4, 100), [a, c], res("d", 0, 120, 1, 1, 40))
