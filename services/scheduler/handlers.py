@@ -16,10 +16,11 @@ from services.scheduler.estimates import (
     data_needs,
     estimate_preparation,
 )
+from services.scheduler.ledger import Ledger
 from services.scheduler.rucio import ReplicaSource, resolve_needs
 from shared import iso8601, subjects
 from shared.bus.runtime import Incoming
-from shared.bus.store import Transaction, current_trace_headers
+from shared.bus.store import Store, Transaction, current_trace_headers
 from shared.lifecycle import Phase, is_terminal
 from shared.messages import (
     BookSession,
@@ -41,11 +42,21 @@ from shared.telemetry import current_trace_id
 class SchedulerHandlers:
     """The handlers of one pool; the scheduler process runs one instance per configured pool."""
 
-    def __init__(self, pool: Pool, hold_grace_s: int, replicas: ReplicaSource | None = None) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        hold_grace_s: int,
+        replicas: ReplicaSource | None = None,
+        ledgers: dict[str, Ledger] | None = None,
+    ) -> None:
         self.config = pool
         self.pool = pool.name
         self.platform = pool.platform
-        self.capacity = Capacity(pool.cores, pool.memory_gib)
+        self.capacity = Capacity(pool.cores, pool.memory_gib, pool.storage_gib)
+        # The in-memory index of every pool's active reservations, shared by the pools' handlers so
+        # any of them can free a session's capacity; it mirrors the table and changes only on commit.
+        self.ledgers = ledgers if ledgers is not None else {}
+        self.ledger = self.ledgers.setdefault(pool.name, Ledger())
         self.grid = timedelta(seconds=pool.grid_s)
         self.hold_grace_s = hold_grace_s
         self.replicas = replicas
@@ -55,6 +66,18 @@ class SchedulerHandlers:
             staging_delay_s=pool.staging_delay_s,
         )
         self.learned: LearnedEstimates | None = None
+
+    async def load(self, store: Store) -> None:
+        self.ledger = Ledger(await tables.active(store, self.pool))
+        self.ledgers[self.pool] = self.ledger
+
+    async def _free(self, tx: Transaction, session_id: str, state: str, only_from: tuple[str, ...]) -> bool:
+        """Move a reservation to a state that takes no capacity; the ledger follows on commit."""
+        changed = await tables.set_state(tx, session_id, state, only_from=only_from)
+        if changed:
+            for ledger in self.ledgers.values():
+                tx.after_commit(lambda ledger=ledger: ledger.discard(session_id))  # type: ignore[misc]
+        return changed
 
     async def _learned(self, tx: Transaction) -> LearnedEstimates:
         if self.learned is None:
@@ -118,16 +141,17 @@ class SchedulerHandlers:
             earliest_start=earliest,
             latest_start=quote.latest_start,
             max_offers=min(quote.max_offers, self.config.max_offers),
+            storage_min=quote.storage_min,
         )
-        horizon_end = quote.latest_start + request.duration + self.grid
-        existing = await tables.overlapping(tx, self.pool, earliest, horizon_end)
-        result = domain.plan(self.pool, self.capacity, existing, request, grid=self.grid)
+        result = self.ledger.plan(self.pool, self.capacity, request, grid=self.grid)
         steps = {f"data:{name}": item.seconds for name, item in items.items()}
         sources = {name: item.source for name, item in items.items()}
         holds: list[Hold] = []
         for slot in result.slots:
             session_id = str(uuid.uuid4())
-            reservation = Reservation(session_id, slot.start, slot.end, slot.cores, slot.memory_gib)
+            reservation = Reservation(
+                session_id, slot.start, slot.end, slot.cores, slot.memory_gib, slot.storage_gib
+            )
             await tables.insert_hold(
                 tx,
                 self.pool,
@@ -138,6 +162,7 @@ class SchedulerHandlers:
                 quote.expires_at,
                 sources,
             )
+            tx.after_commit(lambda reservation=reservation: self.ledger.add(reservation))  # type: ignore[misc]
             holds.append(
                 Hold(
                     session_id=session_id,
@@ -177,7 +202,7 @@ class SchedulerHandlers:
     async def book(self, tx: Transaction, msg: Incoming) -> None:
         command = BookSession.model_validate_json(msg.body)
         for sibling in command.siblings:
-            await tables.set_state(tx, sibling, "released", only_from=("held",))
+            await self._free(tx, sibling, "released", ("held",))
         row = await tables.get(tx, command.session_id)
         if row is None:
             await self._phase(
@@ -197,7 +222,7 @@ class SchedulerHandlers:
             return
         if row.state == "released":
             # The hold lapsed while the accept was in flight: book it again only if it still fits.
-            others = await tables.overlapping(tx, self.pool, row.start, row.end)
+            others = self.ledger.overlapping(row.start, row.end)
             if not domain.fits(self.capacity, others, row.reservation()):
                 # It stays released: it never became a booking.
                 await self._phase(
@@ -212,6 +237,7 @@ class SchedulerHandlers:
                     ),
                 )
                 return
+            tx.after_commit(lambda: self.ledger.add(row.reservation()))
         launch_at = max(tx.now, row.start - timedelta(seconds=row.prepare_s))
         launch = LaunchSession(
             session_id=row.session_id,
@@ -261,7 +287,7 @@ class SchedulerHandlers:
     async def release(self, tx: Transaction, msg: Incoming) -> None:
         command = ReleaseHolds.model_validate_json(msg.body)
         for session_id in command.session_ids:
-            await tables.set_state(tx, session_id, "released", only_from=("held",))
+            await self._free(tx, session_id, "released", ("held",))
 
     async def cancel(self, tx: Transaction, msg: Incoming) -> None:
         command = CancelSession.model_validate_json(msg.body)
@@ -269,7 +295,7 @@ class SchedulerHandlers:
         if row is None:
             return
         if row.state in ("held", "booked"):
-            await tables.set_state(tx, row.session_id, "ended", only_from=("held", "booked"))
+            await self._free(tx, row.session_id, "ended", ("held", "booked"))
             await self._phase(
                 tx,
                 row.session_id,
@@ -293,11 +319,12 @@ class SchedulerHandlers:
         if is_terminal(Phase(event.phase)):
             # An offer that ends (rejected, expired, cancelled) releases its hold; a booking ends early
             # when its session does. Either way the capacity is free from now on.
-            await tables.set_state(tx, event.session_id, "released", only_from=("held",))
-            await tables.set_state(tx, event.session_id, "ended", only_from=("booked", "launched"))
+            await self._free(tx, event.session_id, "released", ("held",))
+            await self._free(tx, event.session_id, "ended", ("booked", "launched"))
 
     async def tick(self, tx: Transaction) -> None:
-        await tables.release_expired_holds(tx, self.pool, self.hold_grace_s)
+        for session_id in await tables.release_expired_holds(tx, self.pool, self.hold_grace_s):
+            tx.after_commit(lambda session_id=session_id: self.ledger.discard(session_id))  # type: ignore[misc]
         for row in await tables.due_launches(tx, self.pool):
             if row.launch is not None:
                 await self._launch(tx, row.session_id, LaunchSession.model_validate(row.launch), row.trace)

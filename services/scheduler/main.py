@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 from services.scheduler import store as tables
 from services.scheduler.domain import peak_usage
 from services.scheduler.handlers import SchedulerHandlers
+from services.scheduler.ledger import Ledger
 from services.scheduler.rucio import RucioClient
 from services.scheduler.store import SCHEMA
 from shared import subjects
@@ -32,7 +33,12 @@ def build(settings: Settings) -> tuple[ServiceRuntime, PoolsConfig, dict[str, Sc
     config = load_pools(settings)
     rucio_url = settings.rucio_url or config.rucio_url
     replicas = RucioClient(rucio_url, settings.rucio_token) if rucio_url else None
-    pools = {pool.name: SchedulerHandlers(pool, settings.hold_grace_s, replicas) for pool in config.pools}
+    ledgers: dict[str, Ledger] = {}
+    pools = {
+        pool.name: SchedulerHandlers(pool, settings.hold_grace_s, replicas, ledgers) for pool in config.pools
+    }
+    for handlers in pools.values():
+        runtime.before_consuming(handlers.load)
 
     def spec(durable: str, stream: str, filter_subject: str) -> ConsumerSpec:
         return ConsumerSpec(stream, durable, filter_subject, settings.ack_wait_s, settings.max_deliver)

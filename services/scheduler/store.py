@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS reservations (
     end REAL NOT NULL,
     cores INTEGER NOT NULL,
     memory_gib INTEGER NOT NULL,
+    storage_gib INTEGER NOT NULL DEFAULT 0,
     prepare_s INTEGER NOT NULL,
     expires_at REAL,
     launch_at REAL,
@@ -70,13 +71,16 @@ class Row:
     end: datetime
     cores: int
     memory_gib: int
+    storage_gib: int
     prepare_s: int
     launch: dict[str, Any] | None
     trace: dict[str, str]
     sources: dict[str, str | None]
 
     def reservation(self) -> Reservation:
-        return Reservation(self.session_id, self.start, self.end, self.cores, self.memory_gib)
+        return Reservation(
+            self.session_id, self.start, self.end, self.cores, self.memory_gib, self.storage_gib
+        )
 
 
 def _row(r: Any) -> Row:
@@ -89,6 +93,7 @@ def _row(r: Any) -> Row:
         end=dt(r["end"]),
         cores=r["cores"],
         memory_gib=r["memory_gib"],
+        storage_gib=r["storage_gib"],
         prepare_s=r["prepare_s"],
         launch=json.loads(r["launch"]) if r["launch"] else None,
         trace=json.loads(r["trace"]) if r["trace"] else {},
@@ -96,13 +101,14 @@ def _row(r: Any) -> Row:
     )
 
 
-async def overlapping(tx: Transaction, pool: str, start: datetime, end: datetime) -> list[Reservation]:
-    rows = await tx.fetchall(
-        "SELECT session_id, start, end, cores, memory_gib FROM reservations "
-        "WHERE pool = ? AND state IN ('held', 'booked', 'launched') AND end > ? AND start < ?",
-        (pool, ts(start), ts(end)),
+async def active(store: Store, pool: str) -> list[Reservation]:
+    """Every hold and booking of a pool that still takes capacity: the ledger is rebuilt from these."""
+    rows = await store.read(
+        "SELECT session_id, start, end, cores, memory_gib, storage_gib FROM reservations "
+        "WHERE pool = ? AND state IN ('held', 'booked', 'launched')",
+        (pool,),
     )
-    return [Reservation(r[0], dt(r[1]), dt(r[2]), r[3], r[4]) for r in rows]
+    return [Reservation(r[0], dt(r[1]), dt(r[2]), r[3], r[4], r[5]) for r in rows]
 
 
 async def get(tx: Transaction, session_id: str) -> Row | None:
@@ -122,7 +128,8 @@ async def insert_hold(
 ) -> None:
     await tx.execute(
         "INSERT INTO reservations(session_id, pool, request_id, owner, state, start, end, cores, memory_gib, "
-        "prepare_s, expires_at, sources, updated) VALUES (?, ?, ?, ?, 'held', ?, ?, ?, ?, ?, ?, ?, ?)",
+        "storage_gib, prepare_s, expires_at, sources, updated) "
+        "VALUES (?, ?, ?, ?, 'held', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             reservation.id,
             pool,
@@ -132,6 +139,7 @@ async def insert_hold(
             ts(reservation.end),
             reservation.cores,
             reservation.memory_gib,
+            reservation.storage_gib,
             prepare_s,
             ts(expires_at),
             json.dumps(sources or {}),
@@ -168,21 +176,27 @@ async def due_launches(tx: Transaction, pool: str, limit: int = 200) -> list[Row
     return [_row(r) for r in rows]
 
 
-async def release_expired_holds(tx: Transaction, pool: str, grace_s: int) -> int:
-    return await tx.execute(
-        "UPDATE reservations SET state = 'released', updated = ? "
-        "WHERE pool = ? AND state = 'held' AND expires_at <= ?",
-        (ts(tx.now), pool, ts(tx.now) - grace_s),
+async def release_expired_holds(tx: Transaction, pool: str, grace_s: int) -> list[str]:
+    rows = await tx.fetchall(
+        "SELECT session_id FROM reservations WHERE pool = ? AND state = 'held' AND expires_at <= ?",
+        (pool, ts(tx.now) - grace_s),
     )
+    ids = [r[0] for r in rows]
+    for session_id in ids:
+        await tx.execute(
+            "UPDATE reservations SET state = 'released', updated = ? WHERE session_id = ?",
+            (ts(tx.now), session_id),
+        )
+    return ids
 
 
 async def usage(store: Store, pool: str) -> list[tuple[str, Reservation]]:
     rows = await store.read(
-        "SELECT state, session_id, start, end, cores, memory_gib FROM reservations "
+        "SELECT state, session_id, start, end, cores, memory_gib, storage_gib FROM reservations "
         "WHERE pool = ? AND state IN ('held', 'booked', 'launched')",
         (pool,),
     )
-    return [(r[0], Reservation(r[1], dt(r[2]), dt(r[3]), r[4], r[5])) for r in rows]
+    return [(r[0], Reservation(r[1], dt(r[2]), dt(r[3]), r[4], r[5], r[6])) for r in rows]
 
 
 async def record_preparation(

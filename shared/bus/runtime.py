@@ -88,6 +88,7 @@ class ServiceRuntime:
         )
         self._consumers: list[ConsumerSpec] = []
         self._tickers: list[tuple[float, Ticker, str]] = []
+        self._preparations: list[Callable[[Store], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
@@ -111,6 +112,10 @@ class ServiceRuntime:
         async def _consume(msg: NatsMessage) -> None:
             await self._process(msg, handler, on_dead, spec.ack_wait_s)
 
+    def before_consuming(self, prepare: Callable[[Store], Awaitable[None]]) -> None:
+        """Run ``prepare`` after the store opens and before any message is consumed."""
+        self._preparations.append(prepare)
+
     def every(self, seconds: float, ticker: Ticker, name: str) -> None:
         self._tickers.append((seconds, ticker, name))
 
@@ -118,6 +123,8 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         await self.store.open()
+        for prepare in self._preparations:
+            await prepare(self.store)
         await self.broker.connect()
         js = self.jetstream
         await ensure_streams(js)

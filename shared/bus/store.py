@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -53,6 +53,12 @@ class Transaction:
     conn: aiosqlite.Connection
     now: datetime
     outbox_ids: list[int] = field(default_factory=list)
+    committed: list[Callable[[], object]] = field(default_factory=list)
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` once the transaction has committed (never if it rolls back): for in-memory
+        indexes that mirror the tables."""
+        self.committed.append(callback)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         cursor = await self.conn.execute(sql, params)
@@ -145,6 +151,8 @@ class Store:
                 raise
             else:
                 await self.conn.execute("COMMIT")
+                for callback in tx.committed:
+                    callback()
 
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         """A read outside any transaction (WAL readers never block the writer)."""
