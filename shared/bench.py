@@ -149,6 +149,69 @@ async def _offers(
     return latencies, answered, accepted_at, lost
 
 
+async def _accept_everything(
+    client: BrokerClient, requests: int, concurrency: int
+) -> tuple[list[OfferSetResponse], list[Any], int]:
+    """Submit, then race to accept EVERY offer of every offer set at once; count what was applied."""
+    limit = asyncio.Semaphore(concurrency)
+    answered: list[OfferSetResponse] = []
+    lost = 0
+
+    async def submit() -> None:
+        nonlocal lost
+        async with limit:
+            try:
+                answered.append(await client.submit(zero_time_request(), timeout=120))
+            except BrokerTimeout:
+                lost += 1
+
+    await asyncio.gather(*(submit() for _ in range(requests)))
+    offers = [o for s in answered for o in (s.offers or []) if o.meta and o.meta.uuid]
+
+    async def accept(offer: Any) -> Any:
+        async with limit:
+            result = await client.accept(offer.meta.uuid)
+            return offer if result.applied else None
+
+    accepted = [o for o in await asyncio.gather(*(accept(o) for o in offers)) if o is not None]
+    return answered, accepted, lost
+
+
+async def run_overbooking(data_dir: Path, requests: int, concurrency: int, cores: int = 4) -> dict[str, Any]:
+    """A small pool, many overlapping requests, every offer accepted concurrently: never over-booked."""
+    env = {"EB_POOL_CORES": str(cores), "EB_POOL_MEMORY_GIB": str(cores * 4), "EB_MAX_OFFERS": "4"}
+    broker = EmbeddedBroker(data_dir=data_dir / "broker", env=env)
+    await asyncio.to_thread(broker.start)
+    began = time.perf_counter()
+    try:
+        await wait_for_services(broker.url, SERVICES, timeout=60)
+        async with BrokerClient(broker.url, "bench", reconnect=True) as client:
+            answered, accepted, lost = await _accept_everything(client, requests, concurrency)
+    finally:
+        await asyncio.to_thread(broker.stop)
+    per_request: dict[str, int] = defaultdict(int)
+    for offerset in answered:
+        for offer in offerset.offers or []:
+            if offer in accepted:
+                per_request[(offerset.meta.uuid if offerset.meta else None) or ""] += 1
+    accepted_cores, _ = peak([_slot(o) for o in accepted])
+    booked_cores, _ = booked_peak(broker.data_dir)
+    return {
+        "requests": requests,
+        "pool_cores": cores,
+        "answered": len(answered),
+        "yes": sum(1 for s in answered if s.result == "YES"),
+        "offers": sum(len(s.offers or []) for s in answered),
+        "accepted": len(accepted),
+        "accepted_twice_in_one_offer_set": sum(1 for n in per_request.values() if n > 1),
+        "peak_cores_accepted": accepted_cores,
+        "peak_cores_booked": booked_cores,
+        "overbooked": max(0, accepted_cores - cores, booked_cores - cores),
+        "lost": lost,
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+
+
 async def _follow(
     client: BrokerClient, sessions: dict[str, float], timeout: float
 ) -> dict[str, dict[str, float]]:

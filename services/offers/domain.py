@@ -19,6 +19,7 @@ from shared.models import (
     DOCKER_CONTAINER_KIND,
     JUPYTER_NOTEBOOK_KIND,
     LOCAL_COMMAND_KIND,
+    SINGULARITY_CONTAINER_KIND,
     ComponentMetadata,
     EnumValueOption,
     ExecutionRequest,
@@ -41,7 +42,9 @@ _OFFERSET_NAMESPACE = uuid.UUID("5b0f2c1e-8a44-4f57-9d51-2f6c1d8e9a10")
 SUPPORTED_EXECUTABLES = {
     "local": frozenset({JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND}),
     "canfar": frozenset({JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND}),
-    "dirac": frozenset({DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND}),  # Slurm batch jobs
+    "dirac": frozenset(
+        {DOCKER_CONTAINER_KIND, SINGULARITY_CONTAINER_KIND, LOCAL_COMMAND_KIND}
+    ),  # Slurm batch jobs
     "jbo": frozenset({DOCKER_CONTAINER_KIND}),  # the e-MERLIN pipeline image (platforms/jbo_job.py)
 }
 
