@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shared import subjects
 from shared.client import (
     BrokerClient,
     BrokerTimeout,
@@ -460,6 +461,91 @@ def faults(
         for problem in report.problems[:20]:
             err.print(f"  [yellow]{problem}[/yellow]")
     raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def pools(as_json: JsonFlag = False, nats_url: NatsUrl = DEFAULT_NATS_URL) -> None:
+    """The scheduler's pools: platform, site, capacity, limits, and what is held and booked now."""
+
+    async def main() -> list[dict[str, Any]]:
+        async with BrokerClient(nats_url) as client:
+            try:
+                reply = await client.nc.request(subjects.pools_info(), b"", timeout=5)
+            except Exception as exc:
+                raise BrokerUnavailable(nats_url, f"the scheduler does not answer: {exc}") from None
+            return list(json.loads(reply.data))
+
+    report = run_async(main)
+    if as_json:
+        console.print_json(json.dumps(report))
+        return
+    table = Table(title="Pools")
+    for column in (
+        "pool",
+        "platform",
+        "site",
+        "cores",
+        "memory GiB",
+        "storage GiB",
+        "grid",
+        "holds",
+        "bookings",
+        "cores in use",
+        "peak cores",
+    ):
+        table.add_column(column)
+    for pool in report:
+        use = pool["use"]
+        table.add_row(
+            pool["name"],
+            pool["platform"],
+            pool["site"],
+            str(pool["cores"]),
+            str(pool["memory_gib"]),
+            str(pool["storage_gib"]),
+            f"{pool['grid_s']} s",
+            str(use["holds"]),
+            str(use["bookings"]),
+            str(use["cores_now"]),
+            str(use["peak_cores"]),
+        )
+    console.print(table)
+
+
+@app.command()
+def bench(
+    scenario: Annotated[str, typer.Option("--scenario", help="offers, lifecycle or overbooking")] = "offers",
+    requests: Annotated[int, typer.Option("--requests", min=1)] = 1000,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 50,
+    baseline: Annotated[bool, typer.Option("--baseline", help="Also measure the transport floor.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Measure a fresh embedded broker (and the plain NATS chain with --baseline)."""
+    from shared.bench import run_bench, run_overbooking, summary_rows
+
+    data_dir = Path(tempfile.mkdtemp(prefix="broker-bench-"))
+    if scenario == "overbooking":
+        result = asyncio.run(run_overbooking(data_dir, requests, concurrency))
+        if as_json:
+            console.print_json(json.dumps(result))
+        else:
+            table = Table(title="overbooking: every offer accepted at once")
+            for key, value in result.items():
+                table.add_row(key, str(value))
+            console.print(table)
+        raise typer.Exit(0 if result["overbooked"] == 0 and result["lost"] == 0 else 1)
+    if scenario not in ("offers", "lifecycle"):
+        err.print(f"[red]error:[/red] unknown scenario {scenario!r}; choose offers, lifecycle or overbooking")
+        raise typer.Exit(2)
+    report = asyncio.run(run_bench(data_dir, scenario, requests, concurrency, baseline))
+    if as_json:
+        console.print_json(json.dumps(report.as_dict()))
+    else:
+        table = Table(title=f"bench: {scenario}")
+        for key, value in summary_rows(report):
+            table.add_row(key, value)
+        console.print(table)
+    raise typer.Exit(0 if report.overbooked == 0 and report.lost == 0 else 1)
 
 
 def main() -> None:
