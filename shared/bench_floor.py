@@ -9,6 +9,7 @@ broker's figure can be stated as a ratio of what the transport allows on this ma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -33,10 +34,8 @@ async def declare(url: str) -> None:
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        try:
+        with contextlib.suppress(Exception):
             await js.delete_stream(STREAM)
-        except Exception:
-            pass
         await js.add_stream(StreamConfig(name=STREAM, subjects=["floor.>"], storage=StorageType.FILE))
         for stage in range(HOPS):
             await js.add_consumer(
