@@ -24,12 +24,12 @@ from services.launcher import store as tables
 from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunState, RunStatus
 from services.launcher.preparation import prepare_components
 from shared import subjects
+from shared.bus.events import publish_phase
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Transaction
 from shared.lifecycle import Phase, transition
-from shared.messages import PreparationMeasured, SessionEvent
+from shared.messages import PreparationMeasured
 from shared.models import MessageItem
-from shared.telemetry import current_trace_id, trace_id_from_headers
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("execution_broker.launcher")
@@ -254,29 +254,3 @@ class Drivers:
             )
 
         await self.runtime.unit_of_work(work)
-
-
-async def publish_phase(
-    tx: Transaction,
-    session_id: str,
-    phase: Phase,
-    trace: dict[str, str],
-    messages: list[MessageItem] | None = None,
-    outputs: dict[str, str] | None = None,
-    connectors: list[dict[str, str]] | None = None,
-) -> None:
-    event = SessionEvent(
-        session_id=session_id,
-        phase=phase.value,
-        at=tx.now,
-        messages=messages or [],
-        outputs=outputs or {},
-        connectors=connectors or [],
-        trace_id=trace_id_from_headers(trace) or current_trace_id(),
-    )
-    await tx.publish(
-        subjects.session_event(session_id, phase.value),
-        event.to_bytes(),
-        subjects.phase_msg_id(session_id, phase.value),
-        trace_headers=trace or None,
-    )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from services.launcher import store as tables
-from services.launcher.driver import Drivers, publish_phase
+from services.launcher.driver import Drivers
+from shared.bus.events import publish_phase
 from shared.bus.runtime import Incoming
 from shared.bus.store import Transaction, current_trace_headers
 from shared.lifecycle import Phase

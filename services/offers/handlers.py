@@ -10,6 +10,7 @@ from services.offers import domain
 from services.offers import store as tables
 from services.offers.domain import NeedsQuote, OfferPolicy
 from shared import subjects
+from shared.bus.events import publish_phase
 from shared.bus.runtime import Incoming
 from shared.bus.store import Transaction, current_trace_headers
 from shared.lifecycle import Phase, observe
@@ -29,7 +30,6 @@ from shared.models import (
     load_document,
     to_jsonable,
 )
-from shared.telemetry import current_trace_id, trace_id_from_headers
 
 
 class OffersHandlers:
@@ -175,7 +175,7 @@ class OffersHandlers:
         trace = await tables.session_trace(tx, session_id)
         for sid, phase in decision.events:
             await tables.set_phase(tx, sid, phase)
-            await self._publish_phase(tx, sid, phase, trace)
+            await publish_phase(tx, sid, phase, trace)
         pool = await tables.session_pool(tx, session_id) or self.policy.pool
         release = list(decision.release)
         if decision.book:
@@ -240,28 +240,6 @@ class OffersHandlers:
             f"reply:{session_id}:{update_id}",
         )
 
-    async def _publish_phase(
-        self,
-        tx: Transaction,
-        session_id: str,
-        phase: Phase,
-        trace: dict[str, str],
-        messages: list[MessageItem] | None = None,
-    ) -> None:
-        event = SessionEvent(
-            session_id=session_id,
-            phase=phase.value,
-            at=tx.now,
-            messages=messages or [],
-            trace_id=trace_id_from_headers(trace) or current_trace_id(),
-        )
-        await tx.publish(
-            subjects.session_event(session_id, phase.value),
-            event.to_bytes(),
-            subjects.phase_msg_id(session_id, phase.value),
-            trace_headers=trace,
-        )
-
     # -- read model and timers --------------------------------------------------------------------
 
     async def session_event(self, tx: Transaction, msg: Incoming) -> None:
@@ -284,9 +262,7 @@ class OffersHandlers:
         expired = domain.expired(due, tx.now)
         for session_id in expired:
             await tables.set_phase(tx, session_id, Phase.EXPIRED)
-            await self._publish_phase(
-                tx, session_id, Phase.EXPIRED, await tables.session_trace(tx, session_id)
-            )
+            await publish_phase(tx, session_id, Phase.EXPIRED, await tables.session_trace(tx, session_id))
         if expired:
             await self._release(tx, expired, "EXPIRED", f"release:expired:{expired[0]}", None)
 

@@ -19,6 +19,7 @@ from services.scheduler.estimates import (
 from services.scheduler.ledger import Ledger
 from services.scheduler.rucio import ReplicaSource, resolve_needs
 from shared import iso8601, subjects
+from shared.bus.events import publish_phase
 from shared.bus.runtime import Incoming
 from shared.bus.store import Store, Transaction, current_trace_headers
 from shared.lifecycle import Phase, is_terminal
@@ -36,7 +37,6 @@ from shared.messages import (
 )
 from shared.models import MessageItem
 from shared.pools import Pool
-from shared.telemetry import current_trace_id
 
 
 class SchedulerHandlers:
@@ -205,17 +205,19 @@ class SchedulerHandlers:
             await self._free(tx, sibling, "released", ("held",))
         row = await tables.get(tx, command.session_id)
         if row is None:
-            await self._phase(
+            await publish_phase(
                 tx,
                 command.session_id,
                 Phase.FAILED,
                 {},
-                MessageItem.error(
-                    "urn:not-found",
-                    "The scheduler holds no slot for session ${session}",
-                    time=tx.now,
-                    session=command.session_id,
-                ),
+                [
+                    MessageItem.error(
+                        "urn:not-found",
+                        "The scheduler holds no slot for session ${session}",
+                        time=tx.now,
+                        session=command.session_id,
+                    )
+                ],
             )
             return
         if row.state in ("booked", "launched", "ended"):
@@ -225,16 +227,18 @@ class SchedulerHandlers:
             others = self.ledger.overlapping(row.start, row.end)
             if not domain.fits(self.capacity, others, row.reservation()):
                 # It stays released: it never became a booking.
-                await self._phase(
+                await publish_phase(
                     tx,
                     row.session_id,
                     Phase.FAILED,
                     {},
-                    MessageItem.error(
-                        "urn:offer-expired",
-                        "The offer's hold expired before it was accepted and its slot is no longer free",
-                        time=tx.now,
-                    ),
+                    [
+                        MessageItem.error(
+                            "urn:offer-expired",
+                            "The offer's hold expired before it was accepted and its slot is no longer free",
+                            time=tx.now,
+                        )
+                    ],
                 )
                 return
             tx.after_commit(lambda: self.ledger.add(row.reservation()))
@@ -254,7 +258,7 @@ class SchedulerHandlers:
         )
         trace = current_trace_headers()
         await tables.book(tx, row.session_id, launch_at, launch.model_dump(mode="json"), trace)
-        await self._phase(tx, row.session_id, Phase.WAITING, trace)
+        await publish_phase(tx, row.session_id, Phase.WAITING, trace)
         if launch_at <= tx.now:
             await self._launch(tx, row.session_id, launch, trace)
 
@@ -296,14 +300,19 @@ class SchedulerHandlers:
             return
         if row.state in ("held", "booked"):
             await self._free(tx, row.session_id, "ended", ("held", "booked"))
-            await self._phase(
+            await publish_phase(
                 tx,
                 row.session_id,
                 Phase.CANCELLED,
                 row.trace,
-                MessageItem.info(
-                    "urn:cancelled", "Cancelled before launch: ${reason}", time=tx.now, reason=command.reason
-                ),
+                [
+                    MessageItem.info(
+                        "urn:cancelled",
+                        "Cancelled before launch: ${reason}",
+                        time=tx.now,
+                        reason=command.reason,
+                    )
+                ],
             )
         elif row.state == "launched":
             stop = StopSession(session_id=row.session_id, reason=command.reason)
@@ -328,25 +337,3 @@ class SchedulerHandlers:
         for row in await tables.due_launches(tx, self.pool):
             if row.launch is not None:
                 await self._launch(tx, row.session_id, LaunchSession.model_validate(row.launch), row.trace)
-
-    async def _phase(
-        self,
-        tx: Transaction,
-        session_id: str,
-        phase: Phase,
-        trace: dict[str, str],
-        message: MessageItem | None = None,
-    ) -> None:
-        event = SessionEvent(
-            session_id=session_id,
-            phase=phase.value,
-            at=tx.now,
-            messages=[message] if message else [],
-            trace_id=current_trace_id(),
-        )
-        await tx.publish(
-            subjects.session_event(session_id, phase.value),
-            event.to_bytes(),
-            subjects.phase_msg_id(session_id, phase.value),
-            trace_headers=trace or None,
-        )

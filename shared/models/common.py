@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Tag
 
+from shared.lifecycle import Phase
 from shared.models.base import (
     KindNormaliser,
     StrictFloat,
@@ -47,22 +48,8 @@ class LifecyclePhase(StrEnum):
     CANCELLED = "CANCELLED"
 
 
-class SessionPhase(StrEnum):
-    """Phase of an execution session (`SimpleExecutionSessionPhase`)."""
-
-    INITIAL = "INITIAL"
-    OFFERED = "OFFERED"
-    ACCEPTED = "ACCEPTED"
-    REJECTED = "REJECTED"
-    EXPIRED = "EXPIRED"
-    WAITING = "WAITING"
-    PREPARING = "PREPARING"
-    AVAILABLE = "AVAILABLE"
-    RUNNING = "RUNNING"
-    RELEASING = "RELEASING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
+# The session's phases are the lifecycle's: one enum, so the wire model and the state machine agree.
+SessionPhase = Phase
 
 
 def kind_discriminator(value: Any) -> str | None:
