@@ -245,7 +245,9 @@ class BrokerClient:
                 if until_done and session_id is not None and is_terminal(Phase(event.phase)):
                     return
         finally:
-            await sub.unsubscribe()
+            # The connection may already be closed when an abandoned iterator is cleaned up.
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def wait_until_done(self, session_id: str, timeout: float) -> list[SessionEvent]:
         seen: list[SessionEvent] = []
