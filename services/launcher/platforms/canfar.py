@@ -59,6 +59,7 @@ from services.launcher.platforms.canfar_client import (
     TransientHttpError,
     first_line,
 )
+from services.launcher.platforms.files import read_json_object, write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ class CanfarPlatform(PlatformBase):
             log.info("canfar: adopting existing session %s named %s", session_id, name)
         spec.work_dir.mkdir(parents=True, exist_ok=True)
         for stale in (RESULT_FILE, STATE_FILE):
-            record = _read_json(spec.work_dir / stale)
+            record = read_json_object(spec.work_dir / stale)
             if record is not None and record.get("id") != session_id:
                 (spec.work_dir / stale).unlink(missing_ok=True)
         log.info("canfar: session %s started as CANFAR session %s", spec.session_id, session_id)
@@ -220,10 +221,10 @@ class CanfarPlatform(PlatformBase):
         response = await self._client.request(
             "GET", self._path(parsed, parsed.id), ok=(200, 404), route=self._route(parsed, "{id}")
         )
-        state = _read_json(spec.work_dir / STATE_FILE) or {"id": parsed.id}
+        state = read_json_object(spec.work_dir / STATE_FILE) or {"id": parsed.id}
         if response.status_code == 404:
             state["missing"] = int(state.get("missing", 0)) + 1
-            _write_json(spec.work_dir / STATE_FILE, state)
+            write_json_atomically(spec.work_dir / STATE_FILE, state)
             if state["missing"] < MISSING_POLLS_TO_GIVE_UP:
                 return _in_progress(state)
             return self._record(spec, parsed, self._vanished(parsed, state))
@@ -235,7 +236,7 @@ class CanfarPlatform(PlatformBase):
         connect_url = info.get("connectURL")
         if isinstance(connect_url, str) and connect_url:
             state["connector"] = _connector(str(info.get("type") or ""), connect_url)
-        _write_json(spec.work_dir / STATE_FILE, state)
+        write_json_atomically(spec.work_dir / STATE_FILE, state)
         if status in SUCCEEDED_STATUSES or status in FAILED_STATUSES:
             return await self._conclude(spec, parsed, status)
         if status in RUNNING_STATUSES or state.get("seen_running"):
@@ -492,8 +493,8 @@ class CanfarPlatform(PlatformBase):
         )
 
     def _record(self, spec: LaunchSpec, parsed: CanfarHandle, status: RunStatus) -> RunStatus:
-        spec.work_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(spec.work_dir / RESULT_FILE, {"id": parsed.id, "status": status.model_dump(mode="json")})
+        record = {"id": parsed.id, "status": status.model_dump(mode="json")}
+        write_json_atomically(spec.work_dir / RESULT_FILE, record)
         log.info("canfar: CANFAR session %s of session %s ended %s", parsed.id, spec.session_id, status.state)
         return status
 
@@ -612,23 +613,8 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
     return data
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(data))
-    partial.replace(path)
-
-
 def _read_result(work_dir: Path, session_id: str) -> RunStatus | None:
-    record = _read_json(work_dir / RESULT_FILE)
+    record = read_json_object(work_dir / RESULT_FILE)
     if record is None or record.get("id") != session_id:
         return None
     try:

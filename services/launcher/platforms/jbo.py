@@ -44,6 +44,7 @@ from urllib.parse import quote
 from opentelemetry.trace import TracerProvider
 
 from services.launcher.platforms.base import LaunchSpec, PlatformBase, PlatformError, RunState, RunStatus
+from services.launcher.platforms.files import read_json_object, write_json_atomically
 from services.launcher.platforms.jbo_http import JboHttp, RetryPolicy
 from services.launcher.platforms.jbo_job import build_job, judge
 
@@ -147,10 +148,10 @@ class JboPlatform(PlatformBase):
         )
         spec.work_dir.mkdir(parents=True, exist_ok=True)
         (spec.work_dir / INPUTS_FILE).write_text(job["inputs_ini"])
-        _write_json(spec.work_dir / JOB_FILE, job)
+        write_json_atomically(spec.work_dir / JOB_FILE, job)
 
     async def start(self, spec: LaunchSpec) -> str:
-        job = _read_json(spec.work_dir / JOB_FILE)
+        job = read_json_object(spec.work_dir / JOB_FILE)
         if job is None:
             raise PlatformError("the eMCP job was not prepared before start")
         for stale in (RESULT_FILE, LOG_FILE, WEBLOG_FILE):
@@ -228,7 +229,7 @@ class JboPlatform(PlatformBase):
     async def _finish(self, spec: LaunchSpec, job_id: str, body: dict[str, Any]) -> RunStatus:
         """Fetch the log, the outputs listing and the weblog; judge; record the verdict."""
         path = f"{JOBS}/{quote(job_id, safe='')}"
-        job = _read_json(spec.work_dir / JOB_FILE) or {"observation_id": "?", "steps": []}
+        job = read_json_object(spec.work_dir / JOB_FILE) or {"observation_id": "?", "steps": []}
         log_response = await self._http.request(
             "GET", f"{path}/log", params={"name": LOG_FILE}, ok_statuses=frozenset({404})
         )
@@ -283,26 +284,11 @@ def _string_list(value: Any) -> list[str]:
     return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(json.dumps(value, indent=1))
-    partial.replace(path)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _cached(work_dir: Path) -> RunStatus | None:
-    data = _read_json(work_dir / RESULT_FILE)
+    data = read_json_object(work_dir / RESULT_FILE)
     return RunStatus.model_validate(data) if data is not None else None
 
 
 def _record(work_dir: Path, status: RunStatus) -> RunStatus:
-    work_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(work_dir / RESULT_FILE, status.model_dump(mode="json"))
+    write_json_atomically(work_dir / RESULT_FILE, status.model_dump(mode="json"))
     return status

@@ -37,7 +37,8 @@ from services.launcher.platforms.base import (
     RunState,
     RunStatus,
 )
-from services.launcher.platforms.local_command import prepare_command, start_command
+from services.launcher.platforms.files import read_json_object
+from services.launcher.platforms.local_command import prepare_command, spawn_detached, start_command
 from services.launcher.platforms.local_command_runner import COMMAND_LOG_FILE
 from services.launcher.platforms.local_runner import (
     CANCEL_MARKER,
@@ -236,18 +237,7 @@ class LocalPlatform(PlatformBase):
             "--output", str(work_dir / OUTPUT_FILE),
             "--result", str(work_dir / RESULT_FILE),
         ]  # fmt: skip
-        with (work_dir / LOG_FILE).open("ab") as log:
-            # Its own session: cancel signals the whole group, and a launcher crash leaves it running.
-            process = await asyncio.to_thread(
-                subprocess.Popen,
-                command,
-                cwd=work_dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = await spawn_detached(command, work_dir, env, work_dir / LOG_FILE)
         self._children[process.pid] = process
         return _process_handle(process.pid, log=LOG_FILE)
 
@@ -255,7 +245,7 @@ class LocalPlatform(PlatformBase):
         """Stop the kernel, then the runner, then SIGKILL whatever is left of either."""
         runner = (handle.pid, handle.start_time)
         groups = [runner]
-        kernel = _read_json(work_dir / KERNEL_FILE)
+        kernel = read_json_object(work_dir / KERNEL_FILE)
         if kernel is not None and isinstance(kernel.get("pid"), int):
             groups.append((kernel["pid"], kernel.get("start_time")))
         # The kernel goes first: the runner then sees a dead kernel, saves the partial notebook and
@@ -372,18 +362,10 @@ def _group_alive(pgid: int, start_time: int | None) -> bool:
 # -- files in the work dir ------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _status_from_result(work_dir: Path) -> RunStatus | None:
     if not (work_dir / RESULT_FILE).exists():
         return None
-    result = _read_json(work_dir / RESULT_FILE)
+    result = read_json_object(work_dir / RESULT_FILE)
     state = result.get("state") if result else None
     if state not in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
         return RunStatus(

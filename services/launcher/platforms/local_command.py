@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from services.launcher.platforms.base import LaunchSpec, PlatformError
@@ -81,11 +82,18 @@ async def start_command(spec: LaunchSpec, thread_variables: Iterable[str]) -> su
         (work_dir / stale).unlink(missing_ok=True)
     # -I: neither the user's PYTHON* variables nor files in the work dir can break the wrapper.
     wrapper = [sys.executable, "-I", "-m", COMMAND_RUNNER_MODULE, "--", *argv]
-    with (work_dir / COMMAND_LOG_FILE).open("ab") as log:
+    return await spawn_detached(wrapper, work_dir, env, work_dir / COMMAND_LOG_FILE)
+
+
+async def spawn_detached(
+    argv: list[str], work_dir: Path, env: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start a run's process with its output appended to ``log_path``."""
+    with log_path.open("ab") as log:
         # Its own session: cancel signals the whole group, and a launcher crash leaves it running.
         return await asyncio.to_thread(
             subprocess.Popen,
-            wrapper,
+            argv,
             cwd=work_dir,
             env=env,
             stdin=subprocess.DEVNULL,
