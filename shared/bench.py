@@ -7,6 +7,10 @@ Scenarios:
 Both report ``overbooked`` (capacity the scheduler's bookings exceed at their busiest instant, from
 its SQLite file and from the accepted offers) and ``lost`` (requests or sessions never answered).
 ``--baseline`` also measures the plain nats-py chain of the same shape (``shared.bench_floor``).
+``--sweep`` repeats the offers scenario once per concurrency (``shared.bench_plot`` draws it), and
+``--profile`` records the offers and scheduler processes with py-spy during the load
+(``shared.bench_profile``). ``live_sessions`` is how many sessions the offers service holds that have
+not ended, counted when the RSS figures are read: the memory is "RSS at that many live sessions".
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ import sqlite3
 import time
 import uuid
 from collections import defaultdict
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from shared import iso8601
+from shared.bench_plot import SweepPoint
+from shared.bench_profile import FunctionShare, ProfileError, ServiceProfiler
 from shared.client import BrokerClient, BrokerTimeout, wait_for_services
 from shared.embedded import SERVICES, EmbeddedBroker, NatsServer
 from shared.faults import zero_time_request
@@ -30,6 +37,8 @@ from shared.lifecycle import TERMINAL, Phase
 from shared.models import OfferSetResponse
 
 POOL_CORES = 64
+# The services whose Python is the hot path of a request (the launcher idles in the offers scenario).
+PROFILED_SERVICES = ("offers", "scheduler")
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -57,9 +66,13 @@ class BenchReport:
     overbooked_offers: int
     phases_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     rss_mb: dict[str, float] = field(default_factory=dict)
+    live_sessions: int | None = None
     cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
     baseline: dict[str, Any] | None = None
     ratio: float | None = None
+    profile: dict[str, list[FunctionShare]] | None = None
+    profile_dir: str | None = None
+    profile_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +86,22 @@ def rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def live_sessions(data_dir: Path) -> int | None:
+    """Sessions in the offers service's SQLite file that are in no terminal phase (None: unreadable)."""
+    path = data_dir / "offers" / "offers.sqlite"
+    terminal = sorted(phase.value for phase in TERMINAL)
+    try:
+        # Read-only, so the count can never take a write lock from the running service.
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            row = db.execute(
+                f"SELECT COUNT(*) FROM sessions WHERE phase NOT IN ({', '.join('?' * len(terminal))})",
+                terminal,
+            ).fetchone()
+    except sqlite3.Error:
+        return None
+    return int(row[0])
 
 
 def cpu_s(pid: int) -> float:
@@ -231,12 +260,19 @@ async def _follow(
 
 
 async def run_bench(
-    data_dir: Path, scenario: str, requests: int, concurrency: int, baseline: bool
+    data_dir: Path,
+    scenario: str,
+    requests: int,
+    concurrency: int,
+    baseline: bool,
+    profile_dir: Path | None = None,
+    pool_cores: int | None = None,
 ) -> BenchReport:
+    """``pool_cores`` sizes the pool (4 GiB per core). By default the offers scenario uses 64 cores,
+    so that overlapping requests compete for it (and later ones get NO); the lifecycle scenario
+    measures throughput, not queueing for capacity, so every session can start at once."""
     lifecycle = scenario == "lifecycle"
-    # The lifecycle scenario measures throughput, not queueing for capacity: every session can start
-    # at once, as in a pool much larger than the load.
-    cores = max(POOL_CORES, requests) if lifecycle else POOL_CORES
+    cores = pool_cores or (max(POOL_CORES, requests) if lifecycle else POOL_CORES)
     env = {
         "EB_POOL_CORES": str(cores),
         "EB_POOL_MEMORY_GIB": str(cores * 4),
@@ -244,12 +280,23 @@ async def run_bench(
         "EB_OFFER_EXPIRY_S": "300",
     }
     broker = EmbeddedBroker(data_dir=data_dir / "broker", env=env)
+    profiler = ServiceProfiler(profile_dir, f"{scenario}-c{concurrency}") if profile_dir else None
+    profile: dict[str, list[FunctionShare]] | None = None
+    profile_error: str | None = None
     await asyncio.to_thread(broker.start)
     try:
         await wait_for_services(broker.url, SERVICES, timeout=60)
         pids = {name: service.proc.pid for name, service in broker.services.items() if service.proc}
         if broker.nats is not None and broker.nats.proc is not None:
             pids["nats-server"] = broker.nats.proc.pid
+        # The load generator shares the two cores too: its cost per request is part of the picture.
+        pids["bench-client"] = os.getpid()
+        if profiler is not None:
+            try:
+                await asyncio.to_thread(profiler.start, {n: pids[n] for n in PROFILED_SERVICES if n in pids})
+            except (ProfileError, OSError) as error:
+                profiler.abort()
+                profiler, profile_error = None, str(error)
         cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
         async with BrokerClient(broker.url, "bench", reconnect=True) as client:
             began = time.perf_counter()
@@ -259,11 +306,20 @@ async def run_bench(
                 phases = await _follow(client, accepted, timeout=max(60.0, requests / 10))
                 lost += sum(1 for s in accepted if not (set(phases.get(s, {})) & {p.value for p in TERMINAL}))
             elapsed = time.perf_counter() - began
-        memory = {name: rss_mb(service.proc.pid) for name, service in broker.services.items() if service.proc}
         cpu = {
             name: round((cpu_s(pid) - cpu_before[name]) * 1000 / requests, 2) for name, pid in pids.items()
         }
+        # Stop sampling before reading memory and before teardown: the profile covers the load only.
+        if profiler is not None:
+            try:
+                profile = await asyncio.to_thread(profiler.stop)
+            except (ProfileError, OSError) as error:
+                profile_error = str(error)
+        memory = {name: rss_mb(service.proc.pid) for name, service in broker.services.items() if service.proc}
+        sessions = live_sessions(broker.data_dir)
     finally:
+        if profiler is not None:
+            profiler.abort()
         await asyncio.to_thread(broker.stop)
 
     offered = [_slot(o) for s in answered for o in (s.offers or []) if s.result == "YES"]
@@ -286,7 +342,11 @@ async def run_bench(
         overbooked_offers=max(0, held_cores - cores) if not lifecycle else 0,
         phases_ms={phase: percentiles(values) for phase, values in by_phase.items()},
         rss_mb=memory,
+        live_sessions=sessions,
         cpu_ms_per_request=cpu,
+        profile=profile,
+        profile_dir=str(profile_dir) if profile_dir else None,
+        profile_error=profile_error,
     )
     if baseline:
         floor = await measure_floor(data_dir / "floor", requests, concurrency)
@@ -305,14 +365,91 @@ async def measure_floor(data_dir: Path, requests: int, concurrency: int) -> dict
         await bench_floor.declare(server.url)
         relays = bench_floor.start_relays(server.url)
         await asyncio.sleep(1.0)
+        pids = {f"relay-{stage}": proc.pid for stage, proc in enumerate(relays)}
+        if server.proc is not None:
+            pids["nats-server"] = server.proc.pid
+        pids["bench-client"] = os.getpid()
+        cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
         result = await bench_floor.drive(server.url, requests, concurrency)
+        cpu = {
+            name: round((cpu_s(pid) - cpu_before[name]) * 1000 / requests, 2) for name, pid in pids.items()
+        }
     finally:
         for proc in relays:
             proc.terminate()
         for proc in relays:
             proc.wait(10)
         await asyncio.to_thread(server.stop)
-    return {"per_s": round(result.per_s, 1), "latency_ms": percentiles(result.latencies_ms)}
+    return {
+        "per_s": round(result.per_s, 1),
+        "latency_ms": percentiles(result.latencies_ms),
+        "lost": result.lost,
+        "cpu_ms_per_request": cpu,
+    }
+
+
+def parse_concurrencies(text: str) -> list[int]:
+    """``"10,50,200"`` → ``[10, 50, 200]``; every value a positive integer, each once."""
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if not values or min(values) < 1 or len(set(values)) != len(values):
+        raise ValueError(f"expected distinct positive integers separated by commas, got {text!r}")
+    return values
+
+
+async def run_sweep(
+    data_dir: Path,
+    requests: int,
+    concurrencies: list[int],
+    baseline: bool,
+    profile_dir: Path | None = None,
+    pool_cores: int | None = None,
+) -> list[BenchReport]:
+    """The offers scenario once per concurrency, each on a fresh embedded broker of its own."""
+    return [
+        await run_bench(
+            data_dir / f"c{concurrency}", "offers", requests, concurrency, baseline, profile_dir, pool_cores
+        )
+        for concurrency in concurrencies
+    ]
+
+
+def sweep_point(report: BenchReport) -> SweepPoint:
+    floor = report.baseline
+    return SweepPoint(
+        concurrency=report.concurrency,
+        per_s=report.per_s,
+        p99_ms=report.latency_ms["p99"],
+        floor_per_s=floor["per_s"] if floor else None,
+        floor_p99_ms=floor["latency_ms"]["p99"] if floor else None,
+        ratio=report.ratio,
+    )
+
+
+SWEEP_COLUMNS = ("in flight", "sets/s", "p99 ms", "floor/s", "floor p99", "ratio", "lost", "overbooked")
+
+
+def sweep_rows(reports: list[BenchReport]) -> list[tuple[str, ...]]:
+    """One row of SWEEP_COLUMNS per concurrency."""
+
+    def shown(value: float | None) -> str:
+        return "—" if value is None else str(value)
+
+    rows: list[tuple[str, ...]] = []
+    for report in reports:
+        point = sweep_point(report)
+        rows.append(
+            (
+                str(point.concurrency),
+                str(point.per_s),
+                str(point.p99_ms),
+                shown(point.floor_per_s),
+                shown(point.floor_p99_ms),
+                shown(point.ratio),
+                str(report.lost),
+                f"{report.overbooked} / {report.overbooked_offers}",
+            )
+        )
+    return rows
 
 
 def summary_rows(report: BenchReport) -> list[tuple[str, str]]:
@@ -324,6 +461,7 @@ def summary_rows(report: BenchReport) -> list[tuple[str, str]]:
         ("answered / lost", f"{report.answered} / {report.lost}"),
         ("overbooked (bookings / offers)", f"{report.overbooked} / {report.overbooked_offers}"),
         ("RSS MB", ", ".join(f"{k} {v}" for k, v in report.rss_mb.items())),
+        ("live sessions (at the RSS reading)", str(report.live_sessions)),
         ("CPU ms per request", ", ".join(f"{k} {v}" for k, v in report.cpu_ms_per_request.items())),
     ]
     for phase, values in report.phases_ms.items():
@@ -337,4 +475,8 @@ def summary_rows(report: BenchReport) -> list[tuple[str, str]]:
             )
         )
         rows.append(("ratio broker / floor", str(report.ratio)))
+    if report.profile_dir:
+        rows.append(("profiles (py-spy)", report.profile_dir))
+    if report.profile_error:
+        rows.append(("profile error", report.profile_error))
     return rows

@@ -66,14 +66,22 @@ async def relay(url: str, stage: int, batch: int = 64) -> None:
             request_id = msg.subject.rsplit(".", 1)[-1]
             body = json.loads(msg.data)
             body["hops"] = body.get("hops", 0) + 1
-            await js.publish(
-                stage_subject(stage + 1, request_id),
-                json.dumps(body).encode(),
-                headers={"Nats-Msg-Id": f"{stage + 1}:{request_id}"},
-            )
-            await msg.ack_sync()
+            # The same timeouts as the broker's runtime: nats-py's 1 s default for ack_sync expires
+            # on a saturated machine, and the message then waits out ack_wait (30 s) to come back.
+            try:
+                await js.publish(
+                    stage_subject(stage + 1, request_id),
+                    json.dumps(body).encode(),
+                    headers={"Nats-Msg-Id": f"{stage + 1}:{request_id}"},
+                    timeout=5.0,
+                )
+            except Exception:  # a PubAck lost under load: redeliver soon, the dedup id drops a copy
+                await msg.nak(delay=0.1)
+                return
+            await msg.ack_sync(timeout=5.0)
 
-        await asyncio.gather(*(forward(m) for m in msgs))
+        # One failure must not end the relay (that would leave every later request unanswered).
+        await asyncio.gather(*(forward(m) for m in msgs), return_exceptions=True)
 
 
 @dataclass
@@ -82,6 +90,7 @@ class FloorResult:
     concurrency: int
     per_s: float
     latencies_ms: list[float]
+    lost: int = 0
 
 
 async def drive(url: str, requests: int, concurrency: int) -> FloorResult:
@@ -90,25 +99,32 @@ async def drive(url: str, requests: int, concurrency: int) -> FloorResult:
     payload = {"padding": "x" * 900, "kind": "floor"}
     limit = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
+    lost = 0
 
     async def one() -> None:
+        nonlocal lost
         request_id = str(uuid.uuid4())
         async with limit:
             began = time.perf_counter()
             sub = await nc.subscribe(stage_subject(HOPS, request_id), max_msgs=1)
-            await js.publish(
-                stage_subject(0, request_id),
-                json.dumps(payload).encode(),
-                headers={"Nats-Msg-Id": request_id},
-            )
-            await sub.next_msg(timeout=60)
+            try:
+                await js.publish(
+                    stage_subject(0, request_id),
+                    json.dumps(payload).encode(),
+                    headers={"Nats-Msg-Id": request_id},
+                    timeout=5.0,
+                )
+                await sub.next_msg(timeout=120)
+            except nats.errors.Error:  # counted, not fatal: one stuck request must not void the run
+                lost += 1
+                return
             latencies.append((time.perf_counter() - began) * 1000)
 
     began = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(requests)))
     elapsed = time.perf_counter() - began
     await nc.close()
-    return FloorResult(requests, concurrency, requests / elapsed, latencies)
+    return FloorResult(requests, concurrency, len(latencies) / elapsed, latencies, lost)
 
 
 def start_relays(url: str) -> list[subprocess.Popen[bytes]]:

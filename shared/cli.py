@@ -7,13 +7,16 @@ import getpass
 import importlib
 import json
 import logging
+import os
 import re
+import shutil
 import signal
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -33,6 +36,9 @@ from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
 from shared.settings import DEFAULT_NATS_URL, Settings
+
+if TYPE_CHECKING:
+    from shared.bench import BenchReport
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="An IVOA Execution Broker on NATS JetStream."
@@ -518,13 +524,64 @@ def bench(
     requests: Annotated[int, typer.Option("--requests", min=1)] = 1000,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 50,
     baseline: Annotated[bool, typer.Option("--baseline", help="Also measure the transport floor.")] = False,
+    sweep: Annotated[
+        str | None,
+        typer.Option("--sweep", help="Concurrencies such as 10,50,200,1000: one offers run per value."),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="With --sweep: a PNG of throughput and p99 against concurrency."),
+    ] = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option("--profile", help="Write py-spy profiles of offers and scheduler here."),
+    ] = None,
+    pool_cores: Annotated[
+        int | None,
+        typer.Option(
+            "--pool-cores",
+            min=1,
+            help="Cores of the pool (4 GiB each); default 64 for offers, enough for all for lifecycle.",
+        ),
+    ] = None,
+    keep_data: Annotated[
+        bool, typer.Option("--keep-data", help="Keep the run's stores and streams (printed at the end).")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Measure a fresh embedded broker (and the plain NATS chain with --baseline)."""
-    from shared.bench import run_bench, run_overbooking, summary_rows
-
+    if plot is not None and sweep is None:
+        usage_error("--plot draws a sweep: add --sweep, e.g. --sweep 10,50,200,1000")
     data_dir = Path(tempfile.mkdtemp(prefix="broker-bench-"))
+    try:
+        run_bench_command(
+            data_dir, scenario, requests, concurrency, baseline, sweep, plot, profile, pool_cores, as_json
+        )
+    finally:
+        # A 20,000-request run leaves hundreds of MB of streams and SQLite behind.
+        if keep_data:
+            err.print(f"data kept in {data_dir}")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def run_bench_command(
+    data_dir: Path,
+    scenario: str,
+    requests: int,
+    concurrency: int,
+    baseline: bool,
+    sweep: str | None,
+    plot: Path | None,
+    profile: Path | None,
+    pool_cores: int | None,
+    as_json: bool,
+) -> NoReturn:
+    from shared.bench import parse_concurrencies, run_bench, run_overbooking, summary_rows
+
     if scenario == "overbooking":
+        if sweep is not None or profile is not None:
+            usage_error("--sweep and --profile measure the offers or lifecycle scenario, not overbooking")
         result = asyncio.run(run_overbooking(data_dir, requests, concurrency))
         if as_json:
             console.print_json(json.dumps(result))
@@ -535,9 +592,19 @@ def bench(
             console.print(table)
         raise typer.Exit(0 if result["overbooked"] == 0 and result["lost"] == 0 else 1)
     if scenario not in ("offers", "lifecycle"):
-        err.print(f"[red]error:[/red] unknown scenario {scenario!r}; choose offers, lifecycle or overbooking")
-        raise typer.Exit(2)
-    report = asyncio.run(run_bench(data_dir, scenario, requests, concurrency, baseline))
+        usage_error(f"unknown scenario {scenario!r}; choose offers, lifecycle or overbooking")
+    profile_dir = profile.resolve() if profile is not None else None
+    if sweep is not None:
+        if scenario != "offers":
+            usage_error("--sweep measures the offers scenario only")
+        try:
+            concurrencies = parse_concurrencies(sweep)
+        except ValueError as error:
+            usage_error(f"--sweep: {error}")
+        bench_sweep(data_dir, requests, concurrencies, baseline, plot, profile_dir, as_json, pool_cores)
+    report = asyncio.run(
+        run_bench(data_dir, scenario, requests, concurrency, baseline, profile_dir, pool_cores)
+    )
     if as_json:
         console.print_json(json.dumps(report.as_dict()))
     else:
@@ -545,7 +612,68 @@ def bench(
         for key, value in summary_rows(report):
             table.add_row(key, value)
         console.print(table)
+        print_profile(report)
     raise typer.Exit(0 if report.overbooked == 0 and report.lost == 0 else 1)
+
+
+def usage_error(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def bench_sweep(
+    data_dir: Path,
+    requests: int,
+    concurrencies: list[int],
+    baseline: bool,
+    plot: Path | None,
+    profile_dir: Path | None,
+    as_json: bool,
+    pool_cores: int | None = None,
+) -> NoReturn:
+    """`bench --sweep`: one offers run per concurrency, a table (or a JSON list), and the plot."""
+    from shared.bench import SWEEP_COLUMNS, run_sweep, sweep_point, sweep_rows
+
+    reports = asyncio.run(run_sweep(data_dir, requests, concurrencies, baseline, profile_dir, pool_cores))
+    if plot is not None:
+        from shared.bench_plot import draw
+
+        title = (
+            f"broker bench, offers scenario, {requests} requests per point — "
+            f"{datetime.now().date().isoformat()}, {os.cpu_count()} cores"
+        )
+        draw([sweep_point(report) for report in reports], plot, title)
+    if as_json:
+        console.print_json(json.dumps([report.as_dict() for report in reports]))
+    else:
+        table = Table(title=f"bench sweep: offers, {requests} requests per concurrency")
+        for column in SWEEP_COLUMNS:
+            table.add_column(column, justify="right")
+        for row in sweep_rows(reports):
+            table.add_row(*row)
+        console.print(table)
+        for report in reports:
+            print_profile(report)
+        if plot is not None:
+            console.print(f"plot: {plot}")
+    healthy = all(report.overbooked == 0 and report.lost == 0 for report in reports)
+    raise typer.Exit(0 if healthy else 1)
+
+
+def print_profile(report: BenchReport) -> None:
+    """The py-spy summary of a bench report, one table per profiled service."""
+    if report.profile_error:
+        err.print(f"[yellow]profile:[/yellow] {report.profile_error}")
+    for service, shares in (report.profile or {}).items():
+        table = Table(title=f"py-spy, {service}, {report.concurrency} in flight (samples holding the GIL)")
+        table.add_column("function")
+        table.add_column("inclusive %", justify="right")
+        table.add_column("self %", justify="right")
+        for function, inclusive_pct, self_pct in shares:
+            table.add_row(function, str(inclusive_pct), str(self_pct))
+        console.print(table)
+    if report.profile_dir:
+        console.print(f"profiles (raw stacks, flamegraph SVG, py-spy logs): {report.profile_dir}")
 
 
 def main() -> None:

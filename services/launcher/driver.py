@@ -1,20 +1,27 @@
 """Drives one launched session through its phases on its platform, resumable after a restart.
 
-Platform calls happen outside any transaction; each phase change is one transaction that updates
-the run and queues its session event (deterministic id ``<session>:<phase>``), so a resumed driver
-that repeats a step publishes nothing twice.
+Platform calls happen outside any transaction. A phase change updates the run and queues its
+session event (deterministic id ``<session>:<phase>``) in a transaction, so a resumed driver that
+repeats a step publishes nothing twice. Changes with no platform work worth showing between them
+share one transaction, each still checked by the lifecycle's transition table and published as its
+own event, in order: AVAILABLE with RUNNING (right after start), RELEASING with the end (when the
+release is quick). A session thus costs three transactions, not five.
+
+A run's end is seen at once where the platform can tell (`Platform.exited`, the local platform's
+pidfd); otherwise the driver polls at the platform's interval, and never sleeps past the slot's end.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -27,7 +34,7 @@ from shared import subjects
 from shared.bus.events import publish_phase
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Transaction
-from shared.lifecycle import Phase, transition
+from shared.lifecycle import TERMINAL, Phase, transition
 from shared.messages import PreparationMeasured
 from shared.models import MessageItem
 
@@ -35,6 +42,10 @@ log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("execution_broker.launcher")
 
 _TRANSIENT_RETRIES = 5
+# While a platform watches a run's exit, polls are only a safety net: they back off up to this.
+_WATCHED_POLL_MAX_S = 5.0
+# A release that takes longer than this is shown as RELEASING while it lasts.
+_QUIET_RELEASE_S = 0.1
 T = TypeVar("T")
 
 
@@ -108,39 +119,44 @@ class Drivers:
     async def _run(self, session_id: str, run: tables.Run) -> None:
         platform = self.platforms[run.platform]
         spec = self.spec_for(run)
+        # AVAILABLE is recorded with what follows it (RUNNING, or the end), in the same transaction:
+        # a crash before that commit re-runs the preparation, which is idempotent.
+        available: list[Step] = []
 
         if run.phase in (Phase.ACCEPTED, Phase.WAITING, Phase.PREPARING):
             if run.cancel_reason:
-                await self._finish(session_id, Phase.CANCELLED, f"Cancelled: {run.cancel_reason}")
+                await self._record(session_id, Step(Phase.CANCELLED, f"Cancelled: {run.cancel_reason}"))
                 return
-            await self._advance(session_id, Phase.PREPARING)
+            await self._record(session_id, Step(Phase.PREPARING))
             began = time.monotonic()
             try:
                 steps = await prepare_components(platform, spec, self._with_retries)
             except PlatformError as exc:
                 await self._best_effort("release", session_id, lambda: platform.release(spec, None))
-                await self._finish(session_id, Phase.FAILED, exc.message)
+                await self._record(session_id, Step(Phase.FAILED, exc.message))
                 return
             measured = PreparationMeasured(
                 session_id=session_id, seconds=round(time.monotonic() - began, 3), steps=steps
             )
-            await self._advance(session_id, Phase.AVAILABLE, measured=measured, pool=run.spec.get("pool"))
-            reread = await tables.read(self.runtime.store, session_id)
-            assert reread is not None
-            run = reread
+            available = [Step(Phase.AVAILABLE, measured=measured, pool=run.spec.get("pool"))]
+            # A cancel may have come in while the components were being prepared.
+            _, cancel_reason = await tables.cancel_reason(self.runtime.store, session_id)
+            run = dataclasses.replace(run, phase=Phase.PREPARING, cancel_reason=cancel_reason)
 
-        if run.phase is Phase.AVAILABLE or run.handle is None:
+        if available or run.phase is Phase.AVAILABLE or run.handle is None:
             if run.cancel_reason:
                 await self._best_effort("release", session_id, lambda: platform.release(spec, None))
-                await self._finish(session_id, Phase.CANCELLED, f"Cancelled: {run.cancel_reason}")
+                await self._record(
+                    session_id, *available, Step(Phase.CANCELLED, f"Cancelled: {run.cancel_reason}")
+                )
                 return
             try:
                 handle = await self._with_retries(lambda: platform.start(spec))
             except PlatformError as exc:
                 await self._best_effort("release", session_id, lambda: platform.release(spec, None))
-                await self._finish(session_id, Phase.FAILED, exc.message)
+                await self._record(session_id, *available, Step(Phase.FAILED, exc.message))
                 return
-            await self._advance(session_id, Phase.RUNNING, handle=handle)
+            await self._record(session_id, *available, Step(Phase.RUNNING, handle=handle))
         else:
             handle = run.handle
 
@@ -148,35 +164,78 @@ class Drivers:
 
     async def _monitor(self, session_id: str, platform: Platform, spec: LaunchSpec, handle: str) -> None:
         wake = self._wake.get(session_id) or asyncio.Event()
-        while True:
-            run = await tables.read(self.runtime.store, session_id)
-            if run is None:
+        # Platforms that can tell when a run ends (the local one, by a pidfd) wake the loop at once,
+        # so its polls only back off; the others are polled at their own interval.
+        watch = getattr(platform, "exited", None)
+        exited: asyncio.Future[None] | None = watch(spec, handle) if watch is not None else None
+        backoff = platform.poll_interval(spec)
+        try:
+            while True:
+                found, cancel_reason = await tables.cancel_reason(self.runtime.store, session_id)
+                if not found:
+                    return
+                status: RunStatus | None = None
+                if not cancel_reason:
+                    try:
+                        status = await platform.poll(spec, handle)
+                    except PlatformError as exc:
+                        if not exc.transient:
+                            status = RunStatus(state=RunState.FAILED, message=exc.message)
+                now = datetime.now(UTC)
+                ending = domain.judge(status, cancel_reason, spec.slot_end, now)
+                if ending is not None:
+                    await self._end(session_id, platform, spec, handle, ending, status)
+                    return
+                watched = exited is not None and not exited.done()
+                delay = platform.poll_interval(spec)
+                if watched:
+                    backoff = min(backoff * 2, max(delay, _WATCHED_POLL_MAX_S))
+                    delay = backoff
+                # Never sleep past the end of the booked slot: the run is stopped right then.
+                delay = min(delay, max(0.0, (spec.slot_end - now).total_seconds()) + 0.01)
+                await _pause(wake, exited if watched else None, delay)
+        finally:
+            if exited is not None:
+                exited.cancel()
+
+    async def _end(
+        self,
+        session_id: str,
+        platform: Platform,
+        spec: LaunchSpec,
+        handle: str,
+        ending: domain.Ending,
+        status: RunStatus | None,
+    ) -> None:
+        """Stop the run if needed, release it, and record RELEASING and the end.
+
+        A release that is over within `_QUIET_RELEASE_S` (the local platform's, for a run that has
+        ended) is recorded with the end in one transaction; a longer one shows as RELEASING meanwhile.
+        Either way each phase is published once, in order. A crash before the last commit repeats
+        the release, which is idempotent.
+        """
+        if ending.needs_stop:
+            await self._best_effort("cancel", session_id, lambda: platform.cancel(spec, handle))
+        final = Step(
+            ending.phase,
+            ending.message,
+            outputs=status.outputs if status else {},
+            connectors=status.connectors if status else [],
+        )
+        release = asyncio.ensure_future(
+            self._best_effort("release", session_id, lambda: platform.release(spec, handle))
+        )
+        try:
+            done, _ = await asyncio.wait({release}, timeout=_QUIET_RELEASE_S)
+            if done:
+                release.result()
+                await self._record(session_id, Step(Phase.RELEASING), final)
                 return
-            status: RunStatus | None = None
-            if not run.cancel_reason:
-                try:
-                    status = await platform.poll(spec, handle)
-                except PlatformError as exc:
-                    if not exc.transient:
-                        status = RunStatus(state=RunState.FAILED, message=exc.message)
-            ending = domain.judge(status, run.cancel_reason, spec.slot_end, datetime.now(UTC))
-            if ending is not None:
-                if ending.needs_stop:
-                    await self._best_effort("cancel", session_id, lambda: platform.cancel(spec, handle))
-                await self._advance(session_id, Phase.RELEASING)
-                await self._best_effort("release", session_id, lambda: platform.release(spec, handle))
-                outputs = status.outputs if status else {}
-                await self._finish(
-                    session_id,
-                    ending.phase,
-                    ending.message,
-                    outputs=outputs,
-                    connectors=status.connectors if status else [],
-                )
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=platform.poll_interval(spec))
-            wake.clear()
+            await self._record(session_id, Step(Phase.RELEASING))
+            await release
+            await self._record(session_id, final)
+        finally:
+            release.cancel()
 
     async def _best_effort(self, what: str, session_id: str, call: Callable[[], Awaitable[None]]) -> None:
         """Stopping and releasing are retried; if the platform still refuses, the session still ends."""
@@ -195,62 +254,85 @@ class Drivers:
                 await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
         raise AssertionError("unreachable")
 
-    async def _advance(
-        self,
-        session_id: str,
-        phase: Phase,
-        *,
-        handle: str | None = None,
-        measured: PreparationMeasured | None = None,
-        pool: str | None = None,
-    ) -> None:
+    async def _finish(self, session_id: str, phase: Phase, message: str | None) -> None:
+        await self._record(session_id, Step(phase, message))
+
+    async def _record(self, session_id: str, *steps: Step) -> None:
+        """Apply phase changes in one transaction, each one checked by the lifecycle's transition
+        table and published as its own event, in order; a change already made is skipped."""
+
         async def work(tx: Transaction) -> None:
             run = await tables.get(tx, session_id)
-            if run is None or not transition(run.phase, phase):
+            if run is None:
                 return
-            await tables.set_phase(tx, session_id, phase, handle)
-            await publish_phase(tx, session_id, phase, run.trace)
-            if measured is not None and pool:
-                # The scheduler learns real preparation times from these, per source and pool.
-                await tx.publish(
-                    subjects.scheduler_command(pool, "measured"),
-                    measured.to_bytes(),
-                    f"measured:{session_id}",
-                    trace_headers=run.trace or None,
+            phase = run.phase
+            for step in steps:
+                if not transition(phase, step.phase):
+                    continue
+                phase = step.phase
+                await tables.set_phase(tx, session_id, step.phase, step.handle)
+                await publish_phase(
+                    tx,
+                    session_id,
+                    step.phase,
+                    run.trace,
+                    step.messages(tx.now),
+                    dict(step.outputs),
+                    list(step.connectors),
                 )
-
-        await self.runtime.unit_of_work(work)
-
-    async def _finish(
-        self,
-        session_id: str,
-        phase: Phase,
-        message: str | None,
-        *,
-        outputs: Mapping[str, str] | None = None,
-        connectors: list[dict[str, str]] | None = None,
-    ) -> None:
-        async def work(tx: Transaction) -> None:
-            run = await tables.get(tx, session_id)
-            if run is None or not transition(run.phase, phase):
-                return
-            messages: list[MessageItem] = []
-            if message:
-                level = MessageItem.info if phase is Phase.COMPLETED else MessageItem.error
-                messages.append(level("urn:session-ended", "${reason}", time=tx.now, reason=message))
-            for name, location in (outputs or {}).items():
-                messages.append(
-                    MessageItem.info(
-                        "urn:session-output",
-                        "Output ${name}: ${location}",
-                        time=tx.now,
-                        name=name,
-                        location=location,
+                if step.measured is not None and step.pool:
+                    # The scheduler learns real preparation times from these, per source and pool.
+                    await tx.publish(
+                        subjects.scheduler_command(step.pool, "measured"),
+                        step.measured.to_bytes(),
+                        f"measured:{session_id}",
+                        trace_headers=run.trace or None,
                     )
-                )
-            await tables.set_phase(tx, session_id, phase)
-            await publish_phase(
-                tx, session_id, phase, run.trace, messages, dict(outputs or {}), connectors or []
-            )
 
         await self.runtime.unit_of_work(work)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One phase change of a run, with what its event carries."""
+
+    phase: Phase
+    message: str | None = None
+    handle: str | None = None
+    measured: PreparationMeasured | None = None
+    pool: str | None = None
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    connectors: list[dict[str, str]] = field(default_factory=list)
+
+    def messages(self, now: datetime) -> list[MessageItem]:
+        if self.phase not in TERMINAL:
+            return []
+        items: list[MessageItem] = []
+        if self.message:
+            level = MessageItem.info if self.phase is Phase.COMPLETED else MessageItem.error
+            items.append(level("urn:session-ended", "${reason}", time=now, reason=self.message))
+        for name, location in self.outputs.items():
+            items.append(
+                MessageItem.info(
+                    "urn:session-output",
+                    "Output ${name}: ${location}",
+                    time=now,
+                    name=name,
+                    location=location,
+                )
+            )
+        return items
+
+
+async def _pause(wake: asyncio.Event, exited: asyncio.Future[None] | None, timeout: float) -> None:
+    """Until a wake (a cancel), the run's exit, or the timeout, whichever comes first."""
+    if not wake.is_set():
+        woken = asyncio.ensure_future(wake.wait())
+        waiters: set[asyncio.Future[Any]] = {woken}
+        if exited is not None:
+            waiters.add(exited)
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+    wake.clear()

@@ -30,8 +30,8 @@ class LauncherHandlers:
             trace=current_trace_headers(),
         )
         await tables.insert(tx, run)
-        # The driver's first step waits for this transaction's lock, so it sees the committed row.
-        self.drivers.ensure(command.session_id)
+        # Only once committed: the driver reads the row, and a rolled-back launch must start nothing.
+        tx.after_commit(lambda: self.drivers.ensure(command.session_id))
 
     async def stop(self, tx: Transaction, msg: Incoming) -> None:
         command = StopSession.model_validate_json(msg.body)
@@ -54,5 +54,9 @@ class LauncherHandlers:
             )
             return
         await tables.request_cancel(tx, command.session_id, command.reason)
-        self.drivers.wake(command.session_id)
-        self.drivers.ensure(command.session_id)
+        # Once committed, so that the woken driver reads the cancel reason.
+        tx.after_commit(lambda: self._wake(command.session_id))
+
+    def _wake(self, session_id: str) -> None:
+        self.drivers.wake(session_id)
+        self.drivers.ensure(session_id)

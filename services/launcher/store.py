@@ -78,6 +78,13 @@ async def read(store: Store, session_id: str) -> Run | None:
     return _run(rows[0]) if rows else None
 
 
+async def cancel_reason(store: Store, session_id: str) -> tuple[bool, str | None]:
+    """Whether the run exists, and why it should be cancelled (None: it should not): what the
+    monitor reads on every poll, without decoding the whole row."""
+    rows = await store.read("SELECT cancel_reason FROM runs WHERE session_id = ?", (session_id,))
+    return (True, rows[0][0]) if rows else (False, None)
+
+
 async def active(store: Store) -> list[str]:
     rows = await store.read(
         "SELECT session_id FROM runs WHERE phase NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"

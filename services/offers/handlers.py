@@ -26,9 +26,8 @@ from shared.models import (
     DocumentError,
     ExecutionRequest,
     MessageItem,
-    dump_json,
+    dump_text,
     load_document,
-    to_jsonable,
 )
 
 
@@ -56,7 +55,7 @@ class OffersHandlers:
                     request_id,
                     owner,
                     domain.offerset_id_for(request_id),
-                    json.dumps(to_jsonable(decision.request)),
+                    dump_text(decision.request),
                     decision.quote.expires_at.isoformat(),
                     json.dumps(list(decision.pools)),
                     json.dumps(trace),
@@ -82,10 +81,11 @@ class OffersHandlers:
         trace: dict[str, str],
         pools: dict[str, str] | None = None,
     ) -> None:
-        await tables.save_offerset(tx, request_id, owner, offerset, trace, pools)
+        document = dump_text(offerset)  # serialised once: stored and sent as the same text
+        await tables.save_offerset(tx, request_id, owner, offerset, trace, pools, document)
         await tx.execute("UPDATE requests SET state = 'ANSWERED' WHERE request_id = ?", (request_id,))
         await tx.publish(
-            subjects.offerset(request_id), dump_json(offerset), f"offerset:{request_id}", trace_headers=trace
+            subjects.offerset(request_id), document.encode(), f"offerset:{request_id}", trace_headers=trace
         )
 
     async def request_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
@@ -108,19 +108,24 @@ class OffersHandlers:
             (quoted.request_id,),
         )
         if row is None or row[1] != "QUOTING":
-            return
-        await tx.execute(
-            "INSERT OR IGNORE INTO quotes(request_id, pool, answer) VALUES (?, ?, ?)",
-            (quoted.request_id, quoted.pool, quoted.model_dump_json()),
-        )
+            return  # answered already: a repeated answer changes nothing
         expected = set(json.loads(row[5]) or [quoted.pool])
-        answers = [
-            SlotsQuoted.model_validate_json(r[0])
-            for r in await tx.fetchall("SELECT answer FROM quotes WHERE request_id = ?", (quoted.request_id,))
-        ]
-        if {a.pool for a in answers} < expected:
-            return
-        request = ExecutionRequest.model_validate(json.loads(row[2]))
+        if expected == {quoted.pool}:
+            answers = [quoted]  # the only pool asked: nothing to collect
+        else:
+            await tx.execute(
+                "INSERT OR IGNORE INTO quotes(request_id, pool, answer) VALUES (?, ?, ?)",
+                (quoted.request_id, quoted.pool, quoted.model_dump_json()),
+            )
+            answers = [
+                SlotsQuoted.model_validate_json(r[0])
+                for r in await tx.fetchall(
+                    "SELECT answer FROM quotes WHERE request_id = ?", (quoted.request_id,)
+                )
+            ]
+            if {a.pool for a in answers} < expected:
+                return
+        request = ExecutionRequest.model_validate_json(row[2])
         holds = [hold for answer in answers for hold in answer.holds]
         reasons = [(answer.pool, reason) for answer in answers for reason in answer.reasons]
         offerset = domain.build_offerset(

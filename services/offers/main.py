@@ -12,11 +12,14 @@ from shared import subjects
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
 from shared.bus.streams import ConsumerSpec
+from shared.lifecycle import Phase
 from shared.pools import load_pools
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
 
 SERVICE = "offers"
+#: Phases only the offers service decides (OFFERED is carried by the offer set, never as an event).
+OWN_PHASES = frozenset({Phase.OFFERED, Phase.ACCEPTED, Phase.REJECTED, Phase.EXPIRED})
 
 
 def build(settings: Settings, http: HttpSettings | None = None) -> ServiceRuntime:
@@ -41,7 +44,7 @@ def build(settings: Settings, http: HttpSettings | None = None) -> ServiceRuntim
     )
     handlers = OffersHandlers(policy)
 
-    def spec(durable: str, stream: str, filter_subject: str) -> ConsumerSpec:
+    def spec(durable: str, stream: str, filter_subject: str | tuple[str, ...]) -> ConsumerSpec:
         return ConsumerSpec(stream, durable, filter_subject, settings.ack_wait_s, settings.max_deliver)
 
     runtime.consume(
@@ -57,9 +60,13 @@ def build(settings: Settings, http: HttpSettings | None = None) -> ServiceRuntim
         handlers.update_session,
         handlers.update_dead,
     )
-    runtime.consume(
-        spec("offers-events", subjects.EVENTS_STREAM, "eb.sessions.*.events.*"), handlers.session_event
+    # The read model follows the phases the scheduler and the launcher report. The ones offers
+    # decides itself (accept, reject, expiry) are already in its tables when it publishes them, so
+    # the server is asked not to deliver them back.
+    reported = tuple(
+        subjects.session_event("*", phase.value) for phase in Phase if phase not in OWN_PHASES
     )
+    runtime.consume(spec("offers-events", subjects.EVENTS_STREAM, reported), handlers.session_event)
     runtime.every(1.0, handlers.expire_offers, "offers-expiry")
     return runtime
 

@@ -15,7 +15,7 @@ import aiosqlite
 from services.offers.domain import SessionView
 from shared.bus.store import Transaction
 from shared.lifecycle import Phase
-from shared.models import OfferSetResponse, to_jsonable
+from shared.models import OfferSetResponse, dump_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -81,16 +81,18 @@ async def save_offerset(
     offerset: OfferSetResponse,
     trace: dict[str, str],
     pools: dict[str, str] | None = None,
+    document: str | None = None,
 ) -> None:
-    """``pools`` maps each offered session id to the pool that holds it."""
-    document = to_jsonable(offerset)
+    """``pools`` maps each offered session id to the pool that holds it; ``document`` is the offer
+    set already serialised, if the caller has it."""
     meta = offerset.meta
     assert meta is not None and meta.uuid is not None
     await tx.execute(
         "INSERT OR REPLACE INTO offersets(offerset_id, request_id, owner, result, document, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        (meta.uuid, request_id, owner, offerset.result, json.dumps(document), tx.now.isoformat()),
+        (meta.uuid, request_id, owner, offerset.result, document or dump_text(offerset), tx.now.isoformat()),
     )
+    trace_text = json.dumps(trace)
     for offer in offerset.offers or []:
         assert offer.meta is not None and offer.meta.uuid is not None
         await tx.execute(
@@ -103,8 +105,8 @@ async def save_offerset(
                 owner,
                 Phase.OFFERED.value,
                 offer.expires.isoformat() if offer.expires else None,
-                json.dumps(to_jsonable(offer)),
-                json.dumps(trace),
+                dump_text(offer),
+                trace_text,
                 tx.now.isoformat(),
             ),
         )

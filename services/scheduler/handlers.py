@@ -54,7 +54,8 @@ class SchedulerHandlers:
         self.platform = pool.platform
         self.capacity = Capacity(pool.cores, pool.memory_gib, pool.storage_gib)
         # The in-memory index of every pool's active reservations, shared by the pools' handlers so
-        # any of them can free a session's capacity; it mirrors the table and changes only on commit.
+        # any of them can free a session's capacity. It mirrors the table message by message (a batch's
+        # later messages must see its earlier holds) and a rolled-back message's changes are undone.
         self.ledgers = ledgers if ledgers is not None else {}
         self.ledger = self.ledgers.setdefault(pool.name, Ledger())
         self.grid = timedelta(seconds=pool.grid_s)
@@ -72,12 +73,22 @@ class SchedulerHandlers:
         self.ledgers[self.pool] = self.ledger
 
     async def _free(self, tx: Transaction, session_id: str, state: str, only_from: tuple[str, ...]) -> bool:
-        """Move a reservation to a state that takes no capacity; the ledger follows on commit."""
+        """Move a reservation to a state that takes no capacity, in the table and the ledger."""
         changed = await tables.set_state(tx, session_id, state, only_from=only_from)
         if changed:
+            # At once, like holds, so the ledger follows the batch's messages in order.
             for ledger in self.ledgers.values():
-                tx.after_commit(lambda ledger=ledger: ledger.discard(session_id))  # type: ignore[misc]
+                freed = ledger.discard(session_id)
+                if freed is not None:
+                    tx.on_rollback(lambda ledger=ledger, freed=freed: ledger.add(freed))  # type: ignore[misc]
         return changed
+
+    def _hold_now(self, tx: Transaction, reservation: Reservation) -> None:
+        """Take capacity in the ledger at once, not at commit: the next message of the same batch
+        must plan around it. Undone if this message's part of the batch rolls back."""
+        self.ledger.add(reservation)
+        ledger = self.ledger
+        tx.on_rollback(lambda: ledger.discard(reservation.id))
 
     async def _learned(self, tx: Transaction) -> LearnedEstimates:
         if self.learned is None:
@@ -162,7 +173,7 @@ class SchedulerHandlers:
                 quote.expires_at,
                 sources,
             )
-            tx.after_commit(lambda reservation=reservation: self.ledger.add(reservation))  # type: ignore[misc]
+            self._hold_now(tx, reservation)
             holds.append(
                 Hold(
                     session_id=session_id,
@@ -241,7 +252,7 @@ class SchedulerHandlers:
                     ],
                 )
                 return
-            tx.after_commit(lambda: self.ledger.add(row.reservation()))
+            self._hold_now(tx, row.reservation())
         launch_at = max(tx.now, row.start - timedelta(seconds=row.prepare_s))
         launch = LaunchSession(
             session_id=row.session_id,
@@ -333,7 +344,9 @@ class SchedulerHandlers:
 
     async def tick(self, tx: Transaction) -> None:
         for session_id in await tables.release_expired_holds(tx, self.pool, self.hold_grace_s):
-            tx.after_commit(lambda session_id=session_id: self.ledger.discard(session_id))  # type: ignore[misc]
+            freed = self.ledger.discard(session_id)
+            if freed is not None:
+                tx.on_rollback(lambda freed=freed: self.ledger.add(freed))  # type: ignore[misc]
         for row in await tables.due_launches(tx, self.pool):
             if row.launch is not None:
                 await self._launch(tx, row.session_id, LaunchSession.model_validate(row.launch), row.trace)

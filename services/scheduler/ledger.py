@@ -33,11 +33,14 @@ Times must be timezone-aware (they are compared as microseconds since the Unix e
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import compress
 from operator import itemgetter
+
+import numpy as np
+import numpy.typing as npt
 
 from services.scheduler.domain import (
     Capacity,
@@ -45,8 +48,9 @@ from services.scheduler.domain import (
     Reservation,
     SlotRequest,
     Span,
-    plan_spans,
-    plan_window,
+    plan_on_usage,
+    plan_window_micros,
+    usage_steps,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -79,6 +83,82 @@ class _Class:
     spans: list[Span] = field(default_factory=list)
 
 
+class UsageProfile:
+    """A pool's usage as a step function, changed in place as reservations come and go.
+
+    `at` holds the distinct instants where usage changes, sorted; row i of `used` (cores, memory,
+    storage) holds from `at[i]` to `at[i + 1]`; nothing is used before `at[0]` or from the last
+    instant on. Adding or removing a reservation touches only the steps inside it (plus an insert
+    of up to two instants, a memmove), so the planner reads the usage of its window as two array
+    slices instead of sorting every overlapping reservation for every request: with thousands of
+    holds in the window that sort was most of the scheduler's time per request.
+    """
+
+    def __init__(self) -> None:
+        self.at: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        self.used: npt.NDArray[np.int64] = np.empty((0, 3), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    @classmethod
+    def of(cls, spans: Sequence[Span]) -> UsageProfile:
+        """Built in one sweep (O(n log n)), where n single changes would cost O(n) each."""
+        profile = cls()
+        at, used = usage_steps(spans)
+        if len(at):
+            # One row per instant, the last (all the instant's events applied), and only where the
+            # usage changes.
+            last_of_instant = np.concatenate((at[1:] != at[:-1], [True]))
+            at, used = at[last_of_instant], used[last_of_instant]
+            previous = np.vstack((np.zeros((1, 3), dtype=np.int64), used[:-1]))
+            changes = np.any(used != previous, axis=1)
+            profile.at, profile.used = at[changes].copy(), used[changes].copy()
+        return profile
+
+    def _instant(self, t: int) -> int:
+        """The index of instant `t`, inserted (with the usage in force there) if it is new."""
+        i = int(np.searchsorted(self.at, t))
+        if i < len(self.at) and self.at[i] == t:
+            return i
+        in_force = self.used[i - 1] if i else np.zeros(3, dtype=np.int64)
+        self.at = np.insert(self.at, i, t)
+        self.used = np.insert(self.used, i, in_force, axis=0)
+        return i
+
+    def _drop_if_redundant(self, t: int) -> None:
+        """Forget instant `t` if usage no longer changes there, so the steps stay as few as the
+        live reservations need."""
+        i = int(np.searchsorted(self.at, t))
+        if i == len(self.at) or self.at[i] != t:
+            return
+        before = self.used[i - 1] if i else np.zeros(3, dtype=np.int64)
+        if np.array_equal(self.used[i], before):
+            self.at = np.delete(self.at, i)
+            self.used = np.delete(self.used, i, axis=0)
+
+    def change(self, span: Span, sign: int) -> None:
+        """Add (sign 1) or take away (sign -1) one reservation's use over [start, end)."""
+        start, end, cores, memory, storage = span
+        if end <= start:
+            return
+        i = self._instant(start)
+        j = self._instant(end)
+        self.used[i:j] += np.array([cores, memory, storage], dtype=np.int64) * sign
+        if sign < 0:
+            self._drop_if_redundant(end)
+            self._drop_if_redundant(start)
+
+    def window(self, start: int, end: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The steps that hold some time of [start, end), the first clipped to begin at `start`."""
+        lo = max(int(np.searchsorted(self.at, start, side="right")) - 1, 0)
+        hi = int(np.searchsorted(self.at, end, side="left"))
+        at, used = self.at[lo:hi].copy(), self.used[lo:hi]
+        if len(at) and at[0] < start:
+            at[0] = start
+        return at, used
+
+
 class Ledger:
     """The active reservations of one pool, indexed for "which overlap [start, end)?"."""
 
@@ -87,7 +167,8 @@ class Ledger:
         self._classes: dict[int, _Class] = {}
         self._empty: set[str] = set()  # ids of zero-length reservations: they overlap nothing
         for r in reservations:
-            self.add(r)
+            self._index(r)
+        self.profile = UsageProfile.of([sp for cls in self._classes.values() for sp in cls.spans])
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -104,13 +185,18 @@ class Ledger:
 
     def add(self, reservation: Reservation) -> None:
         """Index `reservation`; its id must not be in the ledger yet (replace = remove + add)."""
+        span = self._index(reservation)
+        if span is not None:
+            self.profile.change(span, 1)
+
+    def _index(self, reservation: Reservation) -> Span | None:
         if reservation.id in self._by_id:
             raise ValueError(f"reservation {reservation.id!r} is already in the ledger")
         start, end = _micros(reservation.start), _micros(reservation.end)
         self._by_id[reservation.id] = reservation
         if end <= start:
             self._empty.add(reservation.id)
-            return
+            return None
         index = _length_class(end - start)
         cls = self._classes.get(index)
         if cls is None:
@@ -122,7 +208,9 @@ class Ledger:
         cls.ends.insert(i, end)
         cls.items.insert(i, reservation)
         r = reservation
-        cls.spans.insert(i, (start, end, r.cores, r.memory_gib, r.storage_gib))
+        span = (start, end, r.cores, r.memory_gib, r.storage_gib)
+        cls.spans.insert(i, span)
+        return span
 
     def remove(self, reservation_id: str) -> Reservation:
         """Drop a reservation and return it; KeyError if it is not in the ledger."""
@@ -134,6 +222,7 @@ class Ledger:
         index = _length_class(end - start)
         cls = self._classes[index]
         i = bisect_left(cls.keys, (start, reservation_id))
+        self.profile.change(cls.spans[i], -1)
         del cls.keys[i], cls.starts[i], cls.ends[i], cls.items[i], cls.spans[i]
         if not cls.keys:
             del self._classes[index]
@@ -188,8 +277,10 @@ class Ledger:
         *,
         grid: timedelta = timedelta(seconds=60),
     ) -> PlanResult:
-        """`domain.plan` against the reservations of this ledger, reading only those that matter."""
-        window_start, window_end = plan_window(request, grid=grid)
-        return plan_spans(
-            pool_name, capacity, self.overlapping_spans(window_start, window_end), request, grid=grid
-        )
+        """`domain.plan` against the reservations of this ledger, on its usage profile: the same
+        result as `domain.plan_spans` over every reservation, in time that barely grows with them."""
+        window = plan_window_micros(pool_name, capacity, request, grid)
+        if isinstance(window, PlanResult):
+            return window
+        at, used = self.profile.window(*window)
+        return plan_on_usage(pool_name, capacity, at, used, request, grid=grid)

@@ -19,6 +19,7 @@ from shared import subjects
 from shared.bus.runtime import Handler, Incoming, ServiceRuntime
 from shared.bus.store import Store, Transaction
 from shared.bus.streams import ConsumerSpec
+from shared.lifecycle import TERMINAL
 from shared.pools import PoolsConfig, load_pools
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
@@ -40,7 +41,7 @@ def build(settings: Settings) -> tuple[ServiceRuntime, PoolsConfig, dict[str, Sc
     for handlers in pools.values():
         runtime.before_consuming(handlers.load)
 
-    def spec(durable: str, stream: str, filter_subject: str) -> ConsumerSpec:
+    def spec(durable: str, stream: str, filter_subject: str | tuple[str, ...]) -> ConsumerSpec:
         return ConsumerSpec(stream, durable, filter_subject, settings.ack_wait_s, settings.max_deliver)
 
     for name, handlers in pools.items():
@@ -63,11 +64,12 @@ def build(settings: Settings) -> tuple[ServiceRuntime, PoolsConfig, dict[str, Sc
         )
         runtime.every(0.2, handlers.tick, f"scheduler-{name}-timers")
 
-    # Session ids are unique across pools, so any pool's handler can end any booking.
+    # Session ids are unique across pools, so any pool's handler can end any booking. Only the
+    # terminal phases free capacity, so only they are delivered: a session has seven phase events and
+    # receiving the other five cost the scheduler as much as a quote each.
     first = next(iter(pools.values()))
-    runtime.consume(
-        spec("scheduler-events", subjects.EVENTS_STREAM, "eb.sessions.*.events.*"), first.session_event
-    )
+    terminal = tuple(sorted(subjects.session_event("*", phase.value) for phase in TERMINAL))
+    runtime.consume(spec("scheduler-events", subjects.EVENTS_STREAM, terminal), first.session_event)
     return runtime, config, pools
 
 

@@ -1,32 +1,40 @@
 """The imperative shell every service shares: connect, declare, consume exactly once, relay the outbox.
 
 A handler is ``async def handle(tx, incoming)``: it reads the message, changes the service's tables
-and queues outgoing messages with ``tx.publish``, all inside one SQLite transaction that also records
-the message id in the inbox. Only after the commit are the queued messages published (with their
-deterministic ``Nats-Msg-Id``) and the incoming message double-acked (``ack_sync``). A crash at any
-point leaves either nothing done (redelivery redoes it) or the inbox row (redelivery is acked and
-skipped) plus outbox rows that the relay resends; the stream's duplicate window drops the copies.
+and queues outgoing messages with ``tx.publish``. Only after the commit are the queued messages
+published (with their deterministic ``Nats-Msg-Id``) and the incoming messages double-acked
+(``ack_sync``). A crash at any point leaves either nothing done (redelivery redoes it) or the inbox
+row (redelivery is acked and skipped) plus outbox rows that the relay resends; the stream's
+duplicate window drops the copies.
+
+Consumption is batched, because per-message overhead, not the work itself, was what limited a
+service (see docs/performance.md): each durable has one fetch loop that pulls up to ``batch_size``
+messages, applies them one after another in stream order inside ONE SQLite transaction, each under
+its own savepoint (a failing message undoes only its own effects), then publishes everything the
+batch queued concurrently and double-acks the batch concurrently. Order within a durable is the
+stream's order, as with one message at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
-from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from shared import subjects
+from shared.bus.pulling import BatchPuller
 from shared.bus.store import OutboxRow, Store, Transaction
 from shared.bus.streams import ConsumerSpec, ensure_consumer, ensure_streams
 from shared.messages import DeadLetter
@@ -34,6 +42,10 @@ from shared.messages import DeadLetter
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Big enough to amortise a transaction and a round of acks over many messages, small enough that a
+# batch is applied in a few milliseconds and stays far below any consumer's max_ack_pending.
+DEFAULT_BATCH_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -54,13 +66,35 @@ DeadHandler = Callable[[Transaction, Incoming, str], Awaitable[None]]
 Ticker = Callable[[Transaction], Awaitable[None]]
 
 
-async def _raw_body(msg: NatsMessage) -> bytes:
-    return bytes(msg.body or b"")
+@dataclass(frozen=True)
+class Subscription:
+    spec: ConsumerSpec
+    handler: Handler
+    on_dead: DeadHandler | None
+
+
+@dataclass(frozen=True)
+class Failure:
+    msg: Msg
+    incoming: Incoming
+    reason: str
 
 
 def retry_delay(deliveries: int) -> float:
     """Back off 1, 2, 4 … seconds, capped, so a struggling peer is not hammered."""
     return float(min(30, 2 ** max(0, deliveries - 1)))
+
+
+def incoming_of(msg: Msg) -> Incoming:
+    metadata = msg.metadata
+    headers = {str(k): str(v) for k, v in (msg.headers or {}).items()}
+    return Incoming(
+        subject=msg.subject,
+        body=bytes(msg.data or b""),
+        headers=headers,
+        msg_id=headers.get("Nats-Msg-Id") or f"{metadata.stream}:{metadata.sequence.stream}",
+        deliveries=metadata.num_delivered or 1,
+    )
 
 
 class ServiceRuntime:
@@ -72,13 +106,16 @@ class ServiceRuntime:
         tracer_provider: TracerProvider,
         *,
         max_deliver: int = 5,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         self.service = service
         self.store = store
         self.max_deliver = max_deliver
+        self.batch_size = batch_size
+        # faststream owns the connection (reconnects, graceful stop); the hot path below talks to
+        # nats-py directly and does its own W3C trace propagation, one span per message.
         self.broker = NatsBroker(
             nats_url,
-            middlewares=(NatsTelemetryMiddleware(tracer_provider=tracer_provider),),
             logger=logging.getLogger(f"eb.{service}.faststream"),
             log_level=logging.DEBUG,
             max_reconnect_attempts=-1,
@@ -86,31 +123,22 @@ class ServiceRuntime:
             graceful_timeout=10.0,
             name=f"eb-{service}",
         )
-        self._consumers: list[ConsumerSpec] = []
+        self.tracer: Tracer = tracer_provider.get_tracer("execution-broker.bus")
+        self._subscriptions: list[Subscription] = []
         self._tickers: list[tuple[float, Ticker, str]] = []
         self._preparations: list[Callable[[Store], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._pullers: list[BatchPuller] = []
+        self._jetstream: JetStreamContext | None = None
+        # Committed batches whose publishes and acks are still in flight, at most this many at once.
+        self._completions = asyncio.Semaphore(8)
+        self._completing: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
 
     # -- wiring (before start) -------------------------------------------------------------------
 
     def consume(self, spec: ConsumerSpec, handler: Handler, on_dead: DeadHandler | None = None) -> None:
-        self._consumers.append(spec)
-        stream = JStream(spec.stream, declare=False)
-
-        @self.broker.subscriber(
-            spec.filter_subject,
-            stream=stream,
-            durable=spec.durable,
-            pull_sub=PullSub(batch_size=1, timeout=1.0),
-            ack_policy=AckPolicy.MANUAL,
-            config=spec.config(),
-            # Handlers get the raw bytes: decoding is theirs, so any input gets a specific answer
-            # (faststream's own JSON decoding would crash on, say, 10,000 nested brackets).
-            decoder=_raw_body,
-        )
-        async def _consume(msg: NatsMessage) -> None:
-            await self._process(msg, handler, on_dead, spec.ack_wait_s)
+        self._subscriptions.append(Subscription(spec, handler, on_dead))
 
     def before_consuming(self, prepare: Callable[[Store], Awaitable[None]]) -> None:
         """Run ``prepare`` after the store opens and before any message is consumed."""
@@ -126,11 +154,19 @@ class ServiceRuntime:
         for prepare in self._preparations:
             await prepare(self.store)
         await self.broker.connect()
+        await self.broker.start()
         js = self.jetstream
         await ensure_streams(js)
-        for spec in self._consumers:
+        for subscription in self._subscriptions:
+            spec = subscription.spec
             await ensure_consumer(js, spec)
-        await self.broker.start()
+            # One fetch loop per durable: two pull requests waiting on one durable can stall.
+            puller = BatchPuller(self.broker.connection, spec.stream, spec.durable, self.batch_size)
+            await puller.start()
+            self._pullers.append(puller)
+            self._tasks.append(
+                asyncio.create_task(self._fetch_loop(subscription, puller), name=f"{spec.durable}-fetch")
+            )
         # A core (not JetStream) health subject: answers only while this process is up and consuming.
         await self.broker.connection.subscribe(subjects.health(self.service), cb=self._health)
         self._tasks.append(asyncio.create_task(self._relay_loop(), name=f"{self.service}-relay"))
@@ -142,13 +178,24 @@ class ServiceRuntime:
 
     @property
     def jetstream(self) -> JetStreamContext:
-        return self.broker.connection.jetstream()
+        # One context for the connection's life: building one per publish showed in the profile.
+        if self._jetstream is None:
+            self._jetstream = self.broker.connection.jetstream()
+        return self._jetstream
 
     async def stop(self) -> None:
         self._stopping.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Let committed batches finish sending and acking; anything cut short is redelivered (and
+        # skipped by the inbox) or resent by the relay after the restart.
+        if self._completing:
+            await asyncio.wait(self._completing, timeout=5.0)
+        # Unsubscribed first: draining the connection would otherwise wait out its timeout on them.
+        for puller in self._pullers:
+            with contextlib.suppress(Exception):
+                await puller.stop()
         await self.broker.stop()
         await self.store.close()
 
@@ -158,92 +205,171 @@ class ServiceRuntime:
         """Run ``work`` in one transaction, then send what it queued."""
         async with self.store.transaction(datetime.now(UTC)) as tx:
             result = await work(tx)
-        await self.flush(tx.outbox_ids)
+        await self._send(tx.outbox)
         return result
 
     async def flush(self, ids: Sequence[int]) -> None:
-        if not ids:
-            return
-        rows = await self.store.unsent(ids)
-        await self._send(rows)
+        """Send the given outbox rows if they are still unsent (after a crash, say)."""
+        if ids:
+            await self._send(await self.store.unsent(ids))
 
     async def _send(self, rows: Sequence[OutboxRow]) -> None:
-        sent: list[int] = []
-        try:
-            for row in rows:
-                await self._publish(row)
-                sent.append(row.id)
-        except Exception as exc:  # the relay resends whatever is left
-            log.warning("%s: outbox publish failed, will retry: %s", self.service, exc)
-        finally:
-            await self.store.mark_sent(sent, datetime.now(UTC))
+        await self._confirm(rows, self._start_publishing(rows))
+
+    def _start_publishing(self, rows: Sequence[OutboxRow]) -> list[asyncio.Task[None]]:
+        """One task per row, created in order: each writes its message to the socket in its first
+        step, and tasks first run in the order they were created, so messages leave in commit order."""
+        return [asyncio.create_task(self._publish(row)) for row in rows]
+
+    async def _confirm(self, rows: Sequence[OutboxRow], publishing: Sequence[asyncio.Task[None]]) -> None:
+        """Wait for the stream's PubAcks, then mark what it confirmed; whatever failed stays unsent
+        for the relay."""
+        if not rows:
+            return
+        results = await asyncio.gather(*publishing, return_exceptions=True)
+        sent = [row.id for row, result in zip(rows, results, strict=True) if result is None]
+        failed = [result for result in results if isinstance(result, BaseException)]
+        if failed:
+            log.warning(
+                "%s: %d of %d outbox publishes failed, the relay will retry: %s",
+                self.service,
+                len(failed),
+                len(rows),
+                failed[0],
+            )
+        await self.store.mark_sent(sent, datetime.now(UTC))
 
     async def _publish(self, row: OutboxRow) -> None:
-        # Publish under the trace context captured when the row was written, so a resend after a
+        # The row's headers hold the trace context captured when it was written, so a resend after a
         # crash still joins the request's trace.
-        token = otel_context.attach(propagate.extract(row.headers))
-        try:
-            await self.broker.publish(
-                row.payload,
-                row.subject,
-                stream=subjects.stream_for(row.subject),
-                headers={"Nats-Msg-Id": row.msg_id},
-                timeout=5.0,
-            )
-        finally:
-            otel_context.detach(token)
+        await self.jetstream.publish(
+            row.subject,
+            row.payload,
+            timeout=5.0,
+            stream=subjects.stream_for(row.subject),
+            headers={**row.headers, "Nats-Msg-Id": row.msg_id},
+        )
 
     # -- consumption -----------------------------------------------------------------------------
 
-    async def _process(
-        self, msg: NatsMessage, handler: Handler, on_dead: DeadHandler | None, ack_wait_s: float
-    ) -> None:
-        raw = msg.raw_message
-        metadata = raw.metadata
-        headers = {str(k): str(v) for k, v in (msg.headers or {}).items()}
-        incoming = Incoming(
-            subject=raw.subject,
-            body=bytes(msg.body or b""),
-            headers=headers,
-            msg_id=headers.get("Nats-Msg-Id") or f"{metadata.stream}:{metadata.sequence.stream}",
-            deliveries=metadata.num_delivered or 1,
-        )
-        # A handler slower than ack_wait would be redelivered while still working: keep telling the
-        # server it is in progress.
-        heartbeat = asyncio.create_task(self._keep_alive(msg, ack_wait_s))
+    async def _fetch_loop(self, subscription: Subscription, puller: BatchPuller) -> None:
+        while not self._stopping.is_set():
+            try:
+                msgs = await puller.next_batch(wait=5.0)
+                if not msgs:
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # disconnected or the server is restarting: try again shortly
+                log.debug("%s: fetch on %s failed: %s", self.service, subscription.spec.durable, exc)
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                await self._process_batch(subscription, msgs)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # nothing was acked: every message comes back after ack_wait
+                log.exception("%s: batch on %s failed", self.service, subscription.spec.durable)
+
+    async def _process_batch(self, subscription: Subscription, msgs: list[Msg]) -> None:
+        incomings = [incoming_of(msg) for msg in msgs]
+        # A batch slower than ack_wait would be redelivered while still being applied: keep telling
+        # the server it is in progress.
+        heartbeat = asyncio.create_task(self._keep_alive(msgs, subscription.spec.ack_wait_s))
+        failures: list[Failure] = []
         try:
-            async with self.store.transaction(datetime.now(UTC)) as tx:
-                if not await tx.seen(incoming.msg_id):
-                    await handler(tx, incoming)
-                    await tx.remember(incoming.msg_id)
-        except TransientError as exc:
-            log.info("%s: transient failure on %s: %s", self.service, incoming.subject, exc)
-            await self._retry_or_bury(msg, incoming, str(exc), on_dead)
-            return
-        except Exception as exc:
-            log.exception("%s: handler failed on %s", self.service, incoming.subject)
-            await self._retry_or_bury(msg, incoming, f"{type(exc).__name__}: {exc}", on_dead)
-            return
+            try:
+                async with self.store.transaction(datetime.now(UTC)) as tx:
+                    done = tx.seen_among([incoming.msg_id for incoming in incomings])
+                    for msg, incoming in zip(msgs, incomings, strict=True):
+                        if incoming.msg_id in done:
+                            continue  # applied before (or earlier in this batch): only ack it
+                        reason = await self._apply(tx, subscription.handler, incoming)
+                        if reason is None:
+                            done.add(incoming.msg_id)
+                        else:
+                            failures.append(Failure(msg, incoming, reason))
+            except Exception:
+                log.exception("%s: could not commit a batch of %d", self.service, len(msgs))
+                await asyncio.gather(*(self._nak(msg, 1.0) for msg in msgs))
+                return
         finally:
             heartbeat.cancel()
-        await self.flush(tx.outbox_ids)
-        await self._ack(msg)
+        # Committed: what is left is round trips. They run in the background so this loop can fetch
+        # and apply the next batch meanwhile (bounded, so a slow server applies back-pressure).
+        await self._completions.acquire()
+        publishing = self._start_publishing(tx.outbox)
+        task = asyncio.create_task(self._complete(subscription, msgs, tx.outbox, publishing, failures))
+        self._completing.add(task)
+        task.add_done_callback(self._completing.discard)
+
+    async def _complete(
+        self,
+        subscription: Subscription,
+        msgs: Sequence[Msg],
+        outbox: Sequence[OutboxRow],
+        publishing: Sequence[asyncio.Task[None]],
+        failures: Sequence[Failure],
+    ) -> None:
+        """Confirm what a committed batch published, double-ack what it applied, retry what failed."""
+        try:
+            failed = {id(failure.msg) for failure in failures}
+            await asyncio.gather(
+                self._confirm(outbox, publishing), *(self._ack(msg) for msg in msgs if id(msg) not in failed)
+            )
+            for failure in failures:
+                await self._retry_or_bury(failure, subscription.on_dead)
+        except Exception:  # whatever was not sent stays in the outbox for the relay
+            log.exception("%s: completing a batch on %s failed", self.service, subscription.spec.durable)
+        finally:
+            self._completions.release()
+
+    async def _apply(self, tx: Transaction, handler: Handler, incoming: Incoming) -> str | None:
+        """Apply one message under its own savepoint and span; the reason it failed, or None."""
+        with self.tracer.start_as_current_span(
+            f"{incoming.subject} process",
+            context=propagate.extract(incoming.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": incoming.subject,
+                "messaging.message.id": incoming.msg_id,
+                "messaging.message.body.size": len(incoming.body),
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                with tx.savepoint():
+                    await handler(tx, incoming)
+                    await tx.remember(incoming.msg_id)
+            except TransientError as exc:
+                log.info("%s: transient failure on %s: %s", self.service, incoming.subject, exc)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                return str(exc)
+            except Exception as exc:
+                log.exception("%s: handler failed on %s", self.service, incoming.subject)
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                return f"{type(exc).__name__}: {exc}"
+        return None
 
     @staticmethod
-    async def _keep_alive(msg: NatsMessage, ack_wait_s: float) -> None:
+    async def _keep_alive(msgs: Sequence[Msg], ack_wait_s: float) -> None:
         interval = max(0.2, ack_wait_s / 3)
         while True:
             await asyncio.sleep(interval)
-            try:
-                await msg.in_progress()
-            except Exception as exc:  # the worst case is a redelivery, which the inbox absorbs
-                log.debug("in-progress ack failed: %s", exc)
+            for msg in msgs:
+                try:
+                    await msg.in_progress()
+                except Exception as exc:  # the worst case is a redelivery, which the inbox absorbs
+                    log.debug("in-progress ack failed: %s", exc)
 
-    async def _retry_or_bury(
-        self, msg: NatsMessage, incoming: Incoming, reason: str, on_dead: DeadHandler | None
-    ) -> None:
+    async def _retry_or_bury(self, failure: Failure, on_dead: DeadHandler | None) -> None:
+        incoming = failure.incoming
         if incoming.deliveries < self.max_deliver:
-            await msg.nack(delay=retry_delay(incoming.deliveries))
+            await self._nak(failure.msg, retry_delay(incoming.deliveries))
             return
 
         # Never succeeded: record it on the dead-letter subject, answer the sender, stop redelivery.
@@ -253,28 +379,38 @@ class ServiceRuntime:
             letter = DeadLetter(
                 service=self.service,
                 subject=incoming.subject,
-                reason=reason,
+                reason=failure.reason,
                 deliveries=incoming.deliveries,
                 payload_preview=incoming.body[:512].decode("utf-8", "replace"),
             )
             await tx.publish(subjects.dead_letter(self.service), letter.to_bytes(), f"dead:{incoming.msg_id}")
             if on_dead is not None:
-                await on_dead(tx, incoming, reason)
+                await on_dead(tx, incoming, failure.reason)
             await tx.remember(incoming.msg_id)
 
+        # Under the message's own trace, so the dead letter and the answer join the request's trace.
+        token = otel_context.attach(propagate.extract(incoming.headers))
         try:
             await self.unit_of_work(bury)
         except Exception:
             log.exception("%s: could not dead-letter %s", self.service, incoming.subject)
-            await msg.nack(delay=retry_delay(incoming.deliveries))
+            await self._nak(failure.msg, retry_delay(incoming.deliveries))
             return
-        await self._ack(msg)
+        finally:
+            otel_context.detach(token)
+        await self._ack(failure.msg)
 
-    async def _ack(self, msg: NatsMessage) -> None:
+    async def _ack(self, msg: Msg) -> None:
         try:
-            await msg.ack_sync()
+            await msg.ack_sync(timeout=5.0)
         except Exception as exc:  # a lost ack means a redelivery, which the inbox absorbs
             log.warning("%s: ack failed: %s", self.service, exc)
+
+    async def _nak(self, msg: Msg, delay: float) -> None:
+        try:
+            await msg.nak(delay=delay)
+        except Exception as exc:  # no nak: the message comes back after ack_wait instead
+            log.warning("%s: nak failed: %s", self.service, exc)
 
     # -- background loops ------------------------------------------------------------------------
 
@@ -289,6 +425,7 @@ class ServiceRuntime:
                 rows = await self.store.unsent(older_than=now - timedelta(seconds=2))
                 if rows:
                     await self._send(rows)
+                await self.store.checkpoint()
                 if now - last_prune > timedelta(hours=1):
                     await self.store.prune(now, keep=timedelta(days=1))
                     last_prune = now

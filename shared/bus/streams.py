@@ -63,17 +63,22 @@ async def ensure_streams(js: JetStreamContext) -> None:
 
 @dataclass(frozen=True)
 class ConsumerSpec:
+    """``filter_subject`` may be several subjects: the server then delivers only those, which is
+    far cheaper than delivering everything for the handler to ignore."""
+
     stream: str
     durable: str
-    filter_subject: str
+    filter_subject: str | tuple[str, ...]
     ack_wait_s: float
     max_deliver: int
     max_ack_pending: int = 1000
 
     def config(self) -> ConsumerConfig:
+        several = isinstance(self.filter_subject, tuple)
         return ConsumerConfig(
             durable_name=self.durable,
-            filter_subject=self.filter_subject,
+            filter_subject=None if several else str(self.filter_subject),
+            filter_subjects=list(self.filter_subject) if several else None,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait_s,

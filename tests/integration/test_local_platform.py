@@ -540,9 +540,132 @@ async def test_cancel_right_after_start_of_a_command(tmp_path: Path) -> None:
     await platform.release(spec, handle)
 
 
-def test_both_runners_agree_on_the_shared_file_names() -> None:
-    from services.launcher.platforms import local, local_command_runner, local_runner
+def test_the_command_wrapper_uses_the_shared_file_names() -> None:
+    from services.launcher.platforms import local, local_command, local_runner
 
-    assert local_command_runner.CANCEL_MARKER == local_runner.CANCEL_MARKER
-    assert local_command_runner.CANCELLED_MESSAGE == local_runner.CANCELLED_MESSAGE
-    assert local_command_runner.RESULT_FILE == local.RESULT_FILE
+    assert local_command.RESULT_FILE == local.RESULT_FILE
+    # The shell wrapper spells them out in its script.
+    assert f"[ -e {local_runner.CANCEL_MARKER} ]" in local_command.WRAPPER_SCRIPT
+    assert f"> {local.RESULT_FILE}" in local_command.WRAPPER_SCRIPT
+
+
+# -- the command wrapper (/bin/sh) ----------------------------------------------------------------
+
+LAUNCHER_SCRIPT = """
+import asyncio, sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from services.launcher.platforms.base import LaunchSpec
+from services.launcher.platforms.local import LocalPlatform
+
+async def main() -> None:
+    spec = LaunchSpec.model_validate_json(sys.argv[1])
+    platform = LocalPlatform()
+    await platform.prepare(spec)
+    print(await platform.start(spec), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_command_outlives_a_killed_launcher_and_a_new_one_reads_its_result(tmp_path: Path) -> None:
+    spec = command_spec(tmp_path, ["sh", "-c", "sleep 1; echo finished after the launcher"])
+    launcher = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", LAUNCHER_SCRIPT, spec.model_dump_json(), stdout=asyncio.subprocess.PIPE
+    )
+    assert launcher.stdout is not None
+    handle = (await launcher.stdout.readline()).decode()
+    launcher.kill()  # SIGKILL, while the command runs
+    await launcher.wait()
+    restarted = LocalPlatform()
+    assert (await restarted.poll(spec, handle)).state == RunState.RUNNING
+    # Not a child of this process, and still watched: the exit is seen at once.
+    exited = restarted.exited(spec, handle)
+    assert exited is not None
+    await asyncio.wait_for(exited, RUN_TIMEOUT)
+    status = await restarted.poll(spec, handle)
+    assert (status.state, status.message) == (RunState.SUCCEEDED, "exit code 0")
+    assert (spec.work_dir / "command.log").read_text() == "finished after the launcher\n"
+    await restarted.release(spec, handle)
+
+
+async def test_exited_resolves_when_the_run_ends_and_at_once_after(tmp_path: Path) -> None:
+    spec = command_spec(tmp_path, ["sleep", "0.3"])
+    platform = LocalPlatform()
+    handle = await launch(platform, spec)
+    exited = platform.exited(spec, handle)
+    assert exited is not None and not exited.done()
+    await asyncio.wait_for(exited, RUN_TIMEOUT)
+    assert (await platform.poll(spec, handle)).state == RunState.SUCCEEDED
+    again = platform.exited(spec, handle)
+    assert again is not None and again.done()
+    # Cancelling a pending one (the driver does, when it stops watching) is harmless.
+    slow = command_spec(tmp_path / "slow", ["sleep", "30"])
+    slow_handle = await launch(platform, slow)
+    pending = platform.exited(slow, slow_handle)
+    assert pending is not None
+    pending.cancel()
+    await asyncio.sleep(0)
+    await platform.cancel(slow, slow_handle)
+    await platform.release(slow, slow_handle)
+
+
+async def test_a_shell_builtin_name_is_not_run_as_the_builtin(tmp_path: Path) -> None:
+    # `exit` is a builtin of the wrapper's shell, not a program: as with subprocess, it is not found.
+    _, status = await run_command(command_spec(tmp_path, ["exit", "3"]))
+    assert (status.state, status.message) == (RunState.FAILED, "command not found: exit")
+
+
+async def test_the_program_is_found_in_the_commands_path_and_keeps_its_argv0(tmp_path: Path) -> None:
+    python = Path(sys.executable)
+    spec = command_spec(
+        tmp_path,
+        [python.name, "-c", "import sys; print(sys.orig_argv[0])"],
+        environment={"PATH": str(python.parent)},
+    )
+    _, status = await run_command(spec)
+    assert status.state == RunState.SUCCEEDED, status.message
+    assert (spec.work_dir / "command.log").read_text() == f"{python.name}\n"
+
+
+async def test_a_result_being_written_is_not_read_as_unreadable(tmp_path: Path) -> None:
+    spec = command_spec(tmp_path, ["sleep", "30"])
+    platform = LocalPlatform()
+    handle = await launch(platform, spec)
+    # What a reader could see while the wrapper writes its record in place.
+    (spec.work_dir / "result.json").write_text('{"state": "SUCC')
+    assert (await platform.poll(spec, handle)).state == RunState.RUNNING
+    await platform.cancel(spec, handle)
+    status = await platform.poll(spec, handle)
+    assert (status.state, status.message) == (RunState.CANCELLED, "cancelled by request")
+    await platform.release(spec, handle)
+
+
+async def test_a_half_written_result_left_by_a_dead_run_is_unreadable(tmp_path: Path) -> None:
+    spec = command_spec(tmp_path, ["sleep", "30"])
+    platform = LocalPlatform()
+    handle = await launch(platform, spec)
+    await TestLocalCommandContract().wait_until_busy(platform, spec, handle)
+    os.killpg(json.loads(handle)["pid"], signal.SIGKILL)
+    (spec.work_dir / "result.json").write_text('{"state": "SUCC')
+    status = await wait_for_final(platform, spec, handle, RUN_TIMEOUT)
+    assert (status.state, status.message) == (RunState.FAILED, "unreadable result.json")
+    await platform.release(spec, handle)
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (0, "exit code 0"),
+        (3, "exit code 3"),
+        (128, "exit code 128"),
+        (137, "exit code -9 (killed by SIGKILL)"),
+        (143, "exit code -15 (killed by SIGTERM)"),
+        (255, "exit code 255"),
+    ],
+)
+def test_exit_messages_follow_the_shell_convention(status: int, message: str) -> None:
+    from services.launcher.platforms.local_command import exit_message
+
+    assert exit_message(status) == message

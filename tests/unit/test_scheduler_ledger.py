@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.scheduler.domain import Capacity, Reservation, SlotRequest, plan, span
-from services.scheduler.ledger import BASE, Ledger
+from services.scheduler.ledger import BASE, Ledger, UsageProfile
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -70,6 +71,19 @@ def histories(draw: st.DrawFn) -> tuple[list[tuple[str, Reservation | str]], lis
     return ops, queries
 
 
+def replayed(ops: list[tuple[str, Reservation | str]]) -> Ledger:
+    """A ledger after the history's adds and removes."""
+    ledger = Ledger()
+    for op, arg in ops:
+        if op == "add":
+            assert isinstance(arg, Reservation)
+            ledger.add(arg)
+        else:
+            assert isinstance(arg, str)
+            ledger.remove(arg)
+    return ledger
+
+
 @settings(max_examples=300, deadline=None)
 @given(histories())
 def test_overlapping_matches_brute_force(
@@ -103,14 +117,7 @@ def test_ledger_depends_only_on_its_contents(
     rnd: random.Random,
 ) -> None:
     ops, queries = history
-    ledger = Ledger()
-    for op, arg in ops:
-        if op == "add":
-            assert isinstance(arg, Reservation)
-            ledger.add(arg)
-        else:
-            assert isinstance(arg, str)
-            ledger.remove(arg)
+    ledger = replayed(ops)
     contents = list(ledger)
     rnd.shuffle(contents)
     rebuilt = Ledger(contents)
@@ -128,18 +135,41 @@ def test_ledger_plan_equals_plan_over_everything(
     storage: int,
 ) -> None:
     ops, queries = history
-    ledger = Ledger()
-    for op, arg in ops:
-        if op == "add":
-            assert isinstance(arg, Reservation)
-            ledger.add(arg)
-        else:
-            assert isinstance(arg, str)
-            ledger.remove(arg)
+    ledger = replayed(ops)
     capacity = Capacity(16, 16, 16)
     for qs, _ in queries:
         req = SlotRequest(1, 2, 1, 2, minutes * MIN, qs, qs + window * MIN, 4, storage)
         assert ledger.plan("pool", capacity, req) == plan("pool", capacity, list(ledger), req)
+
+
+def usage_at(profile: UsageProfile, t: int) -> tuple[int, int, int]:
+    i = int(np.searchsorted(profile.at, t, side="right")) - 1
+    if i < 0:
+        return (0, 0, 0)
+    c, m, s = profile.used[i]
+    return int(c), int(m), int(s)
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories())
+def test_usage_profile_follows_every_add_and_remove(
+    history: tuple[list[tuple[str, Reservation | str]], list[tuple[datetime, datetime]]],
+) -> None:
+    """The incrementally kept profile equals brute-force sums at every instant that matters, and a
+    profile built in one sweep from the survivors agrees with it."""
+    ops, _ = history
+    ledger = replayed(ops)
+    live = list(ledger)
+    spans = [span(r) for r in live]
+    rebuilt = UsageProfile.of(spans)
+    assert list(ledger.profile.at) == sorted(set(ledger.profile.at))  # strictly increasing
+    instants = {t + d for sp in spans for t in sp[:2] for d in (-1, 0, 1)} | set(ledger.profile.at.tolist())
+    for t in instants:
+        expected = tuple(sum(sp[k] for sp in spans if sp[0] <= t < sp[1]) for k in (2, 3, 4))
+        assert usage_at(ledger.profile, t) == expected
+        assert usage_at(rebuilt, t) == expected
+    if not live:
+        assert len(ledger.profile) == 0  # removing everything leaves no steps behind
 
 
 def test_basic_operations() -> None:

@@ -8,6 +8,7 @@ a run again after a launcher restart must be inside the opaque handle string ret
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -144,6 +145,12 @@ class PlatformBase:
 
     def preparation_estimate(self, spec: LaunchSpec) -> float:
         return 5.0
+
+    def exited(self, spec: LaunchSpec, handle: str) -> asyncio.Future[None] | None:
+        """Optional: a future the platform resolves as soon as it knows the run may have ended (so
+        the launcher polls at once instead of at the next interval); cancelling it frees what it
+        holds. None: the launcher only polls."""
+        return None
 
 
 def component_keys(component: dict[str, Any]) -> set[str]:

@@ -3,8 +3,10 @@
 JupyterNotebook executables run in a child process (`local_runner`) in its own process group. The
 handle holds the pid and the process start time, and every observation goes through /proc and the
 files in the work dir, so a restarted launcher finds the run again with a fresh LocalPlatform.
-LocalCommand executables (our extension kind) run the same way under a small wrapper,
-`local_command_runner`, that records the command's exit status (see `local_command`).
+LocalCommand executables (our extension kind) run the same way under a few lines of /bin/sh that
+record the command's exit status (see `local_command`). While a run's leader process lives, a pidfd
+on it tells the launcher the moment it exits (`exited`), so a finished run is seen at once without
+polling fast.
 DockerContainer executables run with the local container engine, when there is one.
 """
 
@@ -38,8 +40,16 @@ from services.launcher.platforms.base import (
     RunStatus,
 )
 from services.launcher.platforms.files import read_json_object
-from services.launcher.platforms.local_command import prepare_command, spawn_detached, start_command
-from services.launcher.platforms.local_command_runner import COMMAND_LOG_FILE
+from services.launcher.platforms.local_command import (
+    COMMAND_LOG_FILE,
+    command_status,
+    prepare_command,
+    spawn_detached,
+    start_command,
+)
+from services.launcher.platforms.local_command import (
+    RESULT_FILE as RESULT_FILE,  # re-exported: the plugin's file names live here too
+)
 from services.launcher.platforms.local_runner import (
     CANCEL_MARKER,
     CANCELLED_MESSAGE,
@@ -51,7 +61,6 @@ from services.launcher.platforms.local_runner import (
 RUNNER_MODULE = "services.launcher.platforms.local_runner"
 INPUT_FILE = "input.ipynb"
 OUTPUT_FILE = "output.ipynb"
-RESULT_FILE = "result.json"
 LOG_FILE = "runner.log"
 CONTAINER_LOG_FILE = "container.log"
 
@@ -132,6 +141,11 @@ class LocalPlatform(PlatformBase):
         status = _status_from_result(work_dir)
         if status is not None:
             return status
+        if (work_dir / RESULT_FILE).exists():
+            # Not parseable, and nothing of the run is left that could still be writing it.
+            return RunStatus(
+                state=RunState.FAILED, message=f"unreadable {RESULT_FILE}", outputs=_outputs(work_dir)
+            )
         message = f"the local runner exited without a result (see {parsed.log})"
         tail = _log_tail(work_dir / parsed.log)
         return RunStatus(
@@ -145,14 +159,13 @@ class LocalPlatform(PlatformBase):
         if isinstance(parsed, ContainerHandle):
             await _cancel_container(spec, parsed)
             return
-        result = spec.work_dir / RESULT_FILE
-        if not result.exists():
+        if _status_from_result(spec.work_dir) is None:
             # Tells the runner that the kernel's death is a cancel, not the notebook's failure.
             (spec.work_dir / CANCEL_MARKER).touch()
         await self._stop(spec.work_dir, parsed)
-        if not result.exists():
-            # The runner was killed before it could say so itself.
-            write_result(result, RunState.CANCELLED, CANCELLED_MESSAGE)
+        if _status_from_result(spec.work_dir) is None:
+            # The runner was killed before it could say so itself (or while it was writing).
+            write_result(spec.work_dir / RESULT_FILE, RunState.CANCELLED, CANCELLED_MESSAGE)
 
     async def release(self, spec: LaunchSpec, handle: str | None) -> None:
         if handle is None:
@@ -243,6 +256,7 @@ class LocalPlatform(PlatformBase):
 
     async def _stop(self, work_dir: Path, handle: ProcessHandle) -> None:
         """Stop the kernel, then the runner, then SIGKILL whatever is left of either."""
+        self._reap()  # a zombie child of ours would otherwise keep its group "alive" to killpg
         runner = (handle.pid, handle.start_time)
         groups = [runner]
         kernel = read_json_object(work_dir / KERNEL_FILE)
@@ -277,6 +291,48 @@ class LocalPlatform(PlatformBase):
         for pid, process in list(self._children.items()):
             if process.poll() is not None:
                 del self._children[pid]
+
+    def exited(self, spec: LaunchSpec, handle: str) -> asyncio.Future[None] | None:
+        """A future resolved when the run's leader process exits (already resolved if it is gone).
+
+        Works for a run started by an earlier launcher too: a pidfd needs no parenthood. None for
+        containers, or where pidfds are not available; cancelling the future closes the pidfd.
+        """
+        parsed = _parse_handle(handle)
+        if not isinstance(parsed, ProcessHandle) or not hasattr(os, "pidfd_open"):
+            return None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        try:
+            pidfd = os.pidfd_open(parsed.pid)
+        except ProcessLookupError:
+            future.set_result(None)
+            return future
+        except OSError:
+            return None
+        if parsed.pid not in self._children:
+            # Opened after the handle was written: the pid may since belong to another process
+            # (a child of ours keeps its pid until we reap it).
+            info = _proc_info(parsed.pid)
+            if info is None or info.start_time != parsed.start_time:
+                os.close(pidfd)
+                future.set_result(None)
+                return future
+
+        def on_exit() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        def close(_: asyncio.Future[None]) -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            process = self._children.get(parsed.pid)
+            if process is not None and process.poll() is not None:
+                del self._children[parsed.pid]  # reaped at once: no zombie until the next poll
+
+        loop.add_reader(pidfd, on_exit)
+        future.add_done_callback(close)
+        return future
 
 
 # -- handles --------------------------------------------------------------------------------------
@@ -347,10 +403,20 @@ def _group_alive(pgid: int, start_time: int | None) -> bool:
     A zombie counts as gone: it runs nothing, and one we did not start is not ours to reap.
     """
     leader = _proc_info(pgid)
-    if leader is not None and start_time is not None and leader.start_time != start_time:
-        # The pid was reused by another process: ours (and, being a leader, its group) is gone,
-        # because Linux does not hand out a pid that is still some group's id.
-        return False
+    if leader is not None:
+        if start_time is not None and leader.start_time != start_time:
+            # The pid was reused by another process: ours (and, being a leader, its group) is gone,
+            # because Linux does not hand out a pid that is still some group's id.
+            return False
+        if leader.pgrp == pgid and leader.state not in ("Z", "X"):
+            return True  # the common case, without reading every process in /proc
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False  # no process at all, zombie or not, is left in the group
+    except PermissionError:
+        pass
+    # Someone is left: only a live (non-zombie) member counts.
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             info = _proc_info(int(entry.name))
@@ -363,17 +429,23 @@ def _group_alive(pgid: int, start_time: int | None) -> bool:
 
 
 def _status_from_result(work_dir: Path) -> RunStatus | None:
-    if not (work_dir / RESULT_FILE).exists():
-        return None
+    """The recorded outcome; None while there is none: no file, or one not completely written yet.
+
+    The command wrapper writes its record in place (see `local_command`), so a half-written file
+    is possible while it lives; the caller decides, from the process group, whether one ever comes.
+    """
     result = read_json_object(work_dir / RESULT_FILE)
-    state = result.get("state") if result else None
+    if result is None:
+        return None
+    outputs = _outputs(work_dir)
+    command = command_status(result, work_dir, outputs)
+    if command is not None:
+        return command
+    state = result.get("state")
     if state not in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
-        return RunStatus(
-            state=RunState.FAILED, message=f"unreadable {RESULT_FILE}", outputs=_outputs(work_dir)
-        )
-    assert result is not None
+        return RunStatus(state=RunState.FAILED, message=f"unreadable {RESULT_FILE}", outputs=outputs)
     message = result.get("message") or (None if state == RunState.SUCCEEDED else f"the run ended {state}")
-    return RunStatus(state=RunState(state), message=message, outputs=_outputs(work_dir))
+    return RunStatus(state=RunState(state), message=message, outputs=outputs)
 
 
 def _outputs(work_dir: Path) -> dict[str, str]:
