@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from shared import subjects
+from shared.bus.acks import DoubleAcks
 from shared.bus.pulling import BatchPuller
 from shared.bus.store import OutboxRow, Store, Transaction
 from shared.bus.streams import ConsumerSpec, ensure_consumer, ensure_streams
@@ -46,6 +47,8 @@ T = TypeVar("T")
 # Big enough to amortise a transaction and a round of acks over many messages, small enough that a
 # batch is applied in a few milliseconds and stays far below any consumer's max_ack_pending.
 DEFAULT_BATCH_SIZE = 100
+# How long a published message may wait for the stream's PubAck before the relay takes it over.
+PUBLISH_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,8 @@ class ServiceRuntime:
         # Committed batches whose publishes and acks are still in flight, at most this many at once.
         self._completions = asyncio.Semaphore(8)
         self._completing: set[asyncio.Task[None]] = set()
+        self._publish_order = asyncio.Lock()
+        self._acks: DoubleAcks | None = None
         self._stopping = asyncio.Event()
 
     # -- wiring (before start) -------------------------------------------------------------------
@@ -155,6 +160,8 @@ class ServiceRuntime:
             await prepare(self.store)
         await self.broker.connect()
         await self.broker.start()
+        self._acks = DoubleAcks(self.broker.connection)
+        await self._acks.start()
         js = self.jetstream
         await ensure_streams(js)
         for subscription in self._subscriptions:
@@ -196,6 +203,9 @@ class ServiceRuntime:
         for puller in self._pullers:
             with contextlib.suppress(Exception):
                 await puller.stop()
+        if self._acks is not None:
+            with contextlib.suppress(Exception):
+                await self._acks.stop()
         await self.broker.stop()
         await self.store.close()
 
@@ -216,19 +226,60 @@ class ServiceRuntime:
     async def _send(self, rows: Sequence[OutboxRow]) -> None:
         await self._confirm(rows, self._start_publishing(rows))
 
-    def _start_publishing(self, rows: Sequence[OutboxRow]) -> list[asyncio.Task[None]]:
-        """One task per row, created in order: each writes its message to the socket in its first
-        step, and tasks first run in the order they were created, so messages leave in commit order."""
-        return [asyncio.create_task(self._publish(row)) for row in rows]
+    def _start_publishing(self, rows: Sequence[OutboxRow]) -> asyncio.Task[list[BaseException | None]]:
+        """Start writing the rows, in order, and collecting their PubAcks (see `_publish_all`).
+        Tasks first run in the order they are created, so batches leave in commit order."""
+        return asyncio.create_task(self._publish_all(rows))
 
-    async def _confirm(self, rows: Sequence[OutboxRow], publishing: Sequence[asyncio.Task[None]]) -> None:
+    async def _publish_all(self, rows: Sequence[OutboxRow]) -> list[BaseException | None]:
+        """Each row's outcome: None once the stream confirmed it (a duplicate counts), else why not.
+
+        ``publish_async`` writes a message and returns a future that one shared reply subscription
+        resolves, instead of a request with its own inbox token and timer per message (the PubAck
+        request/reply was a seventh of a service's CPU). The lock keeps a later batch's messages from
+        slipping in between these if a full write buffer makes a write wait.
+        """
+        js = self.jetstream
+        pending: list[asyncio.Future[Any] | BaseException] = []
+        async with self._publish_order:
+            for row in rows:
+                try:
+                    # The row's headers hold the trace context captured when it was written, so a
+                    # resend after a crash still joins the request's trace.
+                    pending.append(
+                        await js.publish_async(
+                            row.subject,
+                            row.payload,
+                            stream=subjects.stream_for(row.subject),
+                            headers={**row.headers, "Nats-Msg-Id": row.msg_id},
+                        )
+                    )
+                except Exception as exc:  # not even written: left for the relay
+                    pending.append(exc)
+        futures = [item for item in pending if isinstance(item, asyncio.Future)]
+        if futures:
+            await asyncio.wait(futures, timeout=PUBLISH_TIMEOUT_S)
+        outcomes: list[BaseException | None] = []
+        for item in pending:
+            if isinstance(item, BaseException):
+                outcomes.append(item)
+            elif not item.done() or item.cancelled():
+                item.cancel()
+                outcomes.append(TimeoutError(f"no PubAck within {PUBLISH_TIMEOUT_S:.0f} s"))
+            else:
+                outcomes.append(item.exception())
+        return outcomes
+
+    async def _confirm(
+        self, rows: Sequence[OutboxRow], publishing: asyncio.Task[list[BaseException | None]]
+    ) -> None:
         """Wait for the stream's PubAcks, then mark what it confirmed; whatever failed stays unsent
         for the relay."""
+        outcomes = await publishing
         if not rows:
             return
-        results = await asyncio.gather(*publishing, return_exceptions=True)
-        sent = [row.id for row, result in zip(rows, results, strict=True) if result is None]
-        failed = [result for result in results if isinstance(result, BaseException)]
+        sent = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
+        failed = [outcome for outcome in outcomes if outcome is not None]
         if failed:
             log.warning(
                 "%s: %d of %d outbox publishes failed, the relay will retry: %s",
@@ -238,17 +289,6 @@ class ServiceRuntime:
                 failed[0],
             )
         await self.store.mark_sent(sent, datetime.now(UTC))
-
-    async def _publish(self, row: OutboxRow) -> None:
-        # The row's headers hold the trace context captured when it was written, so a resend after a
-        # crash still joins the request's trace.
-        await self.jetstream.publish(
-            row.subject,
-            row.payload,
-            timeout=5.0,
-            stream=subjects.stream_for(row.subject),
-            headers={**row.headers, "Nats-Msg-Id": row.msg_id},
-        )
 
     # -- consumption -----------------------------------------------------------------------------
 
@@ -308,14 +348,15 @@ class ServiceRuntime:
         subscription: Subscription,
         msgs: Sequence[Msg],
         outbox: Sequence[OutboxRow],
-        publishing: Sequence[asyncio.Task[None]],
+        publishing: asyncio.Task[list[BaseException | None]],
         failures: Sequence[Failure],
     ) -> None:
         """Confirm what a committed batch published, double-ack what it applied, retry what failed."""
         try:
             failed = {id(failure.msg) for failure in failures}
             await asyncio.gather(
-                self._confirm(outbox, publishing), *(self._ack(msg) for msg in msgs if id(msg) not in failed)
+                self._confirm(outbox, publishing),
+                self._ack_all([msg for msg in msgs if id(msg) not in failed]),
             )
             for failure in failures:
                 await self._retry_or_bury(failure, subscription.on_dead)
@@ -399,6 +440,13 @@ class ServiceRuntime:
         finally:
             otel_context.detach(token)
         await self._ack(failure.msg)
+
+    async def _ack_all(self, msgs: Sequence[Msg]) -> None:
+        if self._acks is None:
+            raise RuntimeError("the runtime is not started")
+        unconfirmed = await self._acks.ack(msgs, timeout=PUBLISH_TIMEOUT_S)
+        if unconfirmed:  # a lost ack means a redelivery, which the inbox absorbs
+            log.warning("%s: %d of %d acks not confirmed", self.service, unconfirmed, len(msgs))
 
     async def _ack(self, msg: Msg) -> None:
         try:

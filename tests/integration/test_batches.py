@@ -11,10 +11,12 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from services.scheduler import store as scheduler_tables
 from services.scheduler.handlers import SchedulerHandlers
 from shared import subjects
+from shared.bus.acks import DoubleAcks
 from shared.bus.pulling import BatchPuller
 from shared.bus.runtime import Incoming, ServiceRuntime
 from shared.bus.store import Store, Transaction
@@ -124,6 +126,25 @@ async def test_puller_returns_a_message_as_soon_as_it_arrives(nc: NATS) -> None:
     await js.publish("eb.launcher.pb.work", b"next")
     again = await puller.next_batch(wait=5.0)
     assert [m.data for m in again] == [b"next"]
+    await puller.stop()
+
+
+async def test_double_acks_of_a_batch_are_confirmed_and_unanswered_ones_counted(nc: NATS) -> None:
+    js = nc.jetstream()
+    for n in range(30):
+        await js.publish("eb.launcher.pc.work", str(n).encode())
+    puller = await puller_for(nc, "pc", batch=30)
+    msgs = await puller.next_batch(wait=5.0)
+    assert len(msgs) == 30
+    acks = DoubleAcks(nc)
+    await acks.start()
+    assert await acks.ack(msgs, timeout=5.0) == 0
+    info = await js.consumer_info(subjects.COMMANDS_STREAM, "pc")
+    assert info.num_ack_pending == 0 and info.ack_floor.consumer_seq == 30
+    # An ack nobody answers (its consumer gone) is reported, not taken for confirmed.
+    orphan = Msg(nc, subject="eb.launcher.pc.work", reply="nobody.listens.here", data=b"")
+    assert await acks.ack([orphan], timeout=1.0) == 1
+    await acks.stop()
     await puller.stop()
 
 
