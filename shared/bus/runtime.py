@@ -218,11 +218,6 @@ class ServiceRuntime:
         await self._send(tx.outbox)
         return result
 
-    async def flush(self, ids: Sequence[int]) -> None:
-        """Send the given outbox rows if they are still unsent (after a crash, say)."""
-        if ids:
-            await self._send(await self.store.unsent(ids))
-
     async def _send(self, rows: Sequence[OutboxRow]) -> None:
         await self._confirm(rows, self._start_publishing(rows))
 

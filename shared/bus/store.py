@@ -65,10 +65,6 @@ class Transaction:
     committed: list[Callable[[], object]] = field(default_factory=list)
     undo: list[Callable[[], object]] = field(default_factory=list)
 
-    @property
-    def outbox_ids(self) -> list[int]:
-        return [row.id for row in self.outbox]
-
     def after_commit(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` once the transaction has committed (never if it, or the savepoint that
         queued it, rolls back): for in-memory indexes that mirror the tables, and tasks that must
@@ -220,22 +216,13 @@ class Store:
         """A read outside any transaction (WAL readers never block the writer)."""
         return list(self.conn.execute(sql, params).fetchall())
 
-    async def unsent(
-        self, ids: Sequence[int] | None = None, *, older_than: datetime | None = None, limit: int = 500
-    ) -> list[OutboxRow]:
-        if ids is not None:
-            if not ids:
-                return []
-            marks = ",".join("?" * len(ids))
-            rows = await self.read(
-                f"SELECT * FROM outbox WHERE sent_at IS NULL AND id IN ({marks}) ORDER BY id", list(ids)
-            )
-        else:
-            cutoff = (older_than or datetime.max.replace(tzinfo=UTC)).isoformat()
-            rows = await self.read(
-                "SELECT * FROM outbox WHERE sent_at IS NULL AND created_at < ? ORDER BY id LIMIT ?",
-                (cutoff, limit),
-            )
+    async def unsent(self, *, older_than: datetime | None = None, limit: int = 500) -> list[OutboxRow]:
+        """Rows not yet confirmed by the stream, oldest first (the relay's work)."""
+        cutoff = (older_than or datetime.max.replace(tzinfo=UTC)).isoformat()
+        rows = await self.read(
+            "SELECT * FROM outbox WHERE sent_at IS NULL AND created_at < ? ORDER BY id LIMIT ?",
+            (cutoff, limit),
+        )
         return [
             OutboxRow(r["id"], r["subject"], bytes(r["payload"]), r["msg_id"], json.loads(r["headers"]))
             for r in rows
