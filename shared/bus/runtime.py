@@ -434,7 +434,7 @@ class ServiceRuntime:
             return
         finally:
             otel_context.detach(token)
-        await self._ack(failure.msg)
+        await self._ack_all([failure.msg])
 
     async def _ack_all(self, msgs: Sequence[Msg]) -> None:
         if self._acks is None:
@@ -442,12 +442,6 @@ class ServiceRuntime:
         unconfirmed = await self._acks.ack(msgs, timeout=PUBLISH_TIMEOUT_S)
         if unconfirmed:  # a lost ack means a redelivery, which the inbox absorbs
             log.warning("%s: %d of %d acks not confirmed", self.service, unconfirmed, len(msgs))
-
-    async def _ack(self, msg: Msg) -> None:
-        try:
-            await msg.ack_sync(timeout=5.0)
-        except Exception as exc:  # a lost ack means a redelivery, which the inbox absorbs
-            log.warning("%s: ack failed: %s", self.service, exc)
 
     async def _nak(self, msg: Msg, delay: float) -> None:
         try:
