@@ -113,6 +113,11 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_ms_per_request(pids: dict[str, int], before: dict[str, float], requests: int) -> dict[str, float]:
+    """CPU each process used since ``before`` (from `cpu_s`), in milliseconds per request."""
+    return {name: round((cpu_s(pid) - before[name]) * 1000 / requests, 2) for name, pid in pids.items()}
+
+
 def _slot(offer: Any) -> tuple[datetime, datetime, int, int]:
     available = offer.schedule.available
     start = iso8601.parse_instant(available.start.split("/")[0])
@@ -306,9 +311,7 @@ async def run_bench(
                 phases = await _follow(client, accepted, timeout=max(60.0, requests / 10))
                 lost += sum(1 for s in accepted if not (set(phases.get(s, {})) & {p.value for p in TERMINAL}))
             elapsed = time.perf_counter() - began
-        cpu = {
-            name: round((cpu_s(pid) - cpu_before[name]) * 1000 / requests, 2) for name, pid in pids.items()
-        }
+        cpu = cpu_ms_per_request(pids, cpu_before, requests)
         # Stop sampling before reading memory and before teardown: the profile covers the load only.
         if profiler is not None:
             try:
@@ -371,9 +374,7 @@ async def measure_floor(data_dir: Path, requests: int, concurrency: int) -> dict
         pids["bench-client"] = os.getpid()
         cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
         result = await bench_floor.drive(server.url, requests, concurrency)
-        cpu = {
-            name: round((cpu_s(pid) - cpu_before[name]) * 1000 / requests, 2) for name, pid in pids.items()
-        }
+        cpu = cpu_ms_per_request(pids, cpu_before, requests)
     finally:
         for proc in relays:
             proc.terminate()

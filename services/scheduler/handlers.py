@@ -76,12 +76,17 @@ class SchedulerHandlers:
         """Move a reservation to a state that takes no capacity, in the table and the ledger."""
         changed = await tables.set_state(tx, session_id, state, only_from=only_from)
         if changed:
-            # At once, like holds, so the ledger follows the batch's messages in order.
             for ledger in self.ledgers.values():
-                freed = ledger.discard(session_id)
-                if freed is not None:
-                    tx.on_rollback(lambda ledger=ledger, freed=freed: ledger.add(freed))  # type: ignore[misc]
+                self._free_now(tx, ledger, session_id)
         return changed
+
+    @staticmethod
+    def _free_now(tx: Transaction, ledger: Ledger, session_id: str) -> None:
+        """Give the capacity back in the ledger at once, like holds, so the ledger follows a batch's
+        messages in order. Taken again if this message's part of the batch rolls back."""
+        freed = ledger.discard(session_id)
+        if freed is not None:
+            tx.on_rollback(lambda: ledger.add(freed))
 
     def _hold_now(self, tx: Transaction, reservation: Reservation) -> None:
         """Take capacity in the ledger at once, not at commit: the next message of the same batch
@@ -344,9 +349,7 @@ class SchedulerHandlers:
 
     async def tick(self, tx: Transaction) -> None:
         for session_id in await tables.release_expired_holds(tx, self.pool, self.hold_grace_s):
-            freed = self.ledger.discard(session_id)
-            if freed is not None:
-                tx.on_rollback(lambda freed=freed: self.ledger.add(freed))  # type: ignore[misc]
+            self._free_now(tx, self.ledger, session_id)
         for row in await tables.due_launches(tx, self.pool):
             if row.launch is not None:
                 await self._launch(tx, row.session_id, LaunchSession.model_validate(row.launch), row.trace)
