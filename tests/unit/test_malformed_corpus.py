@@ -9,28 +9,16 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from services.offers.domain import OfferPolicy, Rejected, decide_request
+from services.offers.domain import Rejected, decide_request
 from shared.models import MAX_DOCUMENT_BYTES, OfferSetResponse
+from tests.unit.offers_policy import NOW, POLICY
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "malformed"
-NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-# Like the service's policy with its default settings (see services/offers/main.py).
-POLICY = OfferPolicy(
-    pool="local",
-    platform="local",
-    prepare_s=60,
-    max_offers=3,
-    offer_expiry_s=300,
-    default_duration_s=1800,
-    default_window_s=3600,
-    public_url="http://broker.test",
-)
 
 
 @dataclass(frozen=True)

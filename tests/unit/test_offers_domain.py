@@ -42,18 +42,8 @@ from shared.models import (
     to_jsonable,
 )
 from tests.schema_validation import validate_against
+from tests.unit.offers_policy import NOW, POLICY
 
-NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-POLICY = OfferPolicy(
-    pool="local",
-    platform="local",
-    prepare_s=60,
-    max_offers=3,
-    offer_expiry_s=300,
-    default_duration_s=1800,
-    default_window_s=3600,
-    public_url="http://broker.test",
-)
 OWNER = "alice"
 
 
