@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shared.client import BrokerClient, wait_for_services
-from shared.embedded import SERVICES, EmbeddedBroker, NatsServer
+from shared.ops.embedded import SERVICES, EmbeddedBroker, NatsServer
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from shared.client import read_request_file
 from shared.models import JUPYTER_NOTEBOOK_KIND, SIMPLE_COMPUTE_KIND
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
+EXAMPLES = ROOT / "shared" / "examples"
 HELLO_REQUEST = EXAMPLES / "hello-notebook.yaml"
 NOTEBOOKS = ROOT / "tests" / "data" / "notebooks"
 
@@ -52,9 +52,9 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run `broker ARGS` as a separate process (python -m shared.cli, as the console script does)."""
+    """Run `broker ARGS` as a separate process (python -m shared.ops.cli, as the console script does)."""
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "shared.ops.cli", *args],
         cwd=ROOT, env=cli_env(**env), capture_output=True, text=True, timeout=timeout, check=False,
     )
 

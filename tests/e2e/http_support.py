@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from shared.client import wait_for_services
-from shared.embedded import SERVICES, EmbeddedBroker, free_port, wait_for_port
+from shared.ops.embedded import SERVICES, EmbeddedBroker, free_port, wait_for_port
 from tests.conftest import broker_env
 
 ADMIN = ("admin", "admin-secret")

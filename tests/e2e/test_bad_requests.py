@@ -8,8 +8,8 @@ from typing import Any
 
 from shared import iso8601
 from shared.client import BrokerClient
-from shared.embedded import EmbeddedBroker
 from shared.models import OfferSetResponse
+from shared.ops.embedded import EmbeddedBroker
 from tests.e2e.helpers import hello_request
 
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from services.launcher.platforms.canfar import session_name
+from services.launcher.platforms.canfar.platform import session_name
 from shared.client import BrokerClient
-from shared.embedded import EmbeddedBroker
 from shared.messages import SessionEvent
 from shared.models import DOCKER_CONTAINER_KIND, SIMPLE_COMPUTE_KIND
+from shared.ops.embedded import EmbeddedBroker
 from tests.e2e.helpers import HAPPY_PHASES
 from tests.fakes.serve import serve_asgi
 from tests.fakes.skaha import FakeSkaha, SkahaConfig

@@ -13,9 +13,9 @@ import pytest
 
 from shared import iso8601, subjects
 from shared.client import BrokerClient
-from shared.embedded import EmbeddedBroker
 from shared.messages import PreparationMeasured
 from shared.models import LOCAL_COMMAND_KIND, SIMPLE_COMPUTE_KIND, OfferSetResponse
+from shared.ops.embedded import EmbeddedBroker
 from tests.fakes.rucio import FakeRucio, RucioCatalogue
 from tests.fakes.serve import serve_asgi
 

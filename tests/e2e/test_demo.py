@@ -10,14 +10,14 @@ from pathlib import Path
 
 from tests.e2e.helpers import HAPPY_PHASES, ROOT, cli_env
 
-# The greeting printed by the first code cell of examples/hello.ipynb (the Python version follows).
+# The greeting printed by the first code cell of shared/examples/hello.ipynb (the Python version follows).
 GREETING = "Hello from the Execution Broker, running Python"
 
 
 def test_demo_runs_the_example_notebook_to_completed(tmp_path: Path) -> None:
     # TMPDIR puts the demo's data dir under tmp_path; a wide terminal keeps each line of output whole.
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "demo"],
+        [sys.executable, "-m", "shared.ops.cli", "demo"],
         cwd=ROOT, env=cli_env(TMPDIR=str(tmp_path), COLUMNS="400"),
         capture_output=True, text=True, timeout=170, check=False,
     )

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from shared.client import BrokerClient
-from shared.embedded import EmbeddedBroker
 from shared.models import DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND, SIMPLE_COMPUTE_KIND
+from shared.ops.embedded import EmbeddedBroker
 from tests.fakes.serve import serve_asgi
 from tests.fakes.slurmrestd import FakeSlurm, Token
 

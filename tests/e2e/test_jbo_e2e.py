@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from shared.client import BrokerClient
-from shared.embedded import EmbeddedBroker
 from shared.messages import SessionEvent
 from shared.models import DOCKER_CONTAINER_KIND, SIMPLE_COMPUTE_KIND, SIMPLE_DATA_KIND
+from shared.ops.embedded import EmbeddedBroker
 from tests.fakes.jbo_runner import FakeJboRunner
 from tests.fakes.serve import serve_asgi
 

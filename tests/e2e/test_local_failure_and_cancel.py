@@ -8,8 +8,8 @@ import sys
 import time
 
 from shared.client import BrokerClient
-from shared.embedded import EmbeddedBroker
 from shared.models import LOCAL_COMMAND_KIND, SIMPLE_COMPUTE_KIND
+from shared.ops.embedded import EmbeddedBroker
 
 
 def command(argv: list[str]) -> dict[str, object]:

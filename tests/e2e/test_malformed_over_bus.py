@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 from shared import subjects
 from shared.client import BrokerClient, RequestTooLarge, read_request_file, wait_for_services
-from shared.embedded import SERVICES, EmbeddedBroker
 from shared.models import (
     DOCKER_CONTAINER_KIND,
     JUPYTER_NOTEBOOK_KIND,
@@ -34,6 +33,7 @@ from shared.models import (
     SIMPLE_VOLUME_KIND,
     OfferSetResponse,
 )
+from shared.ops.embedded import SERVICES, EmbeddedBroker
 from tests.conftest import broker_env
 from tests.e2e.helpers import HELLO_REQUEST
 from tests.unit.test_malformed_corpus import CASES, TOO_LARGE_CASE, Case, assert_specific_no, messages_of

@@ -11,8 +11,8 @@ from pathlib import Path
 from services.scheduler.domain import Reservation, peak_usage
 from shared import iso8601
 from shared.client import BrokerClient
-from shared.embedded import EmbeddedBroker
 from shared.models import OfferSetResponse, ScheduledExecutionSession
+from shared.ops.embedded import EmbeddedBroker
 from tests.e2e.helpers import hello_request
 
 REQUESTS = 200

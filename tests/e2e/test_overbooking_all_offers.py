@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.bench import run_overbooking
+from shared.ops.bench import run_overbooking
 
 
 async def test_every_offer_accepted_concurrently_never_overbooks(tmp_path: Path) -> None:

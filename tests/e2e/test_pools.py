@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from shared.client import BrokerClient
-from shared.embedded import EmbeddedBroker
 from shared.models import LOCAL_COMMAND_KIND, SIMPLE_COMPUTE_KIND, OfferSetResponse
+from shared.ops.embedded import EmbeddedBroker
 from tests.e2e.helpers import run_cli
 
 STORAGE_KIND = (
@@ -114,7 +114,7 @@ async def test_storage_is_booked_as_well_as_compute(two_pools: EmbeddedBroker) -
 
 
 def test_broker_pools_lists_the_pools_and_their_use(two_pools: EmbeddedBroker) -> None:
-    done = run_cli("submit", "examples/hello-command.yaml", "--nats-url", two_pools.url)
+    done = run_cli("submit", "shared/examples/hello-command.yaml", "--nats-url", two_pools.url)
     assert done.returncode == 0, done.stderr
     listed = run_cli("pools", "--json", "--nats-url", two_pools.url)
     assert listed.returncode == 0, listed.stderr

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from shared.client import BrokerClient
-from shared.embedded import EmbeddedBroker
 from shared.models import LOCAL_COMMAND_KIND, SIMPLE_COMPUTE_KIND, SIMPLE_DATA_KIND, SIMPLE_VOLUME_KIND
+from shared.ops.embedded import EmbeddedBroker
 
 PAYLOAD = b"the data arrived before the compute started\n"
 DATA_DELAY_S = 2.0

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from shared.client import BrokerClient
-from shared.embedded import EmbeddedBroker
+from shared.ops.embedded import EmbeddedBroker
 from tests.e2e.helpers import HAPPY_PHASES, NOTEBOOKS, hello_request, notebook_request, phase_event_counts
 
 pytestmark = pytest.mark.faults

@@ -3,7 +3,7 @@ when nothing listens."""
 
 from __future__ import annotations
 
-from shared.embedded import EmbeddedBroker, free_port
+from shared.ops.embedded import EmbeddedBroker, free_port
 from tests.e2e.helpers import HAPPY_PHASES, HELLO_REQUEST, json_documents, run_cli
 from tests.schema_validation import validate_against
 

@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from shared.client import BrokerClient
-from shared.embedded import EmbeddedBroker
+from shared.ops.embedded import EmbeddedBroker
 from tests.e2e.helpers import hello_request
 
 SERVICES = {"offers", "scheduler", "launcher"}

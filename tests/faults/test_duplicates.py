@@ -11,7 +11,7 @@ import pytest
 
 from shared import subjects
 from shared.client import BrokerClient, read_request_file
-from shared.embedded import EmbeddedBroker
+from shared.ops.embedded import EmbeddedBroker
 from tests.e2e.helpers import HELLO_REQUEST, phase_event_counts
 
 pytestmark = pytest.mark.faults

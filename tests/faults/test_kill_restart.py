@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.faults import SERVICES, run_faults
+from shared.ops.faults import SERVICES, run_faults
 
 pytestmark = pytest.mark.faults
 

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunState, RunStatus
-from services.launcher.platforms.canfar import CanfarPlatform, session_name
+from services.launcher.platforms.canfar.platform import CanfarPlatform, session_name
 from services.launcher.platforms.registry import load_platform
 from tests.fakes.serve import serve_asgi
 from tests.fakes.skaha import FakeSkaha, SkahaConfig

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunState
-from services.launcher.platforms.dirac import DiracPlatform
+from services.launcher.platforms.dirac.platform import DiracPlatform
 from services.launcher.platforms.registry import load_platform
 from tests.fakes.serve import serve_asgi
 from tests.fakes.slurmrestd import FakeSlurm, Token

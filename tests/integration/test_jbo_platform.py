@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunState
-from services.launcher.platforms.jbo import JboPlatform
+from services.launcher.platforms.jbo.platform import JboPlatform
 from services.launcher.platforms.registry import load_platform
 from shared.models import DOCKER_CONTAINER_KIND, SIMPLE_DATA_KIND
 from shared.models.kinds import IVOA_DATA_KIND, SKAO_DATA_KIND

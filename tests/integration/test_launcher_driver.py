@@ -14,7 +14,7 @@ import pytest
 from services.launcher import store as tables
 from services.launcher.driver import Drivers
 from services.launcher.platforms.base import LaunchSpec, Platform
-from services.launcher.platforms.local import LocalPlatform
+from services.launcher.platforms.local.platform import LocalPlatform
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store, Transaction
 from shared.lifecycle import Phase

@@ -22,7 +22,7 @@ import nbformat
 import pytest
 
 from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunState
-from services.launcher.platforms.local import LocalPlatform
+from services.launcher.platforms.local.platform import LocalPlatform
 from services.launcher.platforms.registry import UnknownPlatform, load_platform
 from tests.unit.platform_contract import PlatformContract, PlatformFactory, launch, wait_for_final
 
@@ -305,7 +305,7 @@ async def test_docker_runs_follow_the_container_lifecycle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # This machine has no container engine: a fake `docker` checks the commands and the state mapping.
-    from services.launcher.platforms import local
+    from services.launcher.platforms.local import platform as local
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -541,7 +541,9 @@ async def test_cancel_right_after_start_of_a_command(tmp_path: Path) -> None:
 
 
 def test_the_command_wrapper_uses_the_shared_file_names() -> None:
-    from services.launcher.platforms import local, local_command, local_runner
+    from services.launcher.platforms.local import command as local_command
+    from services.launcher.platforms.local import platform as local
+    from services.launcher.platforms.local import runner as local_runner
 
     assert local_command.RESULT_FILE == local.RESULT_FILE
     # The shell wrapper spells them out in its script.
@@ -556,7 +558,7 @@ import asyncio, sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from services.launcher.platforms.base import LaunchSpec
-from services.launcher.platforms.local import LocalPlatform
+from services.launcher.platforms.local.platform import LocalPlatform
 
 async def main() -> None:
     spec = LaunchSpec.model_validate_json(sys.argv[1])
@@ -666,6 +668,6 @@ async def test_a_half_written_result_left_by_a_dead_run_is_unreadable(tmp_path: 
     ],
 )
 def test_exit_messages_follow_the_shell_convention(status: int, message: str) -> None:
-    from services.launcher.platforms.local_command import exit_message
+    from services.launcher.platforms.local.command import exit_message
 
     assert exit_message(status) == message

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.bench import parse_concurrencies
-from shared.bench_plot import SweepPoint, draw
+from shared.ops.bench import parse_concurrencies
+from shared.ops.bench_plot import SweepPoint, draw
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

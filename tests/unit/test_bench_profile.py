@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from shared import bench_profile
-from shared.bench import live_sessions
-from shared.bench_profile import FunctionShare, ProfileError, ServiceProfiler, summarise
+from shared.ops.bench import live_sessions
+from shared.ops.bench_profile import FunctionShare, ProfileError, ServiceProfiler, summarise
 
 # py-spy's raw format: frames outermost first, `function (file:line)`, then the sample count.
 COLLAPSED = """\

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from services.launcher.platforms.base import PlatformError, RunState
-from services.launcher.platforms.jbo_http import retry_after_seconds
-from services.launcher.platforms.jbo_job import (
+from services.launcher.platforms.jbo.client import retry_after_seconds
+from services.launcher.platforms.jbo.job import (
     CALIBRATION_STEPS,
     judge,
     parse_command,

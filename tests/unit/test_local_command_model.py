@@ -24,7 +24,7 @@ from shared.models import (
 )
 from tests.schema_validation import validate_against
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
 
 
 def only_message(raw: dict[str, Any]) -> MessageItem:

@@ -46,7 +46,7 @@ from shared.models import (
 )
 
 REQUESTS = Path(__file__).resolve().parents[1] / "data" / "requests"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
 NOW = datetime(2025, 11, 25, 5, 22, 10, tzinfo=UTC)
 
 OLD_V1 = "https://www.purl.org/ivoa.net/EB/schema/v1.0/types/"

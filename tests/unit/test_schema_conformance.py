@@ -48,7 +48,7 @@ from tests.schema_validation import validate_against
 
 NOW = datetime(2025, 11, 25, 5, 22, 10, tzinfo=UTC)
 REQUESTS = Path(__file__).resolve().parents[1] / "data" / "requests"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
 
 
 def schedule(start: datetime, prepare: timedelta, run: timedelta) -> LifecycleSchedule:

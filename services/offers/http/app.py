@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.resources import as_file
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -60,7 +61,6 @@ from shared.telemetry import trace_id_from_headers
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "hello-notebook.yaml"
 
 # Update results of the offers service → HTTP status.
 _UPDATE_STATUS = {
@@ -673,11 +673,10 @@ def create_app(
 
     @app.get("/dashboard/example", include_in_schema=False)
     async def example() -> Response:
-        if not EXAMPLE.is_file():
-            raise ApiError(404, "urn:not-found", "The bundled example is not installed")
         from shared.client import read_request_file
 
-        document = read_request_file(EXAMPLE)
+        with as_file(example("hello-notebook.yaml")) as path:
+            document = read_request_file(path)
         text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False)
         return Response(text, media_type="application/yaml")
 

@@ -24,8 +24,8 @@ from nats.js.api import DeliverPolicy
 
 from shared import subjects
 from shared.client import BrokerClient, BrokerTimeout, wait_for_services
-from shared.embedded import SERVICES, EmbeddedBroker
 from shared.lifecycle import TERMINAL, Phase
+from shared.ops.embedded import SERVICES, EmbeddedBroker
 
 LOCAL_COMMAND_KIND = "urn:execution-broker:kinds/executable/local-command"
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
-import importlib
 import json
 import logging
 import os
@@ -15,6 +15,8 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from importlib.metadata import entry_points
+from importlib.resources import as_file
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -31,14 +33,15 @@ from shared.client import (
     read_request_file,
     wait_for_services,
 )
-from shared.embedded import SERVICES, EmbeddedBroker, free_port, wait_for_port
+from shared.examples import example
 from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
+from shared.ops.embedded import SERVICES, EmbeddedBroker, free_port, wait_for_port
 from shared.settings import DEFAULT_NATS_URL, Settings
 
 if TYPE_CHECKING:
-    from shared.bench import BenchReport
+    from shared.ops.bench import BenchReport
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="An IVOA Execution Broker on NATS JetStream."
@@ -140,6 +143,9 @@ def print_update(result: UpdateResult, as_json: bool = False) -> None:
 
 # -- running the broker ---------------------------------------------------------------------------
 
+#: The services' `run(settings, stop)` coroutines, declared in pyproject.toml.
+SERVICE_ENTRY_POINTS = "execution_broker.services"
+
 
 @app.command()
 def service(
@@ -152,14 +158,16 @@ def service(
         raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     settings = Settings(nats_url=nats_url)
-    module = importlib.import_module(f"services.{name}.main")
+    # Services are found by entry point, as platforms are: the library never imports a service.
+    (point,) = entry_points(group=SERVICE_ENTRY_POINTS, name=name)
+    run = point.load()
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await module.run(settings, stop)
+        await run(settings, stop)
 
     try:
         asyncio.run(main())
@@ -359,12 +367,12 @@ def watch(
 
 # -- the demo -------------------------------------------------------------------------------------
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello-notebook.yaml"
-
 
 @app.command()
 def demo(
-    request_file: Annotated[Path, typer.Option("--request", help="The request to run.")] = EXAMPLE,
+    request_file: Annotated[
+        Path | None, typer.Option("--request", help="The request to run (default: the shipped example).")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 180.0,
     http_port: Annotated[
         int | None, typer.Option("--http-port", help="Port of the dashboard (default: a free port).")
@@ -381,7 +389,10 @@ def demo(
     try:
         console.print(f"   NATS at {broker.url}; services ready")
         console.print(f"   dashboard and HTTP API at {broker.http_url}/")
-        code = run_async(lambda: _demo_flow(broker.url, request_file, timeout))
+        with contextlib.ExitStack() as files:
+            # The shipped example is package data: as_file gives it a real path even from a wheel.
+            request = request_file or files.enter_context(as_file(example("hello-notebook.yaml")))
+            code = run_async(lambda: _demo_flow(broker.url, request, timeout))
     finally:
         console.print("5. stopping the services and nats-server")
         broker.stop()
@@ -443,7 +454,7 @@ def faults(
     as_json: JsonFlag = False,
 ) -> None:
     """Run sessions through a fresh embedded broker while killing services; audit exactly-once."""
-    from shared.faults import run_faults
+    from shared.ops.faults import run_faults
 
     data_dir = Path(tempfile.mkdtemp(prefix="broker-faults-"))
 
@@ -577,7 +588,7 @@ def run_bench_command(
     pool_cores: int | None,
     as_json: bool,
 ) -> NoReturn:
-    from shared.bench import parse_concurrencies, run_bench, run_overbooking, summary_rows
+    from shared.ops.bench import parse_concurrencies, run_bench, run_overbooking, summary_rows
 
     if scenario == "overbooking":
         if sweep is not None or profile is not None:
@@ -632,11 +643,11 @@ def bench_sweep(
     pool_cores: int | None = None,
 ) -> NoReturn:
     """`bench --sweep`: one offers run per concurrency, a table (or a JSON list), and the plot."""
-    from shared.bench import SWEEP_COLUMNS, run_sweep, sweep_point, sweep_rows
+    from shared.ops.bench import SWEEP_COLUMNS, run_sweep, sweep_point, sweep_rows
 
     reports = asyncio.run(run_sweep(data_dir, requests, concurrencies, baseline, profile_dir, pool_cores))
     if plot is not None:
-        from shared.bench_plot import draw
+        from shared.ops.bench_plot import draw
 
         title = (
             f"broker bench, offers scenario, {requests} requests per point — "

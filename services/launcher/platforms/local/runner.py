@@ -1,6 +1,6 @@
 """Child-process program of the local platform: executes one notebook and records the result.
 
-Run as `python -m services.launcher.platforms.local_runner --input I --output O --result R`.
+Run as `python -m services.launcher.platforms.local.runner --input I --output O --result R`.
 
 It runs in its own process (group) so that the launcher can crash, restart and find the run again
 from files alone: the executed notebook (written even when a cell fails, because that is how users

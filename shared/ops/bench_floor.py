@@ -129,7 +129,7 @@ async def drive(url: str, requests: int, concurrency: int) -> FloorResult:
 
 def start_relays(url: str) -> list[subprocess.Popen[bytes]]:
     return [
-        subprocess.Popen([sys.executable, "-m", "shared.bench_floor", url, str(stage)])
+        subprocess.Popen([sys.executable, "-m", "shared.ops.bench_floor", url, str(stage)])
         for stage in range(HOPS)
     ]
 

@@ -45,8 +45,8 @@ from opentelemetry.trace import TracerProvider
 
 from services.launcher.platforms.base import LaunchSpec, PlatformBase, PlatformError, RunState, RunStatus
 from services.launcher.platforms.files import read_json_object, write_json_atomically
-from services.launcher.platforms.jbo_http import JboHttp, RetryPolicy
-from services.launcher.platforms.jbo_job import build_job, judge
+from services.launcher.platforms.jbo.client import JboHttp, RetryPolicy
+from services.launcher.platforms.jbo.job import build_job, judge
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ from urllib.parse import unquote, urlparse
 import httpx
 import nbformat
 
-from services.launcher.platforms import local_data
 from services.launcher.platforms.base import (
     DOCKER_CONTAINER_KIND,
     JUPYTER_NOTEBOOK_KIND,
@@ -40,17 +39,18 @@ from services.launcher.platforms.base import (
     RunStatus,
 )
 from services.launcher.platforms.files import read_json_object
-from services.launcher.platforms.local_command import (
+from services.launcher.platforms.local import data as local_data
+from services.launcher.platforms.local.command import (
     COMMAND_LOG_FILE,
     command_status,
     prepare_command,
     spawn_detached,
     start_command,
 )
-from services.launcher.platforms.local_command import (
+from services.launcher.platforms.local.command import (
     RESULT_FILE as RESULT_FILE,  # re-exported: the plugin's file names live here too
 )
-from services.launcher.platforms.local_runner import (
+from services.launcher.platforms.local.runner import (
     CANCEL_MARKER,
     CANCELLED_MESSAGE,
     KERNEL_FILE,
@@ -58,7 +58,7 @@ from services.launcher.platforms.local_runner import (
     write_result,
 )
 
-RUNNER_MODULE = "services.launcher.platforms.local_runner"
+RUNNER_MODULE = "services.launcher.platforms.local.runner"
 INPUT_FILE = "input.ipynb"
 OUTPUT_FILE = "output.ipynb"
 LOG_FILE = "runner.log"

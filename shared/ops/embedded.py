@@ -116,7 +116,7 @@ class ServiceProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "EB_DATA_DIR": str(self.data_dir), "EB_NATS_URL": self.nats_url}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "service", self.name, "--nats-url", self.nats_url],
+            [sys.executable, "-m", "shared.ops.cli", "service", self.name, "--nats-url", self.nats_url],
             stdout=open(log, "ab"),  # noqa: SIM115 - the child owns the handle
             stderr=subprocess.STDOUT,
             env=env,

@@ -36,7 +36,7 @@ from typing import Any
 
 from services.launcher.platforms.base import LaunchSpec, PlatformError, RunState, RunStatus
 from services.launcher.platforms.files import write_json_atomically
-from services.launcher.platforms.local_runner import CANCEL_MARKER, CANCELLED_MESSAGE
+from services.launcher.platforms.local.runner import CANCEL_MARKER, CANCELLED_MESSAGE
 
 # File names inside the work dir, shared with the plugin (local.py).
 RESULT_FILE = "result.json"

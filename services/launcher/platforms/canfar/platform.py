@@ -52,7 +52,7 @@ from services.launcher.platforms.base import (
     RunState,
     RunStatus,
 )
-from services.launcher.platforms.canfar_client import (
+from services.launcher.platforms.canfar.client import (
     RetryPolicy,
     SkahaClient,
     TokenSource,

@@ -27,9 +27,9 @@ from opentelemetry import trace
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.launcher.platforms import dirac_job
 from services.launcher.platforms.base import LaunchSpec, PlatformBase, PlatformError, RunStatus
-from services.launcher.platforms.slurm_client import (
+from services.launcher.platforms.dirac import job as dirac_job
+from services.launcher.platforms.dirac.client import (
     ESLURM_ALREADY_DONE,
     ESLURM_INVALID_JOB_ID,
     OutcomeUnknown,

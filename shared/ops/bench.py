@@ -6,10 +6,10 @@ Scenarios:
   and the latency of each phase after the accept.
 Both report ``overbooked`` (capacity the scheduler's bookings exceed at their busiest instant, from
 its SQLite file and from the accepted offers) and ``lost`` (requests or sessions never answered).
-``--baseline`` also measures the plain nats-py chain of the same shape (``shared.bench_floor``).
-``--sweep`` repeats the offers scenario once per concurrency (``shared.bench_plot`` draws it), and
+``--baseline`` also measures the plain nats-py chain of the same shape (``shared.ops.bench_floor``).
+``--sweep`` repeats the offers scenario once per concurrency (``shared.ops.bench_plot`` draws it), and
 ``--profile`` records the offers and scheduler processes with py-spy during the load
-(``shared.bench_profile``). ``live_sessions`` is how many sessions the offers service holds that have
+(``shared.ops.bench_profile``). ``live_sessions`` is how many sessions the offers service holds that have
 not ended, counted when the RSS figures are read: the memory is "RSS at that many live sessions".
 """
 
@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from shared import iso8601
-from shared.bench_plot import SweepPoint
-from shared.bench_profile import FunctionShare, ProfileError, ServiceProfiler
 from shared.client import BrokerClient, BrokerTimeout, wait_for_services
-from shared.embedded import SERVICES, EmbeddedBroker, NatsServer
-from shared.faults import zero_time_request
 from shared.lifecycle import TERMINAL, Phase
 from shared.models import OfferSetResponse
+from shared.ops.bench_plot import SweepPoint
+from shared.ops.bench_profile import FunctionShare, ProfileError, ServiceProfiler
+from shared.ops.embedded import SERVICES, EmbeddedBroker, NatsServer
+from shared.ops.faults import zero_time_request
 
 POOL_CORES = 64
 # The services whose Python is the hot path of a request (the launcher idles in the offers scenario).

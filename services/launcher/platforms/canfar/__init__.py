@@ -1,0 +1,1 @@
+"""The canfar platform plugin."""

@@ -1,0 +1,1 @@
+"""The dirac platform plugin."""

@@ -1,0 +1,1 @@
+"""The jbo platform plugin."""

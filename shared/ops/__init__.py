@@ -1,0 +1,1 @@
+"""Operator tools: the `broker` CLI, the embedded broker, fault injection and the benchmark."""
