@@ -194,7 +194,7 @@ class BrokerClient:
             subjects.request(self.owner, request_id),
             payload,
             request_id,
-            subjects.offerset(request_id),
+            subjects.offerset(self.owner, request_id),
             timeout,
         )
         return OfferSetResponse.model_validate_json(raw)
@@ -203,10 +203,10 @@ class BrokerClient:
         update_id = str(uuid.uuid4())
         body = json.dumps({"kind": ENUM_VALUE_UPDATE_KIND, "path": "phase", "value": str(phase)}).encode()
         raw = await self._publish_and_wait(
-            subjects.session_update(session_id, self.owner),
+            subjects.update(self.owner, session_id),
             body,
             update_id,
-            subjects.session_reply(session_id, update_id),
+            subjects.update_result(self.owner, session_id, update_id),
             timeout,
         )
         return UpdateResult.model_validate_json(raw)
@@ -228,8 +228,8 @@ class BrokerClient:
         replay: bool = True,
         idle_timeout: float | None = None,
     ) -> AsyncIterator[SessionEvent]:
-        """Session events in stream order; with a session id, its whole history first (replay)."""
-        subject = subjects.session_events(session_id or "*")
+        """This owner's session events in stream order; with a session id, its whole history first."""
+        subject = subjects.session_events(self.owner, session_id or "*")
         policy = DeliverPolicy.ALL if replay else DeliverPolicy.NEW
         sub = await self.nc.jetstream().subscribe(subject, ordered_consumer=True, deliver_policy=policy)
         try:

@@ -118,6 +118,7 @@ class StopSession(Message):
     """scheduler → launcher: stop a launched session (cancel)."""
 
     session_id: str
+    owner: str
     reason: str
 
 

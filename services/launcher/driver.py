@@ -32,11 +32,12 @@ from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError
 from services.launcher.preparation import prepare_components
 from shared import subjects
 from shared.bus.events import publish_phase
-from shared.bus.runtime import ServiceRuntime
+from shared.bus.runtime import TransactionRunner
 from shared.bus.store import Transaction
 from shared.lifecycle import TERMINAL, Phase, transition
 from shared.messages import PreparationMeasured
 from shared.models import MessageItem
+from shared.subjects import LauncherFact
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("execution_broker.launcher")
@@ -50,12 +51,24 @@ T = TypeVar("T")
 
 
 class Drivers:
-    def __init__(self, runtime: ServiceRuntime, platforms: Mapping[str, Platform], work_root: Path) -> None:
-        self.runtime = runtime
+    def __init__(
+        self, runtime: TransactionRunner | None, platforms: Mapping[str, Platform], work_root: Path
+    ) -> None:
+        # The runtime runs the handlers that drive these, so the composition root may bind it later.
+        self._runtime = runtime
         self.platforms = platforms
         self.work_root = work_root
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
+
+    def bind(self, runtime: TransactionRunner) -> None:
+        self._runtime = runtime
+
+    @property
+    def runtime(self) -> TransactionRunner:
+        if self._runtime is None:
+            raise RuntimeError("the drivers are not bound to a runtime")
+        return self._runtime
 
     def ensure(self, session_id: str) -> None:
         task = self._tasks.get(session_id)
@@ -274,6 +287,7 @@ class Drivers:
                 await publish_phase(
                     tx,
                     session_id,
+                    run.owner,
                     step.phase,
                     run.trace,
                     step.messages(tx.now),
@@ -283,7 +297,7 @@ class Drivers:
                 if step.measured is not None and step.pool:
                     # The scheduler learns real preparation times from these, per source and pool.
                     await tx.publish(
-                        subjects.scheduler_command(step.pool, "measured"),
+                        subjects.launcher_event(step.pool, LauncherFact.MEASURED),
                         step.measured.to_bytes(),
                         f"measured:{session_id}",
                         trace_headers=run.trace or None,

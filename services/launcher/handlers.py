@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from services.launcher import store as tables
 from services.launcher.driver import Drivers
+from shared import subjects
 from shared.bus.events import publish_phase
 from shared.bus.runtime import Incoming
 from shared.bus.store import Transaction, current_trace_headers
+from shared.bus.wiring import Consumer, Publication, Route, Wiring
 from shared.lifecycle import Phase
-from shared.messages import LaunchSession, StopSession
+from shared.messages import DeadLetter, LaunchSession, PreparationMeasured, SessionEvent, StopSession
 from shared.models import MessageItem
+from shared.subjects import LauncherFact, LauncherVerb
 
 
 class LauncherHandlers:
-    def __init__(self, drivers: Drivers, platform: str) -> None:
+    """The handlers of one pool's launch commands; the launcher runs one instance per pool."""
+
+    def __init__(self, drivers: Drivers, pool: str, platform: str) -> None:
         self.drivers = drivers
+        self.pool = pool
         self.platform = platform
 
     async def launch(self, tx: Transaction, msg: Incoming) -> None:
@@ -41,6 +49,7 @@ class LauncherHandlers:
             await publish_phase(
                 tx,
                 command.session_id,
+                command.owner,
                 Phase.CANCELLED,
                 current_trace_headers(),
                 [
@@ -60,3 +69,62 @@ class LauncherHandlers:
     def _wake(self, session_id: str) -> None:
         self.drivers.wake(session_id)
         self.drivers.ensure(session_id)
+
+
+# -- wiring -----------------------------------------------------------------------------------------
+
+SERVICE = "launcher"
+
+
+def wiring(pools: Sequence[LauncherHandlers]) -> Wiring:
+    """Everything the launcher hears and says: one consumer of launch commands per pool."""
+    return Wiring(
+        SERVICE,
+        consumers=tuple(
+            Consumer(
+                f"launcher-{handlers.pool}",
+                (
+                    Route(
+                        subjects.LAUNCHER_COMMAND,
+                        handlers.launch,
+                        LaunchSession,
+                        {"pool": handlers.pool, "verb": LauncherVerb.LAUNCH.value},
+                    ),
+                    Route(
+                        subjects.LAUNCHER_COMMAND,
+                        handlers.stop,
+                        StopSession,
+                        {"pool": handlers.pool, "verb": LauncherVerb.STOP.value},
+                    ),
+                ),
+            )
+            for handlers in pools
+        ),
+        publishes=(
+            *(
+                Publication(subjects.SESSION, SessionEvent, {"phase": phase.value})
+                for phase in LAUNCHER_PHASES
+            ),
+            *(
+                Publication(
+                    subjects.LAUNCHER_EVENT,
+                    PreparationMeasured,
+                    {"pool": handlers.pool, "fact": LauncherFact.MEASURED.value},
+                )
+                for handlers in pools
+            ),
+            Publication(subjects.DEAD_LETTER, DeadLetter, {"service": SERVICE}),
+        ),
+    )
+
+
+#: The phases the launcher reports: from preparation to the end of a launched session.
+LAUNCHER_PHASES = (
+    Phase.PREPARING,
+    Phase.AVAILABLE,
+    Phase.RUNNING,
+    Phase.RELEASING,
+    Phase.COMPLETED,
+    Phase.FAILED,
+    Phase.CANCELLED,
+)

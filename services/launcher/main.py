@@ -1,52 +1,38 @@
-"""Composition root of the launcher: loads the platform plugin and resumes unfinished runs."""
+"""Composition root of the launcher: loads the platform plugins and resumes unfinished runs."""
 
 from __future__ import annotations
 
 import asyncio
 
 from services.launcher.driver import Drivers
-from services.launcher.handlers import LauncherHandlers
+from services.launcher.handlers import SERVICE, LauncherHandlers, wiring
 from services.launcher.platforms.registry import load_platform
 from services.launcher.store import SCHEMA
-from shared import subjects
-from shared.bus.runtime import Handler, Incoming, ServiceRuntime
-from shared.bus.store import Store, Transaction
-from shared.bus.streams import ConsumerSpec
+from shared.bus.runtime import ServiceRuntime
+from shared.bus.store import Store
 from shared.pools import load_pools
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
-
-SERVICE = "launcher"
 
 
 def build(settings: Settings) -> tuple[ServiceRuntime, Drivers]:
     tracer = setup_tracing(settings.otel_service_prefix + SERVICE)
     service_dir = settings.service_dir(SERVICE).resolve()
     store = Store(service_dir / "launcher.sqlite", SCHEMA)
-    runtime = ServiceRuntime(SERVICE, settings.nats_url, store, tracer, max_deliver=settings.max_deliver)
-    # One plugin and one consumer per platform that some configured pool runs on.
-    names = load_pools(settings).platforms()
-    platforms = {name: load_platform(name) for name in names}
-    drivers = Drivers(runtime, platforms, service_dir / "sessions")
-    for name in names:
-        handlers = LauncherHandlers(drivers, name)
-        verbs: dict[str, Handler] = {"launch": handlers.launch, "stop": handlers.stop}
-
-        async def dispatch(tx: Transaction, msg: Incoming, verbs: dict[str, Handler] = verbs) -> None:
-            handler = verbs.get(subjects.token_at(msg.subject, 3))
-            if handler is not None:
-                await handler(tx, msg)
-
-        runtime.consume(
-            ConsumerSpec(
-                subjects.COMMANDS_STREAM,
-                f"launcher-{name}",
-                f"eb.launcher.{name}.*",
-                settings.ack_wait_s,
-                settings.max_deliver,
-            ),
-            dispatch,
-        )
+    config = load_pools(settings)
+    # One plugin instance per platform that some configured pool runs on, one consumer per pool.
+    platforms = {name: load_platform(name) for name in config.platforms()}
+    drivers = Drivers(None, platforms, service_dir / "sessions")
+    handlers = [LauncherHandlers(drivers, pool.name, pool.platform) for pool in config.pools]
+    runtime = ServiceRuntime(
+        wiring(handlers),
+        settings.nats_url,
+        store,
+        tracer,
+        ack_wait_s=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+    )
+    drivers.bind(runtime)
     return runtime, drivers
 
 

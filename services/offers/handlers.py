@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,10 +14,13 @@ from shared import subjects
 from shared.bus.events import publish_phase
 from shared.bus.runtime import Incoming
 from shared.bus.store import Transaction, current_trace_headers
+from shared.bus.wiring import Consumer, Publication, Route, Timer, Wiring
 from shared.lifecycle import Phase, observe
 from shared.messages import (
     BookSession,
     CancelSession,
+    DeadLetter,
+    QuoteSlots,
     ReleaseHolds,
     SessionEvent,
     SlotsQuoted,
@@ -24,11 +28,14 @@ from shared.messages import (
 )
 from shared.models import (
     DocumentError,
+    EnumValueUpdate,
     ExecutionRequest,
     MessageItem,
+    OfferSetResponse,
     dump_text,
     load_document,
 )
+from shared.subjects import SchedulerFact, SchedulerVerb, SubjectError
 
 
 class OffersHandlers:
@@ -38,8 +45,7 @@ class OffersHandlers:
     # -- requests ---------------------------------------------------------------------------------
 
     async def submit_request(self, tx: Transaction, msg: Incoming) -> None:
-        owner = subjects.token_at(msg.subject, 2)
-        request_id = subjects.token_at(msg.subject, 3)
+        owner, request_id = subjects.parse_request(msg.subject)
         # A request is identified by its id, whatever transport id a re-send carries.
         if await tx.fetchone(
             "SELECT 1 FROM requests WHERE request_id = ?", (request_id,)
@@ -65,7 +71,7 @@ class OffersHandlers:
             # Every pool that can run the executable is asked; the offer set waits for all answers.
             for pool in decision.pools:
                 await tx.publish(
-                    subjects.scheduler_command(pool, "quote"),
+                    subjects.scheduler_command(pool, SchedulerVerb.QUOTE),
                     decision.quote.to_bytes(),
                     f"quote:{pool}:{request_id}",
                 )
@@ -85,13 +91,18 @@ class OffersHandlers:
         await tables.save_offerset(tx, request_id, owner, offerset, trace, pools, document)
         await tx.execute("UPDATE requests SET state = 'ANSWERED' WHERE request_id = ?", (request_id,))
         await tx.publish(
-            subjects.offerset(request_id), document.encode(), f"offerset:{request_id}", trace_headers=trace
+            subjects.offerset(owner, request_id),
+            document.encode(),
+            f"offerset:{request_id}",
+            trace_headers=trace,
         )
 
     async def request_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
         """A request that could never be processed still gets an answer: NO, with the reason."""
-        owner = subjects.token_at(msg.subject, 2)
-        request_id = subjects.token_at(msg.subject, 3)
+        try:
+            owner, request_id = subjects.parse_request(msg.subject)
+        except SubjectError:
+            return  # no one to answer: the dead letter is the record
         message = MessageItem.error(
             "urn:internal-error",
             "The broker could not process this request: ${reason}",
@@ -137,10 +148,10 @@ class OffersHandlers:
     # -- updates ----------------------------------------------------------------------------------
 
     async def update_session(self, tx: Transaction, msg: Incoming) -> None:
-        session_id = subjects.token_at(msg.subject, 2)
-        requester = subjects.token_at(msg.subject, 4)
+        requester, session_id = subjects.parse_update(msg.subject)
         update_id = msg.headers.get("Nats-Msg-Id") or msg.msg_id
-        reply = subjects.session_reply(session_id, update_id)
+        # The answer goes to whoever asked, on their own subject: never to the session's owner.
+        reply = subjects.update_result(requester, session_id, update_id)
 
         async def answer(result: UpdateResult) -> None:
             await tx.publish(reply, result.to_bytes(), f"reply:{session_id}:{update_id}")
@@ -180,7 +191,7 @@ class OffersHandlers:
         trace = await tables.session_trace(tx, session_id)
         for sid, phase in decision.events:
             await tables.set_phase(tx, sid, phase)
-            await publish_phase(tx, sid, phase, trace)
+            await publish_phase(tx, sid, view.owner, phase, trace)
         pool = await tables.session_pool(tx, session_id) or self.policy.pool
         release = list(decision.release)
         if decision.book:
@@ -200,7 +211,7 @@ class OffersHandlers:
                 platform=choice.platform if choice else self.policy.platform,
             )
             await tx.publish(
-                subjects.scheduler_command(pool, "book"),
+                subjects.scheduler_command(pool, SchedulerVerb.BOOK),
                 book.to_bytes(),
                 f"book:{session_id}",
                 trace_headers=trace,
@@ -208,7 +219,7 @@ class OffersHandlers:
         await self._release(tx, release, requested.value, f"release:{update_id}", trace)
         if decision.forward_cancel:
             await tx.publish(
-                subjects.scheduler_command(pool, "cancel"),
+                subjects.scheduler_command(pool, SchedulerVerb.CANCEL),
                 CancelSession(session_id=session_id, reason="cancelled by its owner").to_bytes(),
                 f"cancel:{session_id}",
                 trace_headers=trace,
@@ -224,7 +235,10 @@ class OffersHandlers:
         )
 
     async def update_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
-        session_id = subjects.token_at(msg.subject, 2)
+        try:
+            requester, session_id = subjects.parse_update(msg.subject)
+        except SubjectError:
+            return  # no one to answer: the dead letter is the record
         update_id = msg.headers.get("Nats-Msg-Id") or msg.msg_id
         result = UpdateResult(
             session_id=session_id,
@@ -240,7 +254,7 @@ class OffersHandlers:
             ],
         )
         await tx.publish(
-            subjects.session_reply(session_id, update_id),
+            subjects.update_result(requester, session_id, update_id),
             result.to_bytes(),
             f"reply:{session_id}:{update_id}",
         )
@@ -265,9 +279,11 @@ class OffersHandlers:
     async def expire_offers(self, tx: Transaction) -> None:
         due = await tables.due_offers(tx, tx.now)
         expired = domain.expired(due, tx.now)
+        owners = {view.session_id: view.owner for view in due}
         for session_id in expired:
             await tables.set_phase(tx, session_id, Phase.EXPIRED)
-            await publish_phase(tx, session_id, Phase.EXPIRED, await tables.session_trace(tx, session_id))
+            trace = await tables.session_trace(tx, session_id)
+            await publish_phase(tx, session_id, owners[session_id], Phase.EXPIRED, trace)
         if expired:
             await self._release(tx, expired, "EXPIRED", f"release:expired:{expired[0]}", None)
 
@@ -280,8 +296,74 @@ class OffersHandlers:
         for pool, ids in (await tables.pools_of(tx, session_ids)).items():
             pool = pool or self.policy.pool
             await tx.publish(
-                subjects.scheduler_command(pool, "release"),
+                subjects.scheduler_command(pool, SchedulerVerb.RELEASE),
                 ReleaseHolds(session_ids=ids, reason=reason).to_bytes(),
                 f"{msg_id}:{pool}",
                 trace_headers=trace,
             )
+
+
+# -- wiring -----------------------------------------------------------------------------------------
+
+SERVICE = "offers"
+#: Phases only the offers service decides (OFFERED is carried by the offer set, never as an event).
+OWN_PHASES = frozenset({Phase.OFFERED, Phase.ACCEPTED, Phase.REJECTED, Phase.EXPIRED})
+
+
+def wiring(handlers: OffersHandlers, pools: Sequence[str]) -> Wiring:
+    """Everything the offers service hears and says on the bus."""
+    # The read model follows the phases the scheduler and the launcher report. The ones offers
+    # decides itself (accept, reject, expiry) are already in its tables when it publishes them, so
+    # the server is asked not to deliver them back.
+    reported = tuple(
+        Route(subjects.SESSION, handlers.session_event, SessionEvent, {"phase": phase.value})
+        for phase in Phase
+        if phase not in OWN_PHASES
+    )
+    return Wiring(
+        SERVICE,
+        consumers=(
+            Consumer(
+                "offers-requests",
+                (Route(subjects.REQUEST, handlers.submit_request, ExecutionRequest),),
+                on_dead=handlers.request_dead,
+            ),
+            Consumer(
+                "offers-quotes",
+                (
+                    Route(
+                        subjects.SCHEDULER_EVENT,
+                        handlers.slots_quoted,
+                        SlotsQuoted,
+                        {"fact": SchedulerFact.QUOTED.value},
+                    ),
+                ),
+            ),
+            Consumer(
+                "offers-updates",
+                (Route(subjects.UPDATE, handlers.update_session, EnumValueUpdate),),
+                on_dead=handlers.update_dead,
+            ),
+            Consumer("offers-events", reported),
+        ),
+        publishes=(
+            Publication(subjects.OFFERSET, OfferSetResponse),
+            Publication(subjects.UPDATE_RESULT, UpdateResult),
+            *(
+                Publication(subjects.SESSION, SessionEvent, {"phase": phase.value})
+                for phase in sorted(OWN_PHASES - {Phase.OFFERED})
+            ),
+            *(
+                Publication(subjects.SCHEDULER_COMMAND, model, {"pool": pool, "verb": verb.value})
+                for pool in pools
+                for verb, model in (
+                    (SchedulerVerb.QUOTE, QuoteSlots),
+                    (SchedulerVerb.BOOK, BookSession),
+                    (SchedulerVerb.RELEASE, ReleaseHolds),
+                    (SchedulerVerb.CANCEL, CancelSession),
+                )
+            ),
+            Publication(subjects.DEAD_LETTER, DeadLetter, {"service": SERVICE}),
+        ),
+        timers=(Timer("offers-expiry", 1.0, handlers.expire_offers),),
+    )

@@ -5,28 +5,20 @@ from __future__ import annotations
 import asyncio
 
 from services.offers.domain import OfferPolicy, PoolChoice
-from services.offers.handlers import OffersHandlers
+from services.offers.handlers import SERVICE, OffersHandlers, wiring
 from services.offers.http.settings import HttpSettings
 from services.offers.store import SCHEMA
-from shared import subjects
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
-from shared.bus.streams import ConsumerSpec
-from shared.lifecycle import Phase
 from shared.pools import load_pools
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
-
-SERVICE = "offers"
-#: Phases only the offers service decides (OFFERED is carried by the offer set, never as an event).
-OWN_PHASES = frozenset({Phase.OFFERED, Phase.ACCEPTED, Phase.REJECTED, Phase.EXPIRED})
 
 
 def build(settings: Settings, http: HttpSettings | None = None) -> ServiceRuntime:
     http = http or HttpSettings()
     tracer = setup_tracing(settings.otel_service_prefix + SERVICE)
     store = Store(settings.service_dir(SERVICE) / "offers.sqlite", SCHEMA)
-    runtime = ServiceRuntime(SERVICE, settings.nats_url, store, tracer, max_deliver=settings.max_deliver)
     pools = load_pools(settings)
     first = pools.pools[0]
     policy = OfferPolicy(
@@ -43,31 +35,14 @@ def build(settings: Settings, http: HttpSettings | None = None) -> ServiceRuntim
         ),
     )
     handlers = OffersHandlers(policy)
-
-    def spec(durable: str, stream: str, filter_subject: str | tuple[str, ...]) -> ConsumerSpec:
-        return ConsumerSpec(stream, durable, filter_subject, settings.ack_wait_s, settings.max_deliver)
-
-    runtime.consume(
-        spec("offers-requests", subjects.COMMANDS_STREAM, "eb.requests.*.*"),
-        handlers.submit_request,
-        handlers.request_dead,
+    runtime = ServiceRuntime(
+        wiring(handlers, [pool.name for pool in pools.pools]),
+        settings.nats_url,
+        store,
+        tracer,
+        ack_wait_s=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
     )
-    runtime.consume(
-        spec("offers-quotes", subjects.COMMANDS_STREAM, "eb.scheduler.*.evt.quoted"), handlers.slots_quoted
-    )
-    runtime.consume(
-        spec("offers-updates", subjects.COMMANDS_STREAM, "eb.sessions.*.update.*"),
-        handlers.update_session,
-        handlers.update_dead,
-    )
-    # The read model follows the phases the scheduler and the launcher report. The ones offers
-    # decides itself (accept, reject, expiry) are already in its tables when it publishes them, so
-    # the server is asked not to deliver them back.
-    reported = tuple(
-        subjects.session_event("*", phase.value) for phase in Phase if phase not in OWN_PHASES
-    )
-    runtime.consume(spec("offers-events", subjects.EVENTS_STREAM, reported), handlers.session_event)
-    runtime.every(1.0, handlers.expire_offers, "offers-expiry")
     return runtime
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 
 from services.scheduler import domain
@@ -22,12 +23,15 @@ from shared import iso8601, subjects
 from shared.bus.events import publish_phase
 from shared.bus.runtime import Incoming
 from shared.bus.store import Store, Transaction, current_trace_headers
-from shared.lifecycle import Phase, is_terminal
+from shared.bus.wiring import Consumer, Handler, Publication, Reply, Responder, Route, Timer, Wiring
+from shared.lifecycle import TERMINAL, Phase, is_terminal
 from shared.messages import (
     BookSession,
     CancelSession,
+    DeadLetter,
     Hold,
     LaunchSession,
+    Message,
     PreparationMeasured,
     QuoteSlots,
     ReleaseHolds,
@@ -37,6 +41,7 @@ from shared.messages import (
 )
 from shared.models import MessageItem
 from shared.pools import Pool
+from shared.subjects import LauncherFact, LauncherVerb, SchedulerFact, SchedulerVerb
 
 
 class SchedulerHandlers:
@@ -123,7 +128,7 @@ class SchedulerHandlers:
         holds, reasons = await self._hold_slots(tx, quote)
         answer = SlotsQuoted(request_id=quote.request_id, pool=self.pool, holds=holds, reasons=reasons)
         await tx.publish(
-            subjects.scheduler_event(self.pool, "quoted"),
+            subjects.scheduler_event(self.pool, SchedulerFact.QUOTED),
             answer.to_bytes(),
             f"quoted:{self.pool}:{quote.request_id}",
         )
@@ -224,6 +229,7 @@ class SchedulerHandlers:
             await publish_phase(
                 tx,
                 command.session_id,
+                command.owner,
                 Phase.FAILED,
                 {},
                 [
@@ -246,6 +252,7 @@ class SchedulerHandlers:
                 await publish_phase(
                     tx,
                     row.session_id,
+                    row.owner,
                     Phase.FAILED,
                     {},
                     [
@@ -274,7 +281,7 @@ class SchedulerHandlers:
         )
         trace = current_trace_headers()
         await tables.book(tx, row.session_id, launch_at, launch.model_dump(mode="json"), trace)
-        await publish_phase(tx, row.session_id, Phase.WAITING, trace)
+        await publish_phase(tx, row.session_id, row.owner, Phase.WAITING, trace)
         if launch_at <= tx.now:
             await self._launch(tx, row.session_id, launch, trace)
 
@@ -283,7 +290,7 @@ class SchedulerHandlers:
     ) -> None:
         await tables.set_state(tx, session_id, "launched", only_from=("booked",))
         await tx.publish(
-            subjects.launcher_command(self.platform, "launch"),
+            subjects.launcher_command(self.pool, LauncherVerb.LAUNCH),
             launch.to_bytes(),
             f"launch:{session_id}",
             trace_headers=trace,
@@ -319,6 +326,7 @@ class SchedulerHandlers:
             await publish_phase(
                 tx,
                 row.session_id,
+                row.owner,
                 Phase.CANCELLED,
                 row.trace,
                 [
@@ -331,9 +339,9 @@ class SchedulerHandlers:
                 ],
             )
         elif row.state == "launched":
-            stop = StopSession(session_id=row.session_id, reason=command.reason)
+            stop = StopSession(session_id=row.session_id, owner=row.owner, reason=command.reason)
             await tx.publish(
-                subjects.launcher_command(self.platform, "stop"),
+                subjects.launcher_command(self.pool, LauncherVerb.STOP),
                 stop.to_bytes(),
                 f"stop:{row.session_id}",
                 trace_headers=row.trace,
@@ -353,3 +361,72 @@ class SchedulerHandlers:
         for row in await tables.due_launches(tx, self.pool):
             if row.launch is not None:
                 await self._launch(tx, row.session_id, LaunchSession.model_validate(row.launch), row.trace)
+
+
+# -- wiring -----------------------------------------------------------------------------------------
+
+SERVICE = "scheduler"
+
+
+def wiring(pools: Mapping[str, SchedulerHandlers], answer_pools: Responder) -> Wiring:
+    """Everything the scheduler hears and says: one single-writer consumer per pool."""
+    # Session ids are unique across pools, so any pool's handler can end any booking. Only the
+    # terminal phases free capacity, so only they are delivered: a session has seven phase events and
+    # receiving the other five cost the scheduler as much as a quote each.
+    first = next(iter(pools.values()))
+    ended = tuple(
+        Route(subjects.SESSION, first.session_event, SessionEvent, {"phase": phase.value})
+        for phase in sorted(TERMINAL)
+    )
+    measured = tuple(
+        Route(
+            subjects.LAUNCHER_EVENT,
+            handlers.measured,
+            PreparationMeasured,
+            {"pool": name, "fact": LauncherFact.MEASURED.value},
+        )
+        for name, handlers in pools.items()
+    )
+    return Wiring(
+        SERVICE,
+        consumers=(
+            *(_pool_commands(name, handlers) for name, handlers in pools.items()),
+            Consumer("scheduler-events", ended + measured),
+        ),
+        publishes=(
+            *(
+                Publication(subjects.SCHEDULER_EVENT, SlotsQuoted, {"pool": name, "fact": "quoted"})
+                for name in pools
+            ),
+            *(
+                Publication(subjects.LAUNCHER_COMMAND, model, {"pool": name, "verb": verb.value})
+                for name in pools
+                for verb, model in ((LauncherVerb.LAUNCH, LaunchSession), (LauncherVerb.STOP, StopSession))
+            ),
+            *(
+                Publication(subjects.SESSION, SessionEvent, {"phase": phase.value})
+                for phase in (Phase.WAITING, Phase.CANCELLED, Phase.FAILED)
+            ),
+            Publication(subjects.DEAD_LETTER, DeadLetter, {"service": SERVICE}),
+        ),
+        replies=(Reply(subjects.POOLS_INFO, answer_pools),),
+        timers=tuple(Timer(f"scheduler-{name}-timers", 0.2, h.tick) for name, h in pools.items()),
+        on_start=tuple(handlers.load for handlers in pools.values()),
+    )
+
+
+def _pool_commands(name: str, handlers: SchedulerHandlers) -> Consumer:
+    """One consumer for all of a pool's commands keeps book → cancel in the order they were sent."""
+    commands: tuple[tuple[SchedulerVerb, type[Message], Handler], ...] = (
+        (SchedulerVerb.QUOTE, QuoteSlots, handlers.quote),
+        (SchedulerVerb.BOOK, BookSession, handlers.book),
+        (SchedulerVerb.RELEASE, ReleaseHolds, handlers.release),
+        (SchedulerVerb.CANCEL, CancelSession, handlers.cancel),
+    )
+    return Consumer(
+        f"scheduler-{name}",
+        tuple(
+            Route(subjects.SCHEDULER_COMMAND, handler, model, {"pool": name, "verb": verb.value})
+            for verb, model, handler in commands
+        ),
+    )

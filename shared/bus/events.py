@@ -13,6 +13,7 @@ from shared.telemetry import current_trace_id, trace_id_from_headers
 async def publish_phase(
     tx: Transaction,
     session_id: str,
+    owner: str,
     phase: Phase,
     trace: dict[str, str],
     messages: list[MessageItem] | None = None,
@@ -33,7 +34,7 @@ async def publish_phase(
         trace_id=trace_id_from_headers(trace) or current_trace_id(),
     )
     await tx.publish(
-        subjects.session_event(session_id, phase.value),
+        subjects.session_event(owner, session_id, phase.value),
         event.to_bytes(),
         subjects.phase_msg_id(session_id, phase.value),
         trace_headers=trace or None,

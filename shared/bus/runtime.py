@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
@@ -38,6 +38,7 @@ from shared.bus.acks import DoubleAcks
 from shared.bus.pulling import BatchPuller
 from shared.bus.store import OutboxRow, Store, Transaction
 from shared.bus.streams import ConsumerSpec, ensure_consumer, ensure_streams
+from shared.bus.wiring import Consumer, DeadHandler, Handler, Ticker, Wiring
 from shared.messages import DeadLetter
 
 log = logging.getLogger(__name__)
@@ -60,20 +61,26 @@ class Incoming:
     deliveries: int
 
 
+class TransactionRunner(Protocol):
+    """What long-running work beside the handlers (the launcher's drivers) needs of a runtime: its
+    store, and transactions whose queued messages are sent after the commit."""
+
+    @property
+    def store(self) -> Store: ...
+
+    async def unit_of_work(self, work: Callable[[Transaction], Awaitable[T]]) -> T: ...
+
+
 class TransientError(Exception):
     """Worth retrying later (a platform or peer is briefly unavailable)."""
 
 
-Handler = Callable[[Transaction, Incoming], Awaitable[None]]
-DeadHandler = Callable[[Transaction, Incoming, str], Awaitable[None]]
-Ticker = Callable[[Transaction], Awaitable[None]]
-
-
 @dataclass(frozen=True)
 class Subscription:
+    """A declared consumer with the settings the runtime gives it."""
+
+    consumer: Consumer
     spec: ConsumerSpec
-    handler: Handler
-    on_dead: DeadHandler | None
 
 
 @dataclass(frozen=True)
@@ -101,17 +108,21 @@ def incoming_of(msg: Msg) -> Incoming:
 
 
 class ServiceRuntime:
+    """Runs one service's `Wiring`: every consumer, reply subject and timer it declares."""
+
     def __init__(
         self,
-        service: str,
+        wiring: Wiring,
         nats_url: str,
         store: Store,
         tracer_provider: TracerProvider,
         *,
+        ack_wait_s: float = 30.0,
         max_deliver: int = 5,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
-        self.service = service
+        self.wiring = wiring
+        self.service = service = wiring.service
         self.store = store
         self.max_deliver = max_deliver
         self.batch_size = batch_size
@@ -127,9 +138,20 @@ class ServiceRuntime:
             name=f"eb-{service}",
         )
         self.tracer: Tracer = tracer_provider.get_tracer("execution-broker.bus")
-        self._subscriptions: list[Subscription] = []
-        self._tickers: list[tuple[float, Ticker, str]] = []
-        self._preparations: list[Callable[[Store], Awaitable[None]]] = []
+        self._subscriptions = [
+            Subscription(
+                consumer,
+                ConsumerSpec(
+                    consumer.stream,
+                    consumer.durable,
+                    consumer.filter_subjects,
+                    ack_wait_s,
+                    max_deliver,
+                    consumer.max_ack_pending,
+                ),
+            )
+            for consumer in wiring.consumers
+        ]
         self._tasks: list[asyncio.Task[None]] = []
         self._pullers: list[BatchPuller] = []
         self._jetstream: JetStreamContext | None = None
@@ -140,23 +162,11 @@ class ServiceRuntime:
         self._acks: DoubleAcks | None = None
         self._stopping = asyncio.Event()
 
-    # -- wiring (before start) -------------------------------------------------------------------
-
-    def consume(self, spec: ConsumerSpec, handler: Handler, on_dead: DeadHandler | None = None) -> None:
-        self._subscriptions.append(Subscription(spec, handler, on_dead))
-
-    def before_consuming(self, prepare: Callable[[Store], Awaitable[None]]) -> None:
-        """Run ``prepare`` after the store opens and before any message is consumed."""
-        self._preparations.append(prepare)
-
-    def every(self, seconds: float, ticker: Ticker, name: str) -> None:
-        self._tickers.append((seconds, ticker, name))
-
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.store.open()
-        for prepare in self._preparations:
+        for prepare in self.wiring.on_start:
             await prepare(self.store)
         await self.broker.connect()
         await self.broker.start()
@@ -174,11 +184,15 @@ class ServiceRuntime:
             self._tasks.append(
                 asyncio.create_task(self._fetch_loop(subscription, puller), name=f"{spec.durable}-fetch")
             )
+        for reply in self.wiring.replies:
+            await self.broker.connection.subscribe(reply.subject, cb=reply.responder)
         # A core (not JetStream) health subject: answers only while this process is up and consuming.
-        await self.broker.connection.subscribe(subjects.health(self.service), cb=self._health)
+        await self.broker.connection.subscribe(self.wiring.health, cb=self._health)
         self._tasks.append(asyncio.create_task(self._relay_loop(), name=f"{self.service}-relay"))
-        for seconds, ticker, name in self._tickers:
-            self._tasks.append(asyncio.create_task(self._tick_loop(seconds, ticker), name=name))
+        for timer in self.wiring.timers:
+            self._tasks.append(
+                asyncio.create_task(self._tick_loop(timer.every_s, timer.ticker), name=timer.name)
+            )
 
     async def _health(self, msg: Msg) -> None:
         await msg.respond(b"ok")
@@ -319,7 +333,11 @@ class ServiceRuntime:
                     for msg, incoming in zip(msgs, incomings, strict=True):
                         if incoming.msg_id in done:
                             continue  # applied before (or earlier in this batch): only ack it
-                        reason = await self._apply(tx, subscription.handler, incoming)
+                        handler = subscription.consumer.route(incoming.subject)
+                        if handler is None:  # not a subject this consumer acts on: ack it
+                            done.add(incoming.msg_id)
+                            continue
+                        reason = await self._apply(tx, handler, incoming)
                         if reason is None:
                             done.add(incoming.msg_id)
                         else:
@@ -354,7 +372,7 @@ class ServiceRuntime:
                 self._ack_all([msg for msg in msgs if id(msg) not in failed]),
             )
             for failure in failures:
-                await self._retry_or_bury(failure, subscription.on_dead)
+                await self._retry_or_bury(failure, subscription.consumer.on_dead)
         except Exception:  # whatever was not sent stays in the outbox for the relay
             log.exception("%s: completing a batch on %s failed", self.service, subscription.spec.durable)
         finally:

@@ -59,7 +59,7 @@ async def relay(url: str, stage: int, batch: int = 64) -> None:
     while True:
         try:
             msgs = await sub.fetch(batch, timeout=1)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats-py raises its own subclass or, with no message at all, asyncio's
             continue
 
         async def forward(msg: Msg) -> None:

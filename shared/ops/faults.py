@@ -26,8 +26,11 @@ from shared import subjects
 from shared.client import BrokerClient, BrokerTimeout, wait_for_services
 from shared.lifecycle import TERMINAL, Phase
 from shared.ops.embedded import SERVICES, EmbeddedBroker
+from shared.subjects import SubjectError
 
 LOCAL_COMMAND_KIND = "urn:execution-broker:kinds/executable/local-command"
+#: The one owner every session of a fault run belongs to.
+OWNER = "faults"
 
 Progress = Callable[[str], None]
 
@@ -171,9 +174,9 @@ async def _audit(url: str) -> tuple[Counter[str], dict[str, list[str]]]:
             msg = await sub.next_msg(timeout=10)
             seq = msg.metadata.sequence.stream
             counts[msg.subject] += 1
-            parts = msg.subject.split(".")
-            if parts[:2] == ["eb", "sessions"] and len(parts) == 5 and parts[3] == "events":
-                phases[parts[2]].append(parts[4])
+            with contextlib.suppress(SubjectError):  # not a session event
+                event = subjects.parse_session_event(msg.subject)
+                phases[event.session_id].append(event.phase)
         await sub.unsubscribe()
     finally:
         await nc.close()
@@ -186,16 +189,16 @@ async def _wait_until_settled(url: str, sessions: set[str], deadline: float) -> 
     nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
     try:
         sub = await nc.jetstream().subscribe(
-            subjects.session_events("*"), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+            subjects.session_events(OWNER), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
         )
         while not sessions <= done and time.monotonic() < deadline:
             try:
                 msg = await sub.next_msg(timeout=1)
             except nats.errors.TimeoutError:
                 continue
-            parts = msg.subject.split(".")
-            if Phase(parts[4]) in TERMINAL:
-                done.add(parts[2])
+            event = subjects.parse_session_event(msg.subject)
+            if Phase(event.phase) in TERMINAL:
+                done.add(event.session_id)
         await sub.unsubscribe()
     finally:
         await nc.close()
@@ -240,7 +243,7 @@ async def run_faults(
             _killer(broker, kills, restart_nats, window, rng, kill_log, stop_killing)
         )
         limit = asyncio.Semaphore(concurrency)
-        async with BrokerClient(broker.url, "faults", reconnect=True, resend_after=6.0) as client:
+        async with BrokerClient(broker.url, OWNER, reconnect=True, resend_after=6.0) as client:
             await asyncio.gather(*(_one_session(client, flow, limit, timeout=120) for _ in range(sessions)))
         progress(f"{len(flow.accepted)} sessions accepted after {time.monotonic() - started:.1f} s")
         nats_restarts = await killer
@@ -251,7 +254,7 @@ async def run_faults(
         await asyncio.to_thread(broker.stop)
 
     problems = list(flow.errors)
-    answered = sum(1 for rid in flow.request_ids if counts[subjects.offerset(rid)] >= 1)
+    answered = sum(1 for rid in flow.request_ids if counts[subjects.offerset(OWNER, rid)] >= 1)
     duplicated = sum(1 for subject, n in counts.items() if n > 1 and not subject.startswith("eb.dead."))
     problems += [f"duplicate: {s} x{n}" for s, n in counts.items() if n > 1]
     stuck = 0

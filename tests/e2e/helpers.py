@@ -77,8 +77,9 @@ async def phase_event_counts(nats_url: str, session_id: str) -> dict[str, int]:
     """How many messages the events stream stores per phase of one session, read from the server."""
     nc = await nats.connect(nats_url)
     try:
-        info = await nc.jetstream().stream_info(subjects.EVENTS_STREAM,
-                                                subjects_filter=subjects.session_events(session_id))
+        info = await nc.jetstream().stream_info(
+            subjects.EVENTS_STREAM, subjects_filter=subjects.session_events(session_id=session_id)
+        )
     finally:
         await nc.close()
     stored = info.state.subjects or {}

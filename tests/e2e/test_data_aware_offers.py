@@ -16,6 +16,7 @@ from shared.client import BrokerClient
 from shared.messages import PreparationMeasured
 from shared.models import LOCAL_COMMAND_KIND, SIMPLE_COMPUTE_KIND, OfferSetResponse
 from shared.ops.embedded import EmbeddedBroker
+from shared.subjects import LauncherFact
 from tests.fakes.rucio import FakeRucio, RucioCatalogue
 from tests.fakes.serve import serve_asgi
 
@@ -141,7 +142,7 @@ async def test_remote_data_gives_a_later_start_and_measurements_shift_it(near: E
             session_id = (offerset.offers or [])[0].meta.uuid  # type: ignore[union-attr]
             measured = PreparationMeasured(session_id=session_id, seconds=9.0, steps={"data:small-far": 8.0})
             await client.nc.jetstream().publish(
-                subjects.scheduler_command("near", "measured"),
+                subjects.launcher_event("near", LauncherFact.MEASURED),
                 measured.to_bytes(),
                 headers={"Nats-Msg-Id": f"measured:{session_id}"},
             )
@@ -163,7 +164,7 @@ async def test_a_real_session_reports_its_measured_preparation(near: EmbeddedBro
         events = await client.wait_until_done(session_id, timeout=60)
         assert events[-1].phase == "COMPLETED"
         stored = await client.nc.jetstream().get_last_msg(
-            subjects.COMMANDS_STREAM, subjects.scheduler_command("near", "measured")
+            subjects.EVENTS_STREAM, subjects.launcher_event("near", LauncherFact.MEASURED)
         )
         report = PreparationMeasured.model_validate_json(stored.data or b"{}")
         assert report.session_id == session_id and report.seconds >= 0 and "executable" in report.steps

@@ -53,11 +53,11 @@ def assert_alive_and_unrestarted(broker: EmbeddedBroker, at_start: dict[str, int
 
 
 async def offerset_counts(nats_url: str) -> dict[str, int]:
-    """How many messages EB_EVENTS stores on each eb.offersets.<request_id> subject."""
+    """How many messages EB_EVENTS stores on each of alice's offer-set subjects."""
     nc = await nats.connect(nats_url)
     try:
         info = await nc.jetstream().stream_info(
-            subjects.EVENTS_STREAM, subjects_filter=subjects.offerset(">")
+            subjects.EVENTS_STREAM, subjects_filter=subjects.OFFERSET.filter(owner="alice")
         )
     finally:
         await nc.close()
@@ -88,7 +88,7 @@ async def test_every_corpus_case_gets_one_specific_no_and_nothing_restarts(broke
         # Exactly one offer set per request: no retry produced a second (e.g. a dead-letter NO).
         counts = await offerset_counts(broker.url)
         for case in BUS_CASES:
-            subject = subjects.offerset(request_ids[case.name])
+            subject = subjects.offerset("alice", request_ids[case.name])
             assert counts.get(subject) == 1, f"{case.name}: {counts.get(subject)} offer sets on {subject}"
 
         # Over 1 MiB never reaches the broker: the NATS server's max_payload (1 MiB) refuses it at the

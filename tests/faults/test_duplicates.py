@@ -12,6 +12,7 @@ import pytest
 from shared import subjects
 from shared.client import BrokerClient, read_request_file
 from shared.ops.embedded import EmbeddedBroker
+from shared.subjects import SchedulerVerb
 from tests.e2e.helpers import HELLO_REQUEST, phase_event_counts
 
 pytestmark = pytest.mark.faults
@@ -34,8 +35,10 @@ async def test_a_request_published_twice_gets_one_offer_set(broker: EmbeddedBrok
         offerset = await client.submit(body, request_id=request_id)
         assert offerset.result == "YES"
         await asyncio.sleep(1.0)
-        assert await stored_count(client, subjects.EVENTS_STREAM, subjects.offerset(request_id)) == 1
-        quotes = await stored_count(client, subjects.COMMANDS_STREAM, "eb.scheduler.local.cmd.quote")
+        assert await stored_count(client, subjects.EVENTS_STREAM, subjects.offerset("alice", request_id)) == 1
+        quotes = await stored_count(
+            client, subjects.COMMANDS_STREAM, subjects.scheduler_command("local", SchedulerVerb.QUOTE)
+        )
         assert quotes == 1
 
 
@@ -47,13 +50,11 @@ async def test_an_update_published_twice_is_applied_once(broker: EmbeddedBroker)
         assert session_id is not None
         update_id = str(uuid.uuid4())
         body = json.dumps({"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}).encode()
-        reply = subjects.session_reply(session_id, update_id)
+        reply = subjects.update_result("alice", session_id, update_id)
         replies = await client.nc.subscribe(reply)
         js = client.nc.jetstream()
         for _ in range(2):
-            await js.publish(
-                subjects.session_update(session_id, "alice"), body, headers={"Nats-Msg-Id": update_id}
-            )
+            await js.publish(subjects.update("alice", session_id), body, headers={"Nats-Msg-Id": update_id})
         first = await replies.next_msg(timeout=10)
         assert json.loads(first.data)["applied"] is True
         events = await client.wait_until_done(session_id, timeout=60)
@@ -61,4 +62,9 @@ async def test_an_update_published_twice_is_applied_once(broker: EmbeddedBroker)
         counts = await phase_event_counts(broker.url, session_id)
         assert all(n == 1 for n in counts.values()), counts
         assert await stored_count(client, subjects.EVENTS_STREAM, reply) == 1
-        assert await stored_count(client, subjects.COMMANDS_STREAM, "eb.scheduler.local.cmd.book") == 1
+        assert (
+            await stored_count(
+                client, subjects.COMMANDS_STREAM, subjects.scheduler_command("local", SchedulerVerb.BOOK)
+            )
+            == 1
+        )

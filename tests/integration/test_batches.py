@@ -21,8 +21,10 @@ from shared.bus.pulling import BatchPuller
 from shared.bus.runtime import Incoming, ServiceRuntime
 from shared.bus.store import Store, Transaction
 from shared.bus.streams import ConsumerSpec, ensure_consumer, ensure_streams
+from shared.bus.wiring import Consumer, Route, Wiring
 from shared.messages import QuoteSlots, SlotsQuoted
 from shared.pools import Pool
+from shared.subjects import SchedulerVerb
 from shared.telemetry import setup_tracing
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS applied (msg_id TEXT, body TEXT);"
@@ -41,7 +43,7 @@ async def test_a_failing_part_undoes_only_itself(tmp_path: Path) -> None:
             try:
                 with tx.savepoint():
                     await tx.execute("INSERT INTO applied(msg_id, body) VALUES (?, ?)", (name, name))
-                    await tx.publish(f"eb.sessions.{name}.events.RUNNING", b"{}", f"out:{name}")
+                    await tx.publish(f"eb.sessions.o.{name}.RUNNING", b"{}", f"out:{name}")
                     tx.after_commit(lambda name=name: committed.append(name))  # type: ignore[misc]
                     tx.on_rollback(lambda name=name: undone.append(name))  # type: ignore[misc]
                     if name == "broken":
@@ -82,7 +84,7 @@ async def nc(nats_url: str):  # type: ignore[no-untyped-def]
 
 
 async def puller_for(nc: NATS, durable: str, batch: int) -> BatchPuller:
-    spec = ConsumerSpec(subjects.COMMANDS_STREAM, durable, f"eb.launcher.{durable}.*", 30, 5)
+    spec = ConsumerSpec(subjects.COMMANDS_STREAM, durable, f"eb.launcher.{durable}.cmd.*", 30, 5)
     await ensure_consumer(nc.jetstream(), spec)
     puller = BatchPuller(nc, spec.stream, durable, batch)
     await puller.start()
@@ -92,7 +94,7 @@ async def puller_for(nc: NATS, durable: str, batch: int) -> BatchPuller:
 async def test_puller_takes_what_waits_in_order_and_never_more_than_a_batch(nc: NATS) -> None:
     js = nc.jetstream()
     for n in range(25):
-        await js.publish("eb.launcher.pa.work", str(n).encode())
+        await js.publish("eb.launcher.pa.cmd.work", str(n).encode())
     puller = await puller_for(nc, "pa", batch=10)
     seen: list[int] = []
     sizes = []
@@ -117,13 +119,13 @@ async def test_puller_returns_a_message_as_soon_as_it_arrives(nc: NATS) -> None:
     waiting = asyncio.create_task(puller.next_batch(wait=10.0))
     await asyncio.sleep(0.2)
     sent = time.monotonic()
-    await js.publish("eb.launcher.pb.work", b"late")
+    await js.publish("eb.launcher.pb.cmd.work", b"late")
     batch = await waiting
     assert [m.data for m in batch] == [b"late"]
     assert time.monotonic() - sent < 0.5
     # The next message is not captured by a leftover request either: it comes on the next call.
     await batch[0].ack_sync()
-    await js.publish("eb.launcher.pb.work", b"next")
+    await js.publish("eb.launcher.pb.cmd.work", b"next")
     again = await puller.next_batch(wait=5.0)
     assert [m.data for m in again] == [b"next"]
     await puller.stop()
@@ -132,7 +134,7 @@ async def test_puller_returns_a_message_as_soon_as_it_arrives(nc: NATS) -> None:
 async def test_double_acks_of_a_batch_are_confirmed_and_unanswered_ones_counted(nc: NATS) -> None:
     js = nc.jetstream()
     for n in range(30):
-        await js.publish("eb.launcher.pc.work", str(n).encode())
+        await js.publish("eb.launcher.pc.cmd.work", str(n).encode())
     puller = await puller_for(nc, "pc", batch=30)
     msgs = await puller.next_batch(wait=5.0)
     assert len(msgs) == 30
@@ -142,7 +144,7 @@ async def test_double_acks_of_a_batch_are_confirmed_and_unanswered_ones_counted(
     info = await js.consumer_info(subjects.COMMANDS_STREAM, "pc")
     assert info.num_ack_pending == 0 and info.ack_floor.consumer_seq == 30
     # An ack nobody answers (its consumer gone) is reported, not taken for confirmed.
-    orphan = Msg(nc, subject="eb.launcher.pc.work", reply="nobody.listens.here", data=b"")
+    orphan = Msg(nc, subject="eb.launcher.pc.cmd.work", reply="nobody.listens.here", data=b"")
     assert await acks.ack([orphan], timeout=1.0) == 1
     await acks.stop()
     await puller.stop()
@@ -162,14 +164,22 @@ async def test_a_batch_with_a_failing_message_applies_the_others_once_and_retrie
         await tx.execute("INSERT INTO applied(msg_id, body) VALUES (?, ?)", (msg.msg_id, body))
         if body == "m3" and attempts[body] == 1:
             raise RuntimeError("first attempt fails after writing")  # its write must be undone
-        await tx.publish(f"eb.sessions.{body}.events.RUNNING", b"{}", f"out:{msg.msg_id}")
+        await tx.publish(f"eb.sessions.o.{body}.RUNNING", b"{}", f"out:{msg.msg_id}")
 
     js = nc.jetstream()
     for n in range(1, 7):
-        await js.publish("eb.launcher.batch.work", f"m{n}".encode(), headers={"Nats-Msg-Id": f"id-{n}"})
+        await js.publish("eb.launcher.batch.cmd.work", f"m{n}".encode(), headers={"Nats-Msg-Id": f"id-{n}"})
     store = Store(tmp_path / "svc.sqlite", SCHEMA)
-    runtime = ServiceRuntime("svc", nats_url, store, setup_tracing("svc"), max_deliver=3, batch_size=10)
-    runtime.consume(ConsumerSpec(subjects.COMMANDS_STREAM, "svc-batch", "eb.launcher.batch.*", 5, 3), handle)
+    work = Route(subjects.LAUNCHER_COMMAND, handle, None, {"pool": "batch"})
+    runtime = ServiceRuntime(
+        Wiring("svc", consumers=(Consumer("svc-batch", (work,)),)),
+        nats_url,
+        store,
+        setup_tracing("svc"),
+        ack_wait_s=5,
+        max_deliver=3,
+        batch_size=10,
+    )
     await runtime.start()
     try:
         deadline = time.monotonic() + 15
@@ -183,7 +193,7 @@ async def test_a_batch_with_a_failing_message_applies_the_others_once_and_retrie
         assert attempts == {"m1": 1, "m2": 1, "m3": 2, "m4": 1, "m5": 1, "m6": 1}
         assert info.num_ack_pending == 0
         published = await js.stream_info(
-            subjects.EVENTS_STREAM, subjects_filter="eb.sessions.*.events.RUNNING"
+            subjects.EVENTS_STREAM, subjects_filter="eb.sessions.*.*.RUNNING"
         )
         assert sum((published.state.subjects or {}).values()) == 6
     finally:
@@ -219,7 +229,8 @@ async def test_quotes_in_one_batch_never_share_capacity(tmp_path: Path) -> None:
             expires_at=now + timedelta(minutes=5),
             requested_at=now - timedelta(seconds=10),
         )
-        return Incoming(subjects.scheduler_command("tiny", "quote"), body.to_bytes(), {}, request_id, 1)
+        subject = subjects.scheduler_command("tiny", SchedulerVerb.QUOTE)
+        return Incoming(subject, body.to_bytes(), {}, request_id, 1)
 
     async with store.transaction(now - timedelta(seconds=10)) as tx:
         with pytest.raises(RuntimeError), tx.savepoint():

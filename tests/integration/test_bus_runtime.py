@@ -16,11 +16,12 @@ from nats.js.api import ConsumerConfig
 from shared import subjects
 from shared.bus.runtime import Incoming, ServiceRuntime
 from shared.bus.store import Store, Transaction
-from shared.bus.streams import ConsumerSpec, ensure_streams
+from shared.bus.streams import ensure_streams
+from shared.bus.wiring import Consumer, Route, Wiring
 from shared.telemetry import setup_tracing
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS applied (msg_id TEXT, body TEXT);"
-SUBJECT = "eb.launcher.test.work"
+SUBJECT = "eb.launcher.test.cmd.work"
 
 
 class Recorder:
@@ -34,7 +35,7 @@ class Recorder:
         if self.calls <= self.fail_times:
             raise RuntimeError("boom")
         await tx.execute("INSERT INTO applied(msg_id, body) VALUES (?, ?)", (msg.msg_id, msg.body.decode()))
-        await tx.publish(f"eb.sessions.s1.events.{msg.body.decode()}", b"{}", f"out:{msg.msg_id}")
+        await tx.publish(f"eb.sessions.o.s1.{msg.body.decode()}", b"{}", f"out:{msg.msg_id}")
 
     async def on_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
         self.dead.append(reason)
@@ -44,11 +45,14 @@ async def start_runtime(
     nats_url: str, tmp_path: Path, recorder: Recorder, *, ack_wait: float = 5, max_deliver: int = 3
 ) -> ServiceRuntime:
     store = Store(tmp_path / "svc.sqlite", SCHEMA)
-    runtime = ServiceRuntime("svc", nats_url, store, setup_tracing("svc"), max_deliver=max_deliver)
-    runtime.consume(
-        ConsumerSpec(subjects.COMMANDS_STREAM, "svc-work", "eb.launcher.test.*", ack_wait, max_deliver),
-        recorder.handle,
-        recorder.on_dead,
+    work = Route(subjects.LAUNCHER_COMMAND, recorder.handle, None, {"pool": "test"})
+    runtime = ServiceRuntime(
+        Wiring("svc", consumers=(Consumer("svc-work", (work,), on_dead=recorder.on_dead),)),
+        nats_url,
+        store,
+        setup_tracing("svc"),
+        ack_wait_s=ack_wait,
+        max_deliver=max_deliver,
     )
     await runtime.start()
     return runtime
@@ -93,7 +97,7 @@ async def test_same_message_id_twice_is_applied_once(nats_url: str, tmp_path: Pa
         await eventually(one_row)
         await asyncio.sleep(0.5)
         assert await applied_rows(runtime.store) == [("m-1", "ACCEPTED")]
-        assert await count_subject(nc, subjects.EVENTS_STREAM, "eb.sessions.s1.events.ACCEPTED") == 1
+        assert await count_subject(nc, subjects.EVENTS_STREAM, "eb.sessions.o.s1.ACCEPTED") == 1
     finally:
         await runtime.stop()
 
@@ -167,7 +171,7 @@ async def test_relay_resends_rows_left_unsent_by_a_crash(
     await store.open()
     # As if the process died after committing but before publishing: the row is old and unsent.
     async with store.transaction(datetime.now(UTC) - timedelta(seconds=30)) as tx:
-        await tx.publish("eb.sessions.s2.events.COMPLETED", b"{}", "s2:COMPLETED")
+        await tx.publish("eb.sessions.o.s2.COMPLETED", b"{}", "s2:COMPLETED")
     await store.close()
 
     recorder = Recorder()
@@ -175,7 +179,7 @@ async def test_relay_resends_rows_left_unsent_by_a_crash(
     try:
 
         async def published() -> bool:
-            return await count_subject(nc, subjects.EVENTS_STREAM, "eb.sessions.s2.events.COMPLETED") == 1
+            return await count_subject(nc, subjects.EVENTS_STREAM, "eb.sessions.o.s2.COMPLETED") == 1
 
         await eventually(published, timeout=10)
         assert await runtime.store.unsent() == []
@@ -191,7 +195,7 @@ async def test_existing_consumer_is_reconciled_to_declared_settings(
     await js.add_consumer(
         subjects.COMMANDS_STREAM,
         ConsumerConfig(
-            durable_name="svc-work", filter_subject="eb.launcher.test.*", ack_wait=30, max_deliver=9
+            durable_name="svc-work", filter_subject="eb.launcher.test.cmd.*", ack_wait=30, max_deliver=9
         ),
     )
     runtime = await start_runtime(nats_url, tmp_path, Recorder(), ack_wait=7, max_deliver=4)

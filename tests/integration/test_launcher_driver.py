@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import pytest
 
@@ -15,7 +15,6 @@ from services.launcher import store as tables
 from services.launcher.driver import Drivers
 from services.launcher.platforms.base import LaunchSpec, Platform
 from services.launcher.platforms.local.platform import LocalPlatform
-from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store, Transaction
 from shared.lifecycle import Phase
 from shared.messages import LaunchSession
@@ -57,9 +56,7 @@ async def runtime(tmp_path: Path) -> AsyncIterator[FakeRuntime]:
 
 
 def drivers_for(runtime: FakeRuntime, tmp_path: Path, platform: Platform | None = None) -> Drivers:
-    return Drivers(
-        cast(ServiceRuntime, runtime), {"local": platform or LocalPlatform()}, tmp_path / "sessions"
-    )
+    return Drivers(runtime, {"local": platform or LocalPlatform()}, tmp_path / "sessions")
 
 
 async def launch(

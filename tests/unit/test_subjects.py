@@ -14,6 +14,11 @@ from shared.subjects import (
     COMMANDS_STREAM,
     EVENT_SUBJECTS,
     EVENTS_STREAM,
+    LauncherFact,
+    LauncherVerb,
+    SchedulerFact,
+    SchedulerVerb,
+    SubjectError,
     is_token,
     phase_msg_id,
     stream_for,
@@ -62,15 +67,16 @@ RID = str(uuid.uuid4())
 # Every subject builder that publishes into a stream, with the stream it must land in.
 BUILT: list[tuple[str, str, str]] = [
     ("request", subjects.request("alice", RID), COMMANDS_STREAM),
-    ("offerset", subjects.offerset(RID), EVENTS_STREAM),
-    ("session_update", subjects.session_update(SID, "alice"), COMMANDS_STREAM),
-    ("session_event", subjects.session_event(SID, "RUNNING"), EVENTS_STREAM),
-    ("session_events(sid)", subjects.session_events(SID), EVENTS_STREAM),
-    ("session_events(*)", subjects.session_events(), EVENTS_STREAM),
-    ("session_reply", subjects.session_reply(SID, "upd-1"), EVENTS_STREAM),
-    ("scheduler_command", subjects.scheduler_command("local", "quote"), COMMANDS_STREAM),
-    ("scheduler_event", subjects.scheduler_event("local", "quoted"), COMMANDS_STREAM),
-    ("launcher_command", subjects.launcher_command("local", "launch"), COMMANDS_STREAM),
+    ("offerset", subjects.offerset("alice", RID), EVENTS_STREAM),
+    ("update", subjects.update("alice", SID), COMMANDS_STREAM),
+    ("update_result", subjects.update_result("alice", SID, "upd-1"), EVENTS_STREAM),
+    ("session_event", subjects.session_event("alice", SID, "RUNNING"), EVENTS_STREAM),
+    ("session_events(owner, sid)", subjects.session_events("alice", SID), EVENTS_STREAM),
+    ("session_events()", subjects.session_events(), EVENTS_STREAM),
+    ("scheduler_command", subjects.scheduler_command("local", SchedulerVerb.QUOTE), COMMANDS_STREAM),
+    ("scheduler_event", subjects.scheduler_event("local", SchedulerFact.QUOTED), EVENTS_STREAM),
+    ("launcher_command", subjects.launcher_command("local", LauncherVerb.LAUNCH), COMMANDS_STREAM),
+    ("launcher_event", subjects.launcher_event("local", LauncherFact.MEASURED), EVENTS_STREAM),
     ("dead_letter", subjects.dead_letter("offers"), EVENTS_STREAM),
 ]
 
@@ -107,23 +113,27 @@ def test_health_subjects_are_core_nats_and_stored_by_no_stream() -> None:
 
 # Tokens that are also literal words in some subject pattern: a builder given one of them as an id
 # must still route by position, not by substring.
-TRICKY = ["events", "replies", "update", "cmd", "evt", "offersets", "dead", "requests", "sessions", "x"]
+TRICKY = ["replies", "updates", "cmd", "evt", "offersets", "dead", "requests", "sessions", "scheduler", "x"]
 
 BUILDERS: list[tuple[str, Callable[[str], str], str]] = [
     ("request(owner)", lambda t: subjects.request(t, RID), COMMANDS_STREAM),
     ("request(id)", lambda t: subjects.request("alice", t), COMMANDS_STREAM),
-    ("offerset", subjects.offerset, EVENTS_STREAM),
-    ("session_update(session)", lambda t: subjects.session_update(t, "alice"), COMMANDS_STREAM),
-    ("session_update(owner)", lambda t: subjects.session_update(SID, t), COMMANDS_STREAM),
-    ("session_event(session)", lambda t: subjects.session_event(t, "RUNNING"), EVENTS_STREAM),
-    ("session_event(phase)", lambda t: subjects.session_event(SID, t), EVENTS_STREAM),
-    ("session_reply(session)", lambda t: subjects.session_reply(t, "u"), EVENTS_STREAM),
-    ("session_reply(update)", lambda t: subjects.session_reply(SID, t), EVENTS_STREAM),
-    ("scheduler_command(pool)", lambda t: subjects.scheduler_command(t, "quote"), COMMANDS_STREAM),
-    ("scheduler_command(verb)", lambda t: subjects.scheduler_command("local", t), COMMANDS_STREAM),
-    ("scheduler_event(pool)", lambda t: subjects.scheduler_event(t, "quoted"), COMMANDS_STREAM),
-    ("launcher_command(platform)", lambda t: subjects.launcher_command(t, "launch"), COMMANDS_STREAM),
-    ("launcher_command(verb)", lambda t: subjects.launcher_command("local", t), COMMANDS_STREAM),
+    ("offerset(owner)", lambda t: subjects.offerset(t, RID), EVENTS_STREAM),
+    ("offerset(id)", lambda t: subjects.offerset("alice", t), EVENTS_STREAM),
+    ("update(owner)", lambda t: subjects.update(t, SID), COMMANDS_STREAM),
+    ("update(session)", lambda t: subjects.update("alice", t), COMMANDS_STREAM),
+    ("update_result(update)", lambda t: subjects.update_result("alice", SID, t), EVENTS_STREAM),
+    ("session_event(owner)", lambda t: subjects.session_event(t, SID, "RUNNING"), EVENTS_STREAM),
+    ("session_event(session)", lambda t: subjects.session_event("alice", t, "RUNNING"), EVENTS_STREAM),
+    ("session_event(phase)", lambda t: subjects.session_event("alice", SID, t), EVENTS_STREAM),
+    (
+        "scheduler_command(pool)",
+        lambda t: subjects.scheduler_command(t, SchedulerVerb.QUOTE),
+        COMMANDS_STREAM,
+    ),
+    ("scheduler_event(pool)", lambda t: subjects.scheduler_event(t, SchedulerFact.QUOTED), EVENTS_STREAM),
+    ("launcher_command(pool)", lambda t: subjects.launcher_command(t, LauncherVerb.LAUNCH), COMMANDS_STREAM),
+    ("launcher_event(pool)", lambda t: subjects.launcher_event(t, LauncherFact.MEASURED), EVENTS_STREAM),
     ("dead_letter", subjects.dead_letter, EVENTS_STREAM),
 ]
 
@@ -156,3 +166,68 @@ def test_is_token_accepts_plain_tokens(value: str) -> None:
 )
 def test_is_token_rejects_dots_whitespace_and_wildcards(value: str) -> None:
     assert not is_token(value)
+
+
+# -- the grammar -----------------------------------------------------------------------------------
+
+
+def test_the_checked_token_is_always_the_third() -> None:
+    # NATS permissions check the owner (users) or the pool (services) with one wildcard pattern.
+    for pattern in subjects.PATTERNS:
+        if pattern.params:
+            assert pattern.tokens[2] in {"{owner}", "{pool}", "{service}"}, pattern.template
+
+
+def test_every_stored_pattern_names_its_stream_and_core_ones_none() -> None:
+    for pattern in subjects.PATTERNS:
+        stored = pattern.kind is not subjects.Kind.REQUEST
+        assert (pattern.stream is not None) == stored, pattern.template
+        if pattern.kind is subjects.Kind.COMMAND:
+            assert pattern.stream == COMMANDS_STREAM
+        if pattern.kind is subjects.Kind.EVENT:
+            assert pattern.stream == EVENTS_STREAM
+
+
+def test_parse_functions_give_back_what_was_built() -> None:
+    assert subjects.parse_request(subjects.request("alice", RID)) == ("alice", RID)
+    assert subjects.parse_update(subjects.update("bob", SID)) == ("bob", SID)
+    event = subjects.parse_session_event(subjects.session_event("carol", SID, "RUNNING"))
+    assert (event.owner, event.session_id, event.phase) == ("carol", SID, "RUNNING")
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "eb.requests.alice",  # too short
+        f"eb.requests.alice.{RID}.extra",  # too long
+        f"eb.updates.alice.{RID}",  # another area
+        f"eb.requests.al!ce.{RID}",  # not a plain token (the filter lets it through, the parser not)
+        f"eb.requests.*.{RID}",  # a wildcard is never a value
+        "",
+    ],
+)
+def test_parse_refuses_a_subject_of_another_shape(subject: str) -> None:
+    with pytest.raises(SubjectError):
+        subjects.parse_request(subject)
+
+
+@pytest.mark.parametrize("value", ["a.b", "*", ">", "", "a b", "alice\n"])
+def test_building_refuses_a_value_that_is_not_one_token(value: str) -> None:
+    with pytest.raises(SubjectError):
+        subjects.request(value, RID)
+    with pytest.raises(SubjectError):
+        subjects.session_event("alice", value, "RUNNING")
+
+
+def test_filters_leave_unnamed_parameters_wild() -> None:
+    assert subjects.session_events() == "eb.sessions.*.*.*"
+    assert subjects.session_events("alice") == "eb.sessions.alice.*.*"
+    assert subjects.session_events(session_id=SID) == f"eb.sessions.*.{SID}.*"
+    with pytest.raises(SubjectError, match="no parameter"):
+        subjects.SESSION.filter(pool="local")
+
+
+def test_stream_for_refuses_what_no_stream_stores() -> None:
+    for subject in (subjects.health("offers"), subjects.pools_info(), "eb.nothing.x.y", "other"):
+        with pytest.raises(SubjectError):
+            stream_for(subject)

@@ -41,6 +41,7 @@ from services.offers.http.bus import Bus
 from services.offers.http.negotiation import Format, format_of, render, response_format
 from services.offers.http.settings import HttpSettings
 from services.offers.store import IdentityExists, ReadModel, SessionRow
+from shared import examples
 from shared.client import BrokerTimeout, RequestTooLarge
 from shared.lifecycle import Phase
 from shared.messages import UpdateResult
@@ -675,7 +676,7 @@ def create_app(
     async def example() -> Response:
         from shared.client import read_request_file
 
-        with as_file(example("hello-notebook.yaml")) as path:
+        with as_file(examples.example("hello-notebook.yaml")) as path:
             document = read_request_file(path)
         text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False)
         return Response(text, media_type="application/yaml")

@@ -88,7 +88,7 @@ class NatsBus:
             with contextlib.suppress(asyncio.QueueFull):  # a stalled reader loses events, not memory
                 queue.put_nowait(event)
 
-        sub = await self.nc.subscribe(subjects.session_events("*"), cb=put)
+        sub = await self.nc.subscribe(subjects.session_events(), cb=put)
         try:
             yield queue
         finally:
@@ -98,7 +98,7 @@ class NatsBus:
     async def history(self, session_id: str) -> list[SessionEvent]:
         """Every stored event of one session, in order, replayed from the events stream."""
         js = self.nc.jetstream()
-        subject = subjects.session_events(session_id)
+        subject = subjects.session_events(session_id=session_id)
         info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subject)
         count = sum((info.state.subjects or {}).values())
         if count == 0:
