@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from faststream.nats import NatsBroker
+import nats
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import context as otel_context
@@ -122,21 +123,14 @@ class ServiceRuntime:
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         self.wiring = wiring
-        self.service = service = wiring.service
+        self.service = wiring.service
         self.store = store
         self.max_deliver = max_deliver
         self.batch_size = batch_size
-        # faststream owns the connection (reconnects, graceful stop); the hot path below talks to
-        # nats-py directly and does its own W3C trace propagation, one span per message.
-        self.broker = NatsBroker(
-            nats_url,
-            logger=logging.getLogger(f"eb.{service}.faststream"),
-            log_level=logging.DEBUG,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
-            graceful_timeout=10.0,
-            name=f"eb-{service}",
-        )
+        self.nats_url = nats_url
+        # This runtime is the service framework (docs/architecture.md says why not faststream): it
+        # talks to nats-py directly and does its own W3C trace propagation, one span per message.
+        self._nc: Client | None = None
         self.tracer: Tracer = tracer_provider.get_tracer("execution-broker.bus")
         self._subscriptions = [
             Subscription(
@@ -168,9 +162,14 @@ class ServiceRuntime:
         await self.store.open()
         for prepare in self.wiring.on_start:
             await prepare(self.store)
-        await self.broker.connect()
-        await self.broker.start()
-        self._acks = DoubleAcks(self.broker.connection)
+        self._nc = await nats.connect(
+            self.nats_url,
+            name=f"eb-{self.service}",
+            max_reconnect_attempts=-1,  # a service rides out a server restart
+            reconnect_time_wait=1,
+            error_cb=self._connection_error,
+        )
+        self._acks = DoubleAcks(self.connection)
         await self._acks.start()
         js = self.jetstream
         await ensure_streams(js)
@@ -178,21 +177,31 @@ class ServiceRuntime:
             spec = subscription.spec
             await ensure_consumer(js, spec)
             # One fetch loop per durable: two pull requests waiting on one durable can stall.
-            puller = BatchPuller(self.broker.connection, spec.stream, spec.durable, self.batch_size)
+            puller = BatchPuller(self.connection, spec.stream, spec.durable, self.batch_size)
             await puller.start()
             self._pullers.append(puller)
             self._tasks.append(
                 asyncio.create_task(self._fetch_loop(subscription, puller), name=f"{spec.durable}-fetch")
             )
         for reply in self.wiring.replies:
-            await self.broker.connection.subscribe(reply.subject, cb=reply.responder)
+            await self.connection.subscribe(reply.subject, cb=reply.responder)
         # A core (not JetStream) health subject: answers only while this process is up and consuming.
-        await self.broker.connection.subscribe(self.wiring.health, cb=self._health)
+        await self.connection.subscribe(self.wiring.health, cb=self._health)
         self._tasks.append(asyncio.create_task(self._relay_loop(), name=f"{self.service}-relay"))
         for timer in self.wiring.timers:
             self._tasks.append(
                 asyncio.create_task(self._tick_loop(timer.every_s, timer.ticker), name=timer.name)
             )
+
+    @property
+    def connection(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("the runtime is not started")
+        return self._nc
+
+    async def _connection_error(self, exc: Exception) -> None:
+        # Disconnects and reconnects are expected (a server restart); the fetch loops retry.
+        log.debug("%s: connection: %s", self.service, exc)
 
     async def _health(self, msg: Msg) -> None:
         await msg.respond(b"ok")
@@ -201,7 +210,7 @@ class ServiceRuntime:
     def jetstream(self) -> JetStreamContext:
         # One context for the connection's life: building one per publish showed in the profile.
         if self._jetstream is None:
-            self._jetstream = self.broker.connection.jetstream()
+            self._jetstream = self.connection.jetstream()
         return self._jetstream
 
     async def stop(self) -> None:
@@ -220,7 +229,9 @@ class ServiceRuntime:
         if self._acks is not None:
             with contextlib.suppress(Exception):
                 await self._acks.stop()
-        await self.broker.stop()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):  # flushes what is buffered, then closes
+                await self._nc.drain()
         await self.store.close()
 
     # -- units of work ---------------------------------------------------------------------------
