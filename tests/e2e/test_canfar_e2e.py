@@ -88,7 +88,7 @@ async def run_ok(client: BrokerClient, fake: FakeSkaha) -> None:
     assert tuple(e.phase for e in events) == HAPPY_PHASES, texts(events)
     assert "completed" in texts(events)
     assert "log" in events[-1].outputs
-    posted = fake.api_requests("POST", "/skaha/v1/session")
+    posted = fake.recorded("POST", "/skaha/v1/session")
     form = next(r["form"] for r in posted if ("name", session_name(session_id)) in r["form"])
     assert ("type", "headless") in form and ("image", IMAGE) in form
 
@@ -115,7 +115,7 @@ async def run_cancelled(client: BrokerClient, fake: FakeSkaha) -> None:
     assert (await client.cancel(session_id)).applied
     events = await client.wait_until_done(session_id, timeout=40)
     assert events[-1].phase == "CANCELLED", [e.phase for e in events]
-    assert fake.api_requests("DELETE", f"/skaha/v1/session/{skaha_id(fake, session_id)}")
+    assert fake.recorded("DELETE", f"/skaha/v1/session/{skaha_id(fake, session_id)}")
 
 
 async def test_canfar_sessions_through_the_bus(canfar_broker: EmbeddedBroker, fake: FakeSkaha) -> None:

@@ -23,7 +23,7 @@ TOKEN = "e2e-token"
 @pytest.fixture
 def slurm() -> Iterator[tuple[FakeSlurm, str]]:
     fake = FakeSlurm(tokens={TOKEN: Token("alice")})
-    url, stop = serve_asgi(fake.app)
+    url, stop = serve_asgi(fake)
     yield fake, url
     stop()
 

@@ -15,10 +15,8 @@ No public JBO job API exists, so this fake *defines* the contract (launcher-targ
 * `DELETE /jbo/v1/jobs/{id}` → 202 and `CANCELLED` (200 and unchanged once the job has ended).
 * Every `/jbo/` call needs `Authorization: Bearer <token>` (else 401).
 
-Control (never recorded): `POST /_fake/faults` `{"match": {"method", "path"}, "status", "headers",
-"body", "times", "delay_s"}` (`path` is an fnmatch pattern; `times` null = forever; `delay_s` alone
-delays and then answers normally), `DELETE /_fake/faults`, `GET /_fake/requests` (method, path, query,
-headers with secrets redacted, body, `at` in monotonic seconds), `DELETE /_fake/requests`.
+Control (never recorded): `/_fake/faults` and `/_fake/requests` as every fake (tests/fakes/base.py;
+an injected fault's body is sent without a Content-Type, empty unless the fault gives one).
 
 Scenario per job: the job's `environment.FAKE_SCENARIO` (else the runner's default): `ok`,
 `pipeline_error` (eMCP logs a failed step, exits 0: the runner says SUCCEEDED), `crash` (killed,
@@ -28,16 +26,13 @@ exit 137: FAILED), `no_weblog` (log says finished, no weblog), `stuck_pending` (
 
 from __future__ import annotations
 
-import asyncio
-import fnmatch
 import io
 import itertools
-import json
 import re
 import tarfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,10 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from tests.fakes.base import FakeServer, bearer_token
 
 # The fake's own copy of the eMCP step lists (§3.2): the plugin's must agree with it.
 PRE_PROCESSING = [
@@ -67,22 +59,7 @@ CALIBRATION = [
     "split_fields",
 ]  # fmt: skip
 SCENARIOS = ("ok", "pipeline_error", "crash", "no_weblog", "stuck_pending", "slow")
-SECRET_HEADERS = ("authorization", "cookie", "x-api-key", "proxy-authorization")
 _OBS_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-
-
-@dataclass
-class Fault:
-    method: str | None
-    path: str
-    status: int | None
-    headers: dict[str, str]
-    body: str
-    times: int | None
-    delay_s: float
-
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method.upper() == method) and fnmatch.fnmatchcase(path, self.path)
 
 
 @dataclass
@@ -97,7 +74,9 @@ class Job:
     deleted: list[float] = field(default_factory=list)
 
 
-class FakeJboRunner:
+class FakeJboRunner(FakeServer):
+    fault_media_type = None
+
     def __init__(
         self,
         token: str = "fake-jbo-token",
@@ -115,12 +94,10 @@ class FakeJboRunner:
         self.clock = clock
         self.jobs: dict[str, Job] = {}
         self.by_key: dict[str, str] = {}
-        self.faults: list[Fault] = []
-        self.requests: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.base_url = ""  # set by the test once served; used in the outputs' URLs
-        self.app = Starlette(
+        api = Starlette(
             routes=[
                 Route("/jbo/v1/jobs", self.submit, methods=["POST"]),
                 Route("/jbo/v1/jobs/{job_id}", self.status, methods=["GET"]),
@@ -128,116 +105,14 @@ class FakeJboRunner:
                 Route("/jbo/v1/jobs/{job_id}/log", self.log, methods=["GET"]),
                 Route("/jbo/v1/jobs/{job_id}/outputs", self.outputs, methods=["GET"]),
                 Route("/jbo/v1/jobs/{job_id}/weblog", self.weblog, methods=["GET"]),
-                Route("/_fake/faults", self.add_fault, methods=["POST"]),
-                Route("/_fake/faults", self.clear_faults, methods=["DELETE"]),
-                Route("/_fake/requests", self.list_requests, methods=["GET"]),
-                Route("/_fake/requests", self.clear_requests, methods=["DELETE"]),
             ]
         )
-
-    # -- ASGI: record, inject faults, then route --------------------------------------------------
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        method, path = scope["method"], scope["path"]
-        if not path.startswith("/_fake/"):
-            self._record(scope, body)
-            fault = self._take_fault(method, path)
-            if fault is not None:
-                if fault.delay_s:
-                    await asyncio.sleep(fault.delay_s)
-                if fault.status is not None:
-                    response = Response(fault.body, status_code=fault.status, headers=fault.headers)
-                    await response(scope, receive, send)
-                    return
-
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    def _record(self, scope: Scope, body: bytes) -> None:
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope["headers"]:
-            name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("latin-1")
-            if name in SECRET_HEADERS:
-                scheme = value.split(" ", 1)[0] if " " in value else ""
-                value = f"{scheme} <redacted>".strip()
-            headers[name] = value
-        try:
-            parsed: Any = json.loads(body) if body else None
-        except ValueError:
-            parsed = body.decode("utf-8", "replace")
-        with self._lock:
-            self.requests.append({
-                "method": scope["method"], "path": scope["path"],
-                "query": scope.get("query_string", b"").decode("latin-1"),
-                "headers": headers, "body": parsed, "at": time.monotonic(),
-            })  # fmt: skip
-
-    def _take_fault(self, method: str, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self.faults:
-                if fault.matches(method, path):
-                    if fault.times is not None:
-                        fault.times -= 1
-                        if fault.times <= 0:
-                            self.faults.remove(fault)
-                    return fault
-        return None
-
-    # -- control --------------------------------------------------------------------------------
-
-    async def add_fault(self, request: Request) -> Response:
-        spec = await request.json()
-        match = spec.get("match") or {}
-        fault = Fault(
-            method=match.get("method"),
-            path=match.get("path", "*"),
-            status=spec.get("status"),
-            headers={str(k): str(v) for k, v in (spec.get("headers") or {}).items()},
-            body=str(spec.get("body") or ""),
-            times=spec.get("times"),
-            delay_s=float(spec.get("delay_s") or 0.0),
-        )
-        with self._lock:
-            self.faults.append(fault)
-        return JSONResponse({"faults": len(self.faults)}, status_code=201)
-
-    async def clear_faults(self, request: Request) -> Response:
-        with self._lock:
-            self.faults.clear()
-        return Response(status_code=204)
-
-    async def list_requests(self, request: Request) -> Response:
-        with self._lock:
-            return JSONResponse(list(self.requests))
-
-    async def clear_requests(self, request: Request) -> Response:
-        with self._lock:
-            self.requests.clear()
-        return Response(status_code=204)
+        super().__init__(api)
 
     # -- the runner -----------------------------------------------------------------------------
 
     def _authorised(self, request: Request) -> Response | None:
-        if request.headers.get("authorization") != f"Bearer {self.token}":
+        if bearer_token(request.headers.get("authorization")) != self.token:
             return JSONResponse(
                 {"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="jbo"'}
             )

@@ -15,14 +15,8 @@ API (as the real server):
       * unknown DID → 404 DataIdentifierNotFound; errors are JSON `{"ExceptionClass",
         "ExceptionMessage"}` with the same values in the `ExceptionClass`/`ExceptionMessage` headers.
 
-Test control (no auth, not recorded):
-  POST   /_fake/faults     {"match": {"method", "path" (glob)}, "status", "headers", "body",
-                            "times" (default 1, null = forever), "delay_s"}
-                           With a status: answer it after `delay_s`. Without: answer normally after
-                           `delay_s` (a slow server: the client times out).
-  DELETE /_fake/faults
-  GET    /_fake/requests   every API request: method, path, query, headers (token redacted), status
-  DELETE /_fake/requests
+Test control (no auth, not recorded): `/_fake/faults` and `/_fake/requests` as every fake
+(tests/fakes/base.py; an injected fault's default body is a JSON RucioException), and
   POST   /_fake/tokens     {"<token>": true | false}: add or revoke tokens
   POST   /_fake/files      {"scope", "name", "bytes", "replicas": {RSE: [pfn]}, "states": {RSE: state}}
   POST   /_fake/datasets   {"scope", "name", "files": [[scope, name], ...]}
@@ -31,8 +25,6 @@ Test control (no auth, not recorded):
 
 from __future__ import annotations
 
-import asyncio
-import fnmatch
 import hashlib
 import json
 import random
@@ -42,7 +34,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from tests.fakes.base import FakeServer
 
 NDJSON = "application/x-json-stream"
 METALINK = "application/metalink4+xml"
@@ -91,24 +86,6 @@ class RucioCatalogue:
             file.states.pop(rse, None)
 
 
-@dataclass
-class Fault:
-    method: str | None
-    path: str
-    status: int | None
-    headers: dict[str, str]
-    body: str
-    times: int | None
-    delay_s: float
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.times is not None and self.times <= 0:
-            return False
-        if self.method and self.method.upper() not in ("*", method.upper()):
-            return False
-        return fnmatch.fnmatchcase(path, self.path)
-
-
 def _error(status: int, exception_class: str, message: str) -> Response:
     return JSONResponse(
         {"ExceptionClass": exception_class, "ExceptionMessage": message},
@@ -122,12 +99,24 @@ def _checksum(scope: str, name: str) -> tuple[str, str]:
     return digest, digest[:8]
 
 
-class FakeRucio:
+class FakeRucio(FakeServer):
+    fault_media_type = "application/json"
+
     def __init__(self, catalogue: RucioCatalogue | None = None, *, seed: int = 0) -> None:
         self.catalogue = catalogue or RucioCatalogue()
-        self.faults: list[Fault] = []
-        self.requests: list[dict[str, Any]] = []
         self._random = random.Random(seed)
+        super().__init__(
+            self._api,
+            control=[
+                Route("/_fake/tokens", self._set_tokens, methods=["POST"]),
+                Route("/_fake/files", self._add_file, methods=["POST"]),
+                Route("/_fake/datasets", self._add_dataset, methods=["POST"]),
+                Route("/_fake/replicas/{rse}/{scope}/{name:path}", self._remove_replica, methods=["DELETE"]),
+            ],
+        )
+
+    def default_fault_body(self, status: int) -> Any:
+        return {"ExceptionClass": "RucioException", "ExceptionMessage": "injected failure"}
 
     # -- the API ------------------------------------------------------------------------------------
 
@@ -190,92 +179,42 @@ class FakeRucio:
             item["states"] = {rse: file.states.get(rse, "AVAILABLE") for rse in listed}
         return item
 
-    # -- ASGI: control, recording, faults ------------------------------------------------------------
+    # -- ASGI and control ---------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
-        path = request.url.path
-        if path.startswith("/_fake/"):
-            await (await self._control(request))(scope, receive, send)
-            return
-        method = request.method
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        record: dict[str, Any] = {
-            "method": method,
-            "path": path,
-            "query": dict(parse_qsl(request.url.query, keep_blank_values=True)),
-            "headers": {k: ("<redacted>" if k == "x-rucio-auth-token" else v) for k, v in headers.items()},
-        }
-        self.requests.append(record)
-        fault = next((f for f in self.faults if f.matches(method, path)), None)
-        if fault is not None and fault.times is not None:
-            fault.times -= 1
-        if fault is not None and fault.status is not None:
-            await asyncio.sleep(fault.delay_s)
-            response: Response = Response(
-                fault.body or json.dumps({"ExceptionClass": "RucioException",
-                                          "ExceptionMessage": "injected failure"}),
-                status_code=fault.status,
-                media_type="application/json",
-                headers=fault.headers,
-            )
+        method, path = request.method, request.url.path
+        if method == "GET" and path.startswith("/replicas/"):
+            query = dict(parse_qsl(request.url.query, keep_blank_values=True))
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            response = self.replicas(path, query, headers)
         else:
-            if fault is not None:
-                await asyncio.sleep(fault.delay_s)
-            if method == "GET" and path.startswith("/replicas/"):
-                response = self.replicas(path, record["query"], headers)
-            else:
-                response = _error(404, "NotFound", f"no route {method} {path}")
-        record["status"] = response.status_code
+            response = _error(404, "NotFound", f"no route {method} {path}")
         await response(scope, receive, send)
 
-    async def _control(self, request: Request) -> Response:
-        path, method = request.url.path, request.method
-        if path == "/_fake/faults" and method == "POST":
-            self.add_fault(json.loads(await request.body()))
-            return JSONResponse({"faults": len(self.faults)})
-        if path == "/_fake/faults" and method == "DELETE":
-            self.faults.clear()
-            return JSONResponse({"faults": 0})
-        if path == "/_fake/requests" and method == "GET":
-            return JSONResponse(self.requests)
-        if path == "/_fake/requests" and method == "DELETE":
-            self.requests.clear()
-            return JSONResponse([])
-        if path == "/_fake/tokens" and method == "POST":
-            for token, valid in json.loads(await request.body()).items():
-                if valid:
-                    self.catalogue.tokens.add(token)
-                else:
-                    self.catalogue.tokens.discard(token)
-            return JSONResponse(sorted(self.catalogue.tokens))
-        if path == "/_fake/files" and method == "POST":
-            spec = json.loads(await request.body())
-            self.catalogue.add_file(spec["scope"], spec["name"], spec.get("bytes"),
-                                    spec.get("replicas", {}), spec.get("states"))
-            return JSONResponse({"files": len(self.catalogue.files)})
-        if path == "/_fake/datasets" and method == "POST":
-            spec = json.loads(await request.body())
-            files = [(str(f[0]), str(f[1])) for f in spec["files"]]
-            self.catalogue.add_dataset(spec["scope"], spec["name"], files)
-            return JSONResponse({"datasets": len(self.catalogue.datasets)})
-        if path.startswith("/_fake/replicas/") and method == "DELETE":
-            rse, _, rest = path.removeprefix("/_fake/replicas/").partition("/")
-            scope, _, name = rest.partition("/")
-            self.catalogue.remove_replica(rse, scope, name)
-            return JSONResponse({"removed": [rse, scope, name]})
-        return JSONResponse({"error": f"no control route {method} {path}"}, status_code=404)
+    async def _set_tokens(self, request: Request) -> Response:
+        for token, valid in (await request.json()).items():
+            if valid:
+                self.catalogue.tokens.add(token)
+            else:
+                self.catalogue.tokens.discard(token)
+        return JSONResponse(sorted(self.catalogue.tokens))
 
-    def add_fault(self, spec: dict[str, Any]) -> None:
-        match = spec.get("match") or {}
-        self.faults.append(Fault(
-            method=match.get("method"),
-            path=match.get("path", "*"),
-            status=spec.get("status"),
-            headers={str(k): str(v) for k, v in (spec.get("headers") or {}).items()},
-            body=spec.get("body") or "",
-            times=spec.get("times", 1),
-            delay_s=float(spec.get("delay_s", 0.0)),
-        ))
+    async def _add_file(self, request: Request) -> Response:
+        spec = await request.json()
+        self.catalogue.add_file(spec["scope"], spec["name"], spec.get("bytes"),
+                                spec.get("replicas", {}), spec.get("states"))
+        return JSONResponse({"files": len(self.catalogue.files)})
+
+    async def _add_dataset(self, request: Request) -> Response:
+        spec = await request.json()
+        files = [(str(f[0]), str(f[1])) for f in spec["files"]]
+        self.catalogue.add_dataset(spec["scope"], spec["name"], files)
+        return JSONResponse({"datasets": len(self.catalogue.datasets)})
+
+    async def _remove_replica(self, request: Request) -> Response:
+        rse, scope, name = (request.path_params[key] for key in ("rse", "scope", "name"))
+        self.catalogue.remove_replica(rse, scope, name)
+        return JSONResponse({"removed": [rse, scope, name]})

@@ -11,34 +11,22 @@ the session, or from the session name (`...-fail-exit-...`): ok, fail_exit, oom,
 vanish_after_done, slow_start. `FAKE_RUN_S` (seconds, or `forever`), `FAKE_PENDING_S` and
 `FAKE_EXIT_CODE` override the timings per session.
 
-Test control (no auth, not recorded):
-  POST   /_fake/faults          {"match": {"method", "path" (glob), "query": {..}}, "status", "headers",
-                                 "body", "times" (default 1, null = forever), "delay_s"}
-  DELETE /_fake/faults
-  GET    /_fake/requests        every API request: method, path, params, form, headers (secrets
-                                 redacted), status, at (wall clock) and t (fake clock)
-  DELETE /_fake/requests
+Test control (no auth, not recorded): `/_fake/faults` and `/_fake/requests` as every fake
+(tests/fakes/base.py: a fault may also match query parameters; its default body is skaha's text for
+the status; a record also has `t`, the fake clock's reading), and
   POST   /_fake/tokens          {"<token>": "<user>" | null}: add or revoke tokens
   POST   /_fake/clock/advance?s=N
   GET    /_fake/sessions        every session the fake knows, with its current status (or "gone")
-
-A fault with a `status` answers that status after `delay_s`; one without a status lets the request
-do its work (a POST creates its session) and then holds the answer back for `delay_s`: the client
-times out although the server acted, as a slow real server would.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import fnmatch
-import json
 import math
 import random
 import re
 import string
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,12 +36,15 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
+
+from tests.fakes.base import FakeServer, bearer_token
+from tests.fakes.clock import FakeClock
+from tests.fakes.recording import request_headers
 
 SESSION_TYPES = ("notebook", "desktop", "carta", "headless", "contributed", "firefly")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9-]+")
 SCENARIOS = ("ok", "fail_exit", "oom", "stuck_pending", "vanish_after_done", "slow_start")
-SECRET_HEADERS = ("authorization", "x-skaha-registry-auth", "x-auth-token-skaha", "cookie")
 GIB_IN_GB = 2**30 / 1e9
 
 
@@ -109,53 +100,33 @@ class FakeSession:
     gone_at: float | None = None
 
 
-@dataclass
-class Fault:
-    method: str | None
-    path: str
-    query: dict[str, str]
-    status: int | None
-    headers: dict[str, str]
-    body: str
-    times: int | None
-    delay_s: float
-
-    def matches(self, method: str, path: str, query: dict[str, str]) -> bool:
-        if self.times is not None and self.times <= 0:
-            return False
-        if self.method and self.method.upper() not in ("*", method.upper()):
-            return False
-        if not fnmatch.fnmatchcase(path, self.path):
-            return False
-        return all(query.get(key) == value for key, value in self.query.items())
-
-
-class FakeSkaha:
+class FakeSkaha(FakeServer):
     def __init__(
         self, config: SkahaConfig | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.config = config or SkahaConfig()
-        self._base_clock = clock
-        self._offset = 0.0
+        self.clock = FakeClock(clock)
         self.sessions: dict[str, FakeSession] = {}
-        self.faults: list[Fault] = []
-        self.requests: list[dict[str, Any]] = []
-        # The wall time at which the fake clock read `_clock_zero`, to print ISO times.
-        self._wall_zero = time.time()
-        self._clock_zero = clock()
-        self.api = Starlette(routes=self._routes())
+        self.routes = Starlette(routes=self._routes())
+        super().__init__(
+            self._authenticated,
+            control=[
+                Route("/_fake/tokens", self._set_tokens, methods=["POST"]),
+                self.clock.route(),
+                Route("/_fake/sessions", self._list_sessions, methods=["GET"]),
+            ],
+        )
 
     # -- clock ------------------------------------------------------------------------------------
 
     def now(self) -> float:
-        return self._base_clock() + self._offset
+        return self.clock.now()
 
     def advance(self, seconds: float) -> None:
-        self._offset += seconds
+        self.clock.advance(seconds)
 
     def _iso(self, t: float) -> str:
-        wall = self._wall_zero + (t - self._clock_zero)
-        return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(self.clock.wall(t), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # -- session state ----------------------------------------------------------------------------
 
@@ -527,185 +498,51 @@ class FakeSkaha:
             return _text("Not Found", 404)
         return JSONResponse(list(self.config.trusted_hosts))
 
-    # -- ASGI: control endpoints, recording, faults, auth -----------------------------------------
+    # -- ASGI: authentication, control -----------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.api(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if path.startswith("/_fake/"):
-            await self._control(scope, receive, send)
-            return
-        body = await _read_body(receive)
-        method: str = scope["method"]
-        query = dict(parse_qsl(scope.get("query_string", b"").decode(), keep_blank_values=True))
-        record = self._record(scope, body)
-        answer = _Recorder(send, record)
+    async def _authenticated(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            user, refusal = self._authenticate(request_headers(scope))
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+            scope.setdefault("state", {})["user"] = user
+        await self.routes(scope, receive, send)
 
-        fault = next((f for f in self.faults if f.matches(method, path, query)), None)
-        if fault is not None and fault.times is not None:
-            fault.times -= 1
-        if fault is not None and fault.status is not None:
-            await asyncio.sleep(fault.delay_s)
-            response = _text(fault.body or _default_fault_body(fault.status), fault.status)
-            response.headers.update(fault.headers)
-            await response(scope, receive, answer)
-            return
-
-        user, refusal = self._authenticate(scope)
-        if refusal is not None:
-            await refusal(scope, receive, answer)
-            return
-        scope.setdefault("state", {})["user"] = user
-        if fault is not None and fault.delay_s > 0:
-            # Do the work, then hold the answer back: the client may time out although we acted.
-            held: list[Message] = []
-
-            async def hold(message: Message) -> None:
-                held.append(message)
-
-            await self.api(scope, _replay(body, receive), hold)
-            await asyncio.sleep(fault.delay_s)
-            for message in held:
-                await answer(message)
-            return
-        await self.api(scope, _replay(body, receive), answer)
-
-    def _authenticate(self, scope: Scope) -> tuple[str | None, Response | None]:
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        authorization = headers.get("authorization", "")
-        scheme, _, token = authorization.partition(" ")
-        user = self.config.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+    def _authenticate(self, headers: dict[str, str]) -> tuple[str | None, Response | None]:
+        token = bearer_token(headers.get("authorization"))
+        user = self.config.tokens.get(token) if token else None
         if user is None:
             return None, _text("Unauthorized", 401)
         if user in self.config.forbidden_users:
             return None, _text(f"permission denied: {user} is not authorized to use the platform", 403)
         return user, None
 
-    def _record(self, scope: Scope, body: bytes) -> dict[str, Any]:
-        headers: dict[str, str] = {}
-        for raw_key, raw_value in scope["headers"]:
-            key, value = raw_key.decode().lower(), raw_value.decode(errors="replace")
-            if key in SECRET_HEADERS:
-                scheme = value.split(" ", 1)[0] if " " in value else ""
-                value = f"{scheme} <redacted>".strip()
-            headers[key] = value
-        text = body.decode(errors="replace")
-        form = None
-        if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-            form = parse_qsl(text, keep_blank_values=True)
-        record: dict[str, Any] = {
-            "at": time.time(),
-            "t": self.now(),
-            "method": scope["method"],
-            "path": scope["path"],
-            "query": scope.get("query_string", b"").decode(),
-            "params": parse_qsl(scope.get("query_string", b"").decode(), keep_blank_values=True),
-            "form": form,
-            "body": None if form is not None else text[:10000],
-            "headers": headers,
-            "status": None,
-        }
-        self.requests.append(record)
-        return record
+    def default_fault_body(self, status: int) -> Any:
+        if status == 500:
+            return "java.lang.RuntimeException: injected failure"
+        if status == 503:
+            return "service busy, try again later"
+        if status == 401:
+            return "Unauthorized"
+        return f"injected HTTP {status}"
 
-    async def _control(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        path, method = scope["path"], scope["method"]
-        response: Response
-        if path == "/_fake/faults" and method == "POST":
-            self.add_fault(json.loads(await request.body()))
-            response = JSONResponse({"faults": len(self.faults)})
-        elif path == "/_fake/faults" and method == "DELETE":
-            self.faults.clear()
-            response = JSONResponse({"faults": 0})
-        elif path == "/_fake/requests" and method == "GET":
-            response = JSONResponse(self.requests)
-        elif path == "/_fake/requests" and method == "DELETE":
-            self.requests.clear()
-            response = JSONResponse([])
-        elif path == "/_fake/tokens" and method == "POST":
-            for token, user in json.loads(await request.body()).items():
-                if user is None:
-                    self.config.tokens.pop(token, None)
-                else:
-                    self.config.tokens[token] = user
-            response = JSONResponse({"tokens": len(self.config.tokens)})
-        elif path == "/_fake/clock/advance" and method == "POST":
-            self.advance(float(request.query_params.get("s", "0")))
-            response = JSONResponse({"now": self.now()})
-        elif path == "/_fake/sessions" and method == "GET":
-            response = JSONResponse([
-                {"id": s.id, "name": s.name, "scenario": s.scenario, "status": self.status(s) or "gone"}
-                for s in self.sessions.values()
-            ])  # fmt: skip
-        else:
-            response = _text("Not Found", 404)
-        await response(scope, receive, send)
+    def record_extra(self, headers: Mapping[str, str]) -> dict[str, Any]:
+        return {"t": self.now()}
 
-    # -- for tests in the same process -------------------------------------------------------------
+    async def _set_tokens(self, request: Request) -> Response:
+        for token, user in (await request.json()).items():
+            if user is None:
+                self.config.tokens.pop(token, None)
+            else:
+                self.config.tokens[token] = user
+        return JSONResponse({"tokens": len(self.config.tokens)})
 
-    def add_fault(self, spec: dict[str, Any]) -> None:
-        match = spec.get("match") or {}
-        self.faults.append(
-            Fault(
-                method=match.get("method"),
-                path=match.get("path", "*"),
-                query={str(k): str(v) for k, v in (match.get("query") or {}).items()},
-                status=spec.get("status"),
-                headers={str(k): str(v) for k, v in (spec.get("headers") or {}).items()},
-                body=str(spec.get("body") or ""),
-                times=spec.get("times", 1),
-                delay_s=float(spec.get("delay_s") or 0.0),
-            )
-        )
-
-    def api_requests(self, method: str | None = None, path: str = "*") -> list[dict[str, Any]]:
-        return [
-            r for r in self.requests
-            if (method is None or r["method"] == method) and fnmatch.fnmatchcase(r["path"], path)
-        ]  # fmt: skip
-
-
-class _Recorder:
-    """Passes messages on and notes the response status in the request's record."""
-
-    def __init__(self, send: Send, record: dict[str, Any]) -> None:
-        self._send = send
-        self._record = record
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self._record["status"] = message["status"]
-        # The client may have gone (it timed out): a real server would not notice either.
-        with contextlib.suppress(OSError):
-            await self._send(message)
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+    async def _list_sessions(self, request: Request) -> Response:
+        return JSONResponse([
+            {"id": s.id, "name": s.name, "scenario": s.scenario, "status": self.status(s) or "gone"}
+            for s in self.sessions.values()
+        ])  # fmt: skip
 
 
 def _params(query: list[tuple[str, str]], form: str) -> dict[str, list[str]]:
@@ -718,13 +555,3 @@ def _params(query: list[tuple[str, str]], form: str) -> dict[str, list[str]]:
 
 def _text(body: str, status: int) -> Response:
     return PlainTextResponse(body, status_code=status)
-
-
-def _default_fault_body(status: int) -> str:
-    if status == 500:
-        return "java.lang.RuntimeException: injected failure"
-    if status == 503:
-        return "service busy, try again later"
-    if status == 401:
-        return "Unauthorized"
-    return f"injected HTTP {status}"

@@ -18,30 +18,31 @@ It follows reference/launcher-targets.md §2.8 and the conventions of §5:
   ending in `.<scenario>`: `ok`, `fail_exit`, `oom`, `timeout`, `nodefail`, `stuck_pending`,
   `vanish_after_done` (purged as soon as it ends), `slow_start`. `FAKE_RUN_S=<seconds>` and
   `FAKE_EXIT_CODE=<n>` tune one job.
-* Control endpoints: `POST /_fake/faults` ({"match": {"method", "path"}, "status", "headers", "body",
-  "times", "delay_s", "delay_after_s"}; `path` may be an fnmatch pattern), `DELETE /_fake/faults`,
-  `GET /_fake/requests` (secrets redacted), `DELETE /_fake/requests`, `POST /_fake/clock/advance?s=N`,
-  `GET /_fake/jobs`.
+* Control endpoints: `/_fake/faults` and `/_fake/requests` as every fake (tests/fakes/base.py: an
+  injected fault's default body is `{"errors": [], "warnings": []}`, a string body is text/plain, as
+  from a proxy; a record also has `token_sha256`, which token was sent), `POST
+  /_fake/clock/advance?s=N`, `GET /_fake/jobs`.
 
 The error numbers are those of slurm/slurm_errno.h as quoted in the reference notes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import fnmatch
 import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.base import FakeServer, bearer_token
+from tests.fakes.clock import FakeClock
 
 ALL_VERSIONS = ("v0.0.41", "v0.0.42", "v0.0.43", "v0.0.44", "v0.0.45")
 RELEASES = {
@@ -52,8 +53,6 @@ RELEASES = {
     "v0.0.44": "25.11.0",
     "v0.0.45": "26.05.3",
 }
-SECRET_HEADERS = {"x-slurm-user-token", "authorization"}
-REDACTED = "<redacted>"
 
 # slurm_errno.h
 SLURM_PROTOCOL_AUTHENTICATION_ERROR = 1007
@@ -114,23 +113,6 @@ class Token:
 
 
 @dataclass
-class Fault:
-    method: str | None
-    path: str
-    status: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    body: Any = None
-    times: int | None = 1  # None: for ever
-    delay_s: float = 0.0
-    delay_after_s: float = 0.0  # handle the request normally, then hang before answering
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.method is not None and self.method.upper() != method:
-            return False
-        return path == self.path or fnmatch.fnmatchcase(path, self.path)
-
-
-@dataclass
 class Job:
     job_id: int
     name: str
@@ -155,7 +137,7 @@ class Job:
     cancelled_by: str | None = None
 
 
-class FakeSlurm:
+class FakeSlurm(FakeServer):
     def __init__(
         self,
         *,
@@ -184,91 +166,43 @@ class FakeSlurm:
         self.min_job_age_s = min_job_age_s
         self.expired_status = expired_status
         self.openapi = openapi
-        self._clock = clock
-        self._offset = 0.0
-        self._wall_minus_clock = time.time() - clock()
+        self.clock = FakeClock(clock)
         self._lock = threading.Lock()
         self.jobs: dict[int, Job] = {}
         self._next_job_id = 1000
-        self.faults: list[Fault] = []
-        self.requests: list[dict[str, Any]] = []
-        self.app = self._build_app()
+        # slurmrestd authenticates before it routes (the OpenAPI document too): one route takes all.
+        everything = Route("/{rest:path}", self._api, methods=["GET", "POST", "DELETE", "PUT", "PATCH"])
+        super().__init__(
+            Starlette(routes=[everything]),
+            control=[self.clock.route(), Route("/_fake/jobs", self._jobs_endpoint, methods=["GET"])],
+        )
 
     # -- time ----------------------------------------------------------------------------------
 
     def now(self) -> float:
-        return self._clock() + self._offset
+        return self.clock.now()
 
     def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._offset += seconds
+        self.clock.advance(seconds)
 
     def _epoch(self, t: float | None) -> dict[str, Any]:
-        return no_val(None if t is None else int(t + self._wall_minus_clock))
+        return no_val(None if t is None else int(self.clock.wall(t)))
 
     # -- control from tests (also reachable over HTTP under /_fake) -----------------------------
 
-    def add_fault(self, spec: dict[str, Any]) -> None:
-        match = spec.get("match") or {}
-        fault = Fault(
-            method=match.get("method"),
-            path=str(match.get("path", "*")),
-            status=spec.get("status"),
-            headers={str(k): str(v) for k, v in (spec.get("headers") or {}).items()},
-            body=spec.get("body"),
-            times=spec.get("times", 1),
-            delay_s=float(spec.get("delay_s", 0.0)),
-            delay_after_s=float(spec.get("delay_after_s", 0.0)),
-        )
-        with self._lock:
-            self.faults.append(fault)
+    def default_fault_body(self, status: int) -> Any:
+        return {"errors": [], "warnings": []}
 
-    def recorded(self, method: str | None = None, path: str | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            found = list(self.requests)
-        return [
-            r
-            for r in found
-            if (method is None or r["method"] == method)
-            and (path is None or r["path"] == path or fnmatch.fnmatchcase(r["path"], path))
-        ]
+    def record_extra(self, headers: Mapping[str, str]) -> dict[str, Any]:
+        # Which token was sent, without the token: the first 8 hex digits of its SHA-256.
+        token = headers.get("x-slurm-user-token") or bearer_token(headers.get("authorization"))
+        return {"token_sha256": hashlib.sha256(token.encode()).hexdigest()[:8] if token else None}
 
     def job_state(self, job_id: int) -> list[str]:
         with self._lock:
             return list(self._state(self.jobs[job_id])["job_state"])
 
     # -- the app -------------------------------------------------------------------------------
-
-    def _build_app(self) -> Starlette:
-        return Starlette(
-            routes=[
-                Route("/_fake/faults", self._faults_endpoint, methods=["POST", "DELETE", "GET"]),
-                Route("/_fake/requests", self._requests_endpoint, methods=["GET", "DELETE"]),
-                Route("/_fake/clock/advance", self._advance_endpoint, methods=["POST"]),
-                Route("/_fake/jobs", self._jobs_endpoint, methods=["GET"]),
-                Route("/{rest:path}", self._api, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
-            ]
-        )
-
-    async def _faults_endpoint(self, request: Request) -> Response:
-        if request.method == "POST":
-            self.add_fault(await request.json())
-        elif request.method == "DELETE":
-            with self._lock:
-                self.faults.clear()
-        with self._lock:
-            listed = [vars(f).copy() for f in self.faults]
-        return JSONResponse({"faults": listed})
-
-    async def _requests_endpoint(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            with self._lock:
-                self.requests.clear()
-        return JSONResponse({"requests": self.recorded()})
-
-    async def _advance_endpoint(self, request: Request) -> Response:
-        self.advance(float(request.query_params.get("s", "0")))
-        return JSONResponse({"now": self.now()})
 
     async def _jobs_endpoint(self, request: Request) -> Response:
         with self._lock:
@@ -282,55 +216,7 @@ class FakeSlurm:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        path = request.url.path
-        method = request.method
-        token = request.headers.get("x-slurm-user-token") or request.headers.get("authorization", "")[7:]
-        record: dict[str, Any] = {
-            "method": method,
-            "path": path,
-            "query": dict(request.query_params),
-            "headers": {
-                k: (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in request.headers.items()
-            },
-            "body": body,
-            "at": self.now(),
-            # Which token was sent, without the token: the first 8 hex digits of its SHA-256.
-            "token_sha256": hashlib.sha256(token.encode()).hexdigest()[:8] if token else None,
-        }
-        with self._lock:
-            self.requests.append(record)
-            fault = self._take_fault(method, path)
-        if fault is not None:
-            if fault.delay_s:
-                await asyncio.sleep(fault.delay_s)
-            if fault.status is not None:
-                response = self._fault_response(fault)
-                record["status"] = response.status_code
-                return response
-        response = self._handle(method, path, request, body, raw)
-        record["status"] = response.status_code
-        if fault is not None and fault.delay_after_s:
-            await asyncio.sleep(fault.delay_after_s)
-        return response
-
-    def _take_fault(self, method: str, path: str) -> Fault | None:
-        for fault in self.faults:
-            if fault.matches(method, path):
-                if fault.times is not None:
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self.faults.remove(fault)
-                return fault
-        return None
-
-    def _fault_response(self, fault: Fault) -> Response:
-        assert fault.status is not None
-        body = fault.body
-        if body is None:
-            body = {"errors": [], "warnings": []}
-        if isinstance(body, str):
-            return Response(body, status_code=fault.status, headers=fault.headers, media_type="text/plain")
-        return JSONResponse(body, status_code=fault.status, headers=fault.headers)
+        return self._handle(request.method, request.url.path, request, body, raw)
 
     # -- the Slurm API -------------------------------------------------------------------------
 
@@ -386,9 +272,7 @@ class FakeSlurm:
         bearer = request.headers.get("authorization")
         if header_token and bearer:
             return self._auth_failure(401, "Authentication failure: ambiguous credentials")
-        token = header_token
-        if bearer is not None:
-            token = bearer[7:].strip() if bearer.lower().startswith("bearer ") else None
+        token = header_token if bearer is None else bearer_token(bearer)
         if not token:
             return self._auth_failure(401, "Authentication failure")
         with self._lock:
@@ -759,9 +643,9 @@ class FakeSlurm:
             "derived_exit_code": state["exit_code"],
             "kill_request_user": job.cancelled_by or "",
             "time": {
-                "submission": int(job.submitted + self._wall_minus_clock),
-                "start": int(start + self._wall_minus_clock) if start is not None else 0,
-                "end": int(end + self._wall_minus_clock) if end is not None else 0,
+                "submission": int(self.clock.wall(job.submitted)),
+                "start": int(self.clock.wall(start)) if start is not None else 0,
+                "end": int(self.clock.wall(end)) if end is not None else 0,
                 "elapsed": elapsed,
                 "limit": no_val(job.time_limit_min),
             },

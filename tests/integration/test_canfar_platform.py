@@ -136,7 +136,7 @@ class TestCanfarPlatformContract(PlatformContract):
 
     async def assert_run_stopped(self, spec: LaunchSpec, handle: str) -> None:
         session_id = session_id_of(handle)
-        assert self.fake.api_requests("DELETE", f"/skaha/v1/session/{session_id}")
+        assert self.fake.recorded("DELETE", f"/skaha/v1/session/{session_id}")
         await wait_gone(self.fake, session_id)
 
 
@@ -149,7 +149,7 @@ async def test_create_sends_type_name_image_resources_command_and_env(
     platform = CanfarPlatform(**settings(skaha_url))
     spec = container_spec(tmp_path, "ok", GREETING="hello world")
     handle = await launch(platform, spec)
-    (post,) = fake.api_requests("POST", "/skaha/v1/session")
+    (post,) = fake.recorded("POST", "/skaha/v1/session")
     form = post["form"]
     assert ("type", "headless") in form
     assert ("name", session_name(spec.session_id)) in form
@@ -204,7 +204,7 @@ async def test_a_notebook_opens_a_notebook_session_with_a_connector(
         update={"executable": {"kind": NOTEBOOK_KIND, "location": "https://example.org/a.ipynb"}}
     )
     handle = await launch(platform, spec)
-    form = fake.api_requests("POST", "/skaha/v1/session")[0]["form"]
+    form = fake.recorded("POST", "/skaha/v1/session")[0]["form"]
     assert ("type", "notebook") in form and not [k for k, _ in form if k in ("cmd", "args", "env")]
     status = await poll_until(platform, spec, handle, RunState.RUNNING)
     (connector,) = status.connectors
@@ -251,7 +251,7 @@ async def test_logs_are_fetched_into_the_work_dir_when_it_ends(
     text = await asyncio.to_thread(log.read_text)
     assert "ENV GREETING=hi" in text and text.rstrip().endswith("done")
     # The logs were read at once: a single GET ?view=logs, right after the status said it ended.
-    assert len([r for r in fake.api_requests("GET") if r["query"] == "view=logs"]) == 1
+    assert len([r for r in fake.recorded("GET") if r["query"] == "view=logs"]) == 1
     await platform.release(spec, handle)
     assert fake.status(fake.sessions[session_id_of(handle)]) is None  # release deleted it (and its logs)
     assert await platform.poll(spec, handle) == status
@@ -313,7 +313,7 @@ async def test_a_session_stuck_pending_fails_after_the_pending_timeout_and_is_de
     assert "Failed to pull image" in status.message and "the session was deleted" in status.message
     assert time.monotonic() - started < 5
     session_id = session_id_of(handle)
-    assert fake.api_requests("DELETE", f"/skaha/v1/session/{session_id}")
+    assert fake.recorded("DELETE", f"/skaha/v1/session/{session_id}")
     await wait_gone(fake, session_id)
 
 
@@ -360,7 +360,7 @@ async def test_a_401_rereads_the_token_file_and_goes_on(
     del fake.config.tokens["old-token"]  # revoked part-way; a renewed token is written to the file
     token_file.write_text("new-token\n")
     assert (await platform.poll(spec, handle)).state == RunState.RUNNING
-    statuses = [r["status"] for r in fake.api_requests("GET", f"/skaha/v1/session/{session_id_of(handle)}")]
+    statuses = [r["status"] for r in fake.recorded("GET", f"/skaha/v1/session/{session_id_of(handle)}")]
     assert statuses[-2:] == [401, 200]
     await platform.cancel(spec, handle)
 
@@ -381,7 +381,7 @@ async def test_a_401_that_persists_fails_clearly_without_the_token(
     assert not error.transient
     assert "HTTP 401" in error.message and str(token_file) in error.message
     assert TOKEN not in error.message and TOKEN not in caplog.text
-    statuses = [r["status"] for r in fake.api_requests("GET", f"/skaha/v1/session/{session_id_of(handle)}")]
+    statuses = [r["status"] for r in fake.recorded("GET", f"/skaha/v1/session/{session_id_of(handle)}")]
     assert statuses == [401, 401]  # re-read and retried exactly once
 
 
@@ -408,11 +408,11 @@ async def test_a_500_on_create_is_retried_once_and_makes_one_session(
     platform = CanfarPlatform(**settings(skaha_url))
     spec = container_spec(tmp_path)
     handle = await launch(platform, spec)
-    assert [r["status"] for r in fake.api_requests("POST", "/skaha/v1/session")] == [500, 200]
+    assert [r["status"] for r in fake.recorded("POST", "/skaha/v1/session")] == [500, 200]
     assert len(fake.sessions) == 1
     status = await wait_for_final(platform, spec, handle, RUN_TIMEOUT)
     assert status.state == RunState.SUCCEEDED
-    assert [r["status"] for r in fake.api_requests("GET", "/skaha/v1/session/*")][:2] == [500, 200]
+    assert [r["status"] for r in fake.recorded("GET", "/skaha/v1/session/*")][:2] == [500, 200]
 
 
 async def test_a_503_retry_after_is_honoured(fake: FakeSkaha, skaha_url: str, tmp_path: Path) -> None:
@@ -422,7 +422,7 @@ async def test_a_503_retry_after_is_honoured(fake: FakeSkaha, skaha_url: str, tm
     path = f"/skaha/v1/session/{session_id_of(handle)}"
     fake.add_fault({"match": {"method": "GET", "path": path}, "status": 503, "headers": {"Retry-After": "1"}})
     await platform.poll(spec, handle)
-    first, second = fake.api_requests("GET", path)[:2]
+    first, second = fake.recorded("GET", path)[:2]
     assert (first["status"], second["status"]) == (503, 200)
     assert second["at"] - first["at"] >= 1.0
 
@@ -439,7 +439,7 @@ async def test_a_429_retry_after_is_honoured_on_create(
     )
     platform = CanfarPlatform(**settings(skaha_url))
     await launch(platform, container_spec(tmp_path))
-    first, second = fake.api_requests("POST", "/skaha/v1/session")
+    first, second = fake.recorded("POST", "/skaha/v1/session")
     assert (first["status"], second["status"]) == (429, 200) and second["at"] - first["at"] >= 1.0
     assert len(fake.sessions) == 1
 
@@ -453,7 +453,7 @@ async def test_a_hang_longer_than_the_client_timeout_is_retried(
     path = f"/skaha/v1/session/{session_id_of(handle)}"
     fake.add_fault({"match": {"method": "GET", "path": path}, "delay_s": 1.0})
     await platform.poll(spec, handle)
-    assert len(fake.api_requests("GET", path)) == 2
+    assert len(fake.recorded("GET", path)) == 2
 
 
 async def test_a_server_that_keeps_failing_is_a_transient_error(
@@ -481,7 +481,7 @@ async def test_a_create_that_hangs_makes_one_session(fake: FakeSkaha, skaha_url:
     spec = container_spec(tmp_path)
     handle = await launch(platform, spec)
     assert list(fake.sessions) == [session_id_of(handle)]
-    assert len(fake.api_requests("POST", "/skaha/v1/session")) == 1
+    assert len(fake.recorded("POST", "/skaha/v1/session")) == 1
     assert (await wait_for_final(platform, spec, handle, RUN_TIMEOUT)).state == RunState.SUCCEEDED
 
 
