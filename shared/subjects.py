@@ -53,12 +53,16 @@ class Pattern:
     summary: str
     tokens: tuple[str, ...] = field(init=False, repr=False)
     params: tuple[str, ...] = field(init=False, repr=False)
+    # Per token: the parameter's name, or None for a literal. Built once: subjects are built and
+    # parsed for every message.
+    _slots: tuple[str | None, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         tokens = tuple(self.template.split("."))
-        params = tuple(m.group(1) for t in tokens if (m := _PARAM.match(t)))
+        slots = tuple(m.group(1) if (m := _PARAM.match(t)) else None for t in tokens)
         object.__setattr__(self, "tokens", tokens)
-        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "params", tuple(name for name in slots if name is not None))
+        object.__setattr__(self, "_slots", slots)
 
     def format(self, **values: str) -> str:
         return self._fill(values, wildcard=False)
@@ -71,20 +75,19 @@ class Pattern:
         if unknown:
             raise SubjectError(f"{self.template} has no parameter {', '.join(sorted(unknown))}")
         out = []
-        for token in self.tokens:
-            match = _PARAM.match(token)
-            if match is None:
+        for token, name in zip(self.tokens, self._slots, strict=True):
+            if name is None:
                 out.append(token)
                 continue
-            value = values.get(match.group(1))
+            value = values.get(name)
             if value is None or (wildcard and value == "*"):
                 if not wildcard:
-                    raise SubjectError(f"{self.template} needs {match.group(1)}")
+                    raise SubjectError(f"{self.template} needs {name}")
                 out.append("*")
             elif is_token(value):
                 out.append(value)
             else:
-                raise SubjectError(f"{match.group(1)} {value!r} is not a single subject token")
+                raise SubjectError(f"{name} {value!r} is not a single subject token")
         return ".".join(out)
 
     def parse(self, subject: str) -> dict[str, str]:
@@ -92,15 +95,14 @@ class Pattern:
         if len(parts) != len(self.tokens):
             raise SubjectError(f"{subject!r} is not a {self.template} subject")
         values: dict[str, str] = {}
-        for token, part in zip(self.tokens, parts, strict=True):
-            match = _PARAM.match(token)
-            if match is None:
+        for token, name, part in zip(self.tokens, self._slots, parts, strict=True):
+            if name is None:
                 if part != token:
                     raise SubjectError(f"{subject!r} is not a {self.template} subject")
             elif is_token(part):
-                values[match.group(1)] = part
+                values[name] = part
             else:
-                raise SubjectError(f"{subject!r}: {match.group(1)} is not a single token")
+                raise SubjectError(f"{subject!r}: {name} is not a single token")
         return values
 
     @property
