@@ -359,7 +359,7 @@ async def run_bench(
 
 
 async def measure_floor(data_dir: Path, requests: int, concurrency: int) -> dict[str, Any]:
-    from shared import bench_floor
+    from shared.ops import bench_floor
 
     server = NatsServer(data_dir / "jetstream")
     await asyncio.to_thread(server.start)

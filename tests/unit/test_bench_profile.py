@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import bench_profile
+from shared.ops import bench_profile
 from shared.ops.bench import live_sessions
 from shared.ops.bench_profile import FunctionShare, ProfileError, ServiceProfiler, summarise
 
