@@ -9,21 +9,29 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+OTLP_PROTOCOL = "http/protobuf"
+
 
 def setup_tracing(service_name: str) -> TracerProvider:
     """Spans always exist (session events carry trace ids); they leave the process only with OTLP set."""
+    exporting = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", OTLP_PROTOCOL)
+    # Only the HTTP exporter is a dependency (gRPC would pull in grpcio for every install): a
+    # collector configured for gRPC is refused at start-up rather than failing on every export.
+    if exporting and protocol != OTLP_PROTOCOL:
+        raise ValueError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: the broker exports OTLP "
+            f"over HTTP only; set it to {OTLP_PROTOCOL!r} (or unset it) and use the collector's "
+            "HTTP port (4318)"
+        )
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        if os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
-                OTLPSpanExporter as GrpcExporter,
-            )
+    if exporting:
+        # Imported only when exporting: it costs a quarter of a second of start-up.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            provider.add_span_processor(BatchSpanProcessor(GrpcExporter()))
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
 

@@ -5,6 +5,7 @@ matplotlib is imported inside ``draw`` so that every other ``broker`` command st
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,11 @@ class SweepPoint:
     floor_per_s: float | None = None
     floor_p99_ms: float | None = None
     ratio: float | None = None
+
+
+def matplotlib_installed() -> bool:
+    """Whether ``draw`` can run: matplotlib comes with the ``bench`` extra, not with the broker."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def draw(points: Sequence[SweepPoint], path: Path, title: str) -> None:

@@ -39,6 +39,10 @@ class FunctionShare(NamedTuple):
     self_pct: float
 
 
+# The plotting and profiling tools are an extra: a broker in production needs neither.
+BENCH_EXTRA = "pip install 'execution-broker[bench]'"
+
+
 class ProfileError(RuntimeError):
     """py-spy is missing, could not attach, or wrote nothing."""
 
@@ -114,7 +118,7 @@ class ServiceProfiler:
     def start(self, pids: dict[str, int]) -> None:
         binary = py_spy_binary()
         if binary is None:
-            raise ProfileError("py-spy not found (pip install py-spy)")
+            raise ProfileError(f"py-spy not found ({BENCH_EXTRA})")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for service, pid in pids.items():
             stem = f"{self.label}-{service}"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shared import subjects
@@ -563,6 +564,7 @@ def bench(
     """Measure a fresh embedded broker (and the plain NATS chain with --baseline)."""
     if plot is not None and sweep is None:
         usage_error("--plot draws a sweep: add --sweep, e.g. --sweep 10,50,200,1000")
+    require_bench_extra(plot, profile)
     data_dir = Path(tempfile.mkdtemp(prefix="broker-bench-"))
     try:
         run_bench_command(
@@ -627,8 +629,20 @@ def run_bench_command(
     raise typer.Exit(0 if report.overbooked == 0 and report.lost == 0 else 1)
 
 
+def require_bench_extra(plot: Path | None, profile: Path | None) -> None:
+    """``--plot`` and ``--profile`` need the ``bench`` extra: say so before a run of minutes, not after."""
+    from shared.ops.bench_plot import matplotlib_installed
+    from shared.ops.bench_profile import BENCH_EXTRA, py_spy_binary
+
+    if plot is not None and not matplotlib_installed():
+        usage_error(f"--plot needs matplotlib, from the bench extra: {BENCH_EXTRA}")
+    if profile is not None and py_spy_binary() is None:
+        usage_error(f"--profile needs py-spy, from the bench extra: {BENCH_EXTRA}")
+
+
 def usage_error(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
+    # Escaped: a message holds user input and package extras (`[bench]`), not rich markup.
+    err.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(2)
 
 
@@ -674,7 +688,7 @@ def bench_sweep(
 def print_profile(report: BenchReport) -> None:
     """The py-spy summary of a bench report, one table per profiled service."""
     if report.profile_error:
-        err.print(f"[yellow]profile:[/yellow] {report.profile_error}")
+        err.print(f"[yellow]profile:[/yellow] {escape(report.profile_error)}")
     for service, shares in (report.profile or {}).items():
         table = Table(title=f"py-spy, {service}, {report.concurrency} in flight (samples holding the GIL)")
         table.add_column("function")

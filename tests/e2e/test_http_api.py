@@ -25,7 +25,7 @@ from tests.e2e.http_support import (
     update,
     wait_for,
 )
-from tests.schema_validation import validate_against
+from tests.schema_validation import requires_schemas, validate_against
 
 REQUESTS = sorted((Path(__file__).resolve().parents[1] / "data" / "requests").iterdir())
 
@@ -58,6 +58,7 @@ def _kinds(document: Any) -> set[str]:
     return found
 
 
+@requires_schemas
 @pytest.mark.parametrize("path", REQUESTS, ids=[p.name for p in REQUESTS])
 @pytest.mark.parametrize("as_yaml", [False, True], ids=["json", "yaml"])
 def test_every_example_request_is_accepted_and_answers_validate(
@@ -102,6 +103,7 @@ def test_every_example_request_is_accepted_and_answers_validate(
             assert update(client, offer["meta"]["uuid"], "REJECTED").status_code == 200
 
 
+@requires_schemas
 def test_accept_reject_flow_runs_to_completed(http: HttpBroker) -> None:
     request = hello_request()  # the example notebook, its location made absolute
     # Offers are consecutive slots of the requested duration: a short one lets offer 1 start soon.
@@ -187,6 +189,7 @@ def test_accept_reject_flow_runs_to_completed(http: HttpBroker) -> None:
         assert bob.get("/sessions", headers=JSON).json()["sessions"] == []
 
 
+@requires_schemas
 def test_direct_runs_one_offer(http: HttpBroker) -> None:
     with http.client() as alice:
         answer = alice.post("/direct", json=hello_request(), headers=JSON)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from shared.ops.embedded import EmbeddedBroker, free_port
 from tests.e2e.helpers import HAPPY_PHASES, HELLO_REQUEST, json_documents, run_cli
-from tests.schema_validation import validate_against
+from tests.schema_validation import requires_schemas, validate_against
 
 
+@requires_schemas
 def test_submit_json_is_a_valid_offer_set_and_the_session_completes(broker: EmbeddedBroker) -> None:
     submitted = run_cli("submit", str(HELLO_REQUEST), "--json", "--nats-url", broker.url, "--owner", "alice")
     assert submitted.returncode == 0, submitted.stderr

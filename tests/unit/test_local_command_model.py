@@ -22,7 +22,7 @@ from shared.models import (
     parse_execution_request,
     to_jsonable,
 )
-from tests.schema_validation import validate_against
+from tests.schema_validation import requires_schemas, validate_against
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
 
@@ -126,6 +126,7 @@ def offerset(executable: LocalCommand) -> dict[str, Any]:
     return to_jsonable(response)
 
 
+@requires_schemas
 def test_an_offerset_with_a_local_command_conforms_to_the_schema() -> None:
     document = offerset(
         LocalCommand(meta=ComponentMetadata(name="cmd"), command=["true"], environment={"A": "1"})
@@ -134,11 +135,13 @@ def test_an_offerset_with_a_local_command_conforms_to_the_schema() -> None:
     validate_against("OfferSetResponse", document)
 
 
+@requires_schemas
 def test_the_example_request_conforms_to_the_schema() -> None:
     request = parse_execution_request((EXAMPLES / "hello-command.yaml").read_bytes())
     validate_against("ExecutionRequest", to_jsonable(request))
 
 
+@requires_schemas
 def test_unregistered_calycopis_executable_kinds_are_still_rejected_by_the_validator() -> None:
     document = offerset(LocalCommand(command=["true"]))
     document["offers"][0]["executable"]["kind"] = KIND_BASE + "executable/local-command.yaml"

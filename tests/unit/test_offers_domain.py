@@ -41,7 +41,7 @@ from shared.models import (
     OfferSetResponse,
     to_jsonable,
 )
-from tests.schema_validation import validate_against
+from tests.schema_validation import requires_schemas, validate_against
 from tests.unit.offers_policy import NOW, POLICY
 
 OWNER = "alice"
@@ -322,6 +322,7 @@ def test_an_unmet_window_and_an_unsupported_kind_are_both_reported() -> None:
     assert sorted(m.kind for m in messages_of(offerset)) == ["urn:not-supported", "urn:start-window-unmet"]
 
 
+@requires_schemas
 def test_rejections_conform_to_the_schema() -> None:
     offerset = rejected(request_bytes(executable=notebook("hello.ipynb"), duration="forever"))
     validate_against("OfferSetResponse", to_jsonable(offerset))
@@ -425,6 +426,7 @@ def test_component_uuids_are_deterministic_per_session() -> None:
         assert str(uuid.UUID(str(value))) == value
 
 
+@requires_schemas
 def test_yes_offerset_conforms_to_the_schema() -> None:
     offerset = build_offerset("req-1", _request(), [_hold(0), _hold(1), _hold(2)], [], EXPIRES, NOW, POLICY)
     validate_against("OfferSetResponse", to_jsonable(offerset))
@@ -444,18 +446,25 @@ def test_offered_components_are_initializing_and_serialise_without_warnings() ->
     assert document["offers"][0]["executable"]["phase"] == "INITIALIZING"
 
 
+NO_HOLD_REASONS = ["not enough cores before the window closes", "memory exhausted"]
+
+
 def test_no_holds_gives_no_with_one_resource_limit_message_per_reason() -> None:
-    reasons = ["not enough cores before the window closes", "memory exhausted"]
-    offerset = build_offerset("req-1", _request(), [], reasons, EXPIRES, NOW, POLICY)
+    offerset = build_offerset("req-1", _request(), [], NO_HOLD_REASONS, EXPIRES, NOW, POLICY)
 
     assert offerset.result == "NO"
     assert not offerset.offers
     messages = messages_of(offerset)
-    assert [m.kind for m in messages] == ["urn:resource-limit"] * len(reasons)
-    for message, reason in zip(messages, reasons, strict=True):
+    assert [m.kind for m in messages] == ["urn:resource-limit"] * len(NO_HOLD_REASONS)
+    for message, reason in zip(messages, NO_HOLD_REASONS, strict=True):
         text = assert_rendered(message)
         assert reason in text
         assert POLICY.pool in text
+
+
+@requires_schemas
+def test_a_no_offerset_with_resource_limits_conforms_to_the_schema() -> None:
+    offerset = build_offerset("req-1", _request(), [], NO_HOLD_REASONS, EXPIRES, NOW, POLICY)
     validate_against("OfferSetResponse", to_jsonable(offerset))
 
 

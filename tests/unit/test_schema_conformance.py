@@ -44,7 +44,9 @@ from shared.models import (
     parse_execution_request,
     to_jsonable,
 )
-from tests.schema_validation import validate_against
+from tests.schema_validation import requires_schemas, validate_against
+
+pytestmark = requires_schemas
 
 NOW = datetime(2025, 11, 25, 5, 22, 10, tzinfo=UTC)
 REQUESTS = Path(__file__).resolve().parents[1] / "data" / "requests"

@@ -673,8 +673,9 @@ def create_app(
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     @app.get("/dashboard/example", include_in_schema=False)
-    async def example() -> Response:
+    async def dashboard_example() -> Response:
         from shared.client import read_request_file
+        from shared.examples import example
 
         with as_file(examples.example("hello-notebook.yaml")) as path:
             document = read_request_file(path)
