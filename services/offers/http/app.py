@@ -675,7 +675,6 @@ def create_app(
     @app.get("/dashboard/example", include_in_schema=False)
     async def dashboard_example() -> Response:
         from shared.client import read_request_file
-        from shared.examples import example
 
         with as_file(examples.example("hello-notebook.yaml")) as path:
             document = read_request_file(path)
