@@ -6,12 +6,12 @@ import asyncio
 
 from services.launcher.driver import Drivers
 from services.launcher.handlers import LauncherHandlers
-from services.launcher.platforms.registry import load_platform
 from services.launcher.store import SCHEMA
 from shared import subjects
 from shared.bus.runtime import Handler, Incoming, ServiceRuntime
 from shared.bus.store import Store, Transaction
 from shared.bus.streams import ConsumerSpec
+from shared.platforms.registry import load_platform
 from shared.pools import load_pools
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
