@@ -12,7 +12,7 @@ can, overrides `assert_run_stopped` to check on the platform itself that a cance
 gone). pytest collects the inherited tests for each subclass; this module has no `Test` class of its
 own, so nothing runs from here directly.
 
-This is the one module of the package that needs pytest and pytest-asyncio (the `test` extra); the
+This is the one module of the package that needs pytest and pytest-asyncio (the `contract` extra); the
 services never import it. The async tests carry their `asyncio` mark, so they run in pytest-asyncio's
 strict mode as well as in its auto mode.
 """
