@@ -17,8 +17,9 @@ import pytest
 from shared import iso8601, subjects
 from shared.client import BrokerClient
 from shared.messages import PreparationMeasured
-from shared.models import DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND, SIMPLE_COMPUTE_KIND, OfferSetResponse
+from shared.models import DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND, OfferSetResponse
 from shared.ops.embedded import EmbeddedBroker
+from tests.e2e.helpers import one_core_request
 from tests.fakes.rucio import FakeRucio, RucioCatalogue
 from tests.fakes.serve import serve_asgi
 
@@ -70,16 +71,7 @@ COMMAND = {"kind": LOCAL_COMMAND_KIND, "command": ["true"]}
 
 
 def request(data: list[dict[str, Any]], executable: dict[str, Any] = CONTAINER) -> dict[str, Any]:
-    return {
-        "executable": executable,
-        "compute": {
-            "kind": SIMPLE_COMPUTE_KIND,
-            "cores": {"min": 1, "max": 1},
-            "memory": {"min": 1, "max": 1},
-        },
-        "data": data,
-        "schedule": {"requested": {"duration": "PT10M"}},
-    }
+    return one_core_request(executable, data=data, duration="PT10M")
 
 
 def skao(name: str, size: int, replicas: list[str]) -> dict[str, Any]:

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 
 from shared.client import BrokerClient
-from shared.models import LOCAL_COMMAND_KIND, S3_DATA_KIND, SIMPLE_COMPUTE_KIND, SINGULARITY_CONTAINER_KIND
+from shared.models import LOCAL_COMMAND_KIND, S3_DATA_KIND, SINGULARITY_CONTAINER_KIND
 from shared.ops.embedded import EmbeddedBroker
 from shared.platforms.contract import PlatformContract, PlatformFactory
 from shared.platforms.port import LaunchSpec
-from shared.platforms.registry import capabilities, load_platform
+from shared.platforms.registry import InvalidPlugin, capabilities, load_platform
+from tests.e2e.helpers import one_core_request
 
 PYPROJECT = """
 [build-system]
@@ -37,6 +38,7 @@ dependencies = ["execution-broker"]
 
 [project.entry-points."execution_broker.platforms"]
 toy = "toy_platform:ToyPlatform"
+toy-unfinished = "toy_platform:Unfinished"
 
 [tool.setuptools]
 py-modules = ["toy_platform"]
@@ -124,6 +126,14 @@ class ToyPlatform:
 
     async def aclose(self) -> None:
         return None
+
+
+class Unfinished:
+    """Declares what it runs but implements none of the port."""
+
+    name = "toy-unfinished"
+    executable_kinds: ClassVar[frozenset[str]] = frozenset({SINGULARITY_CONTAINER_KIND})
+    data_kinds: ClassVar[frozenset[str]] = frozenset()
 '''
 
 
@@ -168,6 +178,19 @@ def test_the_registry_finds_what_the_installed_toy_declares(with_toy_site: Path)
     declared = capabilities("toy")
     assert declared.executable_kinds == {SINGULARITY_CONTAINER_KIND}
     assert declared.data_kinds == {S3_DATA_KIND}
+
+
+def test_a_plugin_that_does_not_implement_the_port_is_refused_with_what_it_lacks(with_toy_site: Path) -> None:
+    assert capabilities("toy-unfinished").executable_kinds == {SINGULARITY_CONTAINER_KIND}
+    with pytest.raises(
+        InvalidPlugin, match=r"'toy-unfinished' \(toy_platform:Unfinished\) does not implement"
+    ):
+        load_platform("toy-unfinished")
+    with pytest.raises(
+        InvalidPlugin,
+        match=r"missing: aclose, cancel, exited, poll, poll_interval, preparation_estimate, prepare, ",
+    ):
+        load_platform("toy-unfinished")
 
 
 # -- the shipped contract suite, run against the installed toy --------------------------------------
@@ -233,19 +256,6 @@ max = 1.0
 """
 
 
-def request(executable: dict[str, Any], data: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "executable": executable,
-        "compute": {
-            "kind": SIMPLE_COMPUTE_KIND,
-            "cores": {"min": 1, "max": 1},
-            "memory": {"min": 1, "max": 1},
-        },
-        "data": data,
-        "schedule": {"requested": {"duration": "PT5M"}},
-    }
-
-
 @pytest.fixture
 def toy_broker(
     broker_factory: Callable[..., EmbeddedBroker], tmp_path: Path, toy_site: Path
@@ -262,7 +272,7 @@ async def test_a_plugin_from_another_distribution_gets_offers_and_runs_them(
     async with BrokerClient(toy_broker.url, "alice") as client:
         # Only the toy runs a SingularityContainer and stages S3 data: every offer is from its pool.
         toy = await client.submit(
-            request({"kind": SINGULARITY_CONTAINER_KIND, "location": "toy:0.5"}, [s3("cube")])
+            one_core_request({"kind": SINGULARITY_CONTAINER_KIND, "location": "toy:0.5"}, data=[s3("cube")])
         )
         assert toy.result == "YES", toy.meta
         assert toy.offers
@@ -271,7 +281,7 @@ async def test_a_plugin_from_another_distribution_gets_offers_and_runs_them(
         # The local pool runs the command but stages no S3 data; the toy stages it but runs no
         # command: no pool can, and the answer says why.
         refused = await client.submit(
-            request({"kind": LOCAL_COMMAND_KIND, "command": ["true"]}, [s3("cube")])
+            one_core_request({"kind": LOCAL_COMMAND_KIND, "command": ["true"]}, data=[s3("cube")])
         )
         assert refused.result == "NO"
         texts = [m.message or "" for m in (refused.meta.messages if refused.meta else None) or []]
