@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.launcher.platforms.base import RunState, RunStatus
 from shared.lifecycle import Phase
+from shared.platforms.port import RunState, RunStatus
 
 
 @dataclass(frozen=True)

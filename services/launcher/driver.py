@@ -28,7 +28,6 @@ from opentelemetry import propagate, trace
 
 from services.launcher import domain
 from services.launcher import store as tables
-from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunState, RunStatus
 from services.launcher.preparation import prepare_components
 from shared import subjects
 from shared.bus.events import publish_phase
@@ -37,6 +36,7 @@ from shared.bus.store import Transaction
 from shared.lifecycle import TERMINAL, Phase, transition
 from shared.messages import PreparationMeasured
 from shared.models import MessageItem
+from shared.platforms.port import LaunchSpec, Platform, PlatformError, RunState, RunStatus
 from shared.subjects import LauncherFact
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,12 @@ class Drivers:
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        # No run is driven any more, so nothing uses the platforms: free their connections.
+        for name, platform in self.platforms.items():
+            try:
+                await platform.aclose()
+            except Exception:
+                log.exception("launcher: closing the %s platform failed", name)
 
     def spec_for(self, run: tables.Run) -> LaunchSpec:
         work_dir = self.work_root / run.session_id
@@ -178,9 +184,8 @@ class Drivers:
     async def _monitor(self, session_id: str, platform: Platform, spec: LaunchSpec, handle: str) -> None:
         wake = self._wake.get(session_id) or asyncio.Event()
         # Platforms that can tell when a run ends (the local one, by a pidfd) wake the loop at once,
-        # so its polls only back off; the others are polled at their own interval.
-        watch = getattr(platform, "exited", None)
-        exited: asyncio.Future[None] | None = watch(spec, handle) if watch is not None else None
+        # so its polls only back off; the others (exited is None) are polled at their own interval.
+        exited = platform.exited(spec, handle)
         backoff = platform.poll_interval(spec)
         try:
             while True:

@@ -6,10 +6,10 @@ import asyncio
 
 from services.launcher.driver import Drivers
 from services.launcher.handlers import SERVICE, LauncherHandlers, wiring
-from services.launcher.platforms.registry import load_platform
 from services.launcher.store import SCHEMA
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
+from shared.platforms.registry import load_platform
 from shared.pools import load_pools
 from shared.settings import Settings
 from shared.telemetry import setup_tracing

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from services.launcher.platforms.base import LaunchSpec, Platform, component_keys
+from shared.platforms.port import LaunchSpec, Platform, component_keys
 
 Retry = Callable[[Callable[[], Awaitable[None]]], Awaitable[None]]
 

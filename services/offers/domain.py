@@ -16,10 +16,7 @@ from shared import iso8601
 from shared.lifecycle import CLIENT_UPDATES, IllegalTransition, Phase, client_update
 from shared.messages import Hold, QuoteSlots
 from shared.models import (
-    DOCKER_CONTAINER_KIND,
     JUPYTER_NOTEBOOK_KIND,
-    LOCAL_COMMAND_KIND,
-    SINGULARITY_CONTAINER_KIND,
     ComponentMetadata,
     EnumValueOption,
     ExecutionRequest,
@@ -39,25 +36,22 @@ from shared.models import (
 # Offer-set ids are derived from request ids so a redelivered request maps to the same offer set.
 _OFFERSET_NAMESPACE = uuid.UUID("5b0f2c1e-8a44-4f57-9d51-2f6c1d8e9a10")
 
-SUPPORTED_EXECUTABLES = {
-    "local": frozenset({JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND}),
-    "canfar": frozenset({JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND}),
-    "dirac": frozenset(
-        {DOCKER_CONTAINER_KIND, SINGULARITY_CONTAINER_KIND, LOCAL_COMMAND_KIND}
-    ),  # Slurm batch jobs
-    "jbo": frozenset({DOCKER_CONTAINER_KIND}),  # the e-MERLIN pipeline image (platforms/jbo_job.py)
-}
-
 
 @dataclass(frozen=True)
 class PoolChoice:
-    """What the offers service needs to know of a scheduler pool."""
+    """What the offers service needs to know of a scheduler pool.
+
+    The kinds are what the pool's platform plugin declares it can run (learnt from the installed
+    plugins by the composition root): a pool is offered only for requests within them.
+    """
 
     name: str
     platform: str
     prepare_s: int
     costs: tuple[dict[str, Any], ...] = ()
     metrics: tuple[dict[str, Any], ...] = ()
+    executable_kinds: frozenset[str] = frozenset()
+    data_kinds: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -70,14 +64,11 @@ class OfferPolicy:
     default_duration_s: int
     default_window_s: int
     public_url: str
-    # Every configured pool; empty means the single pool named above.
-    pools: tuple[PoolChoice, ...] = ()
-
-    def candidates(self) -> tuple[PoolChoice, ...]:
-        return self.pools or (PoolChoice(self.pool, self.platform, self.prepare_s),)
+    # Every configured pool (the one named above among them), with what its platform can run.
+    pools: tuple[PoolChoice, ...]
 
     def choice(self, pool: str) -> PoolChoice | None:
-        return next((p for p in self.candidates() if p.name == pool), None)
+        return next((p for p in self.pools if p.name == pool), None)
 
 
 @dataclass(frozen=True)
@@ -128,24 +119,8 @@ def decide_request(
     except InvalidRequest as invalid:
         return Rejected(no_offerset(offerset_id, invalid.messages, now, policy))
 
-    problems: list[MessageItem] = []
     executable = request.executable
-    pools = tuple(
-        p
-        for p in policy.candidates()
-        if executable is None or executable.kind in SUPPORTED_EXECUTABLES.get(p.platform, frozenset())
-    )
-    if executable is not None and not pools:
-        platforms = ", ".join(sorted({p.platform for p in policy.candidates()}))
-        problems.append(
-            _error(
-                now,
-                "urn:not-supported",
-                "Executables of kind ${kind} cannot run on platform ${platform}",
-                kind=executable.kind,
-                platform=platforms,
-            )
-        )
+    pools, problems = _pools_that_can_run(request, policy.pools, now)
     if executable is not None and executable.kind == JUPYTER_NOTEBOOK_KIND:
         location = getattr(executable, "location", None) or ""
         if not _is_absolute_location(location):
@@ -256,6 +231,55 @@ def decide_request(
         data=[d.model_dump(mode="json", exclude_none=True) for d in request.data or []],
     )
     return NeedsQuote(request, quote, tuple(p.name for p in pools))
+
+
+def _pools_that_can_run(
+    request: ExecutionRequest, candidates: Sequence[PoolChoice], now: datetime
+) -> tuple[tuple[PoolChoice, ...], list[MessageItem]]:
+    """The pools whose platform runs the request's executable and stages all its data, or why none."""
+    executable = request.executable
+    runs = tuple(p for p in candidates if executable is None or executable.kind in p.executable_kinds)
+    if executable is not None and not runs:
+        return runs, [
+            _error(
+                now,
+                "urn:not-supported",
+                "Executables of kind ${kind} cannot run on platform ${platform}",
+                kind=executable.kind,
+                platform=_platforms(candidates),
+            )
+        ]
+    data_kinds = {item.kind for item in request.data or []}
+    pools = tuple(p for p in runs if data_kinds <= p.data_kinds)
+    if pools or not runs:
+        return pools, []
+    # Name each kind that no platform able to run the executable stages; if every kind has one,
+    # no single platform stages them all.
+    unstaged = sorted(kind for kind in data_kinds if not any(kind in p.data_kinds for p in runs))
+    if not unstaged:
+        return pools, [
+            _error(
+                now,
+                "urn:not-supported",
+                "Data of kinds ${kinds} cannot all be staged on one platform (${platform})",
+                kinds=", ".join(sorted(data_kinds)),
+                platform=_platforms(runs),
+            )
+        ]
+    return pools, [
+        _error(
+            now,
+            "urn:not-supported",
+            "Data of kind ${kind} cannot be staged on platform ${platform}",
+            kind=kind,
+            platform=_platforms(runs),
+        )
+        for kind in unstaged
+    ]
+
+
+def _platforms(pools: Sequence[PoolChoice]) -> str:
+    return ", ".join(sorted({p.platform for p in pools}))
 
 
 def _storage_min(request: ExecutionRequest) -> int:

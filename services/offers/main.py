@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from services.offers.domain import OfferPolicy, PoolChoice
+from services.offers.domain import OfferPolicy
 from services.offers.handlers import SERVICE, OffersHandlers, wiring
 from services.offers.http.settings import HttpSettings
+from services.offers.platforms import pool_choices
 from services.offers.store import SCHEMA
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
@@ -30,9 +31,7 @@ def build(settings: Settings, http: HttpSettings | None = None) -> ServiceRuntim
         default_duration_s=settings.default_duration_s,
         default_window_s=settings.default_window_s,
         public_url=http.base_url(),
-        pools=tuple(
-            PoolChoice(p.name, p.platform, p.prepare_s, tuple(p.costs), tuple(p.metrics)) for p in pools.pools
-        ),
+        pools=pool_choices(pools.pools),
     )
     handlers = OffersHandlers(policy)
     runtime = ServiceRuntime(

@@ -43,6 +43,24 @@ def notebook_request(notebook: Path, *, cores: int = 1, memory: int = 1, duratio
     }
 
 
+def one_core_request(
+    executable: dict[str, Any], *, data: list[dict[str, Any]] | None = None, duration: str = "PT5M"
+) -> dict[str, Any]:
+    """A request for one core and 1 GiB that runs `executable` (with `data`, if any)."""
+    document: dict[str, Any] = {
+        "executable": executable,
+        "compute": {
+            "kind": SIMPLE_COMPUTE_KIND,
+            "cores": {"min": 1, "max": 1},
+            "memory": {"min": 1, "max": 1},
+        },
+        "schedule": {"requested": {"duration": duration}},
+    }
+    if data is not None:
+        document["data"] = data
+    return document
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     """The environment of a `broker` subprocess; EB_NATS_URL is dropped so only --nats-url counts."""
     env = {k: v for k, v in os.environ.items() if k != "EB_NATS_URL"}

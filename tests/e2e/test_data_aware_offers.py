@@ -1,5 +1,8 @@
 """Data-aware offers through the bus (execution-broker.md §4.7 C): the more remote the data, the later
-the offered start; measured preparations shift later offers; Rucio look-ups and their failures."""
+the offered start; measured preparations shift later offers; Rucio look-ups and their failures.
+
+A pool is offered only for data its platform stages: the SKAO and Rucio requests go to a pool on the
+jbo platform (the local one stages simple data only), whose sessions are never accepted here."""
 
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ import pytest
 from shared import iso8601, subjects
 from shared.client import BrokerClient
 from shared.messages import PreparationMeasured
-from shared.models import LOCAL_COMMAND_KIND, SIMPLE_COMPUTE_KIND, OfferSetResponse
+from shared.models import DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND, OfferSetResponse
 from shared.ops.embedded import EmbeddedBroker
 from shared.subjects import LauncherFact
+from tests.e2e.helpers import one_core_request
 from tests.fakes.rucio import FakeRucio, RucioCatalogue
 from tests.fakes.serve import serve_asgi
 
@@ -27,7 +31,7 @@ GIB = 2**30
 POOLS = """
 [[pools]]
 name = "near"
-platform = "local"
+platform = "{platform}"
 site = "UKSRC-RAL"
 cores = 8
 memory_gib = 16
@@ -52,28 +56,23 @@ def rucio() -> Iterator[tuple[str, RucioCatalogue]]:
 
 
 def start_broker(
-    factory: Callable[..., EmbeddedBroker], tmp_path: Path, rucio_url: str | None
+    factory: Callable[..., EmbeddedBroker], tmp_path: Path, rucio_url: str | None, platform: str = "jbo"
 ) -> EmbeddedBroker:
     tmp_path.mkdir(parents=True, exist_ok=True)
     pools = tmp_path / "pools.toml"
-    pools.write_text(POOLS.format(rucio=""))
+    pools.write_text(POOLS.format(rucio="", platform=platform))
     env = {"EB_POOLS": str(pools)}
     if rucio_url:
         env |= {"EB_RUCIO_URL": rucio_url, "EB_RUCIO_TOKEN": "test-token"}
     return factory(**env)
 
 
-def request(data: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "executable": {"kind": LOCAL_COMMAND_KIND, "command": ["true"]},
-        "compute": {
-            "kind": SIMPLE_COMPUTE_KIND,
-            "cores": {"min": 1, "max": 1},
-            "memory": {"min": 1, "max": 1},
-        },
-        "data": data,
-        "schedule": {"requested": {"duration": "PT10M"}},
-    }
+CONTAINER = {"kind": DOCKER_CONTAINER_KIND, "image": {"locations": ["registry.example/pipeline:1"]}}
+COMMAND = {"kind": LOCAL_COMMAND_KIND, "command": ["true"]}
+
+
+def request(data: list[dict[str, Any]], executable: dict[str, Any] = CONTAINER) -> dict[str, Any]:
+    return one_core_request(executable, data=data, duration="PT10M")
 
 
 def skao(name: str, size: int, replicas: list[str]) -> dict[str, Any]:
@@ -106,6 +105,11 @@ def preparing_seconds(offerset: OfferSetResponse) -> float:
 @pytest.fixture
 def near(broker_factory: Callable[..., EmbeddedBroker], tmp_path: Path) -> EmbeddedBroker:
     return start_broker(broker_factory, tmp_path, None)
+
+
+@pytest.fixture
+def near_local(broker_factory: Callable[..., EmbeddedBroker], tmp_path: Path) -> EmbeddedBroker:
+    return start_broker(broker_factory, tmp_path, None, platform="local")
 
 
 @pytest.fixture
@@ -154,10 +158,10 @@ async def test_remote_data_gives_a_later_start_and_measurements_shift_it(near: E
         assert later is not None and preparing_seconds(later) == 10  # 2 s base + 8 s measured
 
 
-async def test_a_real_session_reports_its_measured_preparation(near: EmbeddedBroker) -> None:
-    broker = near
+async def test_a_real_session_reports_its_measured_preparation(near_local: EmbeddedBroker) -> None:
+    broker = near_local
     async with BrokerClient(broker.url, "alice") as client:
-        offerset = await client.submit(request([]))
+        offerset = await client.submit(request([], COMMAND))
         session_id = (offerset.offers or [])[0].meta.uuid  # type: ignore[union-attr]
         assert session_id is not None
         assert (await client.accept(session_id)).applied

@@ -19,12 +19,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunState, RunStatus
 from services.launcher.platforms.canfar.platform import CanfarPlatform, session_name
-from services.launcher.platforms.registry import load_platform
+from shared.platforms.contract import PlatformContract, PlatformFactory, launch, wait_for_final
+from shared.platforms.port import LaunchSpec, Platform, PlatformError, RunState, RunStatus
+from shared.platforms.registry import load_platform
 from tests.fakes.serve import serve_asgi
 from tests.fakes.skaha import FakeSkaha, SkahaConfig
-from tests.unit.platform_contract import PlatformContract, PlatformFactory, launch, wait_for_final
 
 KINDS = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/executable"
 DOCKER_KIND = f"{KINDS}/docker-container.yaml"

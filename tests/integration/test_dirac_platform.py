@@ -20,12 +20,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunState
 from services.launcher.platforms.dirac.platform import DiracPlatform
-from services.launcher.platforms.registry import load_platform
+from shared.platforms.contract import PlatformContract, PlatformFactory, launch, wait_for_final
+from shared.platforms.port import LaunchSpec, Platform, PlatformError, RunState
+from shared.platforms.registry import load_platform
 from tests.fakes.serve import serve_asgi
 from tests.fakes.slurmrestd import FakeSlurm, Token
-from tests.unit.platform_contract import PlatformContract, PlatformFactory, launch, wait_for_final
 
 COMMAND_KIND = "urn:execution-broker:kinds/executable/local-command"
 KINDS = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/executable"

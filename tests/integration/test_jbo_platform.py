@@ -19,14 +19,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunState
 from services.launcher.platforms.jbo.platform import JboPlatform
-from services.launcher.platforms.registry import load_platform
 from shared.models import DOCKER_CONTAINER_KIND, SIMPLE_DATA_KIND
 from shared.models.kinds import IVOA_DATA_KIND, SKAO_DATA_KIND
+from shared.platforms.contract import PlatformContract, PlatformFactory, launch, wait_for_final
+from shared.platforms.port import LaunchSpec, Platform, PlatformError, RunState
+from shared.platforms.registry import load_platform
 from tests.fakes.jbo_runner import FakeJboRunner
 from tests.fakes.serve import serve_asgi
-from tests.unit.platform_contract import PlatformContract, PlatformFactory, launch, wait_for_final
 
 TOKEN = "s3cr3t-jbo-token-do-not-log"
 IMAGE = "ghcr.io/miguelcarcamov/emerlin_casa_pipeline:latest"

@@ -13,11 +13,11 @@ import pytest
 
 from services.launcher import store as tables
 from services.launcher.driver import Drivers
-from services.launcher.platforms.base import LaunchSpec, Platform
 from services.launcher.platforms.local.platform import LocalPlatform
 from shared.bus.store import Store, Transaction
 from shared.lifecycle import Phase
 from shared.messages import LaunchSession
+from shared.platforms.port import LaunchSpec, Platform, RunStatus
 
 T = TypeVar("T")
 COMMAND_KIND = "urn:execution-broker:kinds/executable/local-command"
@@ -170,3 +170,45 @@ async def test_a_slow_release_shows_as_releasing_while_it_lasts(runtime: FakeRun
     assert runtime.phases("s") == HAPPY
     assert runtime.transactions == 4
     await drivers.stop()
+
+
+class Unwatched(LocalPlatform):
+    """A platform that cannot tell when a run ends: the driver must find out by polling."""
+
+    polls = 0
+
+    def exited(self, spec: LaunchSpec, handle: str) -> asyncio.Future[None] | None:
+        return None
+
+    async def poll(self, spec: LaunchSpec, handle: str) -> RunStatus:
+        self.polls += 1
+        return await super().poll(spec, handle)
+
+
+async def test_a_platform_that_cannot_watch_is_polled_to_the_end(
+    runtime: FakeRuntime, tmp_path: Path
+) -> None:
+    platform = Unwatched()
+    drivers = drivers_for(runtime, tmp_path, platform)
+    await launch(runtime, drivers, "s", ["sleep", "0.5"])
+    await until(runtime, "s", {Phase.COMPLETED, Phase.FAILED})
+    assert runtime.phases("s") == HAPPY
+    assert platform.polls >= 2  # RUNNING at least once, then the end
+    await drivers.stop()
+
+
+class Closing(LocalPlatform):
+    closed = 0
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+async def test_stopping_the_drivers_closes_each_platform_once(runtime: FakeRuntime, tmp_path: Path) -> None:
+    platform = Closing()
+    drivers = drivers_for(runtime, tmp_path, platform)
+    await launch(runtime, drivers, "s", ["true"])
+    await until(runtime, "s", {Phase.COMPLETED})
+    assert platform.closed == 0
+    await drivers.stop()
+    assert platform.closed == 1

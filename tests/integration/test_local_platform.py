@@ -21,10 +21,10 @@ from typing import Any
 import nbformat
 import pytest
 
-from services.launcher.platforms.base import LaunchSpec, Platform, PlatformError, RunState
 from services.launcher.platforms.local.platform import LocalPlatform
-from services.launcher.platforms.registry import UnknownPlatform, load_platform
-from tests.unit.platform_contract import PlatformContract, PlatformFactory, launch, wait_for_final
+from shared.platforms.contract import PlatformContract, PlatformFactory, launch, wait_for_final
+from shared.platforms.port import LaunchSpec, Platform, PlatformError, RunState
+from shared.platforms.registry import UnknownPlatform, load_platform
 
 NOTEBOOKS = Path(__file__).parents[1] / "data" / "notebooks"
 KINDS = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/executable"
@@ -557,7 +557,7 @@ LAUNCHER_SCRIPT = """
 import asyncio, sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from services.launcher.platforms.base import LaunchSpec
+from shared.platforms.port import LaunchSpec
 from services.launcher.platforms.local.platform import LocalPlatform
 
 async def main() -> None:

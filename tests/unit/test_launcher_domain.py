@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.launcher.domain import Ending, judge
-from services.launcher.platforms.base import RunState, RunStatus
 from shared.lifecycle import Phase
+from shared.platforms.port import RunState, RunStatus
 
 SLOT_END = datetime(2026, 1, 1, 13, 0, tzinfo=UTC)
 BEFORE = SLOT_END - timedelta(minutes=5)

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from services.offers.domain import SUPPORTED_EXECUTABLES
 from shared.models import (
     KIND_BASE,
     LOCAL_COMMAND_KIND,
@@ -22,6 +21,7 @@ from shared.models import (
     parse_execution_request,
     to_jsonable,
 )
+from shared.platforms.registry import capabilities
 from tests.schema_validation import requires_schemas, validate_against
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
@@ -100,7 +100,7 @@ def test_a_bad_environment_is_an_invalid_value(environment: Any) -> None:
 
 
 def test_the_local_platform_supports_it() -> None:
-    assert LOCAL_COMMAND_KIND in SUPPORTED_EXECUTABLES["local"]
+    assert LOCAL_COMMAND_KIND in capabilities("local").executable_kinds
 
 
 def test_the_hello_command_example() -> None:

@@ -16,6 +16,7 @@ import pytest
 from services.offers.domain import (
     NeedsQuote,
     OfferPolicy,
+    PoolChoice,
     Rejected,
     SessionView,
     UpdateDecision,
@@ -30,10 +31,14 @@ from shared import iso8601
 from shared.lifecycle import Phase
 from shared.messages import Hold
 from shared.models import (
+    DOCKER_CONTAINER_KIND,
     JUPYTER_NOTEBOOK_KIND,
     KIND_BASE,
+    S3_DATA_KIND,
     SIMPLE_COMPUTE_KIND,
+    SIMPLE_DATA_KIND,
     SINGULARITY_CONTAINER_KIND,
+    SKAO_DATA_KIND,
     EnumValueOption,
     ExecutionRequest,
     LifecyclePhase,
@@ -70,10 +75,13 @@ def request_bytes(
     duration: str | None = None,
     start: str | None = None,
     with_executable: bool = True,
+    data: list[dict[str, Any]] | None = None,
 ) -> bytes:
     document: dict[str, Any] = {}
     if with_executable:
         document["executable"] = executable if executable is not None else notebook()
+    if data is not None:
+        document["data"] = data
     if compute_block is not None:
         document["compute"] = compute_block
     requested: dict[str, str] = {}
@@ -281,11 +289,88 @@ def test_an_executable_kind_the_platform_cannot_run_is_not_supported() -> None:
 
 
 def test_a_platform_with_no_supported_executables_refuses_a_notebook() -> None:
-    policy = OfferPolicy(**{**POLICY.__dict__, "platform": "nowhere"})
+    policy = OfferPolicy(**{**POLICY.__dict__, "pools": (PoolChoice("nowhere", "nowhere", 60),)})
     outcome = decide_request(request_bytes(), "r", OWNER, NOW, policy)
     assert isinstance(outcome, Rejected)
     kinds = [m.kind for m in messages_of(outcome.offerset)]
     assert kinds == ["urn:not-supported"]
+
+
+DOCKER = {"kind": DOCKER_CONTAINER_KIND, "image": {"locations": ["ghcr.io/example/hello:1"]}}
+
+
+def s3(name: str) -> dict[str, Any]:
+    return {"kind": S3_DATA_KIND, "meta": {"name": name}, "bucket": "b", "object": name}
+
+
+def skao(name: str) -> dict[str, Any]:
+    return {"kind": SKAO_DATA_KIND, "meta": {"name": name}, "skao": {"namespace": "n", "objectname": name}}
+
+
+def with_pools(*pools: PoolChoice) -> OfferPolicy:
+    return OfferPolicy(**{**POLICY.__dict__, "pools": pools})
+
+
+def pool(name: str, executables: set[str], data: set[str]) -> PoolChoice:
+    return PoolChoice(name, f"{name}-platform", 30, executable_kinds=frozenset(executables),
+                      data_kinds=frozenset(data))  # fmt: skip
+
+
+def test_data_the_platform_cannot_stage_is_not_supported() -> None:
+    offerset = rejected(request_bytes(executable=DOCKER, data=[s3("cube")]))
+    text = assert_rendered(only_message(offerset, "urn:not-supported"))
+    assert S3_DATA_KIND in text
+    assert POLICY.platform in text
+
+
+def test_only_pools_whose_platform_runs_the_executable_and_stages_the_data_are_asked() -> None:
+    policy = with_pools(
+        pool("runs-only", {DOCKER_CONTAINER_KIND}, set()),
+        pool("stages-s3", {DOCKER_CONTAINER_KIND}, {S3_DATA_KIND, SIMPLE_DATA_KIND}),
+        pool("no-docker", {JUPYTER_NOTEBOOK_KIND}, {S3_DATA_KIND}),
+    )
+    outcome = decide_request(request_bytes(executable=DOCKER, data=[s3("cube")]), "r", OWNER, NOW, policy)
+    assert isinstance(outcome, NeedsQuote), _messages(outcome)
+    assert outcome.pools == ("stages-s3",)
+    assert outcome.quote.prepare_s == 30
+    # Without data, every pool that runs the executable is asked.
+    outcome = decide_request(request_bytes(executable=DOCKER), "r", OWNER, NOW, policy)
+    assert isinstance(outcome, NeedsQuote)
+    assert outcome.pools == ("runs-only", "stages-s3")
+
+
+def test_data_kinds_no_one_platform_stages_together_are_not_supported() -> None:
+    policy = with_pools(
+        pool("a", {DOCKER_CONTAINER_KIND}, {S3_DATA_KIND}),
+        pool("b", {DOCKER_CONTAINER_KIND}, {SKAO_DATA_KIND}),
+    )
+    outcome = decide_request(
+        request_bytes(executable=DOCKER, data=[s3("x"), skao("y")]), "r", OWNER, NOW, policy
+    )
+    assert isinstance(outcome, Rejected)
+    message = only_message(outcome.offerset, "urn:not-supported")
+    text = assert_rendered(message)
+    assert S3_DATA_KIND in text and SKAO_DATA_KIND in text
+    assert "a-platform, b-platform" in text
+
+
+def test_each_data_kind_no_platform_stages_is_named_once() -> None:
+    policy = with_pools(pool("a", {DOCKER_CONTAINER_KIND}, {SIMPLE_DATA_KIND}))
+    simple = {"kind": SIMPLE_DATA_KIND, "meta": {"name": "z"}, "location": "https://example.org/z"}
+    raw = request_bytes(executable=DOCKER, data=[s3("x"), s3("w"), skao("y"), simple])
+    outcome = decide_request(raw, "r", OWNER, NOW, policy)
+    assert isinstance(outcome, Rejected)
+    texts = [assert_rendered(m) for m in messages_of(outcome.offerset)]
+    assert len(texts) == 2
+    assert S3_DATA_KIND in texts[0] and SKAO_DATA_KIND in texts[1]
+    assert all("a-platform" in text for text in texts)
+
+
+def test_an_executable_no_platform_runs_is_reported_without_its_data() -> None:
+    singularity = {"kind": SINGULARITY_CONTAINER_KIND, "location": "/images/tool.sif"}
+    offerset = rejected(request_bytes(executable=singularity, data=[s3("cube")]))
+    text = assert_rendered(only_message(offerset, "urn:not-supported"))
+    assert SINGULARITY_CONTAINER_KIND in text
 
 
 @pytest.mark.parametrize(

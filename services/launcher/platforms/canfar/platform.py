@@ -38,20 +38,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import httpx
 from opentelemetry.trace import TracerProvider
 
-from services.launcher.platforms.base import (
-    DOCKER_CONTAINER_KIND,
-    JUPYTER_NOTEBOOK_KIND,
-    LaunchSpec,
-    PlatformBase,
-    PlatformError,
-    RunState,
-    RunStatus,
-)
 from services.launcher.platforms.canfar.client import (
     RetryPolicy,
     SkahaClient,
@@ -60,6 +51,14 @@ from services.launcher.platforms.canfar.client import (
     first_line,
 )
 from services.launcher.platforms.files import read_json_object, write_json_atomically
+from shared.models import DOCKER_CONTAINER_KIND, JUPYTER_NOTEBOOK_KIND
+from shared.platforms.port import (
+    LaunchSpec,
+    PlatformBase,
+    PlatformError,
+    RunState,
+    RunStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +158,9 @@ def _parse_handle(handle: str) -> CanfarHandle:
 
 class CanfarPlatform(PlatformBase):
     name = "canfar"
+    executable_kinds: ClassVar[frozenset[str]] = frozenset({JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND})
+    # A skaha session is given no data: nothing is staged for it, so no data kind is offered.
+    data_kinds: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **settings: Any) -> None:
         # The registry passes every configured setting; unknown ones are ignored on purpose.
@@ -293,7 +295,7 @@ class CanfarPlatform(PlatformBase):
     def _create_params(self, spec: LaunchSpec) -> list[tuple[str, str]]:
         kind = spec.executable_kind
         executable = spec.executable
-        if kind.endswith(JUPYTER_NOTEBOOK_KIND):
+        if kind == JUPYTER_NOTEBOOK_KIND:
             image = self.settings.notebook_image
             if not image:
                 raise PlatformError(
@@ -301,7 +303,7 @@ class CanfarPlatform(PlatformBase):
                     "configured (EB_CANFAR_NOTEBOOK_IMAGE)"
                 )
             session_type = "notebook"
-        elif kind.endswith(DOCKER_CONTAINER_KIND):
+        elif kind == DOCKER_CONTAINER_KIND:
             image = _image(executable)
             session_type = self.settings.session_type
             if executable.get("privileged"):

@@ -33,7 +33,7 @@ import httpx
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from services.launcher.platforms.base import PlatformError
+from shared.platforms.port import PlatformError
 
 log = logging.getLogger(__name__)
 

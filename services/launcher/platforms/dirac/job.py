@@ -12,15 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.launcher.platforms.base import (
-    DOCKER_CONTAINER_KIND,
-    LOCAL_COMMAND_KIND,
-    SINGULARITY_CONTAINER_KIND,
-    LaunchSpec,
-    PlatformError,
-    RunState,
-    RunStatus,
-)
+from shared.models import DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND, SINGULARITY_CONTAINER_KIND
+from shared.platforms.port import LaunchSpec, PlatformError, RunState, RunStatus
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 THREAD_LIMIT_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -86,7 +79,7 @@ def command_argv(spec: LaunchSpec, apptainer: str) -> list[str]:
         if not command or not command[0]:
             raise PlatformError("a LocalCommand executable needs a command: a non-empty list of strings")
         return command
-    if kind.endswith(DOCKER_CONTAINER_KIND):
+    if kind == DOCKER_CONTAINER_KIND:
         image = _image_reference(executable)
         command = _strings(executable.get("command"), "the DockerContainer command")
         entrypoint = executable.get("entrypoint")
@@ -97,7 +90,7 @@ def command_argv(spec: LaunchSpec, apptainer: str) -> list[str]:
             return [apptainer, "exec", image, entrypoint, *command]
         # Without one, Docker runs the image's ENTRYPOINT with `command` as its CMD: so does `run`.
         return [apptainer, "run", image, *command]
-    if kind.endswith(SINGULARITY_CONTAINER_KIND):
+    if kind == SINGULARITY_CONTAINER_KIND:
         location = executable.get("location")
         if not isinstance(location, str) or not location or "\0" in location:
             raise PlatformError("a SingularityContainer executable needs a location")

@@ -20,14 +20,13 @@ import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from opentelemetry import trace
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.launcher.platforms.base import LaunchSpec, PlatformBase, PlatformError, RunStatus
 from services.launcher.platforms.dirac import job as dirac_job
 from services.launcher.platforms.dirac.client import (
     ESLURM_ALREADY_DONE,
@@ -39,6 +38,8 @@ from services.launcher.platforms.dirac.client import (
     TokenSource,
     tracer_for,
 )
+from shared.models import DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND, SINGULARITY_CONTAINER_KIND
+from shared.platforms.port import LaunchSpec, PlatformBase, PlatformError, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,12 @@ class DiracSettings(BaseSettings):
 
 class DiracPlatform(PlatformBase):
     name = "dirac"
+    # The commands of a Slurm batch job (`dirac_job.command_argv`).
+    executable_kinds: ClassVar[frozenset[str]] = frozenset(
+        {DOCKER_CONTAINER_KIND, SINGULARITY_CONTAINER_KIND, LOCAL_COMMAND_KIND}
+    )
+    # The batch job is given no data: nothing is staged for it, so no data kind is offered.
+    data_kinds: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **settings: Any) -> None:
         # The registry passes every configured setting; those of other plugins are ignored.

@@ -20,7 +20,7 @@ import httpx
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
-from services.launcher.platforms.base import PlatformError
+from shared.platforms.port import PlatformError
 
 log = logging.getLogger(__name__)
 

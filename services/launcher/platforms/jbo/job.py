@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from services.launcher.platforms.base import PlatformError, RunState
+from shared.platforms.port import PlatformError, RunState
 
 # §3.2 of the eMCP notes: the steps of each group, in the order the pipeline runs them.
 PRE_PROCESSING_STEPS = (

@@ -38,15 +38,23 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 from urllib.parse import quote
 
 from opentelemetry.trace import TracerProvider
 
-from services.launcher.platforms.base import LaunchSpec, PlatformBase, PlatformError, RunState, RunStatus
 from services.launcher.platforms.files import read_json_object, write_json_atomically
 from services.launcher.platforms.jbo.client import JboHttp, RetryPolicy
 from services.launcher.platforms.jbo.job import build_job, judge
+from shared.models import (
+    DOCKER_CONTAINER_KIND,
+    IVOA_DATA_KIND,
+    RUCIO_DATA_KIND,
+    S3_DATA_KIND,
+    SIMPLE_DATA_KIND,
+    SKAO_DATA_KIND,
+)
+from shared.platforms.port import LaunchSpec, PlatformBase, PlatformError, RunState, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,12 @@ def _parse_handle(handle: str) -> JobHandle:
 
 class JboPlatform(PlatformBase):
     name = "jbo"
+    # The e-MERLIN pipeline image (`jbo.job`).
+    executable_kinds: ClassVar[frozenset[str]] = frozenset({DOCKER_CONTAINER_KIND})
+    # The pipeline's input, named by any of these (`jbo.job.input_from_data`); the runner fetches it.
+    data_kinds: ClassVar[frozenset[str]] = frozenset(
+        {SIMPLE_DATA_KIND, SKAO_DATA_KIND, IVOA_DATA_KIND, RUCIO_DATA_KIND, S3_DATA_KIND}
+    )
 
     def __init__(self, **settings: Any) -> None:
         # The registry passes every configured setting; unknown ones are ignored on purpose.

@@ -34,9 +34,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from services.launcher.platforms.base import LaunchSpec, PlatformError, RunState, RunStatus
 from services.launcher.platforms.files import write_json_atomically
 from services.launcher.platforms.local.runner import CANCEL_MARKER, CANCELLED_MESSAGE
+from shared.platforms.port import LaunchSpec, PlatformError, RunState, RunStatus
 
 # File names inside the work dir, shared with the plugin (local.py).
 RESULT_FILE = "result.json"

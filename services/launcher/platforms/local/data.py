@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 import httpx
 
-from services.launcher.platforms.base import LaunchSpec, PlatformError, component_keys
+from shared.platforms.port import LaunchSpec, PlatformError, component_keys
 
 SIMPLE_DATA_SUFFIX = "kinds/data/simple-data-resource.yaml"
 SIMPLE_STORAGE_SUFFIX = "kinds/storage/simple-storage-resource.yaml"

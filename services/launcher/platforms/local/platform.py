@@ -22,22 +22,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 from urllib.parse import unquote, urlparse
 
 import httpx
 import nbformat
 
-from services.launcher.platforms.base import (
-    DOCKER_CONTAINER_KIND,
-    JUPYTER_NOTEBOOK_KIND,
-    LOCAL_COMMAND_KIND,
-    LaunchSpec,
-    PlatformBase,
-    PlatformError,
-    RunState,
-    RunStatus,
-)
 from services.launcher.platforms.files import read_json_object
 from services.launcher.platforms.local import data as local_data
 from services.launcher.platforms.local.command import (
@@ -56,6 +46,14 @@ from services.launcher.platforms.local.runner import (
     KERNEL_FILE,
     proc_start_time,
     write_result,
+)
+from shared.models import DOCKER_CONTAINER_KIND, JUPYTER_NOTEBOOK_KIND, LOCAL_COMMAND_KIND, SIMPLE_DATA_KIND
+from shared.platforms.port import (
+    LaunchSpec,
+    PlatformBase,
+    PlatformError,
+    RunState,
+    RunStatus,
 )
 
 RUNNER_MODULE = "services.launcher.platforms.local.runner"
@@ -87,6 +85,11 @@ DATA_MAX_BYTES = 10 * 2**30
 
 class LocalPlatform(PlatformBase):
     name = "local"
+    executable_kinds: ClassVar[frozenset[str]] = frozenset(
+        {JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND}
+    )
+    # Staged by `local_data`: files and http(s) URLs; other data kinds are refused there.
+    data_kinds: ClassVar[frozenset[str]] = frozenset({SIMPLE_DATA_KIND})
 
     def __init__(self, **settings: Any) -> None:
         # The registry passes every configured setting; unknown ones are ignored on purpose.
@@ -370,9 +373,9 @@ def _parse_handle(handle: str) -> ProcessHandle | ContainerHandle:
 
 def _executable_type(spec: LaunchSpec) -> str:
     kind = spec.executable_kind
-    if kind.endswith(JUPYTER_NOTEBOOK_KIND):
+    if kind == JUPYTER_NOTEBOOK_KIND:
         return "notebook"
-    if kind.endswith(DOCKER_CONTAINER_KIND):
+    if kind == DOCKER_CONTAINER_KIND:
         return "container"
     if kind == LOCAL_COMMAND_KIND:
         return "command"

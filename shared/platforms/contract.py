@@ -1,9 +1,20 @@
 """The contract every platform plugin must satisfy, as a reusable test base class.
 
-A plugin's test module subclasses `PlatformContract` and provides the fixtures `platform_factory`,
-`good_spec`, `failing_spec` and `slow_spec` (and, if it can, overrides `assert_run_stopped` to check
-on the platform itself that a cancelled run is really gone). pytest collects the inherited tests for
-each subclass; this module has no `Test` class of its own, so nothing runs from here directly.
+A plugin's test module (this project's, or another distribution's) subclasses `PlatformContract`:
+
+    from shared.platforms.contract import PlatformContract
+
+    class TestMyPlatform(PlatformContract):
+        ...
+
+and provides the fixtures `platform_factory`, `good_spec`, `failing_spec` and `slow_spec` (and, if it
+can, overrides `assert_run_stopped` to check on the platform itself that a cancelled run is really
+gone). pytest collects the inherited tests for each subclass; this module has no `Test` class of its
+own, so nothing runs from here directly.
+
+This is the one module of the package that needs pytest and pytest-asyncio (the `contract` extra); the
+services never import it. The async tests carry their `asyncio` mark, so they run in pytest-asyncio's
+strict mode as well as in its auto mode.
 """
 
 from __future__ import annotations
@@ -15,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from services.launcher.platforms.base import LaunchSpec, Platform, RunState, RunStatus
+from shared.platforms.port import LaunchSpec, Platform, RunState, RunStatus
+from shared.platforms.registry import declared_capabilities
 
 PlatformFactory = Callable[[], Platform]
 
@@ -84,6 +96,15 @@ class PlatformContract:
         assert platform.name
         assert platform.poll_interval(good_spec) > 0
 
+    def test_declares_the_kinds_it_runs(
+        self, platform: Platform, good_spec: LaunchSpec, slow_spec: LaunchSpec
+    ) -> None:
+        declared = declared_capabilities(type(platform))
+        for spec in (good_spec, slow_spec):
+            assert spec.executable_kind in declared.executable_kinds
+            assert {str(data.get("kind")) for data in spec.data} <= declared.data_kinds
+
+    @pytest.mark.asyncio
     async def test_good_run_succeeds_with_outputs(self, platform: Platform, good_spec: LaunchSpec) -> None:
         handle = await launch(platform, good_spec)
         assert isinstance(handle, str) and handle
@@ -95,6 +116,21 @@ class PlatformContract:
                 assert await asyncio.to_thread(Path(location).exists), location
         await platform.release(good_spec, handle)
 
+    @pytest.mark.asyncio
+    async def test_a_watched_run_is_seen_to_end(self, platform: Platform, good_spec: LaunchSpec) -> None:
+        handle = await launch(platform, good_spec)
+        exited = platform.exited(good_spec, handle)
+        if exited is not None:  # None: this platform is only polled
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), self.run_timeout)
+            finally:
+                exited.cancel()
+        status = await wait_for_final(platform, good_spec, handle, self.run_timeout)
+        assert status.state == RunState.SUCCEEDED, status.message
+        await platform.release(good_spec, handle)
+        await platform.aclose()
+
+    @pytest.mark.asyncio
     async def test_failing_run_fails_with_a_message(
         self, platform: Platform, failing_spec: LaunchSpec
     ) -> None:
@@ -104,6 +140,7 @@ class PlatformContract:
         assert status.message and status.message.strip()
         await platform.release(failing_spec, handle)
 
+    @pytest.mark.asyncio
     async def test_cancel_really_stops_a_slow_run(self, platform: Platform, slow_spec: LaunchSpec) -> None:
         handle = await launch(platform, slow_spec)
         await self.wait_until_busy(platform, slow_spec, handle)
@@ -121,6 +158,7 @@ class PlatformContract:
         assert (await platform.poll(slow_spec, handle)).state == RunState.CANCELLED
         await self.assert_run_stopped(slow_spec, handle)
 
+    @pytest.mark.asyncio
     async def test_cancel_and_release_after_the_end_are_harmless(
         self, platform: Platform, good_spec: LaunchSpec
     ) -> None:
@@ -133,12 +171,14 @@ class PlatformContract:
         await platform.release(good_spec, handle)
         assert await platform.poll(good_spec, handle) == status
 
+    @pytest.mark.asyncio
     async def test_release_without_a_handle_is_harmless(
         self, platform: Platform, good_spec: LaunchSpec
     ) -> None:
         await platform.release(good_spec, None)
         await platform.release(good_spec, None)
 
+    @pytest.mark.asyncio
     async def test_a_new_instance_finds_a_finished_run(
         self, platform: Platform, platform_factory: PlatformFactory, failing_spec: LaunchSpec
     ) -> None:
@@ -147,7 +187,9 @@ class PlatformContract:
         restarted = platform_factory()
         assert await restarted.poll(failing_spec, handle) == status
         await restarted.release(failing_spec, handle)
+        await restarted.aclose()
 
+    @pytest.mark.asyncio
     async def test_a_new_instance_finds_and_cancels_a_running_run(
         self, platform: Platform, platform_factory: PlatformFactory, slow_spec: LaunchSpec
     ) -> None:
@@ -163,3 +205,4 @@ class PlatformContract:
         # The instance that started the run agrees.
         assert (await platform.poll(slow_spec, handle)).state == RunState.CANCELLED
         await restarted.release(slow_spec, handle)
+        await restarted.aclose()

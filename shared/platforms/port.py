@@ -1,9 +1,19 @@
-"""The platform port: what the launcher needs from every execution platform.
+"""The platform port: what the launcher needs from every execution platform, and what a plugin needs
+to implement it.
 
-A plugin (local, canfar, dirac, jbo) implements `Platform` and is found through the entry-point group
-`execution_broker.platforms`. The launcher owns the session lifecycle, the clock and the persistence;
-a plugin only stages, starts, observes, stops and cleans up one run. Everything a plugin needs to find
-a run again after a launcher restart must be inside the opaque handle string returned by `start`.
+A plugin (this distribution ships local, canfar, dirac and jbo; another distribution may ship more)
+implements `Platform` and is found through the entry-point group `execution_broker.platforms`
+(`shared.platforms.registry`). The launcher owns the session lifecycle, the clock and the
+persistence; a plugin only stages, starts, observes, stops and cleans up one run. Everything a
+plugin needs to find a run again after a launcher restart must be inside the opaque handle string
+returned by `start`.
+
+A plugin class also declares, as class attributes, the executable kinds and the data kinds it can
+run (`executable_kinds`, `data_kinds`: the kind URIs of `shared.models`). The offers service reads
+them without instantiating the plugin and offers a pool only for requests its platform can run.
+
+`contract.PlatformContract` is the test suite every plugin must pass (it needs pytest; nothing here
+imports it).
 """
 
 from __future__ import annotations
@@ -12,17 +22,11 @@ import asyncio
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# The kind URIs end with these names; the base URL differs between schema versions and mirrors,
-# so plugins match on the suffix rather than on the whole URI.
-JUPYTER_NOTEBOOK_KIND = "kinds/executable/jupyter-notebook.yaml"
-DOCKER_CONTAINER_KIND = "kinds/executable/docker-container.yaml"
-SINGULARITY_CONTAINER_KIND = "kinds/executable/singularity-container.yaml"
-# Our own extension kind: a URN, matched whole (shared.models.LOCAL_COMMAND_KIND).
-LOCAL_COMMAND_KIND = "urn:execution-broker:kinds/executable/local-command"
+from shared.models import normalise_kind
 
 
 class RunState(StrEnum):
@@ -60,8 +64,9 @@ class LaunchSpec(BaseModel):
 
     @property
     def executable_kind(self) -> str:
+        """The executable's kind URI in its current form (compare with the `shared.models` kinds)."""
         kind = self.executable.get("kind")
-        return kind if isinstance(kind, str) else ""
+        return normalise_kind(kind) if isinstance(kind, str) else ""
 
 
 class RunStatus(BaseModel):
@@ -95,7 +100,13 @@ class PlatformError(Exception):
 
 @runtime_checkable
 class Platform(Protocol):
+    """Every method the launcher calls on a plugin; a plugin may implement it without `PlatformBase`."""
+
     name: str
+    # What this platform can run, by kind URI (the current forms of `shared.models`). Read from the
+    # class, never from an instance: the offers service learns them without building the plugin.
+    executable_kinds: ClassVar[frozenset[str]]
+    data_kinds: ClassVar[frozenset[str]]
 
     async def prepare(self, spec: LaunchSpec) -> None:
         """Stage the inputs (fetch the notebook, check the image); raise PlatformError."""
@@ -133,9 +144,22 @@ class Platform(Protocol):
         """Seconds this platform expects preparation to take, before any measurement."""
         ...
 
+    def exited(self, spec: LaunchSpec, handle: str) -> asyncio.Future[None] | None:
+        """A future the platform resolves as soon as it knows the run may have ended, so the launcher
+        polls at once instead of at the next interval; the launcher cancels it when it stops
+        watching, which must free whatever it holds. None when the platform cannot tell: the
+        launcher then only polls. Called from the running event loop."""
+        ...
+
+    async def aclose(self) -> None:
+        """Free what the instance holds (connections); the launcher calls it once, at shutdown."""
+        ...
+
 
 class PlatformBase:
-    """Defaults for the optional steps, so a plugin implements only what its platform needs."""
+    """Defaults for the steps a platform may have nothing to do in, so a plugin implements only
+    what its platform needs: no storage or data to stage, no way to see a run end except by polling
+    (`exited` is None), nothing held between calls (`aclose` does nothing)."""
 
     async def prepare_storage(self, spec: LaunchSpec, storage: dict[str, Any]) -> None:
         return None
@@ -147,9 +171,9 @@ class PlatformBase:
         return 5.0
 
     def exited(self, spec: LaunchSpec, handle: str) -> asyncio.Future[None] | None:
-        """Optional: a future the platform resolves as soon as it knows the run may have ended (so
-        the launcher polls at once instead of at the next interval); cancelling it frees what it
-        holds. None: the launcher only polls."""
+        return None
+
+    async def aclose(self) -> None:
         return None
 
 
