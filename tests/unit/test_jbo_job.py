@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import pytest
 
 from services.launcher.platforms.base import PlatformError, RunState
-from services.launcher.platforms.jbo.client import retry_after_seconds
 from services.launcher.platforms.jbo.job import (
     CALIBRATION_STEPS,
     judge,
@@ -15,6 +14,7 @@ from services.launcher.platforms.jbo.job import (
     read_log,
     select_steps,
 )
+from shared.http.retry import retry_after_seconds
 from tests.fakes import jbo_runner
 
 JOB = {"observation_id": "TS8004_C_001_20190801", "steps": list(CALIBRATION_STEPS), "skip_steps": []}
