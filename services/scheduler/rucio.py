@@ -174,10 +174,9 @@ class RucioClient:
         tokens = TokenSource(
             self.settings.token, label="Rucio token", variable=self.settings.variable("token")
         )
-        self._http = HttpApi(
+        self._http = HttpApi.for_settings(
+            self.settings,
             self.base_url,
-            timeout_s=self.settings.timeout_s,
-            policy=self.settings.retry_policy(),
             rules=RucioRules(),
             tracer_name=TRACER_NAME,
             # Without a token the look-up goes out anonymous, and Rucio says what it thinks of that.

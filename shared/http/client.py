@@ -33,6 +33,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 
 from shared.http.retry import CallState, HttpLayerError, Retry, RetryPolicy, retry_after_seconds, retrying
 from shared.http.rules import RETRY_AFTER_STATUSES, RetryRules, first_line
+from shared.http.settings import HttpSettings
 from shared.http.tokens import TokenSource
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,11 @@ class HttpApi:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def for_settings(cls, settings: HttpSettings, base_url: str, **options: Any) -> HttpApi:
+        """An API client with the timeout and retry policy of a client's settings."""
+        return cls(base_url, timeout_s=settings.timeout_s, policy=settings.retry_policy(), **options)
 
     def url(self, path: str) -> str:
         return self.base_url + path

@@ -21,14 +21,6 @@ class ExampleSettings(SecretSettings):
     attempts: int = 3
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def token_file(tmp_path: Path) -> Path:
     path = tmp_path / "token"
@@ -94,13 +86,13 @@ def test_secrets_never_show_in_a_repr(token_file: Path) -> None:
 
 
 def test_a_file_secret_is_read_again_when_the_file_changes(token_file: Path) -> None:
-    clock = Clock()
-    value = FileSecret(token_file, recheck_s=30.0, clock=clock)
+    now = [0.0]
+    value = FileSecret(token_file, recheck_s=30.0, clock=lambda: now[0])
     assert value.get_secret_value() == "from-the-file"
     token_file.write_text("renewed, and longer\n")
-    clock.now = 29.0
+    now[0] = 29.0
     assert value.get_secret_value() == "from-the-file"  # not looked at before recheck_s
-    clock.now = 30.0
+    now[0] = 30.0
     assert value.get_secret_value() == "renewed, and longer"
     token_file.write_text("renewed again\n")
     value.reload()  # the server refused it: read at once

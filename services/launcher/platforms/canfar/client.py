@@ -43,10 +43,9 @@ class SkahaClient:
     ) -> None:
         self.api = settings.api
         self.tokens = TokenSource(settings.token, label="CANFAR token", variable=settings.variable("token"))
-        self.http = HttpApi(
+        self.http = HttpApi.for_settings(
+            settings,
             settings.url or "http://canfar.invalid",
-            timeout_s=settings.timeout_s,
-            policy=settings.retry_policy(),
             rules=RULES,
             tracer_name=TRACER_NAME,
             tokens=self.tokens,

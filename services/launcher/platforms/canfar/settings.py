@@ -19,15 +19,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.http.settings import HttpSettings
 
-SESSION_TYPES = ("notebook", "desktop", "carta", "headless", "contributed", "firefly")
-API_VERSIONS = ("v1", "v0")
+SessionType = Literal["notebook", "desktop", "carta", "headless", "contributed", "firefly"]
+ApiVersion = Literal["v1", "v0"]
+SESSION_TYPES: tuple[str, ...] = get_args(SessionType)
+API_VERSIONS: tuple[str, ...] = get_args(ApiVersion)
 
 
 class CanfarSettings(HttpSettings):
@@ -35,9 +37,9 @@ class CanfarSettings(HttpSettings):
     label = "canfar"
 
     url: str = ""
-    api: str = "v1"
+    api: ApiVersion = "v1"
     token: SecretStr | None = None
-    session_type: str = "headless"
+    session_type: SessionType = "headless"
     notebook_image: str | None = None
     pending_timeout_s: float = 600.0
     poll_s: float = Field(2.0, gt=0)
@@ -54,20 +56,6 @@ class CanfarSettings(HttpSettings):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
-
-    @field_validator("api")
-    @classmethod
-    def _known_api(cls, api: str) -> str:
-        if api not in API_VERSIONS:
-            raise ValueError(f"must be one of {', '.join(API_VERSIONS)}, not {api!r}")
-        return api
-
-    @field_validator("session_type")
-    @classmethod
-    def _known_session_type(cls, session_type: str) -> str:
-        if session_type not in SESSION_TYPES:
-            raise ValueError(f"must be one of {', '.join(SESSION_TYPES)}")
-        return session_type
 
     @model_validator(mode="after")
     def _retries_is_attempts(self) -> CanfarSettings:

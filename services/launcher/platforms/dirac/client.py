@@ -144,10 +144,9 @@ class SlurmClient:
             parse=lambda text: text.strip().removeprefix("SLURM_JWT=").strip(),
             unreadable_is_transient=True,
         )
-        self.http = HttpApi(
+        self.http = HttpApi.for_settings(
+            settings,
             settings.url,
-            timeout_s=settings.timeout_s,
-            policy=settings.retry_policy(),
             rules=RULES,
             tracer_name=TRACER_NAME,
             tokens=self.tokens,

@@ -48,10 +48,9 @@ class JboHttp:
     def __init__(self, settings: JboSettings, tracer_provider: TracerProvider | None = None) -> None:
         self.base_url = settings.url
         self.tokens = TokenSource(settings.token, label="JBO token", variable=settings.variable("token"))
-        self._api = HttpApi(
+        self._api = HttpApi.for_settings(
+            settings,
             settings.url,
-            timeout_s=settings.timeout_s,
-            policy=settings.retry_policy(),
             rules=RULES,
             tracer_name=TRACER_NAME,
             tokens=self.tokens,

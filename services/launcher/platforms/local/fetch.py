@@ -25,10 +25,9 @@ RULES = RetryRules(retry_statuses=frozenset({429, 500, 502, 503, 504}))
 
 class Fetcher:
     def __init__(self, settings: LocalSettings) -> None:
-        self._api = HttpApi(
+        self._api = HttpApi.for_settings(
+            settings,
             "",
-            timeout_s=settings.timeout_s,
-            policy=settings.retry_policy(),
             rules=RULES,
             tracer_name="execution_broker.platforms.local",
             follow_redirects=True,
