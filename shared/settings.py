@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     # A TOML file of resource pools (see shared/pools.py); without it, one built-in local pool.
     pools: Path | None = None
     rucio_url: str | None = None
-    rucio_token: str | None = None
+    # Also read (with EB_RUCIO_TOKEN_FILE) by RucioSettings; kept here for the composition root.
+    rucio_token: SecretStr | None = None
     # The built-in local pool: this machine's cores and memory unless configured.
     pool_name: str = "local"
     pool_platform: str = "local"

@@ -9,6 +9,14 @@ release is quick). A session thus costs three transactions, not five.
 
 A run's end is seen at once where the platform can tell (`Platform.exited`, the local platform's
 pidfd); otherwise the driver polls at the platform's interval, and never sleeps past the slot's end.
+
+The driver does not retry platform calls. Retries live in one place, the HTTP layer the plugins
+share (`shared.http`): each HTTP request to a platform is retried there within its call's policy,
+and a transient PlatformError that reaches the driver has already spent it. With the platforms'
+defaults (5 attempts, 30 s per request, a 120 s budget), one HTTP call to a platform makes at most
+5 requests and lasts at most 150 s; a platform operation (prepare, start, cancel, release) makes its
+few HTTP calls one after the other. A transient failure of `poll` is not retried either: the run is
+polled again at the next interval.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -42,12 +50,10 @@ from shared.subjects import LauncherFact
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("execution_broker.launcher")
 
-_TRANSIENT_RETRIES = 5
 # While a platform watches a run's exit, polls are only a safety net: they back off up to this.
 _WATCHED_POLL_MAX_S = 5.0
 # A release that takes longer than this is shown as RELEASING while it lasts.
 _QUIET_RELEASE_S = 0.1
-T = TypeVar("T")
 
 
 class Drivers:
@@ -149,7 +155,7 @@ class Drivers:
             await self._record(session_id, Step(Phase.PREPARING))
             began = time.monotonic()
             try:
-                steps = await prepare_components(platform, spec, self._with_retries)
+                steps = await prepare_components(platform, spec)
             except PlatformError as exc:
                 await self._best_effort("release", session_id, lambda: platform.release(spec, None))
                 await self._record(session_id, Step(Phase.FAILED, exc.message))
@@ -170,7 +176,7 @@ class Drivers:
                 )
                 return
             try:
-                handle = await self._with_retries(lambda: platform.start(spec))
+                handle = await platform.start(spec)
             except PlatformError as exc:
                 await self._best_effort("release", session_id, lambda: platform.release(spec, None))
                 await self._record(session_id, *available, Step(Phase.FAILED, exc.message))
@@ -256,21 +262,12 @@ class Drivers:
             release.cancel()
 
     async def _best_effort(self, what: str, session_id: str, call: Callable[[], Awaitable[None]]) -> None:
-        """Stopping and releasing are retried; if the platform still refuses, the session still ends."""
+        """Stopping and releasing (retried in the HTTP layer): if the platform still refuses, the
+        session still ends."""
         try:
-            await self._with_retries(call)
+            await call()
         except PlatformError as exc:
             log.warning("launcher: %s of session %s failed: %s", what, session_id, exc.message)
-
-    async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
-        for attempt in range(_TRANSIENT_RETRIES):
-            try:
-                return await call()
-            except PlatformError as exc:
-                if not exc.transient or attempt == _TRANSIENT_RETRIES - 1:
-                    raise
-                await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
-        raise AssertionError("unreachable")
 
     async def _finish(self, session_id: str, phase: Phase, message: str | None) -> None:
         await self._record(session_id, Step(phase, message))

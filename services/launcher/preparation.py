@@ -2,7 +2,7 @@
 
 Compute (``Platform.start``) is only called after this returns, so a run can never start before its
 volumes and data are in place — the race the prototype had (a container started before its input
-volume existed).
+volume existed). Each step is called once: the HTTP calls inside it are retried by the HTTP layer.
 """
 
 from __future__ import annotations
@@ -14,21 +14,19 @@ from typing import Any
 
 from shared.platforms.port import LaunchSpec, Platform, component_keys
 
-Retry = Callable[[Callable[[], Awaitable[None]]], Awaitable[None]]
-
 
 def _label(role: str, component: dict[str, Any], index: int) -> str:
     meta = component.get("meta") or {}
     return f"{role}:{meta.get('name') or meta.get('uuid') or index}"
 
 
-async def prepare_components(platform: Platform, spec: LaunchSpec, retry: Retry) -> dict[str, float]:
+async def prepare_components(platform: Platform, spec: LaunchSpec) -> dict[str, float]:
     """Run every preparation step as early as its dependencies allow; return seconds per step."""
     durations: dict[str, float] = {}
 
     async def timed(label: str, step: Callable[[], Awaitable[None]]) -> None:
         began = time.monotonic()
-        await retry(step)
+        await step()
         durations[label] = round(time.monotonic() - began, 3)
 
     storage_by_key: dict[str, asyncio.Task[None]] = {}

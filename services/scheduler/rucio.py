@@ -13,39 +13,42 @@ Failures raise `RucioLookupFailed` with a message a user can act on:
   401/403 → "Rucio refused the look-up of scope:name: <ExceptionMessage>"   (no retry)
   404     → "Rucio has no replica of scope:name"                              (no retry)
   400/406 → "Rucio rejected the look-up of scope:name: ..."                   (no retry)
-  429, 5xx, timeouts, connection errors → retried `attempts` times in all, with full-jitter
-            exponential back-off (honouring a small `Retry-After`), then
+  429, 5xx, timeouts, connection errors → retried by the shared HTTP layer (`attempts` in all,
+            jittered exponential back-off, `Retry-After`, a time budget), then
             "Rucio did not answer the look-up of scope:name after N attempts: <last problem>"
   a body that is not NDJSON objects → "Rucio sent a malformed answer for scope:name: ..."
 
 Successful answers are cached in memory for `cache_s` seconds per (scope, name), on an injectable
-monotonic clock. Each HTTP request is an OpenTelemetry CLIENT span (`GET`, HTTP semantic-convention
-attributes plus `rucio.did`); a cache hit makes no request and no span.
+monotonic clock. Settings: `RucioSettings` (`EB_RUCIO_*`). Each HTTP request is an OpenTelemetry
+CLIENT span (`GET`, HTTP semantic-convention attributes plus `rucio.did`); a cache hit makes no
+request and no span.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import quote
 
 import httpx
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import TracerProvider
+from pydantic import SecretStr
 
 from services.scheduler.estimates import DataNeed
+from services.scheduler.rucio_settings import RucioSettings
+from shared.http.client import HttpApi
+from shared.http.retry import GaveUp, HttpLayerError
+from shared.http.rules import RetryRules
+from shared.http.tokens import TokenSource
 
 TRACER_NAME = "execution_broker.scheduler.rucio"
 NDJSON = "application/x-json-stream"
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-MAX_RETRY_AFTER_S = 5.0
 
 
 class RucioLookupFailed(Exception):
@@ -85,6 +88,14 @@ def _rucio_error(response: httpx.Response) -> str:
         else:
             message = response.text.strip()[:200] or response.reason_phrase
     return f"{message} (HTTP {response.status_code})"
+
+
+@dataclass(frozen=True)
+class RucioRules(RetryRules):
+    retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+
+    def status_reason(self, response: httpx.Response) -> str:
+        return _rucio_error(response)
 
 
 def parse_replicas(did: str, text: str) -> ReplicaInfo:
@@ -131,45 +142,52 @@ def parse_replicas(did: str, text: str) -> ReplicaInfo:
 
 class RucioClient:
     """Replica look-ups against one Rucio server. Use as `async with RucioClient(...) as rucio:`,
-    or call `aclose()`. `timeout` bounds each attempt; a look-up takes at most about
-    `attempts x timeout` plus the back-off."""
+    or call `aclose()`. Keyword arguments left out (or None) come from `RucioSettings`."""
 
     def __init__(
         self,
         base_url: str,
-        token: str | None,
-        timeout: float = 5.0,
+        token: str | SecretStr | None,
+        timeout: float | None = None,
         *,
-        cache_s: float = 300.0,
-        attempts: int = 3,
-        backoff_s: float = 0.2,
-        max_backoff_s: float = 2.0,
+        cache_s: float | None = None,
+        attempts: int | None = None,
+        backoff_s: float | None = None,
+        max_backoff_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        rng: random.Random | None = None,
-        max_cache_entries: int = 4096,
-        http: httpx.AsyncClient | None = None,
+        max_cache_entries: int | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
+        self.settings = RucioSettings.from_keywords(
+            {
+                "token": SecretStr(token) if isinstance(token, str) else token,
+                "timeout_s": timeout,
+                "cache_s": cache_s,
+                "attempts": attempts,
+                "backoff_s": backoff_s,
+                "max_backoff_s": max_backoff_s,
+                "max_cache_entries": max_cache_entries,
+            }
+        )
         self.base_url = base_url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
-        self.cache_s = cache_s
-        self.attempts = attempts
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
+        tokens = TokenSource(
+            self.settings.token, label="Rucio token", variable=self.settings.variable("token")
+        )
+        self._http = HttpApi.for_settings(
+            self.settings,
+            self.base_url,
+            rules=RucioRules(),
+            tracer_name=TRACER_NAME,
+            # Without a token the look-up goes out anonymous, and Rucio says what it thinks of that.
+            tokens=tokens if tokens.configured else None,
+            auth=lambda value: {"X-Rucio-Auth-Token": value},
+            headers={"Accept": NDJSON},
+            tracer_provider=tracer_provider,
+            transport=transport,
+        )
         self._clock = clock
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        self._max_cache_entries = max_cache_entries
         self._cache: OrderedDict[tuple[str, str], tuple[float, ReplicaInfo]] = OrderedDict()
-        self._own_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=timeout)
-        self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
-        #: Number of HTTP requests sent (tests and metrics).
-        self.requests_sent = 0
 
     async def __aenter__(self) -> RucioClient:
         return self
@@ -180,8 +198,7 @@ class RucioClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._own_http:
-            await self._http.aclose()
+        await self._http.aclose()
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -197,23 +214,12 @@ class RucioClient:
         return info
 
     def _remember(self, key: tuple[str, str], info: ReplicaInfo) -> None:
-        if self.cache_s <= 0:
+        if self.settings.cache_s <= 0:
             return
-        self._cache[key] = (self._clock() + self.cache_s, info)
+        self._cache[key] = (self._clock() + self.settings.cache_s, info)
         self._cache.move_to_end(key)
-        while len(self._cache) > self._max_cache_entries:
+        while len(self._cache) > self.settings.max_cache_entries:
             self._cache.popitem(last=False)
-
-    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        if response is not None:
-            try:
-                retry_after = float(response.headers.get("Retry-After", ""))
-            except ValueError:
-                retry_after = -1.0
-            if 0 <= retry_after <= MAX_RETRY_AFTER_S:
-                return retry_after
-        # Full jitter: uniform in [0, min(cap, base x 2^attempt)].
-        return self._rng.uniform(0, min(self.max_backoff_s, self.backoff_s * 2**attempt))
 
     async def replicas(self, scope: str, name: str) -> ReplicaInfo:
         did = f"{scope}:{name}"
@@ -221,70 +227,33 @@ class RucioClient:
         cached = self._cached(key)
         if cached is not None:
             return cached
-        url = f"{self.base_url}/replicas/{quote(scope, safe='')}/{quote(name, safe='/')}"
-        headers = {"Accept": NDJSON}
-        if self.token:
-            headers["X-Rucio-Auth-Token"] = self.token
-        last_problem = "no answer"
-        for attempt in range(self.attempts):
-            response = await self._send(url, headers, did, attempt)
-            if isinstance(response, str):
-                last_problem = response
-            elif response.status_code == 200:
-                info = parse_replicas(did, response.text)
-                self._remember(key, info)
-                return info
-            elif response.status_code in (401, 403):
+        path = f"/replicas/{quote(scope, safe='')}/{quote(name, safe='/')}"
+        try:
+            response = await self._http.call("GET", path, attributes={"rucio.did": did})
+        except GaveUp as gave_up:
+            if gave_up.stopped == "attempts":
                 raise RucioLookupFailed(
-                    f"Rucio refused the look-up of {did}: {_rucio_error(response)}",
-                    status=response.status_code,
-                )
-            elif response.status_code == 404:
-                raise RucioLookupFailed(f"Rucio has no replica of {did}", status=404)
-            elif response.status_code not in RETRYABLE_STATUS:
-                raise RucioLookupFailed(
-                    f"Rucio rejected the look-up of {did}: {_rucio_error(response)}",
-                    status=response.status_code,
-                )
-            else:
-                last_problem = _rucio_error(response)
-            if attempt + 1 < self.attempts:
-                await self._sleep(self._delay(attempt, None if isinstance(response, str) else response))
+                    f"Rucio did not answer the look-up of {did} after {gave_up.attempts} "
+                    f"attempt{'s' if gave_up.attempts != 1 else ''}: {gave_up.reason}"
+                ) from None
+            raise RucioLookupFailed(
+                f"Rucio did not answer the look-up of {did}: {gave_up.reason} ({gave_up.summary})"
+            ) from None
+        except HttpLayerError as error:
+            raise RucioLookupFailed(f"Rucio cannot be asked about {did}: {error.message}") from None
+        if response.status_code == 200:
+            info = parse_replicas(did, response.text)
+            self._remember(key, info)
+            return info
+        if response.status_code in (401, 403):
+            raise RucioLookupFailed(
+                f"Rucio refused the look-up of {did}: {_rucio_error(response)}", status=response.status_code
+            )
+        if response.status_code == 404:
+            raise RucioLookupFailed(f"Rucio has no replica of {did}", status=404)
         raise RucioLookupFailed(
-            f"Rucio did not answer the look-up of {did} after {self.attempts} "
-            f"attempt{'s' if self.attempts != 1 else ''}: {last_problem}"
+            f"Rucio rejected the look-up of {did}: {_rucio_error(response)}", status=response.status_code
         )
-
-    async def _send(self, url: str, headers: dict[str, str], did: str, attempt: int) -> httpx.Response | str:
-        """One GET in a CLIENT span; returns the response, or a description of a transport failure."""
-        attributes: dict[str, Any] = {
-            "http.request.method": "GET",
-            "url.full": url,
-            "server.address": httpx.URL(url).host,
-            "rucio.did": did,
-        }
-        if attempt:
-            attributes["http.request.resend_count"] = attempt
-        with self._tracer.start_as_current_span(
-            "GET", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False
-        ) as span:
-            self.requests_sent += 1
-            try:
-                response = await self._http.get(url, headers=headers, timeout=self.timeout)
-            except httpx.TimeoutException:
-                span.set_attribute("error.type", "timeout")
-                span.set_status(Status(StatusCode.ERROR, "timeout"))
-                return f"no answer within {self.timeout:g} s"
-            except httpx.TransportError as exc:
-                span.set_attribute("error.type", type(exc).__name__)
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-                detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                return f"cannot reach {self.base_url} ({detail})"
-            span.set_attribute("http.response.status_code", response.status_code)
-            if response.status_code >= 400:
-                span.set_attribute("error.type", str(response.status_code))
-                span.set_status(Status(StatusCode.ERROR))
-            return response
 
 
 async def resolve_needs(needs: Sequence[DataNeed], client: ReplicaSource) -> tuple[list[DataNeed], list[str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -71,8 +70,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def rucio(base_url: str, clock: Clock) -> AsyncIterator[RucioClient]:
-    async with RucioClient(base_url, TOKEN, timeout=2.0, backoff_s=0.01, max_backoff_s=0.05, clock=clock,
-                           rng=random.Random(1)) as client:
+    async with RucioClient(base_url, TOKEN, timeout=2.0, backoff_s=0.01, max_backoff_s=0.05,
+                           clock=clock) as client:
         yield client
 
 

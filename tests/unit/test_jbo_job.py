@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.launcher.platforms.jbo.client import retry_after_seconds
 from services.launcher.platforms.jbo.job import (
     CALIBRATION_STEPS,
     judge,
@@ -14,6 +13,7 @@ from services.launcher.platforms.jbo.job import (
     read_log,
     select_steps,
 )
+from shared.http.retry import retry_after_seconds
 from shared.platforms.port import PlatformError, RunState
 from tests.fakes import jbo_runner
 

@@ -8,21 +8,7 @@ the session was created, so a restarted launcher finds the run again. The outcom
 platform's events are written to the work dir as soon as the session ends, because skaha removes a
 finished session (and its logs) after a ttl; later polls answer from that record.
 
-Settings (keyword arguments override the environment):
-
-| keyword | variable | default |
-|---|---|---|
-| url | EB_CANFAR_URL | (required) e.g. https://ws-uv.canfar.net/skaha |
-| api | EB_CANFAR_API | v1 (or v0 for older deployments) |
-| token, token_file | EB_CANFAR_TOKEN, EB_CANFAR_TOKEN_FILE | one needed; the file wins, re-read on 401 |
-| session_type | EB_CANFAR_SESSION_TYPE | headless |
-| notebook_image | EB_CANFAR_NOTEBOOK_IMAGE | (required for notebooks) |
-| pending_timeout_s | EB_CANFAR_PENDING_TIMEOUT_S | 600 |
-| poll_s | EB_CANFAR_POLL_S | 2 |
-| timeout_s | EB_CANFAR_TIMEOUT_S | 30 (per HTTP request) |
-| retries | EB_CANFAR_RETRIES | 5 (tries per HTTP call) |
-| backoff_s | EB_CANFAR_BACKOFF_S | 0.5 (first back-off; doubles, jittered, capped at 30 s) |
-| preparation_s | EB_CANFAR_PREPARATION_S | 60 |
+Settings: `CanfarSettings` (canfar/settings.py), from keyword arguments or `EB_CANFAR_*` variables.
 """
 
 from __future__ import annotations
@@ -32,25 +18,19 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import httpx
 from opentelemetry.trace import TracerProvider
 
-from services.launcher.platforms.canfar.client import (
-    RetryPolicy,
-    SkahaClient,
-    TokenSource,
-    TransientHttpError,
-    first_line,
-)
+from services.launcher.platforms.canfar.client import SkahaClient
+from services.launcher.platforms.canfar.settings import API_VERSIONS, CanfarSettings
 from services.launcher.platforms.files import read_json_object, write_json_atomically
+from shared.http.retry import CallState
+from shared.http.rules import first_line
 from shared.models import DOCKER_CONTAINER_KIND, JUPYTER_NOTEBOOK_KIND
 from shared.platforms.port import (
     LaunchSpec,
@@ -67,8 +47,6 @@ STATE_FILE = "canfar-state.json"
 LOG_FILE = "canfar-session.log"
 EVENTS_FILE = "canfar-events.txt"
 
-SESSION_TYPES = ("notebook", "desktop", "carta", "headless", "contributed", "firefly")
-API_VERSIONS = ("v1", "v0")
 # skaha accepts [A-Za-z0-9-]+ and stores the name lower-cased. It states no length limit; we keep
 # names short (the name also appears in Kubernetes labels, at most 63 characters).
 NAME_MAX = 40
@@ -79,58 +57,6 @@ RUNNING_STATUSES = frozenset({"Running", "Terminating"})
 MISSING_POLLS_TO_GIVE_UP = 2
 LOG_TAIL_LINES = 5
 MESSAGE_LIMIT = 2000
-
-
-@dataclass(frozen=True)
-class CanfarSettings:
-    url: str
-    api: str
-    token: str | None
-    token_file: str | None
-    session_type: str
-    notebook_image: str | None
-    pending_timeout_s: float
-    poll_s: float
-    timeout_s: float
-    retries: int
-    backoff_s: float
-    preparation_s: float
-
-    @classmethod
-    def load(cls, settings: Mapping[str, Any]) -> CanfarSettings:
-        def get(key: str, default: str | None = None) -> str | None:
-            value = settings.get(key)
-            if value is None:
-                value = os.environ.get(f"EB_CANFAR_{key.upper()}") or default
-            return None if value is None else str(value)
-
-        def number(key: str, default: str) -> float:
-            raw = get(key, default)
-            try:
-                return float(raw or default)
-            except ValueError:
-                raise ValueError(f"EB_CANFAR_{key.upper()} must be a number, not {raw!r}") from None
-
-        api = (get("api", "v1") or "v1").lower()
-        if api not in API_VERSIONS:
-            raise ValueError(f"EB_CANFAR_API must be one of {', '.join(API_VERSIONS)}, not {api!r}")
-        session_type = (get("session_type", "headless") or "headless").lower()
-        if session_type not in SESSION_TYPES:
-            raise ValueError(f"EB_CANFAR_SESSION_TYPE must be one of {', '.join(SESSION_TYPES)}")
-        return cls(
-            url=(get("url", "") or "").rstrip("/"),
-            api=api,
-            token=get("token"),
-            token_file=get("token_file"),
-            session_type=session_type,
-            notebook_image=get("notebook_image"),
-            pending_timeout_s=number("pending_timeout_s", "600"),
-            poll_s=max(0.01, number("poll_s", "2")),
-            timeout_s=max(0.05, number("timeout_s", "30")),
-            retries=max(1, int(number("retries", "5"))),
-            backoff_s=max(0.0, number("backoff_s", "0.5")),
-            preparation_s=number("preparation_s", "60"),
-        )
 
 
 class CanfarHandle(NamedTuple):
@@ -164,19 +90,11 @@ class CanfarPlatform(PlatformBase):
 
     def __init__(self, **settings: Any) -> None:
         # The registry passes every configured setting; unknown ones are ignored on purpose.
-        self.settings = CanfarSettings.load(settings)
+        self.settings = CanfarSettings.from_keywords(settings)
         tracer_provider: TracerProvider | None = settings.get("tracer_provider")
         transport: httpx.AsyncBaseTransport | None = settings.get("transport")
-        self._tokens = TokenSource(self.settings.token, self.settings.token_file)
-        self._client = SkahaClient(
-            self.settings.url or "http://canfar.invalid",
-            self.settings.api,
-            self._tokens,
-            timeout_s=self.settings.timeout_s,
-            retry=RetryPolicy(tries=self.settings.retries, base_s=self.settings.backoff_s),
-            tracer_provider=tracer_provider,
-            transport=transport,
-        )
+        self._client = SkahaClient(self.settings, tracer_provider=tracer_provider, transport=transport)
+        self._tokens = self._client.tokens
 
     def poll_interval(self, spec: LaunchSpec) -> float:
         return self.settings.poll_s
@@ -364,55 +282,27 @@ class CanfarPlatform(PlatformBase):
 
     async def _create(self, params: list[tuple[str, str]], name: str, api: str) -> str:
         path = self._client.path("session", api=api)
-        last = ""
-        for attempt in range(self.settings.retries):
-            try:
-                response = await self._client.request(
-                    "POST", path, data=params, resend_unprocessed_only=True, route=path
-                )
-            except TransientHttpError as error:
-                last = error.message
-                # The server may have created the session although we got no good answer.
-                if error.no_answer:
-                    found = await self._find_after_doubt(name, api)
-                else:
-                    found = await self._find(name, api)
-                if found is not None:
-                    log.info("canfar: the create of %s did answer badly but made session %s", name, found)
-                    return found
-                if attempt + 1 < self.settings.retries:
-                    await asyncio.sleep(self._client.retry.backoff(attempt))
-                continue
+
+        async def find(state: CallState) -> str | None:
+            return _session_named(await self._client.look("GET", path, state, route=path), name)
+
+        def parse(response: httpx.Response) -> str:
             session_id = response.text.strip()
             if not re.fullmatch(r"[A-Za-z0-9]+", session_id):
                 raise PlatformError(f"CANFAR answered the create of {name} with no session id: "
                                     f"{first_line(response.text, 200)!r}")  # fmt: skip
             return session_id
-        raise PlatformError(
-            f"could not create the CANFAR session {name} after {self.settings.retries} tries (last: {last})",
-            transient=True,
-        )
 
-    async def _find_after_doubt(self, name: str, api: str) -> str | None:
-        """Look for a session the server may still be creating, for about two request timeouts."""
-        deadline = time.monotonic() + min(60.0, 2 * self.settings.timeout_s)
-        while True:
-            found = await self._find(name, api)
-            if found is not None or time.monotonic() >= deadline:
-                return found
-            await asyncio.sleep(min(1.0, self.settings.timeout_s / 2))
+        # A create with no answer may still be under way on the server: look for about two request
+        # timeouts before sending it again.
+        return await self._client.create(
+            path, params, find, parse, what=f"create the CANFAR session {name}",
+            settle_s=min(60.0, 2 * self.settings.timeout_s),
+        )  # fmt: skip
 
     async def _find(self, name: str, api: str) -> str | None:
         path = self._client.path("session", api=api)
-        response = await self._client.request("GET", path, route=path)
-        try:
-            sessions = response.json()
-        except ValueError:
-            return None
-        mine = [s for s in sessions if isinstance(s, dict) and s.get("name") == name.lower() and s.get("id")]
-        live = [s for s in mine if s.get("status") in ("Pending", "Running")]
-        chosen = live or mine
-        return str(chosen[0]["id"]) if chosen else None
+        return _session_named(await self._client.request("GET", path, route=path), name)
 
     async def _conclude(self, spec: LaunchSpec, parsed: CanfarHandle, status: str) -> RunStatus:
         """The session has ended: keep its logs (and events) now, before skaha removes them."""
@@ -602,6 +492,20 @@ def _ranges(options: list[Any]) -> str:
     if numbers and numbers == list(range(numbers[0], numbers[-1] + 1)):
         return f"{numbers[0]} to {numbers[-1]}"
     return ", ".join(str(o) for o in options)
+
+
+def _session_named(response: httpx.Response, name: str) -> str | None:
+    """The id of our session in skaha's list, a live one first; None when there is none."""
+    try:
+        sessions = response.json()
+    except ValueError:
+        return None
+    if not isinstance(sessions, list):
+        return None
+    mine = [s for s in sessions if isinstance(s, dict) and s.get("name") == name.lower() and s.get("id")]
+    live = [s for s in mine if s.get("status") in ("Pending", "Running")]
+    chosen = live or mine
+    return str(chosen[0]["id"]) if chosen else None
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:

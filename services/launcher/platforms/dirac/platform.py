@@ -1,6 +1,6 @@
 """The `dirac` platform: runs a session as a Slurm batch job through the Slurm REST API (slurmrestd).
 
-* Settings come from keyword arguments, else from `EB_DIRAC_*` variables (see `DiracSettings`).
+* Settings come from keyword arguments, else from `EB_DIRAC_*` variables (`dirac/settings.py`).
 * The API version is negotiated once per instance: the newest of v0.0.41…v0.0.45 that the server
   also serves (read from `GET /openapi/v3`, else by pinging each version), unless pinned.
 * prepare checks the executable, builds the batch job (see `dirac_job`), writes it to the work dir
@@ -22,22 +22,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-import httpx
 from opentelemetry import trace
-from pydantic import SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.launcher.platforms.dirac import job as dirac_job
 from services.launcher.platforms.dirac.client import (
     ESLURM_ALREADY_DONE,
     ESLURM_INVALID_JOB_ID,
-    OutcomeUnknown,
-    RetryPolicy,
     SlurmClient,
     SlurmReply,
-    TokenSource,
-    tracer_for,
 )
+from services.launcher.platforms.dirac.settings import DiracSettings
+from shared.http.retry import CallState
 from shared.models import DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND, SINGULARITY_CONTAINER_KIND
 from shared.platforms.port import LaunchSpec, PlatformBase, PlatformError, RunStatus
 
@@ -49,32 +44,6 @@ SUPPORTED_VERSIONS = ("v0.0.45", "v0.0.44", "v0.0.43", "v0.0.42", "v0.0.41")
 SCRIPT_FILE = "job.sh"
 SUBMIT_FILE = "job.json"
 CANCEL_MARKER = "cancel-requested"
-
-
-class DiracSettings(BaseSettings):
-    """`EB_DIRAC_*` variables; keyword arguments given to the platform take precedence."""
-
-    model_config = SettingsConfigDict(env_prefix="EB_DIRAC_", extra="ignore")
-
-    url: str = ""
-    user: str = ""
-    token: SecretStr | None = None
-    # Re-read whenever slurmrestd refuses the token (a renewer rewrites it before it expires).
-    token_file: Path | None = None
-    partition: str = ""
-    account: str = ""
-    # Pin an API version (e.g. v0.0.42) instead of negotiating.
-    api_version: str | None = None
-    poll_s: float = 5.0
-    # A folder on the cluster that exists; each session runs in <work_root>/<session_id>.
-    work_root: str = "/tmp/execution-broker"
-    apptainer: str = "apptainer"
-    timeout_s: float = 30.0
-    attempts: int = 5
-    backoff_s: float = 0.5
-    max_backoff_s: float = 10.0
-    max_retry_after_s: float = 60.0
-    preparation_estimate_s: float = 120.0
 
 
 class DiracPlatform(PlatformBase):
@@ -89,23 +58,11 @@ class DiracPlatform(PlatformBase):
     def __init__(self, **settings: Any) -> None:
         # The registry passes every configured setting; those of other plugins are ignored.
         provider = settings.pop("tracer_provider", None)
-        known = {k: v for k, v in settings.items() if k in DiracSettings.model_fields and v is not None}
-        try:
-            self.settings = DiracSettings(**known)
-        except ValidationError as error:
-            raise ValueError(f"invalid dirac platform settings: {error}") from None
-        token = self.settings.token.get_secret_value() if self.settings.token else None
-        self._tokens = TokenSource(token, self.settings.token_file)
-        self._retry = RetryPolicy(
-            attempts=max(1, self.settings.attempts),
-            backoff_s=self.settings.backoff_s,
-            max_backoff_s=self.settings.max_backoff_s,
-            max_retry_after_s=self.settings.max_retry_after_s,
+        self.settings = DiracSettings.from_keywords(settings)
+        self._slurm = SlurmClient(
+            self.settings, tracer_provider=provider if isinstance(provider, trace.TracerProvider) else None
         )
-        self._tracer = tracer_for(provider if isinstance(provider, trace.TracerProvider) else None)
         self._version: str | None = self.settings.api_version or None
-        # Built once: loading the CA bundle for every short-lived client costs ~40 ms.
-        self._ssl = httpx.create_ssl_context()
 
     def __repr__(self) -> str:  # never the token
         return f"DiracPlatform(url={self.settings.url!r}, user={self.settings.user!r})"
@@ -122,39 +79,35 @@ class DiracPlatform(PlatformBase):
         self._check_configured()
         body = self._submit_body(spec)  # refuses a bad executable before anything is sent
         await asyncio.to_thread(_write_job_files, spec.work_dir, body)
-        async with self._client() as client:
-            await self._negotiate(client)
+        await self._negotiate(self._slurm)
 
     async def start(self, spec: LaunchSpec) -> str:
         self._check_configured()
         body = self._submit_body(spec)
         await asyncio.to_thread(_write_job_files, spec.work_dir, body)
         (spec.work_dir / CANCEL_MARKER).unlink(missing_ok=True)
-        async with self._client() as client:
-            version = await self._negotiate(client)
-            job_id = await self._submit(client, version, spec, body)
+        version = await self._negotiate(self._slurm)
+        job_id = await self._submit(self._slurm, version, spec, body)
         log.info("dirac: session %s submitted as Slurm job %s (%s)", spec.session_id, job_id, version)
         return json.dumps({"type": "slurm", "job_id": job_id, "api": version})
 
     async def poll(self, spec: LaunchSpec, handle: str) -> RunStatus:
         job_id, version = _parse_handle(handle)
-        async with self._client() as client:
-            reply = await client.call("GET", f"/slurm/{version}/job/{job_id}", accept={ESLURM_INVALID_JOB_ID})
-            view = None
-            if not _not_found(reply):
-                self._raise_for(reply, f"reading Slurm job {job_id}")
-                view = _parsed(dirac_job.view_from_slurm, reply, job_id)
+        client = self._slurm
+        reply = await client.call("GET", f"/slurm/{version}/job/{job_id}", accept={ESLURM_INVALID_JOB_ID})
+        view = None
+        if not _not_found(reply):
+            self._raise_for(reply, f"reading Slurm job {job_id}")
+            view = _parsed(dirac_job.view_from_slurm, reply, job_id)
+        if view is None:
+            # Purged from slurmctld (MinJobAge): the accounting database still knows it.
+            db = await client.call("GET", f"/slurmdb/{version}/job/{job_id}", accept={ESLURM_INVALID_JOB_ID})
+            if _not_found(db):
+                raise PlatformError(f"Slurm job {job_id} is known neither to slurmctld nor to slurmdbd")
+            self._raise_for(db, f"reading the accounting record of Slurm job {job_id}")
+            view = _parsed(dirac_job.view_from_slurmdb, db, job_id)
             if view is None:
-                # Purged from slurmctld (MinJobAge): the accounting database still knows it.
-                db = await client.call(
-                    "GET", f"/slurmdb/{version}/job/{job_id}", accept={ESLURM_INVALID_JOB_ID}
-                )
-                if _not_found(db):
-                    raise PlatformError(f"Slurm job {job_id} is known neither to slurmctld nor to slurmdbd")
-                self._raise_for(db, f"reading the accounting record of Slurm job {job_id}")
-                view = _parsed(dirac_job.view_from_slurmdb, db, job_id)
-                if view is None:
-                    raise PlatformError(f"Slurm job {job_id} is known neither to slurmctld nor to slurmdbd")
+                raise PlatformError(f"Slurm job {job_id} is known neither to slurmctld nor to slurmdbd")
         cancel_requested = await asyncio.to_thread((spec.work_dir / CANCEL_MARKER).exists)
         return dirac_job.run_status(
             view, cancel_requested=cancel_requested, outputs=self._outputs(spec, view)
@@ -163,12 +116,9 @@ class DiracPlatform(PlatformBase):
     async def cancel(self, spec: LaunchSpec, handle: str) -> None:
         job_id, version = _parse_handle(handle)
         await asyncio.to_thread(_touch, spec.work_dir / CANCEL_MARKER)
-        async with self._client() as client:
-            reply = await client.call(
-                "DELETE",
-                f"/slurm/{version}/job/{job_id}",
-                accept={ESLURM_INVALID_JOB_ID, ESLURM_ALREADY_DONE},
-            )
+        reply = await self._slurm.call(
+            "DELETE", f"/slurm/{version}/job/{job_id}", accept={ESLURM_INVALID_JOB_ID, ESLURM_ALREADY_DONE}
+        )
         if _not_found(reply) or ESLURM_ALREADY_DONE in reply.error_numbers:
             return  # already ended (and perhaps purged): nothing left to stop
         self._raise_for(reply, f"cancelling Slurm job {job_id}")
@@ -185,21 +135,10 @@ class DiracPlatform(PlatformBase):
             for name in ("url", "user", "partition", "account")
             if not getattr(self.settings, name)
         ]
-        if self.settings.token is None and self.settings.token_file is None:
+        if self.settings.token is None:
             missing.append("EB_DIRAC_TOKEN or EB_DIRAC_TOKEN_FILE")
         if missing:
             raise PlatformError(f"the dirac platform is not configured: set {', '.join(missing)}")
-
-    def _client(self) -> SlurmClient:
-        return SlurmClient(
-            self.settings.url,
-            self.settings.user,
-            self._tokens,
-            timeout_s=self.settings.timeout_s,
-            retry=self._retry,
-            tracer=self._tracer,
-            verify=self._ssl,
-        )
 
     def _submit_body(self, spec: LaunchSpec) -> dict[str, Any]:
         return dirac_job.submit_body(
@@ -239,19 +178,11 @@ class DiracPlatform(PlatformBase):
 
     async def _submit(self, client: SlurmClient, version: str, spec: LaunchSpec, body: dict[str, Any]) -> int:
         comment = dirac_job.job_comment(spec.session_id)
-        for attempt in range(self._retry.attempts):
-            try:
-                reply = await client.call("POST", f"/slurm/{version}/job/submit", json=body, idempotent=False)
-            except OutcomeUnknown as lost:
-                # The job may exist: look for it before submitting a second one.
-                await asyncio.sleep(self._retry.delay(attempt))
-                found = await self._find_job(client, version, comment)
-                if found is not None:
-                    log.info("dirac: found Slurm job %s of a submit whose answer was lost", found)
-                    return found
-                if attempt == self._retry.attempts - 1:
-                    raise PlatformError(f"{lost.message} (gave up)", transient=True) from None
-                continue
+
+        async def find(state: CallState) -> int | None:
+            return self._job_with(await client.look(f"/slurm/{version}/jobs/", state), comment)
+
+        def parse(reply: SlurmReply) -> int:
             self._raise_for(reply, "submitting the Slurm job")
             job_id = reply.body.get("job_id")
             if not isinstance(job_id, int):  # v0.0.41 also nests it in "result"
@@ -260,10 +191,11 @@ class DiracPlatform(PlatformBase):
             if not isinstance(job_id, int) or isinstance(job_id, bool):
                 raise PlatformError("slurmrestd accepted the job but returned no job_id", transient=True)
             return job_id
-        raise AssertionError("unreachable")
 
-    async def _find_job(self, client: SlurmClient, version: str, comment: str) -> int | None:
-        reply = await client.call("GET", f"/slurm/{version}/jobs/")
+        return await client.create(f"/slurm/{version}/job/submit", body, find, parse)
+
+    def _job_with(self, reply: SlurmReply, comment: str) -> int | None:
+        """The id of the job that carries our comment in a job listing, or None."""
         self._raise_for(reply, "listing Slurm jobs")
         jobs = reply.body.get("jobs")
         for record in jobs if isinstance(jobs, list) else []:
@@ -273,6 +205,7 @@ class DiracPlatform(PlatformBase):
                 and record.get("user_name") in (None, self.settings.user)
                 and isinstance(record.get("job_id"), int)
             ):
+                log.info("dirac: found Slurm job %s of a submit whose answer was lost", record["job_id"])
                 return int(record["job_id"])
         return None
 

@@ -9,24 +9,7 @@ in `environment`) plus one data resource naming the observation; `jbo_job` docum
 eMCP exits 0 even when it fails, so a run only SUCCEEDS when `eMCP.log` says `Pipeline finished`
 and the weblog, its info file and (after calibration) `<inbase>_avg.ms` exist.
 
-Settings (keyword arguments override the environment):
-
-| keyword | variable | default |
-|---|---|---|
-| url | EB_JBO_URL | (required) the runner's base URL |
-| token / token_file | EB_JBO_TOKEN / EB_JBO_TOKEN_FILE | (one required) the bearer token |
-| poll_s | EB_JBO_POLL_S | 30 |
-| image | EB_JBO_IMAGE | ghcr.io/miguelcarcamov/emerlin_casa_pipeline:latest |
-| allowed_images | EB_JBO_ALLOWED_IMAGES | the default image's repository (comma list of prefixes) |
-| pipeline_version | EB_JBO_PIPELINE_VERSION | v2.0.20 |
-| timeout_s | EB_JBO_TIMEOUT_S | 30 (per HTTP request) |
-| attempts | EB_JBO_ATTEMPTS | 5 (per HTTP call, the first included) |
-| backoff_s | EB_JBO_BACKOFF_S | 0.5 (first back-off bound; doubles, full jitter, max 30) |
-| max_retry_after_s | EB_JBO_MAX_RETRY_AFTER_S | 120 |
-| queue_timeout_s | EB_JBO_QUEUE_TIMEOUT_S | 0 = none (the booked slot's end still applies) |
-| prepare_estimate_s | EB_JBO_PREPARE_ESTIMATE_S | 60 |
-| max_weblog_bytes | EB_JBO_MAX_WEBLOG_BYTES | 512 MiB |
-| tracer_provider | — | the global one |
+Settings: `JboSettings` (jbo/settings.py), from keyword arguments or `EB_JBO_*` variables.
 """
 
 from __future__ import annotations
@@ -34,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,8 +26,9 @@ from urllib.parse import quote
 from opentelemetry.trace import TracerProvider
 
 from services.launcher.platforms.files import read_json_object, write_json_atomically
-from services.launcher.platforms.jbo.client import JboHttp, RetryPolicy
+from services.launcher.platforms.jbo.client import JboHttp
 from services.launcher.platforms.jbo.job import build_job, judge
+from services.launcher.platforms.jbo.settings import JboSettings
 from shared.models import (
     DOCKER_CONTAINER_KIND,
     IVOA_DATA_KIND,
@@ -58,8 +41,6 @@ from shared.platforms.port import LaunchSpec, PlatformBase, PlatformError, RunSt
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IMAGE = "ghcr.io/miguelcarcamov/emerlin_casa_pipeline:latest"
-DEFAULT_PIPELINE_VERSION = "v2.0.20"
 JOBS = "/jbo/v1/jobs"
 
 JOB_FILE = "jbo-job.json"
@@ -72,13 +53,6 @@ PREPARING_STATES = frozenset({"QUEUED", "STAGING_IN"})
 RUNNING_STATES = frozenset({"RUNNING", "STAGING_OUT"})
 FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 MIN_WALLTIME_S = 60
-
-
-def _setting(settings: dict[str, Any], key: str, default: Any = None) -> Any:
-    if settings.get(key) is not None:
-        return settings[key]
-    value = os.environ.get(f"EB_JBO_{key.upper()}")
-    return value if value not in (None, "") else default
 
 
 class JobHandle(NamedTuple):
@@ -107,32 +81,17 @@ class JboPlatform(PlatformBase):
 
     def __init__(self, **settings: Any) -> None:
         # The registry passes every configured setting; unknown ones are ignored on purpose.
-        self._url = str(_setting(settings, "url", "")).rstrip("/")
-        self._poll_s = float(_setting(settings, "poll_s", 30.0))
-        self._image = str(_setting(settings, "image", DEFAULT_IMAGE))
-        allowed = _setting(settings, "allowed_images", self._image.rsplit(":", 1)[0].split("@")[0])
-        items = allowed if isinstance(allowed, (list, tuple)) else str(allowed).split(",")
-        self._allowed_images = tuple(item.strip() for item in items if item.strip())
-        self._pipeline_version = str(_setting(settings, "pipeline_version", DEFAULT_PIPELINE_VERSION))
-        self._queue_timeout_s = float(_setting(settings, "queue_timeout_s", 0.0))
-        self._prepare_estimate_s = float(_setting(settings, "prepare_estimate_s", 60.0))
-        self._max_weblog_bytes = int(_setting(settings, "max_weblog_bytes", 512 * 2**20))
-        policy = RetryPolicy(
-            attempts=max(1, int(_setting(settings, "attempts", 5))),
-            base_s=float(_setting(settings, "backoff_s", 0.5)),
-            max_retry_after_s=float(_setting(settings, "max_retry_after_s", 120.0)),
-        )
-        token = _setting(settings, "token")
-        token_file = _setting(settings, "token_file")
+        self.settings = JboSettings.from_keywords(settings)
+        self._url = self.settings.url
+        self._poll_s = self.settings.poll_s
+        self._image = self.settings.image
+        self._allowed_images = self.settings.image_prefixes
+        self._pipeline_version = self.settings.pipeline_version
+        self._queue_timeout_s = self.settings.queue_timeout_s
+        self._prepare_estimate_s = self.settings.prepare_estimate_s
+        self._max_weblog_bytes = self.settings.max_weblog_bytes
         provider = settings.get("tracer_provider")
-        self._http = JboHttp(
-            self._url,
-            str(token) if token else None,
-            str(token_file) if token_file else None,
-            float(_setting(settings, "timeout_s", 30.0)),
-            policy,
-            provider if isinstance(provider, TracerProvider) else None,
-        )
+        self._http = JboHttp(self.settings, provider if isinstance(provider, TracerProvider) else None)
 
     def __repr__(self) -> str:  # never the token
         return f"JboPlatform(url={self._url!r})"

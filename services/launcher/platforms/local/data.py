@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import httpx
-
+from services.launcher.platforms.local.fetch import Fetcher
 from shared.platforms.port import LaunchSpec, PlatformError, component_keys
 
 SIMPLE_DATA_SUFFIX = "kinds/data/simple-data-resource.yaml"
@@ -46,7 +45,7 @@ async def prepare_storage(spec: LaunchSpec, storage: dict[str, Any]) -> None:
     await _mount(spec, storage, path)
 
 
-async def prepare_data(spec: LaunchSpec, data: dict[str, Any], *, timeout: float, max_bytes: int) -> None:
+async def prepare_data(spec: LaunchSpec, data: dict[str, Any], fetcher: Fetcher, *, max_bytes: int) -> None:
     kind = str(data.get("kind", ""))
     if not kind.endswith(SIMPLE_DATA_SUFFIX):
         raise PlatformError(f"the local platform cannot stage data of kind {kind}")
@@ -59,7 +58,7 @@ async def prepare_data(spec: LaunchSpec, data: dict[str, Any], *, timeout: float
         await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         if location.startswith(("http://", "https://")):
-            await _download(location, partial, timeout=timeout, max_bytes=max_bytes)
+            await fetcher.save(location, partial, max_bytes, "data")
         else:
             source = (
                 Path(unquote(urlparse(location).path)) if location.startswith("file://") else Path(location)
@@ -76,29 +75,6 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copytree(source, target, dirs_exist_ok=True)
     else:
         shutil.copyfile(source, target)
-
-
-async def _download(url: str, target: Path, *, timeout: float, max_bytes: int) -> None:
-    try:
-        async with (
-            httpx.AsyncClient(follow_redirects=True, timeout=timeout) as client,
-            client.stream("GET", url) as response,
-        ):
-            if response.status_code >= 400:
-                raise PlatformError(
-                    f"HTTP {response.status_code} fetching {url}", transient=response.status_code >= 500
-                )
-            size = 0
-            with target.open("wb") as out:
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise PlatformError(f"data at {url} is larger than {max_bytes} bytes")
-                    out.write(chunk)
-    except httpx.TimeoutException as error:
-        raise PlatformError(f"timed out fetching {url}", transient=True) from error
-    except httpx.HTTPError as error:
-        raise PlatformError(f"cannot fetch {url}: {error}", transient=True) from error
 
 
 async def _mount(spec: LaunchSpec, component: dict[str, Any], path: Path) -> None:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import unquote, urlparse
 
-import httpx
 import nbformat
 
 from services.launcher.platforms.files import read_json_object
@@ -40,6 +39,7 @@ from services.launcher.platforms.local.command import (
 from services.launcher.platforms.local.command import (
     RESULT_FILE as RESULT_FILE,  # re-exported: the plugin's file names live here too
 )
+from services.launcher.platforms.local.fetch import Fetcher
 from services.launcher.platforms.local.runner import (
     CANCEL_MARKER,
     CANCELLED_MESSAGE,
@@ -47,6 +47,7 @@ from services.launcher.platforms.local.runner import (
     proc_start_time,
     write_result,
 )
+from services.launcher.platforms.local.settings import LocalSettings
 from shared.models import DOCKER_CONTAINER_KIND, JUPYTER_NOTEBOOK_KIND, LOCAL_COMMAND_KIND, SIMPLE_DATA_KIND
 from shared.platforms.port import (
     LaunchSpec,
@@ -62,8 +63,6 @@ OUTPUT_FILE = "output.ipynb"
 LOG_FILE = "runner.log"
 CONTAINER_LOG_FILE = "container.log"
 
-DEFAULT_MAX_NOTEBOOK_BYTES = 50 * 1024 * 1024
-DEFAULT_FETCH_TIMEOUT = 30.0
 # How long a run gets to stop after SIGTERM before SIGKILL, and after SIGKILL before we give up.
 TERM_GRACE_SECONDS = 5.0
 KILL_GRACE_SECONDS = 5.0
@@ -79,10 +78,6 @@ THREAD_LIMIT_VARIABLES = (
 )
 
 
-# Staged input data is bounded so a wrong URL cannot fill the disk.
-DATA_MAX_BYTES = 10 * 2**30
-
-
 class LocalPlatform(PlatformBase):
     name = "local"
     executable_kinds: ClassVar[frozenset[str]] = frozenset(
@@ -93,8 +88,9 @@ class LocalPlatform(PlatformBase):
 
     def __init__(self, **settings: Any) -> None:
         # The registry passes every configured setting; unknown ones are ignored on purpose.
-        self._max_notebook_bytes = int(settings.get("max_notebook_bytes", DEFAULT_MAX_NOTEBOOK_BYTES))
-        self._fetch_timeout = float(settings.get("fetch_timeout", DEFAULT_FETCH_TIMEOUT))
+        self.settings = LocalSettings.from_keywords(settings)
+        self._max_notebook_bytes = self.settings.max_notebook_bytes
+        self._fetcher = Fetcher(self.settings)
         # Runners this instance started, kept only to reap them (no zombies); never needed to poll.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -114,7 +110,7 @@ class LocalPlatform(PlatformBase):
         await local_data.prepare_storage(spec, storage)
 
     async def prepare_data(self, spec: LaunchSpec, data: dict[str, Any]) -> None:
-        await local_data.prepare_data(spec, data, timeout=self._fetch_timeout, max_bytes=DATA_MAX_BYTES)
+        await local_data.prepare_data(spec, data, self._fetcher, max_bytes=self.settings.max_data_bytes)
 
     def preparation_estimate(self, spec: LaunchSpec) -> float:
         return 2.0
@@ -197,7 +193,7 @@ class LocalPlatform(PlatformBase):
 
     async def _fetch(self, location: str) -> bytes:
         if location.startswith(("http://", "https://")):
-            return await self._fetch_http(location)
+            return await self._fetcher.read(location, self._max_notebook_bytes, "notebook")
         if location.startswith("file://"):
             path = Path(unquote(urlparse(location).path))
         elif Path(location).is_absolute():
@@ -211,32 +207,6 @@ class LocalPlatform(PlatformBase):
         if path.stat().st_size > self._max_notebook_bytes:
             raise PlatformError(f"notebook at {location} is larger than {self._max_notebook_bytes} bytes")
         return await asyncio.to_thread(path.read_bytes)
-
-    async def _fetch_http(self, url: str) -> bytes:
-        try:
-            async with (
-                httpx.AsyncClient(follow_redirects=True, timeout=self._fetch_timeout) as client,
-                client.stream("GET", url) as response,
-            ):
-                if response.status_code >= 400:
-                    raise PlatformError(
-                        f"HTTP {response.status_code} fetching {url}", transient=response.status_code >= 500
-                    )
-                chunks: list[bytes] = []
-                size = 0
-                # Counted while streaming: Content-Length may be absent or wrong.
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > self._max_notebook_bytes:
-                        raise PlatformError(
-                            f"notebook at {url} is larger than {self._max_notebook_bytes} bytes"
-                        )
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except httpx.TimeoutException as error:
-            raise PlatformError(f"timed out fetching {url}", transient=True) from error
-        except httpx.HTTPError as error:
-            raise PlatformError(f"cannot fetch {url}: {_first_line(error)}", transient=True) from error
 
     async def _start_notebook(self, spec: LaunchSpec) -> str:
         work_dir = spec.work_dir
