@@ -10,9 +10,21 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 
-def setup_tracing(service_name: str) -> TracerProvider:
-    """Spans always exist (session events carry trace ids); they leave the process only with OTLP set."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+def tracer_provider(service_name: str) -> TracerProvider:
+    """A provider for a service's spans that exports nothing yet and is not the global one.
+
+    Building a service creates one of these, so that building (for its wiring, say) starts no
+    exporter thread and changes no process-wide state; ``start_tracing`` does that when it runs.
+    """
+    return TracerProvider(resource=Resource.create({"service.name": service_name}))
+
+
+def start_tracing(provider: TracerProvider) -> None:
+    """Export the provider's spans over OTLP when that is configured, and make it the global one.
+
+    Spans always exist (session events carry trace ids); they leave the process only with OTLP set.
+    Tracers already taken from ``provider`` export too: processors are shared by its tracers.
+    """
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         if os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
@@ -25,6 +37,12 @@ def setup_tracing(service_name: str) -> TracerProvider:
 
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+
+
+def setup_tracing(service_name: str) -> TracerProvider:
+    """``tracer_provider`` and ``start_tracing`` at once, for code that runs as soon as it is made."""
+    provider = tracer_provider(service_name)
+    start_tracing(provider)
     return provider
 
 
