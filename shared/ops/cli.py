@@ -15,7 +15,6 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from importlib.metadata import entry_points
 from importlib.resources import as_file
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -38,6 +37,7 @@ from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
 from shared.ops.embedded import SERVICES, EmbeddedBroker, free_port, wait_for_port
+from shared.service import load_service
 from shared.settings import DEFAULT_NATS_URL, Settings
 
 if TYPE_CHECKING:
@@ -143,9 +143,6 @@ def print_update(result: UpdateResult, as_json: bool = False) -> None:
 
 # -- running the broker ---------------------------------------------------------------------------
 
-#: The services' `run(settings, stop)` coroutines, declared in pyproject.toml.
-SERVICE_ENTRY_POINTS = "execution_broker.services"
-
 
 @app.command()
 def service(
@@ -159,15 +156,14 @@ def service(
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     settings = Settings(nats_url=nats_url)
     # Services are found by entry point, as platforms are: the library never imports a service.
-    (point,) = entry_points(group=SERVICE_ENTRY_POINTS, name=name)
-    run = point.load()
+    entry = load_service(name)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run(settings, stop)
+        await entry.run(settings, stop)
 
     try:
         asyncio.run(main())
