@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from shared import subjects
+from shared.asyncapi import installed_document
 from shared.client import (
     BrokerClient,
     BrokerTimeout,
@@ -523,6 +525,22 @@ def pools(as_json: JsonFlag = False, nats_url: NatsUrl = DEFAULT_NATS_URL) -> No
             str(use["peak_cores"]),
         )
     console.print(table)
+
+
+@app.command("asyncapi")
+def asyncapi_cmd(
+    as_yaml: Annotated[bool, typer.Option("--yaml", help="Print YAML instead of JSON.")] = False,
+) -> None:
+    """The bus contract (AsyncAPI 3.0.0) of the services as EB_* configures them (built, not started)."""
+    try:
+        document = installed_document(Settings())
+    except (ValueError, LookupError, TypeError, OSError) as exc:
+        err.print(f"[red]error:[/red] could not describe the services: {exc}")
+        raise typer.Exit(1) from None
+    if as_yaml:
+        typer.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
+    else:
+        typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
 @app.command()
