@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,25 +23,8 @@ from shared.service import installed_services
 from shared.settings import Settings
 from shared.subjects import Pattern
 from tests.asyncapi_schema import defined, problems, strings
+from tests.e2e.test_pools import POOLS as TWO_POOLS  # "small" and "big", both local
 from tests.unit.offers_policy import NOW, POLICY
-
-TWO_POOLS = """
-[[pools]]
-name = "small"
-platform = "local"
-site = "SITE-A"
-cores = 2
-memory_gib = 4
-storage_gib = 10
-
-[[pools]]
-name = "big"
-platform = "local"
-site = "SITE-B"
-cores = 8
-memory_gib = 16
-storage_gib = 100
-"""
 
 #: What users send and receive (docs: DESIGN "Identity and permissions"), and the model of each.
 USER_SUBJECTS: tuple[tuple[Pattern, str, type[BaseModel]], ...] = (
@@ -176,9 +158,13 @@ def test_what_users_send_and_receive_validates_against_the_document(doc: dict[st
         )
         errors = [e.message for e in payload_validator(doc, op).iter_errors(wire)]
         assert errors == [], f"{pattern.template}: {errors}"
-    # And the schema is not a blank cheque: an update without its value is refused.
+    # And the schemas are no blank cheques: an update without its value is refused, and so is an
+    # executable of a kind the broker does not know.
     (op,) = operations(doc, "user", "send", subjects.UPDATE)
     assert not payload_validator(doc, op).is_valid({"kind": "uri:enum-value-update", "path": "phase"})
+    (op,) = operations(doc, "user", "send", subjects.REQUEST)
+    unknown = {**request, "executable": {**request["executable"], "kind": "urn:no-such-kind"}}
+    assert not payload_validator(doc, op).is_valid(unknown)
 
 
 def test_every_durable_receives_its_filter_subjects(doc: dict[str, Any], wirings: list[Wiring]) -> None:
@@ -197,9 +183,12 @@ def test_every_durable_receives_its_filter_subjects(doc: dict[str, Any], wirings
                     "messages"
                 ]
     # Both pools' consumers are there, each with only its own pool's subjects.
-    scheduler = {op["x-eb-durable"]: op for op in doc["operations"].values() if "x-eb-durable" in op}
-    assert scheduler["scheduler-big"]["x-eb-subjects"][0].startswith("eb.scheduler.big.cmd.")
-    assert all(".small." in s for s in scheduler["scheduler-small"]["x-eb-subjects"])
+    by_durable = {op["x-eb-durable"]: op for op in doc["operations"].values() if "x-eb-durable" in op}
+    for pool in ("big", "small"):
+        assert all(
+            s.startswith(f"eb.scheduler.{pool}.cmd.")
+            for s in by_durable[f"scheduler-{pool}"]["x-eb-subjects"]
+        )
 
 
 def test_every_publication_is_sent(doc: dict[str, Any], wirings: list[Wiring]) -> None:
@@ -242,16 +231,3 @@ def test_each_payload_schema_is_kept_once_in_components(doc: dict[str, Any]) -> 
     schemas = doc["components"]["schemas"]
     assert {"ExecutionRequest", "OfferSetResponse", "MessageItem", "LaunchSession"} <= set(schemas)
     assert not [name for name in schemas if name.endswith(("-Input", "-Output"))]
-
-
-def test_the_document_is_built_without_a_running_service(tmp_path: Path) -> None:
-    # The wirings come from the entry points alone: nothing in the data directory, nothing started.
-    settings = Settings(data_dir=tmp_path / "data")
-    built = document([entry.wiring(settings) for entry in installed_services().values()], version="0")
-    assert not (tmp_path / "data").exists()
-    assert {op["tags"][0]["name"] for op in built["operations"].values()} == {
-        "offers",
-        "scheduler",
-        "launcher",
-        "user",
-    }
