@@ -51,6 +51,6 @@ class Settings(BaseSettings):
     otel_service_prefix: str = ""
 
     def service_dir(self, service: str) -> Path:
-        path = self.data_dir / service
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """Where a service keeps its files; made when the service first writes there (``Store.open``),
+        so that building a service (for its wiring, say) leaves no trace on disk."""
+        return self.data_dir / service

@@ -12,8 +12,21 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 OTLP_PROTOCOL = "http/protobuf"
 
 
-def setup_tracing(service_name: str) -> TracerProvider:
-    """Spans always exist (session events carry trace ids); they leave the process only with OTLP set."""
+def tracer_provider(service_name: str) -> TracerProvider:
+    """A provider for a service's spans that exports nothing yet and is not the global one.
+
+    Building a service creates one of these, so that building (for its wiring, say) starts no
+    exporter thread and changes no process-wide state; ``start_tracing`` does that when it runs.
+    """
+    return TracerProvider(resource=Resource.create({"service.name": service_name}))
+
+
+def start_tracing(provider: TracerProvider) -> None:
+    """Export the provider's spans over OTLP when that is configured, and make it the global one.
+
+    Spans always exist (session events carry trace ids); they leave the process only with OTLP set.
+    Tracers already taken from ``provider`` export too: processors are shared by its tracers.
+    """
     exporting = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     )
@@ -26,13 +39,18 @@ def setup_tracing(service_name: str) -> TracerProvider:
             f"over HTTP only; set it to {OTLP_PROTOCOL!r} (or unset it) and use the collector's "
             "HTTP port (4318)"
         )
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if exporting:
         # Imported only when exporting: it costs a quarter of a second of start-up.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+
+
+def setup_tracing(service_name: str) -> TracerProvider:
+    """``tracer_provider`` and ``start_tracing`` at once, for code that runs as soon as it is made."""
+    provider = tracer_provider(service_name)
+    start_tracing(provider)
     return provider
 
 

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft7Validator  # type: ignore[import-untyped]
 
 from shared.client import BrokerClient, wait_for_services
 from shared.ops.embedded import SERVICES, EmbeddedBroker, NatsServer
+from tests.asyncapi_schema import load_schema
 
 
 @pytest.fixture
@@ -70,6 +72,15 @@ def broker(broker_factory: object) -> EmbeddedBroker:
 async def client(broker: EmbeddedBroker) -> AsyncIterator[BrokerClient]:
     async with BrokerClient(broker.url, "alice") as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def asyncapi_validator(tmp_path_factory: pytest.TempPathFactory) -> Draft7Validator:
+    """A validator of the official AsyncAPI 3.0.0 JSON Schema (see tests/asyncapi_schema.py)."""
+    schema = load_schema(tmp_path_factory.getbasetemp() / "asyncapi-specs")
+    if isinstance(schema, str):
+        pytest.skip(schema)
+    return Draft7Validator(schema)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

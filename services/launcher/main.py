@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from opentelemetry.sdk.trace import TracerProvider
+
 from services.launcher.driver import Drivers
 from services.launcher.handlers import SERVICE, LauncherHandlers, wiring
 from services.launcher.store import SCHEMA
@@ -11,12 +13,17 @@ from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
 from shared.platforms.registry import load_platform
 from shared.pools import load_pools
+from shared.service import ServiceEntry
 from shared.settings import Settings
-from shared.telemetry import setup_tracing
+from shared.telemetry import setup_tracing, tracer_provider
 
 
-def build(settings: Settings) -> tuple[ServiceRuntime, Drivers]:
-    tracer = setup_tracing(settings.otel_service_prefix + SERVICE)
+def build(settings: Settings, tracing: TracerProvider | None = None) -> tuple[ServiceRuntime, Drivers]:
+    """The service ready to start; nothing connects, opens a file or starts a thread before it does.
+
+    ``tracing`` receives its spans (by default a provider that exports nothing).
+    """
+    tracer = tracing or tracer_provider(settings.otel_service_prefix + SERVICE)
     service_dir = settings.service_dir(SERVICE).resolve()
     store = Store(service_dir / "launcher.sqlite", SCHEMA)
     config = load_pools(settings)
@@ -37,7 +44,7 @@ def build(settings: Settings) -> tuple[ServiceRuntime, Drivers]:
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    runtime, drivers = build(settings)
+    runtime, drivers = build(settings, setup_tracing(settings.otel_service_prefix + SERVICE))
     await runtime.start()
     await drivers.resume_all()
     try:
@@ -45,3 +52,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         await drivers.stop()
         await runtime.stop()
+
+
+#: The `execution_broker.services` entry point (pyproject.toml).
+entry = ServiceEntry(SERVICE, run, lambda settings: build(settings)[0].wiring)

@@ -351,7 +351,8 @@ def wiring(handlers: OffersHandlers, pools: Sequence[str]) -> Wiring:
             Publication(subjects.UPDATE_RESULT, UpdateResult),
             *(
                 Publication(subjects.SESSION, SessionEvent, {"phase": phase.value})
-                for phase in sorted(OWN_PHASES - {Phase.OFFERED})
+                # CANCELLED too: an offer its owner cancels ends here (after acceptance, elsewhere).
+                for phase in sorted((OWN_PHASES - {Phase.OFFERED}) | {Phase.CANCELLED})
             ),
             *(
                 Publication(subjects.SCHEDULER_COMMAND, model, {"pool": pool, "verb": verb.value})

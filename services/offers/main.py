@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from opentelemetry.sdk.trace import TracerProvider
+
 from services.offers.domain import OfferPolicy
 from services.offers.handlers import SERVICE, OffersHandlers, wiring
 from services.offers.http.settings import HttpSettings
@@ -12,13 +14,20 @@ from services.offers.store import SCHEMA
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
 from shared.pools import load_pools
+from shared.service import ServiceEntry
 from shared.settings import Settings
-from shared.telemetry import setup_tracing
+from shared.telemetry import setup_tracing, tracer_provider
 
 
-def build(settings: Settings, http: HttpSettings | None = None) -> ServiceRuntime:
+def build(
+    settings: Settings, http: HttpSettings | None = None, tracing: TracerProvider | None = None
+) -> ServiceRuntime:
+    """The service ready to start; nothing connects, opens a file or starts a thread before it does.
+
+    ``tracing`` receives its spans (by default a provider that exports nothing).
+    """
     http = http or HttpSettings()
-    tracer = setup_tracing(settings.otel_service_prefix + SERVICE)
+    tracer = tracing or tracer_provider(settings.otel_service_prefix + SERVICE)
     store = Store(settings.service_dir(SERVICE) / "offers.sqlite", SCHEMA)
     pools = load_pools(settings)
     first = pools.pools[0]
@@ -47,7 +56,7 @@ def build(settings: Settings, http: HttpSettings | None = None) -> ServiceRuntim
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     http = HttpSettings()
-    runtime = build(settings, http)
+    runtime = build(settings, http, setup_tracing(settings.otel_service_prefix + SERVICE))
     await runtime.start()
     server = None
     try:
@@ -62,3 +71,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         if server is not None:
             await server.stop()
         await runtime.stop()
+
+
+#: The `execution_broker.services` entry point (pyproject.toml).
+entry = ServiceEntry(SERVICE, run, lambda settings: build(settings).wiring)

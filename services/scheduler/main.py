@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.msg import Msg
+from opentelemetry.sdk.trace import TracerProvider
 
 from services.scheduler import store as tables
 from services.scheduler.domain import peak_usage
@@ -18,12 +19,19 @@ from services.scheduler.store import SCHEMA
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
 from shared.pools import PoolsConfig, load_pools
+from shared.service import ServiceEntry
 from shared.settings import Settings
-from shared.telemetry import setup_tracing
+from shared.telemetry import setup_tracing, tracer_provider
 
 
-def build(settings: Settings) -> tuple[ServiceRuntime, PoolsConfig, dict[str, SchedulerHandlers]]:
-    tracer = setup_tracing(settings.otel_service_prefix + SERVICE)
+def build(
+    settings: Settings, tracing: TracerProvider | None = None
+) -> tuple[ServiceRuntime, PoolsConfig, dict[str, SchedulerHandlers]]:
+    """The service ready to start; nothing connects, opens a file or starts a thread before it does.
+
+    ``tracing`` receives its spans (by default a provider that exports nothing).
+    """
+    tracer = tracing or tracer_provider(settings.otel_service_prefix + SERVICE)
     store = Store(settings.service_dir(SERVICE) / "scheduler.sqlite", SCHEMA)
     config = load_pools(settings)
     rucio_url = settings.rucio_url or config.rucio_url
@@ -72,9 +80,13 @@ async def pools_report(store: Store, config: PoolsConfig) -> list[dict[str, Any]
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    runtime, _, _ = build(settings)
+    runtime, _, _ = build(settings, setup_tracing(settings.otel_service_prefix + SERVICE))
     await runtime.start()
     try:
         await stop.wait()
     finally:
         await runtime.stop()
+
+
+#: The `execution_broker.services` entry point (pyproject.toml).
+entry = ServiceEntry(SERVICE, run, lambda settings: build(settings)[0].wiring)

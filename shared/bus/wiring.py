@@ -26,7 +26,9 @@ Handler = Callable[["Transaction", "Incoming"], Awaitable[None]]
 DeadHandler = Callable[["Transaction", "Incoming", str], Awaitable[None]]
 Ticker = Callable[["Transaction"], Awaitable[None]]
 Responder = Callable[["Msg"], Awaitable[None]]
-Payload = type[BaseModel] | None  # None: a payload described elsewhere (the IVOA documents)
+#: Every message has a model, the users' IVOA documents too (`ExecutionRequest`, `EnumValueUpdate`):
+#: the AsyncAPI document takes its payload schemas from these.
+Payload = type[BaseModel]
 
 
 @dataclass(frozen=True)

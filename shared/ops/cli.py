@@ -15,17 +15,18 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from importlib.metadata import entry_points
 from importlib.resources import as_file
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from shared import subjects
+from shared.asyncapi import installed_document
 from shared.client import (
     BrokerClient,
     BrokerTimeout,
@@ -39,6 +40,7 @@ from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
 from shared.ops.embedded import SERVICES, EmbeddedBroker, free_port, wait_for_port
+from shared.service import load_service
 from shared.settings import DEFAULT_NATS_URL, Settings
 
 if TYPE_CHECKING:
@@ -144,9 +146,6 @@ def print_update(result: UpdateResult, as_json: bool = False) -> None:
 
 # -- running the broker ---------------------------------------------------------------------------
 
-#: The services' `run(settings, stop)` coroutines, declared in pyproject.toml.
-SERVICE_ENTRY_POINTS = "execution_broker.services"
-
 
 @app.command()
 def service(
@@ -160,15 +159,14 @@ def service(
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     settings = Settings(nats_url=nats_url)
     # Services are found by entry point, as platforms are: the library never imports a service.
-    (point,) = entry_points(group=SERVICE_ENTRY_POINTS, name=name)
-    run = point.load()
+    entry = load_service(name)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run(settings, stop)
+        await entry.run(settings, stop)
 
     try:
         asyncio.run(main())
@@ -528,6 +526,22 @@ def pools(as_json: JsonFlag = False, nats_url: NatsUrl = DEFAULT_NATS_URL) -> No
             str(use["peak_cores"]),
         )
     console.print(table)
+
+
+@app.command("asyncapi")
+def asyncapi_cmd(
+    as_yaml: Annotated[bool, typer.Option("--yaml", help="Print YAML instead of JSON.")] = False,
+) -> None:
+    """The bus contract (AsyncAPI 3.0.0) of the services as EB_* configures them (built, not started)."""
+    try:
+        document = installed_document(Settings())
+    except (ValueError, LookupError, TypeError, OSError) as exc:
+        err.print(f"[red]error:[/red] could not describe the services: {exc}")
+        raise typer.Exit(1) from None
+    if as_yaml:
+        typer.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
+    else:
+        typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
 @app.command()
