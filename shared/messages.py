@@ -115,11 +115,21 @@ class PreparationMeasured(Message):
 
 
 class StopSession(Message):
-    """scheduler → launcher: stop a launched session (cancel)."""
+    """scheduler → launcher: the owner cancelled the session; stop its run, or end it CANCELLED
+    before launch if it has none."""
 
     session_id: str
     owner: str
     reason: str
+
+
+class FailSession(Message):
+    """scheduler → launcher: a booking that could not be made; the session ends FAILED with these
+    messages (the launcher owns FAILED). A session already launched ends by its own run instead."""
+
+    session_id: str
+    owner: str
+    messages: list[MessageItem] = Field(default_factory=list)
 
 
 class SessionEvent(Message):

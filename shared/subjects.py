@@ -176,6 +176,7 @@ class SchedulerFact(StrEnum):
 class LauncherVerb(StrEnum):
     LAUNCH = "launch"
     STOP = "stop"
+    FAIL = "fail"
 
 
 class LauncherFact(StrEnum):

@@ -1,11 +1,12 @@
 """Drives one launched session through its phases on its platform, resumable after a restart.
 
 Platform calls happen outside any transaction. A phase change updates the run and queues its
-session event (deterministic id ``<session>:<phase>``) in a transaction, so a resumed driver that
-repeats a step publishes nothing twice. Changes with no platform work worth showing between them
-share one transaction, each still checked by the lifecycle's transition table and published as its
-own event, in order: AVAILABLE with RUNNING (right after start), RELEASING with the end (when the
-release is quick). A session thus costs three transactions, not five.
+session event (deterministic id ``<session>:<phase>``, checked against the run's phase by
+`publish_phase`) in a transaction, so a resumed driver that repeats a step publishes nothing twice.
+Changes with no platform work worth showing between them share one transaction, each still checked
+by the lifecycle's transition table and published as its own event, in order: AVAILABLE with
+RUNNING (right after start), RELEASING with the end (when the release is quick). A session thus
+costs three transactions, not five.
 
 A run's end is seen at once where the platform can tell (`Platform.exited`, the local platform's
 pidfd); otherwise the driver polls at the platform's interval, and never sleeps past the slot's end.
@@ -41,7 +42,7 @@ from shared import subjects
 from shared.bus.events import publish_phase
 from shared.bus.runtime import TransactionRunner
 from shared.bus.store import Transaction
-from shared.lifecycle import TERMINAL, Phase, transition
+from shared.lifecycle import TERMINAL, Phase
 from shared.messages import PreparationMeasured
 from shared.models import MessageItem
 from shared.platforms.port import LaunchSpec, Platform, PlatformError, RunState, RunStatus
@@ -282,20 +283,21 @@ class Drivers:
                 return
             phase = run.phase
             for step in steps:
-                if not transition(phase, step.phase):
-                    continue
-                phase = step.phase
-                await tables.set_phase(tx, session_id, step.phase, step.handle)
-                await publish_phase(
+                published = await publish_phase(
                     tx,
                     session_id,
                     run.owner,
+                    phase,
                     step.phase,
                     run.trace,
                     step.messages(tx.now),
                     dict(step.outputs),
                     list(step.connectors),
                 )
+                if not published:
+                    continue
+                phase = step.phase
+                await tables.set_phase(tx, session_id, step.phase, step.handle)
                 if step.measured is not None and step.pool:
                     # The scheduler learns real preparation times from these, per source and pool.
                     await tx.publish(

@@ -12,7 +12,14 @@ from shared.bus.runtime import Incoming
 from shared.bus.store import Transaction, current_trace_headers
 from shared.bus.wiring import Consumer, Publication, Route, Wiring
 from shared.lifecycle import Phase
-from shared.messages import DeadLetter, LaunchSession, PreparationMeasured, SessionEvent, StopSession
+from shared.messages import (
+    DeadLetter,
+    FailSession,
+    LaunchSession,
+    PreparationMeasured,
+    SessionEvent,
+    StopSession,
+)
 from shared.models import MessageItem
 from shared.subjects import LauncherFact, LauncherVerb
 
@@ -46,25 +53,44 @@ class LauncherHandlers:
         run = await tables.get(tx, command.session_id)
         if run is None:
             # Never launched here: nothing runs, so the stop itself ends the session.
-            await publish_phase(
+            await self._end_unlaunched(
                 tx,
                 command.session_id,
                 command.owner,
                 Phase.CANCELLED,
-                current_trace_headers(),
-                [
-                    MessageItem.info(
-                        "urn:cancelled",
-                        "Cancelled before launch: ${reason}",
-                        time=tx.now,
-                        reason=command.reason,
-                    )
-                ],
+                MessageItem.info(
+                    "urn:cancelled",
+                    "Cancelled before launch: ${reason}",
+                    time=tx.now,
+                    reason=command.reason,
+                ),
             )
             return
         await tables.request_cancel(tx, command.session_id, command.reason)
         # Once committed, so that the woken driver reads the cancel reason.
         tx.after_commit(lambda: self._wake(command.session_id))
+
+    async def fail(self, tx: Transaction, msg: Incoming) -> None:
+        """The scheduler could not make the booking: the session, never launched, ends FAILED."""
+        command = FailSession.model_validate_json(msg.body)
+        if await tables.get(tx, command.session_id) is not None:
+            return  # launched after all (or ended already): its run reports its own end
+        await self._end_unlaunched(tx, command.session_id, command.owner, Phase.FAILED, *command.messages)
+
+    async def _end_unlaunched(
+        self, tx: Transaction, session_id: str, owner: str, phase: Phase, *messages: MessageItem
+    ) -> None:
+        """End a session that has no run here, recorded as a run that is over.
+
+        The launcher knows a session by its run: with none, it is INITIAL as far as the launcher's
+        table goes, and the lifecycle allows INITIAL to end CANCELLED or FAILED. The row makes a
+        repeated command publish nothing and a launch that arrives after it start nothing.
+        """
+        trace = current_trace_headers()
+        run = tables.Run(session_id, owner, self.platform, Phase.INITIAL, {}, None, None, trace)
+        await tables.insert(tx, run)
+        await publish_phase(tx, session_id, owner, run.phase, phase, trace, list(messages))
+        await tables.set_phase(tx, session_id, phase)
 
     def _wake(self, session_id: str) -> None:
         self.drivers.wake(session_id)
@@ -96,6 +122,12 @@ def wiring(pools: Sequence[LauncherHandlers]) -> Wiring:
                         StopSession,
                         {"pool": handlers.pool, "verb": LauncherVerb.STOP.value},
                     ),
+                    Route(
+                        subjects.LAUNCHER_COMMAND,
+                        handlers.fail,
+                        FailSession,
+                        {"pool": handlers.pool, "verb": LauncherVerb.FAIL.value},
+                    ),
                 ),
             )
             for handlers in pools
@@ -118,7 +150,8 @@ def wiring(pools: Sequence[LauncherHandlers]) -> Wiring:
     )
 
 
-#: The phases the launcher reports: from preparation to the end of a launched session.
+#: The phases the launcher owns (docs/phase-owners.md): from preparation to the end of a launched
+#: session, and the end of one cancelled or failed before launch.
 LAUNCHER_PHASES = (
     Phase.PREPARING,
     Phase.AVAILABLE,

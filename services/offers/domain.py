@@ -462,8 +462,11 @@ class UpdateDecision:
     applied: bool
     new_phase: Phase | None = None
     messages: tuple[MessageItem, ...] = ()
-    # Phase changes this service owns and must publish: (session_id, phase).
+    # Phase changes this service owns and must publish: (session_id, phase), each from OFFERED.
     events: tuple[tuple[str, Phase], ...] = ()
+    # Phase changes decided here that another service owns and publishes: (session_id, phase),
+    # recorded in the read model at once so that no other update can follow them.
+    recorded: tuple[tuple[str, Phase], ...] = ()
     release: tuple[str, ...] = ()
     book: bool = False
     forward_cancel: bool = False
@@ -561,9 +564,15 @@ def decide_update(
             book=True,
             siblings=siblings,
         )
-    if requested is Phase.REJECTED or (requested is Phase.CANCELLED and offered):
+    if requested is Phase.REJECTED:
         return UpdateDecision(applied=True, new_phase=requested, events=((sid, requested),), release=(sid,))
-    # An accepted session is stopped by the services that hold it; they publish CANCELLED.
+    if offered:
+        # CANCELLED is the launcher's to publish (docs/phase-owners.md): the cancel goes the way of
+        # any other, through the scheduler (which frees the hold) to the launcher.
+        return UpdateDecision(
+            applied=True, new_phase=requested, recorded=((sid, requested),), forward_cancel=True
+        )
+    # An accepted session is stopped by the services that hold it; the launcher publishes CANCELLED.
     return UpdateDecision(
         applied=True,
         new_phase=session.phase,

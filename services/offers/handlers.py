@@ -191,7 +191,11 @@ class OffersHandlers:
         trace = await tables.session_trace(tx, session_id)
         for sid, phase in decision.events:
             await tables.set_phase(tx, sid, phase)
-            await publish_phase(tx, sid, view.owner, phase, trace)
+            # The session's phase is the one read above; its siblings were read as the OFFERED ones.
+            current = view.phase if sid == session_id else Phase.OFFERED
+            await publish_phase(tx, sid, view.owner, current, phase, trace)
+        for sid, phase in decision.recorded:
+            await tables.set_phase(tx, sid, phase)
         pool = await tables.session_pool(tx, session_id) or self.policy.pool
         release = list(decision.release)
         if decision.book:
@@ -279,11 +283,12 @@ class OffersHandlers:
     async def expire_offers(self, tx: Transaction) -> None:
         due = await tables.due_offers(tx, tx.now)
         expired = domain.expired(due, tx.now)
-        owners = {view.session_id: view.owner for view in due}
+        views = {view.session_id: view for view in due}
         for session_id in expired:
             await tables.set_phase(tx, session_id, Phase.EXPIRED)
             trace = await tables.session_trace(tx, session_id)
-            await publish_phase(tx, session_id, owners[session_id], Phase.EXPIRED, trace)
+            view = views[session_id]
+            await publish_phase(tx, session_id, view.owner, view.phase, Phase.EXPIRED, trace)
         if expired:
             await self._release(tx, expired, "EXPIRED", f"release:expired:{expired[0]}", None)
 

@@ -19,6 +19,7 @@ from services.scheduler.estimates import (
 )
 from services.scheduler.ledger import Ledger
 from services.scheduler.rucio import ReplicaSource, resolve_needs
+from services.scheduler.states import BOOKED_ONCE, Release, ReservationState, freed
 from shared import iso8601, subjects
 from shared.bus.events import publish_phase
 from shared.bus.runtime import Incoming
@@ -29,6 +30,7 @@ from shared.messages import (
     BookSession,
     CancelSession,
     DeadLetter,
+    FailSession,
     Hold,
     LaunchSession,
     Message,
@@ -77,21 +79,32 @@ class SchedulerHandlers:
         self.ledger = Ledger(await tables.active(store, self.pool))
         self.ledgers[self.pool] = self.ledger
 
-    async def _free(self, tx: Transaction, session_id: str, state: str, only_from: tuple[str, ...]) -> bool:
-        """Move a reservation to a state that takes no capacity, in the table and the ledger."""
-        changed = await tables.set_state(tx, session_id, state, only_from=only_from)
-        if changed:
-            for ledger in self.ledgers.values():
-                self._free_now(tx, ledger, session_id)
-        return changed
+    async def free(
+        self, tx: Transaction, session_id: str, reason: Release, state: ReservationState | None = None
+    ) -> bool:
+        """Give a reservation's capacity back, for `reason`: the one way capacity is freed.
+
+        The reservation moves to the state `states.freed` names (a hold is released, a booking
+        ended), in the table and the ledger. `state` is its current state if the caller has read
+        it. False if there is nothing to free: no such reservation, or it is free already.
+        """
+        if state is None:
+            state = await tables.state_of(tx, session_id)
+            if state is None:
+                return False
+        if not await tables.set_state(tx, session_id, state, freed(state, reason)):
+            return False
+        for ledger in self.ledgers.values():
+            self._free_now(tx, ledger, session_id)
+        return True
 
     @staticmethod
     def _free_now(tx: Transaction, ledger: Ledger, session_id: str) -> None:
         """Give the capacity back in the ledger at once, like holds, so the ledger follows a batch's
         messages in order. Taken again if this message's part of the batch rolls back."""
-        freed = ledger.discard(session_id)
-        if freed is not None:
-            tx.on_rollback(lambda: ledger.add(freed))
+        taken = ledger.discard(session_id)
+        if taken is not None:
+            tx.on_rollback(lambda: ledger.add(taken))
 
     def _hold_now(self, tx: Transaction, reservation: Reservation) -> None:
         """Take capacity in the ledger at once, not at commit: the next message of the same batch
@@ -223,45 +236,37 @@ class SchedulerHandlers:
     async def book(self, tx: Transaction, msg: Incoming) -> None:
         command = BookSession.model_validate_json(msg.body)
         for sibling in command.siblings:
-            await self._free(tx, sibling, "released", ("held",))
+            await self.free(tx, sibling, Release.SIBLING_BOOKED)
         row = await tables.get(tx, command.session_id)
         if row is None:
-            await publish_phase(
+            await self._fail(
                 tx,
                 command.session_id,
                 command.owner,
-                Phase.FAILED,
-                {},
-                [
-                    MessageItem.error(
-                        "urn:not-found",
-                        "The scheduler holds no slot for session ${session}",
-                        time=tx.now,
-                        session=command.session_id,
-                    )
-                ],
+                MessageItem.error(
+                    "urn:not-found",
+                    "The scheduler holds no slot for session ${session}",
+                    time=tx.now,
+                    session=command.session_id,
+                ),
             )
             return
-        if row.state in ("booked", "launched", "ended"):
-            return
-        if row.state == "released":
+        if row.state in BOOKED_ONCE:
+            return  # booked already (and maybe launched or ended since): a repeated book
+        if row.state is ReservationState.RELEASED:
             # The hold lapsed while the accept was in flight: book it again only if it still fits.
             others = self.ledger.overlapping(row.start, row.end)
             if not domain.fits(self.capacity, others, row.reservation()):
                 # It stays released: it never became a booking.
-                await publish_phase(
+                await self._fail(
                     tx,
                     row.session_id,
                     row.owner,
-                    Phase.FAILED,
-                    {},
-                    [
-                        MessageItem.error(
-                            "urn:offer-expired",
-                            "The offer's hold expired before it was accepted and its slot is no longer free",
-                            time=tx.now,
-                        )
-                    ],
+                    MessageItem.error(
+                        "urn:offer-expired",
+                        "The offer's hold expired before it was accepted and its slot is no longer free",
+                        time=tx.now,
+                    ),
                 )
                 return
             self._hold_now(tx, row.reservation())
@@ -280,15 +285,26 @@ class SchedulerHandlers:
             end=row.end,
         )
         trace = current_trace_headers()
-        await tables.book(tx, row.session_id, launch_at, launch.model_dump(mode="json"), trace)
-        await publish_phase(tx, row.session_id, row.owner, Phase.WAITING, trace)
+        await tables.book(tx, row.session_id, row.state, launch_at, launch.model_dump(mode="json"), trace)
+        # Offers publishes ACCEPTED before it sends the book, so that is the phase WAITING follows.
+        await publish_phase(tx, row.session_id, row.owner, Phase.ACCEPTED, Phase.WAITING, trace)
         if launch_at <= tx.now:
             await self._launch(tx, row.session_id, launch, trace)
+
+    async def _fail(self, tx: Transaction, session_id: str, owner: str, why: MessageItem) -> None:
+        """A booking that cannot be made: the session fails, and FAILED is the launcher's to publish."""
+        command = FailSession(session_id=session_id, owner=owner, messages=[why])
+        await tx.publish(
+            subjects.launcher_command(self.pool, LauncherVerb.FAIL),
+            command.to_bytes(),
+            f"fail:{session_id}",
+            trace_headers=current_trace_headers(),
+        )
 
     async def _launch(
         self, tx: Transaction, session_id: str, launch: LaunchSession, trace: dict[str, str]
     ) -> None:
-        await tables.set_state(tx, session_id, "launched", only_from=("booked",))
+        await tables.set_state(tx, session_id, ReservationState.BOOKED, ReservationState.LAUNCHED)
         await tx.publish(
             subjects.launcher_command(self.pool, LauncherVerb.LAUNCH),
             launch.to_bytes(),
@@ -314,50 +330,39 @@ class SchedulerHandlers:
     async def release(self, tx: Transaction, msg: Incoming) -> None:
         command = ReleaseHolds.model_validate_json(msg.body)
         for session_id in command.session_ids:
-            await self._free(tx, session_id, "released", ("held",))
+            await self.free(tx, session_id, Release.OFFER_CLOSED)
 
     async def cancel(self, tx: Transaction, msg: Incoming) -> None:
+        """The owner cancelled a session held or booked here: the launcher, owner of CANCELLED, ends it.
+
+        A session not launched yet gives its capacity back at once and will never be launched; the
+        launcher, which has no run for it, answers "Cancelled before launch". A launched one keeps
+        its capacity until its run has stopped (its terminal phase frees it).
+        """
         command = CancelSession.model_validate_json(msg.body)
         row = await tables.get(tx, command.session_id)
-        if row is None:
-            return
-        if row.state in ("held", "booked"):
-            await self._free(tx, row.session_id, "ended", ("held", "booked"))
-            await publish_phase(
-                tx,
-                row.session_id,
-                row.owner,
-                Phase.CANCELLED,
-                row.trace,
-                [
-                    MessageItem.info(
-                        "urn:cancelled",
-                        "Cancelled before launch: ${reason}",
-                        time=tx.now,
-                        reason=command.reason,
-                    )
-                ],
-            )
-        elif row.state == "launched":
-            stop = StopSession(session_id=row.session_id, owner=row.owner, reason=command.reason)
-            await tx.publish(
-                subjects.launcher_command(self.pool, LauncherVerb.STOP),
-                stop.to_bytes(),
-                f"stop:{row.session_id}",
-                trace_headers=row.trace,
-            )
+        if row is None or row.state is ReservationState.ENDED:
+            return  # nothing held here, or the session is over (or its cancel was forwarded already)
+        if row.state is not ReservationState.LAUNCHED:
+            await self.free(tx, row.session_id, Release.CANCELLED, row.state)
+        stop = StopSession(session_id=row.session_id, owner=row.owner, reason=command.reason)
+        await tx.publish(
+            subjects.launcher_command(self.pool, LauncherVerb.STOP),
+            stop.to_bytes(),
+            f"stop:{row.session_id}",
+            trace_headers=row.trace or current_trace_headers(),
+        )
 
     async def session_event(self, tx: Transaction, msg: Incoming) -> None:
         event = SessionEvent.model_validate_json(msg.body)
         if is_terminal(Phase(event.phase)):
             # An offer that ends (rejected, expired, cancelled) releases its hold; a booking ends early
             # when its session does. Either way the capacity is free from now on.
-            await self._free(tx, event.session_id, "released", ("held",))
-            await self._free(tx, event.session_id, "ended", ("booked", "launched"))
+            await self.free(tx, event.session_id, Release.SESSION_ENDED)
 
     async def tick(self, tx: Transaction) -> None:
-        for session_id in await tables.release_expired_holds(tx, self.pool, self.hold_grace_s):
-            self._free_now(tx, self.ledger, session_id)
+        for session_id in await tables.expired_holds(tx, self.pool, self.hold_grace_s):
+            await self.free(tx, session_id, Release.HOLD_EXPIRED, ReservationState.HELD)
         for row in await tables.due_launches(tx, self.pool):
             if row.launch is not None:
                 await self._launch(tx, row.session_id, LaunchSession.model_validate(row.launch), row.trace)
@@ -366,6 +371,9 @@ class SchedulerHandlers:
 # -- wiring -----------------------------------------------------------------------------------------
 
 SERVICE = "scheduler"
+#: The phases the scheduler owns (docs/phase-owners.md): a booking made. The end of a session that
+#: never launched (cancelled, or a booking that could not be made) is the launcher's to publish.
+OWN_PHASES = frozenset({Phase.WAITING})
 
 
 def wiring(pools: Mapping[str, SchedulerHandlers], answer_pools: Responder) -> Wiring:
@@ -401,11 +409,15 @@ def wiring(pools: Mapping[str, SchedulerHandlers], answer_pools: Responder) -> W
             *(
                 Publication(subjects.LAUNCHER_COMMAND, model, {"pool": name, "verb": verb.value})
                 for name in pools
-                for verb, model in ((LauncherVerb.LAUNCH, LaunchSession), (LauncherVerb.STOP, StopSession))
+                for verb, model in (
+                    (LauncherVerb.LAUNCH, LaunchSession),
+                    (LauncherVerb.STOP, StopSession),
+                    (LauncherVerb.FAIL, FailSession),
+                )
             ),
             *(
                 Publication(subjects.SESSION, SessionEvent, {"phase": phase.value})
-                for phase in (Phase.WAITING, Phase.CANCELLED, Phase.FAILED)
+                for phase in sorted(OWN_PHASES)
             ),
             Publication(subjects.DEAD_LETTER, DeadLetter, {"service": SERVICE}),
         ),

@@ -1,4 +1,4 @@
-"""An in-memory interval index of one pool's active reservations (held, booked, launched).
+"""An in-memory interval index of one pool's active reservations (`states.TAKES_CAPACITY`).
 
 The planner only needs the reservations that overlap the window of one request. Reloading them from
 SQLite for every request costs a query and a row-to-object conversion each time; the scheduler is the

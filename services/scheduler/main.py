@@ -15,6 +15,7 @@ from services.scheduler.domain import peak_usage
 from services.scheduler.handlers import SERVICE, SchedulerHandlers, wiring
 from services.scheduler.ledger import Ledger
 from services.scheduler.rucio import RucioClient
+from services.scheduler.states import ReservationState
 from services.scheduler.store import SCHEMA
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
@@ -67,8 +68,8 @@ async def pools_report(store: Store, config: PoolsConfig) -> list[dict[str, Any]
             {
                 **pool.model_dump(mode="json"),
                 "use": {
-                    "holds": sum(1 for state, _ in active if state == "held"),
-                    "bookings": sum(1 for state, _ in active if state != "held"),
+                    "holds": sum(1 for state, _ in active if state is ReservationState.HELD),
+                    "bookings": sum(1 for state, _ in active if state is not ReservationState.HELD),
                     "cores_now": sum(r.cores for r in current),
                     "memory_gib_now": sum(r.memory_gib for r in current),
                     "peak_cores": peak_cores,

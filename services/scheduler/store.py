@@ -12,15 +12,22 @@ from typing import Any
 
 from services.scheduler.domain import Reservation
 from services.scheduler.estimates import LearnedEstimates
+from services.scheduler.states import TAKES_CAPACITY, ReservationState, change
 from shared.bus.store import Store, Transaction
 
-SCHEMA = """
+# The state values as SQL literals, written once from the enum: a partial index is used only by a
+# query whose condition is the same text as the index's.
+_HELD = f"'{ReservationState.HELD.value}'"
+_BOOKED = f"'{ReservationState.BOOKED.value}'"
+_ACTIVE = "state IN (" + ", ".join(f"'{s.value}'" for s in TAKES_CAPACITY) + ")"
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS reservations (
     session_id TEXT PRIMARY KEY,
     pool TEXT NOT NULL,
     request_id TEXT NOT NULL,
     owner TEXT NOT NULL,
-    state TEXT NOT NULL,            -- held | booked | launched | ended | released
+    state TEXT NOT NULL,            -- a ReservationState: held | booked | launched | ended | released
     start REAL NOT NULL,
     end REAL NOT NULL,
     cores INTEGER NOT NULL,
@@ -30,7 +37,7 @@ CREATE TABLE IF NOT EXISTS reservations (
     expires_at REAL,
     launch_at REAL,
     launch TEXT,
-    sources TEXT NOT NULL DEFAULT '{}',
+    sources TEXT NOT NULL DEFAULT '{{}}',
     trace TEXT,
     updated REAL NOT NULL
 );
@@ -45,12 +52,10 @@ CREATE TABLE IF NOT EXISTS preparations (
     measured_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reservations_active ON reservations(pool, end, start)
-    WHERE state IN ('held', 'booked', 'launched');
-CREATE INDEX IF NOT EXISTS reservations_due ON reservations(launch_at) WHERE state = 'booked';
-CREATE INDEX IF NOT EXISTS reservations_holds ON reservations(expires_at) WHERE state = 'held';
+    WHERE {_ACTIVE};
+CREATE INDEX IF NOT EXISTS reservations_due ON reservations(launch_at) WHERE state = {_BOOKED};
+CREATE INDEX IF NOT EXISTS reservations_holds ON reservations(expires_at) WHERE state = {_HELD};
 """
-
-ACTIVE = ("held", "booked", "launched")
 
 
 def ts(value: datetime) -> float:
@@ -66,7 +71,7 @@ class Row:
     session_id: str
     request_id: str
     owner: str
-    state: str
+    state: ReservationState
     start: datetime
     end: datetime
     cores: int
@@ -88,7 +93,7 @@ def _row(r: Any) -> Row:
         session_id=r["session_id"],
         request_id=r["request_id"],
         owner=r["owner"],
-        state=r["state"],
+        state=ReservationState(r["state"]),
         start=dt(r["start"]),
         end=dt(r["end"]),
         cores=r["cores"],
@@ -105,7 +110,7 @@ async def active(store: Store, pool: str) -> list[Reservation]:
     """Every hold and booking of a pool that still takes capacity: the ledger is rebuilt from these."""
     rows = await store.read(
         "SELECT session_id, start, end, cores, memory_gib, storage_gib FROM reservations "
-        "WHERE pool = ? AND state IN ('held', 'booked', 'launched')",
+        f"WHERE pool = ? AND {_ACTIVE}",
         (pool,),
     )
     return [Reservation(r[0], dt(r[1]), dt(r[2]), r[3], r[4], r[5]) for r in rows]
@@ -114,6 +119,11 @@ async def active(store: Store, pool: str) -> list[Reservation]:
 async def get(tx: Transaction, session_id: str) -> Row | None:
     r = await tx.fetchone("SELECT * FROM reservations WHERE session_id = ?", (session_id,))
     return _row(r) if r is not None else None
+
+
+async def state_of(tx: Transaction, session_id: str) -> ReservationState | None:
+    r = await tx.fetchone("SELECT state FROM reservations WHERE session_id = ?", (session_id,))
+    return ReservationState(r[0]) if r is not None else None
 
 
 async def insert_hold(
@@ -129,12 +139,13 @@ async def insert_hold(
     await tx.execute(
         "INSERT INTO reservations(session_id, pool, request_id, owner, state, start, end, cores, memory_gib, "
         "storage_gib, prepare_s, expires_at, sources, updated) "
-        "VALUES (?, ?, ?, ?, 'held', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             reservation.id,
             pool,
             request_id,
             owner,
+            ReservationState.HELD.value,
             ts(reservation.start),
             ts(reservation.end),
             reservation.cores,
@@ -148,55 +159,74 @@ async def insert_hold(
     )
 
 
-async def set_state(tx: Transaction, session_id: str, state: str, *, only_from: tuple[str, ...]) -> bool:
-    marks = ",".join("?" * len(only_from))
+async def set_state(
+    tx: Transaction, session_id: str, current: ReservationState, new: ReservationState
+) -> bool:
+    """Move a reservation from `current` (the state the caller read) to `new` as the table allows.
+
+    False for a repeat; `IllegalReservationChange` for a change the table forbids.
+    """
+    if not change(current, new):
+        return False
     changed = await tx.execute(
-        f"UPDATE reservations SET state = ?, updated = ? WHERE session_id = ? AND state IN ({marks})",
-        (state, ts(tx.now), session_id, *only_from),
+        "UPDATE reservations SET state = ?, updated = ? WHERE session_id = ? AND state = ?",
+        (new.value, ts(tx.now), session_id, current.value),
     )
     return changed > 0
 
 
 async def book(
-    tx: Transaction, session_id: str, launch_at: datetime, launch: dict[str, Any], trace: dict[str, str]
-) -> None:
-    await tx.execute(
-        "UPDATE reservations SET state = 'booked', launch_at = ?, launch = ?, trace = ?, updated = ? "
-        "WHERE session_id = ?",
-        (ts(launch_at), json.dumps(launch), json.dumps(trace), ts(tx.now), session_id),
+    tx: Transaction,
+    session_id: str,
+    current: ReservationState,
+    launch_at: datetime,
+    launch: dict[str, Any],
+    trace: dict[str, str],
+) -> bool:
+    """`set_state` to BOOKED, with what the launch needs."""
+    if not change(current, ReservationState.BOOKED):
+        return False
+    changed = await tx.execute(
+        "UPDATE reservations SET state = ?, launch_at = ?, launch = ?, trace = ?, updated = ? "
+        "WHERE session_id = ? AND state = ?",
+        (
+            ReservationState.BOOKED.value,
+            ts(launch_at),
+            json.dumps(launch),
+            json.dumps(trace),
+            ts(tx.now),
+            session_id,
+            current.value,
+        ),
     )
+    return changed > 0
 
 
 async def due_launches(tx: Transaction, pool: str, limit: int = 200) -> list[Row]:
     rows = await tx.fetchall(
-        "SELECT * FROM reservations WHERE pool = ? AND state = 'booked' AND launch_at <= ? "
+        f"SELECT * FROM reservations WHERE pool = ? AND state = {_BOOKED} AND launch_at <= ? "
         "ORDER BY launch_at LIMIT ?",
         (pool, ts(tx.now), limit),
     )
     return [_row(r) for r in rows]
 
 
-async def release_expired_holds(tx: Transaction, pool: str, grace_s: int) -> list[str]:
+async def expired_holds(tx: Transaction, pool: str, grace_s: int) -> list[str]:
+    """The holds of a pool whose offer expired more than `grace_s` seconds ago."""
     rows = await tx.fetchall(
-        "SELECT session_id FROM reservations WHERE pool = ? AND state = 'held' AND expires_at <= ?",
+        f"SELECT session_id FROM reservations WHERE pool = ? AND state = {_HELD} AND expires_at <= ?",
         (pool, ts(tx.now) - grace_s),
     )
-    ids = [r[0] for r in rows]
-    for session_id in ids:
-        await tx.execute(
-            "UPDATE reservations SET state = 'released', updated = ? WHERE session_id = ?",
-            (ts(tx.now), session_id),
-        )
-    return ids
+    return [r[0] for r in rows]
 
 
-async def usage(store: Store, pool: str) -> list[tuple[str, Reservation]]:
+async def usage(store: Store, pool: str) -> list[tuple[ReservationState, Reservation]]:
     rows = await store.read(
         "SELECT state, session_id, start, end, cores, memory_gib, storage_gib FROM reservations "
-        "WHERE pool = ? AND state IN ('held', 'booked', 'launched')",
+        f"WHERE pool = ? AND {_ACTIVE}",
         (pool,),
     )
-    return [(r[0], Reservation(r[1], dt(r[2]), dt(r[3]), r[4], r[5], r[6])) for r in rows]
+    return [(ReservationState(r[0]), Reservation(r[1], dt(r[2]), dt(r[3]), r[4], r[5], r[6])) for r in rows]
 
 
 async def record_preparation(

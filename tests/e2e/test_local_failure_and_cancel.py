@@ -1,18 +1,24 @@
-"""The local platform through the bus: a failing job ends FAILED with the platform's reason, and a
-cancel really stops the running process and ends the session CANCELLED."""
+"""The local platform through the bus: a failing job ends FAILED with the platform's reason, a
+cancel really stops the running process and ends the session CANCELLED, and a session cancelled
+before launch (offered, or booked and waiting) ends CANCELLED once, from the launcher, with its
+capacity given back."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
+from shared import iso8601
 from shared.client import BrokerClient
 from shared.models import LOCAL_COMMAND_KIND, SIMPLE_COMPUTE_KIND
 from shared.ops.embedded import EmbeddedBroker
 
 
-def command(argv: list[str]) -> dict[str, object]:
+def command(argv: list[str], start: str | None = None) -> dict[str, object]:
+    requested = {"duration": "PT5M"} | ({"start": start} if start else {})
     return {
         "executable": {"kind": LOCAL_COMMAND_KIND, "command": argv},
         "compute": {
@@ -20,7 +26,7 @@ def command(argv: list[str]) -> dict[str, object]:
             "cores": {"min": 1, "max": 1},
             "memory": {"min": 1, "max": 1},
         },
-        "schedule": {"requested": {"duration": "PT5M"}},
+        "schedule": {"requested": requested},
     }
 
 
@@ -59,3 +65,40 @@ async def test_cancel_really_stops_a_running_job(broker: EmbeddedBroker) -> None
     ps = await asyncio.create_subprocess_exec("ps", "-eo", "args", stdout=asyncio.subprocess.PIPE)
     listing, _ = await ps.communicate()
     assert f"sleep {marker}" not in listing.decode()
+
+
+def reservation_state(broker: EmbeddedBroker, session_id: str) -> str:
+    """The scheduler's own record of the session (read-only: the service keeps writing)."""
+    database = broker.data_dir / "scheduler" / "scheduler.sqlite"
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        (state,) = db.execute("SELECT state FROM reservations WHERE session_id = ?", (session_id,)).fetchone()
+    return str(state)
+
+
+async def test_sessions_cancelled_before_launch_end_once_from_the_launcher(broker: EmbeddedBroker) -> None:
+    later = iso8601.format_instant(datetime.now(UTC) + timedelta(minutes=30)) + "/PT1M"
+    async with BrokerClient(broker.url, "alice") as client:
+        offered, waiting = [
+            (await client.submit(command(["true"], start=later))).offers[0].meta.uuid  # type: ignore[index,union-attr]
+            for _ in range(2)
+        ]
+        assert offered and waiting
+        # An offer cancelled while OFFERED: applied at once, ended by the launcher.
+        result = await client.cancel(offered)
+        assert result.applied and result.phase == "CANCELLED"
+        events = await client.wait_until_done(offered, timeout=30)
+        # A booked session, still waiting for its start: cancelled before launch too.
+        assert (await client.accept(waiting)).applied
+        async for event in client.events(waiting):
+            if event.phase == "WAITING":
+                break
+        assert (await client.cancel(waiting)).applied
+        waited = await client.wait_until_done(waiting, timeout=30)
+    assert [e.phase for e in events] == ["CANCELLED"]
+    assert [e.phase for e in waited] == ["ACCEPTED", "WAITING", "CANCELLED"]
+    for event in (events[-1], waited[-1]):
+        assert [m.kind for m in event.messages] == ["urn:cancelled"]
+        assert "Cancelled before launch" in (event.messages[0].message or "")
+    assert reservation_state(broker, offered) == "released"
+    assert reservation_state(broker, waiting) == "ended"
+    assert broker.dead_services() == []

@@ -676,13 +676,17 @@ def test_rejecting_an_offer_releases_it() -> None:
     assert not decision.forward_cancel
 
 
-def test_cancelling_an_offer_cancels_and_releases_it() -> None:
+def test_cancelling_an_offer_records_it_and_forwards_the_cancel_to_the_owner_of_cancelled() -> None:
     decision = decide_update(view(Phase.OFFERED), OWNER, Phase.CANCELLED, SIBLINGS, NOW)
     assert decision.applied
     assert decision.new_phase is Phase.CANCELLED
-    assert decision.events == ((SID, Phase.CANCELLED),)
-    assert decision.release == (SID,)
-    assert not decision.forward_cancel
+    # Recorded at once (no accept may follow), published by the launcher; the scheduler frees the
+    # hold on the cancel's way there, so nothing is released from here.
+    assert decision.recorded == ((SID, Phase.CANCELLED),)
+    assert decision.events == ()
+    assert decision.release == ()
+    assert decision.forward_cancel
+    assert not decision.book
 
 
 @pytest.mark.parametrize(
@@ -693,6 +697,7 @@ def test_cancelling_an_accepted_session_is_forwarded_without_events(phase: Phase
     assert decision.applied
     assert decision.forward_cancel
     assert decision.events == ()
+    assert decision.recorded == ()
     assert decision.release == ()
     assert not decision.book
     assert decision.new_phase is phase
