@@ -356,8 +356,7 @@ def wiring(handlers: OffersHandlers, pools: Sequence[str]) -> Wiring:
             Publication(subjects.UPDATE_RESULT, UpdateResult),
             *(
                 Publication(subjects.SESSION, SessionEvent, {"phase": phase.value})
-                # CANCELLED too: an offer its owner cancels ends here (after acceptance, elsewhere).
-                for phase in sorted((OWN_PHASES - {Phase.OFFERED}) | {Phase.CANCELLED})
+                for phase in sorted(OWN_PHASES - {Phase.OFFERED})
             ),
             *(
                 Publication(subjects.SCHEDULER_COMMAND, model, {"pool": pool, "verb": verb.value})
