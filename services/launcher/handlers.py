@@ -150,7 +150,7 @@ def wiring(pools: Sequence[LauncherHandlers]) -> Wiring:
     )
 
 
-#: The phases the launcher owns (docs/phase-owners.md): from preparation to the end of a launched
+#: The phases the launcher owns (docs/architecture.md): from preparation to the end of a launched
 #: session, and the end of one cancelled or failed before launch.
 LAUNCHER_PHASES = (
     Phase.PREPARING,

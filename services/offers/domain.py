@@ -567,7 +567,7 @@ def decide_update(
     if requested is Phase.REJECTED:
         return UpdateDecision(applied=True, new_phase=requested, events=((sid, requested),), release=(sid,))
     if offered:
-        # CANCELLED is the launcher's to publish (docs/phase-owners.md): the cancel goes the way of
+        # CANCELLED is the launcher's to publish (docs/architecture.md): the cancel goes the way of
         # any other, through the scheduler (which frees the hold) to the launcher.
         return UpdateDecision(
             applied=True, new_phase=requested, recorded=((sid, requested),), forward_cancel=True

@@ -371,7 +371,7 @@ class SchedulerHandlers:
 # -- wiring -----------------------------------------------------------------------------------------
 
 SERVICE = "scheduler"
-#: The phases the scheduler owns (docs/phase-owners.md): a booking made. The end of a session that
+#: The phases the scheduler owns (docs/architecture.md): a booking made. The end of a session that
 #: never launched (cancelled, or a booking that could not be made) is the launcher's to publish.
 OWN_PHASES = frozenset({Phase.WAITING})
 

@@ -1,7 +1,7 @@
 """Publishing a session's phase: one event per (session, phase), from the one service that owns it.
 
 Every phase published goes through the lifecycle's `transition` here, so no service can publish a
-phase its own record of the session does not allow (docs/phase-owners.md names the owners).
+phase its own record of the session does not allow (docs/architecture.md names the owners).
 """
 
 from __future__ import annotations

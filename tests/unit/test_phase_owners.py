@@ -1,5 +1,5 @@
 """One owner per phase: read from the three services' wiring tables, every phase but INITIAL is
-published by exactly one service (docs/phase-owners.md), and only `publish_phase` builds the subject
+published by exactly one service (docs/architecture.md), and only `publish_phase` builds the subject
 of a phase event, so none is published without the lifecycle's check."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def test_every_phase_but_initial_has_exactly_one_publishing_service(tmp_path: Pa
 
 def test_the_owners_are_the_ones_written_down(tmp_path: Path) -> None:
     wired = {phase: wiring.service for wiring in wirings(tmp_path) for phase in announced(wiring)}
-    table = (ROOT / "docs" / "phase-owners.md").read_text(encoding="utf-8")
+    table = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     # The rows of the owners table: | PHASE | owner | where | … (INITIAL's owner is "—").
     written = {
         Phase(phase): owner
