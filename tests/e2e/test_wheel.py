@@ -4,6 +4,7 @@ checkout. Acceptance of issue 11: `pip install` of the wheel, then `broker demo`
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,9 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from jsonschema import Draft7Validator  # type: ignore[import-untyped]
 
 from shared.examples import NAMES
 from shared.ops.embedded import free_port
+from tests.asyncapi_schema import problems
 from tests.e2e.helpers import HAPPY_PHASES, ROOT
 
 # Building, installing (pip's cache makes a second install quick; a cold one downloads ~150 MB) and
@@ -159,7 +162,13 @@ def test_broker_demo_reaches_completed_and_serves_the_dashboard(installed: Insta
     assert "demo finished: COMPLETED" in output
 
 
-# -- Acceptance, still to come ---------------------------------------------------------------------------
-# LEAD: "`broker asyncapi` prints a document that validates" belongs here, as a test of the installed
-# package: `installed.run("broker", "asyncapi", timeout=60)`, its stdout parsed as JSON and validated
-# against the AsyncAPI 3.0 JSON Schema.
+def test_broker_asyncapi_of_the_installed_package_validates(
+    installed: Installed, asyncapi_validator: Draft7Validator
+) -> None:
+    # The services' wiring tables are found through the installed package's entry points alone.
+    printed = installed.run("broker", "asyncapi", timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    document = json.loads(printed.stdout)
+    assert problems(asyncapi_validator, document) == []
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    assert {"eb.requests.{owner}.{request_id}", "eb.sessions.{owner}.{session_id}.{phase}"} <= addresses
