@@ -27,26 +27,23 @@ from shared import subjects
 DUPLICATE_WINDOW_S = 600.0
 
 
+# Commands are acted on once and kept a week for inspection; events are history users replay.
+MAX_AGE_S = {subjects.COMMANDS_STREAM: 7 * 24 * 3600.0, subjects.EVENTS_STREAM: 30 * 24 * 3600.0}
+
+
 def stream_configs() -> list[StreamConfig]:
+    """Each stream stores the subjects the grammar assigns it (`subjects.stream_subjects`)."""
     return [
         StreamConfig(
-            name=subjects.COMMANDS_STREAM,
-            subjects=list(subjects.COMMAND_SUBJECTS),
+            name=name,
+            subjects=list(subjects.stream_subjects(name)),
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
-            max_age=7 * 24 * 3600.0,
+            max_age=max_age,
             duplicate_window=DUPLICATE_WINDOW_S,
             discard=DiscardPolicy.OLD,
-        ),
-        StreamConfig(
-            name=subjects.EVENTS_STREAM,
-            subjects=list(subjects.EVENT_SUBJECTS),
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=30 * 24 * 3600.0,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            discard=DiscardPolicy.OLD,
-        ),
+        )
+        for name, max_age in MAX_AGE_S.items()
     ]
 
 

@@ -31,18 +31,25 @@ Responder = Callable[["Msg"], Awaitable[None]]
 Payload = type[BaseModel]
 
 
+class _OnPattern:
+    """A subject pattern with some parameters fixed: the subject it stands for has the rest wild."""
+
+    pattern: Pattern
+    fixed: Mapping[str, str]
+
+    @property
+    def subject(self) -> str:
+        return self.pattern.filter(**self.fixed)
+
+
 @dataclass(frozen=True)
-class Route:
-    """Messages on ``pattern`` (with ``fixed`` parameters, the rest wild) go to ``handler``."""
+class Route(_OnPattern):
+    """Messages on the subject go to ``handler``."""
 
     pattern: Pattern
     handler: Handler
     payload: Payload
     fixed: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def subject(self) -> str:
-        return self.pattern.filter(**self.fixed)
 
 
 @dataclass(frozen=True)
@@ -91,29 +98,21 @@ class Consumer:
 
 
 @dataclass(frozen=True)
-class Publication:
-    """A subject the service publishes (with ``fixed`` parameters), and its payload."""
+class Publication(_OnPattern):
+    """A subject the service publishes, and its payload."""
 
     pattern: Pattern
     payload: Payload
     fixed: Mapping[str, str] = field(default_factory=dict)
 
-    @property
-    def subject(self) -> str:
-        return self.pattern.filter(**self.fixed)
-
 
 @dataclass(frozen=True)
-class Reply:
+class Reply(_OnPattern):
     """A core request/reply subject the service answers (not stored, no exactly-once)."""
 
     pattern: Pattern
     responder: Responder
     fixed: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def subject(self) -> str:
-        return self.pattern.format(**self.fixed)
 
 
 @dataclass(frozen=True)
