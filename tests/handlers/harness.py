@@ -101,13 +101,11 @@ class Service(Generic[H]):
         assert found is not None, f"{self.wiring.service} does not consume {subject}"
         return found[1].handler
 
-    def incoming(
-        self, subject: str, body: Message | bytes, msg_id: str | None = None, deliveries: int = 1
-    ) -> Incoming:
+    def incoming(self, subject: str, body: Message | bytes, msg_id: str | None = None) -> Incoming:
         """The message as the runtime hands it over: the sender's ``Nats-Msg-Id`` is its id."""
         msg_id = msg_id or f"test-{next(self._ids)}"
         raw = body.to_bytes() if isinstance(body, Message) else body
-        return Incoming(subject, raw, {"Nats-Msg-Id": msg_id}, msg_id, deliveries)
+        return Incoming(subject, raw, {"Nats-Msg-Id": msg_id}, msg_id, 1)
 
     async def deliver(
         self, subject: str, body: Message | bytes, *, at: datetime = NOW, msg_id: str | None = None
@@ -118,13 +116,19 @@ class Service(Generic[H]):
         return await self.run(lambda tx: handler(tx, msg), at)
 
     async def dead(
-        self, subject: str, body: Message | bytes, reason: str, *, at: datetime = NOW
+        self,
+        subject: str,
+        body: Message | bytes,
+        reason: str,
+        *,
+        at: datetime = NOW,
+        msg_id: str | None = None,
     ) -> list[Sent]:
         """What the consumer's ``on_dead`` answers for a message that never succeeded."""
         found = self.consumer(subject)
         assert found is not None and found[0].on_dead is not None, f"nothing answers a dead {subject}"
         on_dead = found[0].on_dead
-        msg = self.incoming(subject, body, deliveries=5)
+        msg = self.incoming(subject, body, msg_id)
         return await self.run(lambda tx: on_dead(tx, msg, reason), at)
 
     async def report(
