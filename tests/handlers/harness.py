@@ -9,7 +9,7 @@ declares for its subject, so a test also learns that the service says nothing it
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Self, TypeVar
@@ -54,7 +54,7 @@ def only(sent: Sequence[Sent], model: type[M]) -> M:
     return sent[0].as_(model)
 
 
-def _fits(pattern: Pattern, fixed: Any, subject: str) -> bool:
+def _fits(pattern: Pattern, fixed: Mapping[str, str], subject: str) -> bool:
     """Whether ``subject`` has the pattern's shape and the fixed parameters' values."""
     try:
         values = pattern.parse(subject)

@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,10 @@ from shared import subjects
 from shared.lifecycle import Phase
 from shared.messages import BookSession, CancelSession, Hold, Message, QuoteSlots, ReleaseHolds, SlotsQuoted
 from shared.models import ENUM_VALUE_UPDATE_KIND, JUPYTER_NOTEBOOK_KIND, SIMPLE_COMPUTE_KIND
-from shared.platforms.registry import capabilities
 from shared.pools import Pool
 from shared.subjects import LauncherVerb, SchedulerFact, SchedulerVerb
 from tests.handlers.harness import NOW, OWNER, Sent, Service, only
+from tests.unit.offers_policy import LOCAL, POLICY
 
 # -- the scheduler --------------------------------------------------------------------------------
 
@@ -49,9 +50,10 @@ class Scheduler(Service[SchedulerHandlers]):
     async def command(self, verb: SchedulerVerb, message: Message, at: datetime = NOW) -> list[Sent]:
         return await self.deliver(subjects.scheduler_command(self.pool, verb), message, at=at)
 
-    async def quote(self, request_id: str, start: datetime, **fields: Any) -> SlotsQuoted:
+    async def quote(
+        self, request_id: str, start: datetime, *, at: datetime = NOW, **fields: Any
+    ) -> SlotsQuoted:
         """Quote for one core for a minute from ``start`` (or ``fields``); the answer it publishes."""
-        at: datetime = fields.pop("at", NOW)
         quote = QuoteSlots.model_validate(
             {
                 "request_id": request_id,
@@ -160,7 +162,6 @@ async def launcher_unit(pool: str = TINY.name) -> AsyncIterator[Launcher]:
 
 # -- the offers service ---------------------------------------------------------------------------
 
-LOCAL = capabilities("local")
 EAST, WEST = "east", "west"
 
 
@@ -168,18 +169,9 @@ def pool_choice(name: str, executable_kinds: frozenset[str] = LOCAL.executable_k
     return PoolChoice(name, "local", 60, executable_kinds=executable_kinds, data_kinds=LOCAL.data_kinds)
 
 
-#: Two pools on the local platform, both able to run a notebook: every request is quoted by both.
-TWO_POOLS = OfferPolicy(
-    pool=EAST,
-    platform="local",
-    prepare_s=60,
-    max_offers=3,
-    offer_expiry_s=300,
-    default_duration_s=1800,
-    default_window_s=3600,
-    public_url="http://broker.test",
-    pools=(pool_choice(EAST), pool_choice(WEST)),
-)
+#: The unit tests' policy with two pools on the local platform, both able to run a notebook: every
+#: request is quoted by both.
+TWO_POOLS = replace(POLICY, pool=EAST, pools=(pool_choice(EAST), pool_choice(WEST)))
 EXPIRES = NOW + timedelta(seconds=TWO_POOLS.offer_expiry_s)
 
 
