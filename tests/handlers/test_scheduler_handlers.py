@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 from services.scheduler.estimates import REMOTE_SOURCE
 from services.scheduler.states import ReservationState
@@ -146,7 +147,7 @@ def measured(session_id: str, data_s: float) -> PreparationMeasured:
 async def test_measured_preparations_become_the_estimate_of_the_next_quote(scheduler: Scheduler) -> None:
     subject = subjects.launcher_event(TINY.name, LauncherFact.MEASURED)
     data = [{"kind": SIMPLE_DATA_KIND, "meta": {"name": "input"}}]
-    window = {"latest_start": LATER + timedelta(hours=1), "data": data}
+    window: dict[str, Any] = {"latest_start": LATER + timedelta(hours=1), "data": data}
     before = (await scheduler.quote("r0", LATER, **window)).holds[0]
     assert before.steps == {"data:input": 30.0}  # a download of unknown size, never measured
     for n, seconds in enumerate((40.0, 90.0, 50.0)):
