@@ -45,6 +45,10 @@ CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox(id) WHERE sent_at IS NULL;
 
 Row = sqlite3.Row
 
+#: The path of a store that lives in memory only, SQLite's own name for it: each `Store` opened with
+#: it has a database of its own, gone when closed (for tests of the handlers, with no files).
+MEMORY = ":memory:"
+
 
 @dataclass(frozen=True)
 class OutboxRow:
@@ -148,8 +152,9 @@ def current_trace_headers() -> dict[str, str]:
 
 
 class Store:
-    def __init__(self, path: Path, schema: str) -> None:
-        self._path = path
+    def __init__(self, path: Path | str, schema: str) -> None:
+        self._memory = str(path) == MEMORY
+        self._path = Path(path)
         self._schema = schema
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
@@ -159,9 +164,12 @@ class Store:
         return self._path
 
     async def open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._memory:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: transactions are begun and ended explicitly below.
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            MEMORY if self._memory else self._path, isolation_level=None, check_same_thread=False
+        )
         conn.row_factory = sqlite3.Row
         # WAL + NORMAL survives a killed process (not power loss), which is the failure we test.
         conn.execute("PRAGMA journal_mode=WAL")
@@ -182,6 +190,8 @@ class Store:
     async def checkpoint(self) -> None:
         """Move the WAL into the database from a worker thread with its own connection. PASSIVE
         never blocks the writer; what it cannot copy yet waits for the next call."""
+        if self._memory:
+            return  # no WAL, and another connection would open a database of its own
 
         def run() -> None:
             with contextlib.closing(sqlite3.connect(self._path, timeout=1.0)) as conn:
