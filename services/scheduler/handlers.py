@@ -314,7 +314,8 @@ class SchedulerHandlers:
 
     async def measured(self, tx: Transaction, msg: Incoming) -> None:
         report = PreparationMeasured.model_validate_json(msg.body)
-        await tables.record_preparation(tx, report.session_id, report.seconds, report.steps)
+        if not await tables.record_preparation(tx, report.session_id, report.seconds, report.steps):
+            return  # a second report of one session (a resend) must not count as a second sample
         row = await tables.get(tx, report.session_id)
         if row is None:
             return

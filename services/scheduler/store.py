@@ -231,11 +231,13 @@ async def usage(store: Store, pool: str) -> list[tuple[ReservationState, Reserva
 
 async def record_preparation(
     tx: Transaction, session_id: str, seconds: float, steps: dict[str, float]
-) -> None:
-    await tx.execute(
+) -> bool:
+    """Record a session's measured preparation; False if it was recorded before (a repeated fact)."""
+    inserted = await tx.execute(
         "INSERT OR IGNORE INTO preparations(session_id, seconds, steps, measured_at) VALUES (?, ?, ?, ?)",
         (session_id, seconds, json.dumps(steps), ts(tx.now)),
     )
+    return inserted == 1
 
 
 async def load_learned(tx: Transaction, pool: str) -> LearnedEstimates:

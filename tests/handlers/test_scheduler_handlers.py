@@ -162,6 +162,17 @@ async def test_measured_preparations_become_the_estimate_of_the_next_quote(sched
     assert after.steps == {"data:input": 50.0}  # the median of what was measured
 
 
+async def test_a_session_measured_twice_is_one_sample(scheduler: Scheduler) -> None:
+    subject = subjects.launcher_event(TINY.name, LauncherFact.MEASURED)
+    session_id = await scheduler.hold("r1", LATER)
+    for seconds in (40.0, 90.0):  # a resend with another message id, or a second report
+        assert await scheduler.deliver(subject, measured(session_id, seconds)) == []
+    ((estimates,),) = await scheduler.rows("SELECT estimates FROM learned WHERE pool = ?", (TINY.name,))
+    assert json.loads(estimates)["samples"] == [
+        {"source": REMOTE_SOURCE, "pool": TINY.name, "seconds": [40.0]}
+    ]
+
+
 async def test_a_measurement_of_an_unknown_session_is_kept_but_teaches_nothing(scheduler: Scheduler) -> None:
     subject = subjects.launcher_event(TINY.name, LauncherFact.MEASURED)
     assert await scheduler.deliver(subject, measured("elsewhere", 10.0)) == []
