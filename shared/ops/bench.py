@@ -6,7 +6,8 @@ Scenarios:
   and the latency of each phase after the accept.
 Both report ``overbooked`` (capacity the scheduler's bookings exceed at their busiest instant, from
 its SQLite file and from the accepted offers) and ``lost`` (requests or sessions never answered).
-``--baseline`` also measures the plain nats-py chain of the same shape (``shared.ops.bench_floor``).
+``--baseline`` also measures the plain nats-py chain of the same shape (``shared.ops.bench_floor``);
+``--floor-transport faststream`` runs that chain's relays as faststream applications instead.
 ``--sweep`` repeats the offers scenario once per concurrency (``shared.ops.bench_plot`` draws it), and
 ``--profile`` records the offers and scheduler processes with py-spy during the load
 (``shared.ops.bench_profile``). ``live_sessions`` is how many sessions the offers service holds that have
@@ -31,6 +32,8 @@ from shared import iso8601
 from shared.client import BrokerClient, BrokerTimeout, wait_for_services
 from shared.lifecycle import TERMINAL, Phase
 from shared.models import OfferSetResponse
+from shared.ops import bench_floor
+from shared.ops.bench_floor import FloorTransport
 from shared.ops.bench_plot import SweepPoint
 from shared.ops.bench_profile import FunctionShare, ProfileError, ServiceProfiler
 from shared.ops.embedded import SERVICES, EmbeddedBroker, NatsServer
@@ -272,6 +275,7 @@ async def run_bench(
     baseline: bool,
     profile_dir: Path | None = None,
     pool_cores: int | None = None,
+    floor_transport: FloorTransport = FloorTransport.NATS_PY,
 ) -> BenchReport:
     """``pool_cores`` sizes the pool (4 GiB per core). By default the offers scenario uses 64 cores,
     so that overlapping requests compete for it (and later ones get NO); the lifecycle scenario
@@ -352,22 +356,22 @@ async def run_bench(
         profile_error=profile_error,
     )
     if baseline:
-        floor = await measure_floor(data_dir / "floor", requests, concurrency)
+        floor = await measure_floor(data_dir / "floor", requests, concurrency, floor_transport)
         report.baseline = floor
         report.ratio = round(report.per_s / floor["per_s"], 3) if floor["per_s"] else None
     return report
 
 
-async def measure_floor(data_dir: Path, requests: int, concurrency: int) -> dict[str, Any]:
-    from shared.ops import bench_floor
-
+async def measure_floor(
+    data_dir: Path, requests: int, concurrency: int, transport: FloorTransport = FloorTransport.NATS_PY
+) -> dict[str, Any]:
     server = NatsServer(data_dir / "jetstream")
     await asyncio.to_thread(server.start)
     relays = []
     try:
         await bench_floor.declare(server.url)
-        relays = bench_floor.start_relays(server.url)
-        await asyncio.sleep(1.0)
+        relays = bench_floor.start_relays(server.url, transport)
+        await bench_floor.wait_ready(server.url, relays)
         pids = {f"relay-{stage}": proc.pid for stage, proc in enumerate(relays)}
         if server.proc is not None:
             pids["nats-server"] = server.proc.pid
@@ -382,6 +386,7 @@ async def measure_floor(data_dir: Path, requests: int, concurrency: int) -> dict
             proc.wait(10)
         await asyncio.to_thread(server.stop)
     return {
+        "transport": transport.value,
         "per_s": round(result.per_s, 1),
         "latency_ms": percentiles(result.latencies_ms),
         "lost": result.lost,
@@ -404,11 +409,19 @@ async def run_sweep(
     baseline: bool,
     profile_dir: Path | None = None,
     pool_cores: int | None = None,
+    floor_transport: FloorTransport = FloorTransport.NATS_PY,
 ) -> list[BenchReport]:
     """The offers scenario once per concurrency, each on a fresh embedded broker of its own."""
     return [
         await run_bench(
-            data_dir / f"c{concurrency}", "offers", requests, concurrency, baseline, profile_dir, pool_cores
+            data_dir / f"c{concurrency}",
+            "offers",
+            requests,
+            concurrency,
+            baseline,
+            profile_dir,
+            pool_cores,
+            floor_transport,
         )
         for concurrency in concurrencies
     ]
@@ -468,6 +481,7 @@ def summary_rows(report: BenchReport) -> list[tuple[str, str]]:
     for phase, values in report.phases_ms.items():
         rows.append((f"{phase} after accept, ms p50/p99", f"{values['p50']}/{values['p99']}"))
     if report.baseline:
+        rows.append(("floor relays", str(report.baseline["transport"])))
         rows.append(("floor per second", str(report.baseline["per_s"])))
         rows.append(
             (

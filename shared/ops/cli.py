@@ -39,6 +39,7 @@ from shared.examples import example
 from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
+from shared.ops.bench_floor import FloorTransport
 from shared.ops.embedded import SERVICES, EmbeddedBroker, free_port, wait_for_port
 from shared.service import load_service
 from shared.settings import DEFAULT_NATS_URL, Settings
@@ -550,6 +551,13 @@ def bench(
     requests: Annotated[int, typer.Option("--requests", min=1)] = 1000,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 50,
     baseline: Annotated[bool, typer.Option("--baseline", help="Also measure the transport floor.")] = False,
+    floor_transport: Annotated[
+        FloorTransport,
+        typer.Option(
+            "--floor-transport",
+            help="With --baseline: the floor's relays in plain nats-py, or as faststream apps (bench extra).",
+        ),
+    ] = FloorTransport.NATS_PY,
     sweep: Annotated[
         str | None,
         typer.Option("--sweep", help="Concurrencies such as 10,50,200,1000: one offers run per value."),
@@ -578,11 +586,23 @@ def bench(
     """Measure a fresh embedded broker (and the plain NATS chain with --baseline)."""
     if plot is not None and sweep is None:
         usage_error("--plot draws a sweep: add --sweep, e.g. --sweep 10,50,200,1000")
-    require_bench_extra(plot, profile)
+    if floor_transport is not FloorTransport.NATS_PY and not baseline:
+        usage_error("--floor-transport chooses the relays of the floor: add --baseline")
+    require_bench_extra(plot, profile, floor_transport)
     data_dir = Path(tempfile.mkdtemp(prefix="broker-bench-"))
     try:
         run_bench_command(
-            data_dir, scenario, requests, concurrency, baseline, sweep, plot, profile, pool_cores, as_json
+            data_dir,
+            scenario,
+            requests,
+            concurrency,
+            baseline,
+            sweep,
+            plot,
+            profile,
+            pool_cores,
+            as_json,
+            floor_transport,
         )
     finally:
         # A 20,000-request run leaves hundreds of MB of streams and SQLite behind.
@@ -603,6 +623,7 @@ def run_bench_command(
     profile: Path | None,
     pool_cores: int | None,
     as_json: bool,
+    floor_transport: FloorTransport = FloorTransport.NATS_PY,
 ) -> NoReturn:
     from shared.ops.bench import parse_concurrencies, run_bench, run_overbooking, summary_rows
 
@@ -628,9 +649,21 @@ def run_bench_command(
             concurrencies = parse_concurrencies(sweep)
         except ValueError as error:
             usage_error(f"--sweep: {error}")
-        bench_sweep(data_dir, requests, concurrencies, baseline, plot, profile_dir, as_json, pool_cores)
+        bench_sweep(
+            data_dir,
+            requests,
+            concurrencies,
+            baseline,
+            plot,
+            profile_dir,
+            as_json,
+            pool_cores,
+            floor_transport,
+        )
     report = asyncio.run(
-        run_bench(data_dir, scenario, requests, concurrency, baseline, profile_dir, pool_cores)
+        run_bench(
+            data_dir, scenario, requests, concurrency, baseline, profile_dir, pool_cores, floor_transport
+        )
     )
     if as_json:
         console.print_json(json.dumps(report.as_dict()))
@@ -643,8 +676,12 @@ def run_bench_command(
     raise typer.Exit(0 if report.overbooked == 0 and report.lost == 0 else 1)
 
 
-def require_bench_extra(plot: Path | None, profile: Path | None) -> None:
-    """``--plot`` and ``--profile`` need the ``bench`` extra: say so before a run of minutes, not after."""
+def require_bench_extra(
+    plot: Path | None, profile: Path | None, floor_transport: FloorTransport = FloorTransport.NATS_PY
+) -> None:
+    """``--plot``, ``--profile`` and ``--floor-transport faststream`` need the ``bench`` extra: say so
+    before a run of minutes, not after (a relay that cannot start would leave every request lost)."""
+    from shared.ops.bench_floor import FASTSTREAM_MISSING, faststream_installed
     from shared.ops.bench_plot import matplotlib_installed
     from shared.ops.bench_profile import BENCH_EXTRA, py_spy_binary
 
@@ -652,6 +689,8 @@ def require_bench_extra(plot: Path | None, profile: Path | None) -> None:
         usage_error(f"--plot needs matplotlib, from the bench extra: {BENCH_EXTRA}")
     if profile is not None and py_spy_binary() is None:
         usage_error(f"--profile needs py-spy, from the bench extra: {BENCH_EXTRA}")
+    if floor_transport.needs_faststream and not faststream_installed():
+        usage_error(f"{FASTSTREAM_MISSING.format(floor_transport.value)}: {BENCH_EXTRA}")
 
 
 def usage_error(message: str) -> NoReturn:
@@ -669,11 +708,14 @@ def bench_sweep(
     profile_dir: Path | None,
     as_json: bool,
     pool_cores: int | None = None,
+    floor_transport: FloorTransport = FloorTransport.NATS_PY,
 ) -> NoReturn:
     """`bench --sweep`: one offers run per concurrency, a table (or a JSON list), and the plot."""
     from shared.ops.bench import SWEEP_COLUMNS, run_sweep, sweep_point, sweep_rows
 
-    reports = asyncio.run(run_sweep(data_dir, requests, concurrencies, baseline, profile_dir, pool_cores))
+    reports = asyncio.run(
+        run_sweep(data_dir, requests, concurrencies, baseline, profile_dir, pool_cores, floor_transport)
+    )
     if plot is not None:
         from shared.ops.bench_plot import draw
 
@@ -685,7 +727,8 @@ def bench_sweep(
     if as_json:
         console.print_json(json.dumps([report.as_dict() for report in reports]))
     else:
-        table = Table(title=f"bench sweep: offers, {requests} requests per concurrency")
+        relays = f", floor relays: {floor_transport.value}" if baseline else ""
+        table = Table(title=f"bench sweep: offers, {requests} requests per concurrency{relays}")
         for column in SWEEP_COLUMNS:
             table.add_column(column, justify="right")
         for row in sweep_rows(reports):
