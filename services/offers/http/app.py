@@ -8,6 +8,7 @@ from the offers read model (or, for a session's history, from the events stream)
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.offers import domain
+from services.offers import store as tables
 from services.offers.http import views
 from services.offers.http.auth import (
     USERNAME,
@@ -238,7 +240,7 @@ def create_app(
         auth=Authenticator(
             admin_username=settings.admin_username,
             admin_password=settings.admin_password,
-            lookup_password=read_model.password_hash,
+            lookup_password=functools.partial(tables.password_hash, read_model),
             oidc=oidc,
         ),
         tokens=EventTokens(settings.http_secret, settings.event_token_ttl_s),
@@ -335,7 +337,7 @@ def create_app(
             raise ApiError(413, "urn:too-large", "${reason}", reason=exc) from None
 
     async def session_row(session_id: str, identity: Identity | None) -> SessionRow:
-        row = await ctx.read_model.session(session_id)
+        row = await tables.session(ctx.read_model, session_id)
         if row is None:
             raise ApiError(404, "urn:not-found", "There is no session ${session}", session=session_id)
         check_read(identity, row.owner, "session", session_id)
@@ -374,10 +376,10 @@ def create_app(
         return respond(request, document, 303, {"Location": f"{ctx.base_url}/offersets/{offerset_id}"})
 
     async def offerset_document(offerset_id: str) -> dict[str, Any] | None:
-        row = await ctx.read_model.offerset(offerset_id)
+        row = await tables.offerset(ctx.read_model, offerset_id)
         if row is None:
             return None
-        return views.offerset_document(row, await ctx.read_model.offerset_sessions(offerset_id))
+        return views.offerset_document(row, await tables.offerset_sessions(ctx.read_model, offerset_id))
 
     @app.post(
         "/direct",
@@ -432,12 +434,12 @@ def create_app(
     )
     async def get_offerset(request: Request, uuid: UUID, identity: Reader) -> Response:
         offerset_id = str(uuid)
-        row = await ctx.read_model.offerset(offerset_id)
+        row = await tables.offerset(ctx.read_model, offerset_id)
         if row is None:
             raise ApiError(404, "urn:not-found", "There is no offer set ${offerset}", offerset=offerset_id)
         check_read(identity, row.owner, "offer set", offerset_id)
         return respond(
-            request, views.offerset_document(row, await ctx.read_model.offerset_sessions(offerset_id))
+            request, views.offerset_document(row, await tables.offerset_sessions(ctx.read_model, offerset_id))
         )
 
     @app.get(
@@ -454,7 +456,7 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> Response:
         owner = None if identity.admin else identity.owner
-        rows = await ctx.read_model.sessions(owner, phase, limit)
+        rows = await tables.sessions(ctx.read_model, owner, phase, limit)
         return respond(request, {"sessions": [views.session_document(row) for row in rows]})
 
     @app.get(
@@ -487,7 +489,7 @@ def create_app(
         requested = domain.parse_update(body, datetime.now(UTC))
         if isinstance(requested, MessageItem):
             raise ApiError.of(422, [requested])
-        if await ctx.read_model.session_owner(session_id) is None:
+        if await tables.session_owner(ctx.read_model, session_id) is None:
             raise ApiError(404, "urn:not-found", "There is no session ${session}", session=session_id)
         result: UpdateResult = await on_bus(lambda: ctx.bus.update(identity.owner, session_id, requested))
         if not result.applied:
@@ -578,7 +580,7 @@ def create_app(
             raise ApiError(409, "urn:identity-exists", "The identity ${username} exists", username=username)
         hashed = await asyncio.to_thread(hash_password, password)
         try:
-            identity_id = await ctx.read_model.create_identity(username, hashed)
+            identity_id = await tables.create_identity(ctx.read_model, username, hashed)
         except IdentityExists:
             raise ApiError(
                 409, "urn:identity-exists", "The identity ${username} exists", username=username
@@ -661,7 +663,9 @@ def create_app(
                     continue
                 if not everything:
                     if event.session_id not in owners:
-                        owners[event.session_id] = await ctx.read_model.session_owner(event.session_id)
+                        owners[event.session_id] = await tables.session_owner(
+                            ctx.read_model, event.session_id
+                        )
                     if owners[event.session_id] != identity.owner:
                         continue
                 yield f"event: session\ndata: {event.model_dump_json(exclude_none=True)}\n\n".encode()
