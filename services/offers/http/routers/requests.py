@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from services.offers import store as tables
 from services.offers.http import openapi, views
 from services.offers.http.access import Reader, User, check_read, readable_session
+from services.offers.http.auth import Identity
 from services.offers.http.context import Context, HttpContext
 from services.offers.http.responses import (
     ApiError,
@@ -26,6 +27,20 @@ from shared.messages import UpdateResult
 from shared.models import ComponentMetadata, OfferSetResponse, ScheduledExecutionSession, to_jsonable
 
 router = APIRouter()
+
+
+async def _submit(request: Request, identity: Identity, ctx: HttpContext) -> OfferSetResponse:
+    """Publish the request's body with the caller as its owner, and wait for the offer set."""
+    raw, _ = await read_body(request)
+    offerset: OfferSetResponse = await on_bus(lambda: ctx.bus.submit(identity.owner, raw, str(uuid4())))
+    return offerset
+
+
+def _see_other(request: Request, document: dict[str, Any], location: str) -> Response:
+    """303 to where the document lives, with the document; 200 if the caller prefers just the body."""
+    if prefers_body(request):
+        return respond(request, document)
+    return respond(request, document, 303, {"Location": location})
 
 
 async def _offerset_document(ctx: HttpContext, offerset_id: str) -> dict[str, Any] | None:
@@ -52,13 +67,10 @@ async def _offerset_document(ctx: HttpContext, offerset_id: str) -> dict[str, An
     },
 )
 async def post_requests(request: Request, identity: User, ctx: Context) -> Response:
-    raw, _ = await read_body(request)
-    offerset: OfferSetResponse = await on_bus(lambda: ctx.bus.submit(identity.owner, raw, str(uuid4())))
+    offerset = await _submit(request, identity, ctx)
     offerset_id = offerset.meta.uuid if offerset.meta and offerset.meta.uuid else ""
     document = await _offerset_document(ctx, offerset_id) or to_jsonable(offerset)
-    if prefers_body(request):
-        return respond(request, document)
-    return respond(request, document, 303, {"Location": f"{ctx.base_url}/offersets/{offerset_id}"})
+    return _see_other(request, document, f"{ctx.base_url}/offersets/{offerset_id}")
 
 
 @router.post(
@@ -82,8 +94,7 @@ async def post_requests(request: Request, identity: User, ctx: Context) -> Respo
     },
 )
 async def post_direct(request: Request, identity: User, ctx: Context) -> Response:
-    raw, _ = await read_body(request)
-    offerset: OfferSetResponse = await on_bus(lambda: ctx.bus.submit(identity.owner, raw, str(uuid4())))
+    offerset = await _submit(request, identity, ctx)
     offers = offerset.offers or []
     first = offers[0].meta.uuid if offers and offers[0].meta else None
     if offerset.result != "YES" or first is None:
@@ -98,9 +109,7 @@ async def post_direct(request: Request, identity: User, ctx: Context) -> Respons
     if not result.applied:
         raise update_error(result)
     document = views.session_document(await readable_session(ctx, first, identity))
-    if prefers_body(request):
-        return respond(request, document)
-    return respond(request, document, 303, {"Location": f"{ctx.base_url}/sessions/{first}"})
+    return _see_other(request, document, f"{ctx.base_url}/sessions/{first}")
 
 
 @router.get(
