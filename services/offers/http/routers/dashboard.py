@@ -45,7 +45,7 @@ async def dashboard() -> FileResponse:
 
 
 @router.get("/dashboard/example", include_in_schema=False)
-async def example() -> Response:
+async def dashboard_example() -> Response:
     from shared.client import read_request_file
 
     with as_file(examples.example("hello-notebook.yaml")) as path:
