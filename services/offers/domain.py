@@ -9,6 +9,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlparse
 
@@ -591,3 +593,47 @@ def expired(sessions: Sequence[SessionView], now: datetime) -> list[str]:
         for s in sessions
         if s.phase is Phase.OFFERED and s.expires_at is not None and now >= s.expires_at
     ]
+
+
+# -- requests -------------------------------------------------------------------------------------
+
+
+class RequestState(StrEnum):
+    """Where a request that waits for the pools stands; the value is what the requests table stores.
+
+    A request answered at once (rejected before any pool was asked) is never stored, so it has none.
+    """
+
+    #: The pools were asked; the offer set waits for every answer.
+    QUOTING = "QUOTING"
+    #: The offer set is out; a late or repeated answer changes nothing.
+    ANSWERED = "ANSWERED"
+
+
+# Wrapped in MappingProxyType so no caller can mutate the shared table at run time.
+REQUEST_TRANSITIONS: Mapping[RequestState, frozenset[RequestState]] = MappingProxyType(
+    {
+        RequestState.QUOTING: frozenset({RequestState.ANSWERED}),
+        RequestState.ANSWERED: frozenset(),
+    }
+)
+
+
+class IllegalRequestTransition(ValueError):
+    def __init__(self, current: RequestState, requested: RequestState) -> None:
+        self.current = current
+        self.requested = requested
+        super().__init__(f"a request cannot go from {current.value} to {requested.value}")
+
+
+def request_transition(current: RequestState, requested: RequestState) -> bool:
+    """True if a request may go from ``current`` to ``requested``; False for a repeat; else raise.
+
+    JetStream delivers at least once, so the same fact (a quote, a dead letter) can arrive after the
+    request was answered: repeating it is not an error, and changes nothing.
+    """
+    if requested is current:
+        return False
+    if requested not in REQUEST_TRANSITIONS[current]:
+        raise IllegalRequestTransition(current, requested)
+    return True

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from services.offers import domain
 from services.offers import store as tables
-from services.offers.domain import NeedsQuote, OfferPolicy
+from services.offers.domain import NeedsQuote, OfferPolicy, RequestState
 from shared import subjects
 from shared.bus.events import publish_phase
 from shared.bus.runtime import Incoming
@@ -46,27 +44,21 @@ class OffersHandlers:
 
     async def submit_request(self, tx: Transaction, msg: Incoming) -> None:
         owner, request_id = subjects.parse_request(msg.subject)
-        # A request is identified by its id, whatever transport id a re-send carries.
-        if await tx.fetchone(
-            "SELECT 1 FROM requests WHERE request_id = ?", (request_id,)
-        ) or await tx.fetchone("SELECT 1 FROM offersets WHERE request_id = ?", (request_id,)):
+        if await tables.request_seen(tx, request_id):
             return
         decision = domain.decide_request(msg.body, request_id, owner, tx.now, self.policy)
         trace = current_trace_headers()
         if isinstance(decision, NeedsQuote):
-            await tx.execute(
-                "INSERT OR IGNORE INTO requests(request_id, owner, offerset_id, state, request_json, "
-                "expires_at, pools, trace, created_at) VALUES (?, ?, ?, 'QUOTING', ?, ?, ?, ?, ?)",
-                (
-                    request_id,
-                    owner,
-                    domain.offerset_id_for(request_id),
-                    dump_text(decision.request),
-                    decision.quote.expires_at.isoformat(),
-                    json.dumps(list(decision.pools)),
-                    json.dumps(trace),
-                    tx.now.isoformat(),
-                ),
+            await tables.insert_request(
+                tx,
+                request_id=request_id,
+                owner=owner,
+                offerset_id=domain.offerset_id_for(request_id),
+                state=RequestState.QUOTING,
+                request=decision.request,
+                expires_at=decision.quote.expires_at,
+                pools=decision.pools,
+                trace=trace,
             )
             # Every pool that can run the executable is asked; the offer set waits for all answers.
             for pool in decision.pools:
@@ -76,20 +68,24 @@ class OffersHandlers:
                     f"quote:{pool}:{request_id}",
                 )
             return
-        await self._answer(tx, request_id, owner, decision.offerset, trace)
+        # Answered at once: the request was never stored, so it has no state to change.
+        await self._answer(tx, request_id, None, owner, decision.offerset, trace)
 
     async def _answer(
         self,
         tx: Transaction,
         request_id: str,
+        state: RequestState | None,
         owner: str,
         offerset: Any,
         trace: dict[str, str],
         pools: dict[str, str] | None = None,
     ) -> None:
+        """Store and send the offer set; ``state`` is the stored request's, None if it has no row."""
         document = dump_text(offerset)  # serialised once: stored and sent as the same text
         await tables.save_offerset(tx, request_id, owner, offerset, trace, pools, document)
-        await tx.execute("UPDATE requests SET state = 'ANSWERED' WHERE request_id = ?", (request_id,))
+        if state is not None and domain.request_transition(state, RequestState.ANSWERED):
+            await tables.set_request_state(tx, request_id, RequestState.ANSWERED)
         await tx.publish(
             subjects.offerset(owner, request_id),
             document.encode(),
@@ -110,40 +106,30 @@ class OffersHandlers:
             reason=reason,
         )
         offerset = domain.no_offerset(domain.offerset_id_for(request_id), [message], tx.now, self.policy)
-        await self._answer(tx, request_id, owner, offerset, current_trace_headers())
+        stored = await tables.get_request(tx, request_id)
+        state = stored.state if stored is not None else None
+        await self._answer(tx, request_id, state, owner, offerset, current_trace_headers())
 
     async def slots_quoted(self, tx: Transaction, msg: Incoming) -> None:
         quoted = SlotsQuoted.model_validate_json(msg.body)
-        row = await tx.fetchone(
-            "SELECT owner, state, request_json, expires_at, trace, pools FROM requests WHERE request_id = ?",
-            (quoted.request_id,),
-        )
-        if row is None or row[1] != "QUOTING":
+        stored = await tables.get_request(tx, quoted.request_id)
+        if stored is None or not domain.request_transition(stored.state, RequestState.ANSWERED):
             return  # answered already: a repeated answer changes nothing
-        expected = set(json.loads(row[5]) or [quoted.pool])
+        expected = set(stored.pools or [quoted.pool])
         if expected == {quoted.pool}:
             answers = [quoted]  # the only pool asked: nothing to collect
         else:
-            await tx.execute(
-                "INSERT OR IGNORE INTO quotes(request_id, pool, answer) VALUES (?, ?, ?)",
-                (quoted.request_id, quoted.pool, quoted.model_dump_json()),
-            )
-            answers = [
-                SlotsQuoted.model_validate_json(r[0])
-                for r in await tx.fetchall(
-                    "SELECT answer FROM quotes WHERE request_id = ?", (quoted.request_id,)
-                )
-            ]
+            await tables.add_quote(tx, quoted)
+            answers = await tables.quotes(tx, quoted.request_id)
             if {a.pool for a in answers} < expected:
                 return
-        request = ExecutionRequest.model_validate_json(row[2])
         holds = [hold for answer in answers for hold in answer.holds]
         reasons = [(answer.pool, reason) for answer in answers for reason in answer.reasons]
         offerset = domain.build_offerset(
-            quoted.request_id, request, holds, reasons, datetime.fromisoformat(row[3]), tx.now, self.policy
+            quoted.request_id, stored.request(), holds, reasons, stored.expires_at, tx.now, self.policy
         )
         pools = {hold.session_id: hold.pool for hold in holds}
-        await self._answer(tx, quoted.request_id, row[0], offerset, json.loads(row[4]), pools)
+        await self._answer(tx, quoted.request_id, stored.state, stored.owner, offerset, stored.trace, pools)
 
     # -- updates ----------------------------------------------------------------------------------
 

@@ -1,21 +1,29 @@
-"""The offers service's tables: requests in flight, offer sets, and the session read model."""
+"""The offers service's tables: requests in flight, offer sets, and the session read model.
+
+Every SQL statement of the service is here, and every query returns named rows. The handlers run
+them in their ``Transaction``; the HTTP API runs the same functions on a ``ReadModel``, a
+connection of its own (WAL: its readers never block the writer). Both give ``sqlite3.Row``s, so a
+row is read by column name, once, in the row type's constructor below.
+"""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 
-from services.offers.domain import SessionView
+from services.offers.domain import RequestState, SessionView
 from shared.bus.store import Transaction
 from shared.lifecycle import Phase
-from shared.models import OfferSetResponse, dump_text
+from shared.messages import SlotsQuoted
+from shared.models import ExecutionRequest, OfferSetResponse, dump_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -70,8 +78,111 @@ CREATE INDEX IF NOT EXISTS sessions_by_owner ON sessions(owner);
 """
 
 
+class Reads(Protocol):
+    """What a query needs: the handlers' ``Transaction`` and the HTTP API's ``ReadModel`` both are."""
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None: ...
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]: ...
+
+
 def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+# -- requests waiting for the pools' quotes ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    request_id: str
+    owner: str
+    state: RequestState
+    request_json: str
+    expires_at: datetime
+    pools: tuple[str, ...]
+    trace: dict[str, str]
+
+    def request(self) -> ExecutionRequest:
+        """Parsed only when the offer set is built, not for every quote that arrives."""
+        return ExecutionRequest.model_validate_json(self.request_json)
+
+
+async def request_seen(db: Reads, request_id: str) -> bool:
+    """A request is identified by its id, whatever transport id a re-send carries."""
+    return (
+        await db.fetchone("SELECT 1 FROM requests WHERE request_id = ?", (request_id,)) is not None
+        or await db.fetchone("SELECT 1 FROM offersets WHERE request_id = ?", (request_id,)) is not None
+    )
+
+
+async def insert_request(
+    tx: Transaction,
+    *,
+    request_id: str,
+    owner: str,
+    offerset_id: str,
+    state: RequestState,
+    request: ExecutionRequest,
+    expires_at: datetime,
+    pools: Sequence[str],
+    trace: dict[str, str],
+) -> None:
+    await tx.execute(
+        "INSERT OR IGNORE INTO requests(request_id, owner, offerset_id, state, request_json, "
+        "expires_at, pools, trace, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            request_id,
+            owner,
+            offerset_id,
+            state.value,
+            dump_text(request),
+            expires_at.isoformat(),
+            json.dumps(list(pools)),
+            json.dumps(trace),
+            tx.now.isoformat(),
+        ),
+    )
+
+
+async def get_request(db: Reads, request_id: str) -> RequestRow | None:
+    r = await db.fetchone(
+        "SELECT request_id, owner, state, request_json, expires_at, pools, trace FROM requests "
+        "WHERE request_id = ?",
+        (request_id,),
+    )
+    if r is None:
+        return None
+    return RequestRow(
+        request_id=r["request_id"],
+        owner=r["owner"],
+        state=RequestState(r["state"]),
+        request_json=r["request_json"],
+        expires_at=datetime.fromisoformat(r["expires_at"]),
+        pools=tuple(json.loads(r["pools"])),
+        trace=json.loads(r["trace"]),
+    )
+
+
+async def set_request_state(tx: Transaction, request_id: str, state: RequestState) -> None:
+    """Callers decide with ``domain.request_transition``; this only writes the outcome."""
+    await tx.execute("UPDATE requests SET state = ? WHERE request_id = ?", (state.value, request_id))
+
+
+async def add_quote(tx: Transaction, quoted: SlotsQuoted) -> None:
+    """One pool's answer, kept until every pool asked has answered (a repeat is ignored)."""
+    await tx.execute(
+        "INSERT OR IGNORE INTO quotes(request_id, pool, answer) VALUES (?, ?, ?)",
+        (quoted.request_id, quoted.pool, quoted.model_dump_json()),
+    )
+
+
+async def quotes(db: Reads, request_id: str) -> list[SlotsQuoted]:
+    rows = await db.fetchall("SELECT answer FROM quotes WHERE request_id = ?", (request_id,))
+    return [SlotsQuoted.model_validate_json(r["answer"]) for r in rows]
+
+
+# -- offer sets and sessions, as the handlers change them ---------------------------------------------
 
 
 async def save_offerset(
@@ -112,32 +223,53 @@ async def save_offerset(
         )
 
 
-async def session_view(tx: Transaction, session_id: str) -> SessionView | None:
-    row = await tx.fetchone(
-        "SELECT session_id, owner, phase, expires_at, offerset_id FROM sessions WHERE session_id = ?",
-        (session_id,),
+_VIEW_COLUMNS = "session_id, owner, phase, expires_at, offerset_id"
+
+
+def _session_view(r: sqlite3.Row) -> SessionView:
+    return SessionView(
+        session_id=r["session_id"],
+        owner=r["owner"],
+        phase=Phase(r["phase"]),
+        expires_at=_dt(r["expires_at"]),
+        offerset_id=r["offerset_id"],
     )
-    if row is None:
-        return None
-    return SessionView(row[0], row[1], Phase(row[2]), _dt(row[3]), row[4])
 
 
-async def offered_siblings(tx: Transaction, offerset_id: str) -> list[str]:
-    rows = await tx.fetchall(
+async def session_view(db: Reads, session_id: str) -> SessionView | None:
+    r = await db.fetchone(f"SELECT {_VIEW_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,))
+    return _session_view(r) if r is not None else None
+
+
+async def offered_siblings(db: Reads, offerset_id: str) -> list[str]:
+    rows = await db.fetchall(
         "SELECT session_id FROM sessions WHERE offerset_id = ? AND phase = 'OFFERED' ORDER BY session_id",
         (offerset_id,),
     )
-    return [r[0] for r in rows]
+    return [r["session_id"] for r in rows]
 
 
-async def session_trace(tx: Transaction, session_id: str) -> dict[str, str]:
-    row = await tx.fetchone("SELECT trace FROM sessions WHERE session_id = ?", (session_id,))
-    return dict(json.loads(row[0])) if row else {}
+async def session_trace(db: Reads, session_id: str) -> dict[str, str]:
+    r = await db.fetchone("SELECT trace FROM sessions WHERE session_id = ?", (session_id,))
+    return dict(json.loads(r["trace"])) if r is not None else {}
 
 
-async def session_document(tx: Transaction, session_id: str) -> dict[str, Any]:
-    row = await tx.fetchone("SELECT document FROM sessions WHERE session_id = ?", (session_id,))
-    return dict(json.loads(row[0])) if row is not None else {}
+async def session_document(db: Reads, session_id: str) -> dict[str, Any]:
+    r = await db.fetchone("SELECT document FROM sessions WHERE session_id = ?", (session_id,))
+    return dict(json.loads(r["document"])) if r is not None else {}
+
+
+async def session_pool(db: Reads, session_id: str) -> str:
+    r = await db.fetchone("SELECT pool FROM sessions WHERE session_id = ?", (session_id,))
+    return str(r["pool"]) if r is not None else ""
+
+
+async def pools_of(db: Reads, session_ids: list[str]) -> dict[str, list[str]]:
+    """Group session ids by their pool, to send each pool only its own releases."""
+    grouped: dict[str, list[str]] = {}
+    for session_id in session_ids:
+        grouped.setdefault(await session_pool(db, session_id), []).append(session_id)
+    return grouped
 
 
 async def set_phase(tx: Transaction, session_id: str, phase: Phase) -> None:
@@ -155,11 +287,11 @@ async def record_event(
     outputs: dict[str, str],
     connectors: list[dict[str, str]],
 ) -> None:
-    row = await tx.fetchone("SELECT messages, outputs FROM sessions WHERE session_id = ?", (session_id,))
-    if row is None:
+    r = await tx.fetchone("SELECT messages, outputs FROM sessions WHERE session_id = ?", (session_id,))
+    if r is None:
         return
-    all_messages = json.loads(row[0]) + messages
-    all_outputs = {**json.loads(row[1]), **outputs}
+    all_messages = json.loads(r["messages"]) + messages
+    all_outputs = {**json.loads(r["outputs"]), **outputs}
     await tx.execute(
         "UPDATE sessions SET phase = ?, messages = ?, outputs = ?, connectors = CASE WHEN ? = '[]' "
         "THEN connectors ELSE ? END, updated_at = ? WHERE session_id = ?",
@@ -175,16 +307,16 @@ async def record_event(
     )
 
 
-async def due_offers(tx: Transaction, now: datetime, limit: int = 500) -> list[SessionView]:
-    rows = await tx.fetchall(
-        "SELECT session_id, owner, phase, expires_at, offerset_id FROM sessions "
+async def due_offers(db: Reads, now: datetime, limit: int = 500) -> list[SessionView]:
+    rows = await db.fetchall(
+        f"SELECT {_VIEW_COLUMNS} FROM sessions "
         "WHERE phase = 'OFFERED' AND expires_at <= ? ORDER BY expires_at LIMIT ?",
         (now.isoformat(), limit),
     )
-    return [SessionView(r[0], r[1], Phase(r[2]), _dt(r[3]), r[4]) for r in rows]
+    return [_session_view(r) for r in rows]
 
 
-# -- the read side, for the HTTP API ----------------------------------------------------------------
+# -- offer sets and sessions, as the HTTP API shows them ----------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -209,33 +341,100 @@ class OffersetRow:
     document: dict[str, Any]
 
 
-class IdentityExists(Exception):
-    pass
-
-
 _SESSION_COLUMNS = (
     "session_id, offerset_id, owner, phase, document, messages, outputs, connectors, trace, updated_at"
 )
 
 
-def _session_row(r: Sequence[Any]) -> SessionRow:
+def _session_row(r: sqlite3.Row) -> SessionRow:
     return SessionRow(
-        r[0],
-        r[1],
-        r[2],
-        Phase(r[3]),
-        json.loads(r[4]),
-        json.loads(r[5]),
-        json.loads(r[6]),
-        json.loads(r[7]),
-        json.loads(r[8]),
-        datetime.fromisoformat(r[9]),
+        session_id=r["session_id"],
+        offerset_id=r["offerset_id"],
+        owner=r["owner"],
+        phase=Phase(r["phase"]),
+        document=json.loads(r["document"]),
+        messages=json.loads(r["messages"]),
+        outputs=json.loads(r["outputs"]),
+        connectors=json.loads(r["connectors"]),
+        trace=json.loads(r["trace"]),
+        updated_at=datetime.fromisoformat(r["updated_at"]),
     )
 
 
+async def session(db: Reads, session_id: str) -> SessionRow | None:
+    r = await db.fetchone(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,))
+    return _session_row(r) if r is not None else None
+
+
+async def session_owner(db: Reads, session_id: str) -> str | None:
+    r = await db.fetchone("SELECT owner FROM sessions WHERE session_id = ?", (session_id,))
+    return str(r["owner"]) if r is not None else None
+
+
+async def sessions(
+    db: Reads, owner: str | None, phase: Phase | None = None, limit: int = 100
+) -> list[SessionRow]:
+    """Newest first; every owner's when ``owner`` is None."""
+    where, params = [], []
+    if owner is not None:
+        where.append("owner = ?")
+        params.append(owner)
+    if phase is not None:
+        where.append("phase = ?")
+        params.append(phase.value)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = await db.fetchall(
+        f"SELECT {_SESSION_COLUMNS} FROM sessions {clause} ORDER BY rowid DESC LIMIT ?", (*params, limit)
+    )
+    return [_session_row(r) for r in rows]
+
+
+async def offerset(db: Reads, offerset_id: str) -> OffersetRow | None:
+    r = await db.fetchone(
+        "SELECT offerset_id, owner, result, document FROM offersets WHERE offerset_id = ?", (offerset_id,)
+    )
+    if r is None:
+        return None
+    return OffersetRow(
+        offerset_id=r["offerset_id"], owner=r["owner"], result=r["result"], document=json.loads(r["document"])
+    )
+
+
+async def offerset_sessions(db: Reads, offerset_id: str) -> dict[str, SessionRow]:
+    rows = await db.fetchall(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE offerset_id = ?", (offerset_id,))
+    return {row.session_id: row for row in map(_session_row, rows)}
+
+
+# -- local identities (only the HTTP API writes them) ---------------------------------------------------
+
+
+class IdentityExists(Exception):
+    pass
+
+
+async def password_hash(db: Reads, username: str) -> str | None:
+    r = await db.fetchone("SELECT password_hash FROM identities WHERE username = ?", (username,))
+    return str(r["password_hash"]) if r is not None else None
+
+
+async def create_identity(db: ReadModel, username: str, hashed: str) -> str:
+    identity_id = str(uuid.uuid4())
+    try:
+        await db.execute(
+            "INSERT INTO identities(uuid, username, password_hash, created_at) VALUES (?, ?, ?, ?)",
+            (identity_id, username, hashed, datetime.now(UTC).isoformat()),
+        )
+    except sqlite3.IntegrityError:  # aiosqlite raises the standard library's errors
+        raise IdentityExists(username) from None
+    return identity_id
+
+
+# -- the HTTP API's connection -------------------------------------------------------------------------
+
+
 class ReadModel:
-    """Reads of the offers tables on a connection of its own (WAL: readers never block the writer),
-    plus the identities table, which only the HTTP layer writes."""
+    """The offers tables on a connection of the HTTP API's own, read with the functions above; it
+    writes only the identities table, which nothing else touches."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -243,6 +442,7 @@ class ReadModel:
 
     async def open(self) -> None:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
         await conn.execute("PRAGMA busy_timeout=5000")
         await conn.executescript(SCHEMA)
         self._conn = conn
@@ -252,74 +452,20 @@ class ReadModel:
             await self._conn.close()
             self._conn = None
 
-    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    @property
+    def conn(self) -> aiosqlite.Connection:
         if self._conn is None:
             raise RuntimeError("read model is not open")
-        async with self._conn.execute(sql, params) as cursor:
+        return self._conn
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        async with self.conn.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self.conn.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
-    async def session(self, session_id: str) -> SessionRow | None:
-        rows = await self._all(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,))
-        return _session_row(rows[0]) if rows else None
-
-    async def session_owner(self, session_id: str) -> str | None:
-        rows = await self._all("SELECT owner FROM sessions WHERE session_id = ?", (session_id,))
-        return str(rows[0][0]) if rows else None
-
-    async def sessions(
-        self, owner: str | None, phase: Phase | None = None, limit: int = 100
-    ) -> list[SessionRow]:
-        where, params = [], []
-        if owner is not None:
-            where.append("owner = ?")
-            params.append(owner)
-        if phase is not None:
-            where.append("phase = ?")
-            params.append(phase.value)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._all(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions {clause} ORDER BY rowid DESC LIMIT ?", (*params, limit)
-        )
-        return [_session_row(r) for r in rows]
-
-    async def offerset(self, offerset_id: str) -> OffersetRow | None:
-        rows = await self._all(
-            "SELECT offerset_id, owner, result, document FROM offersets WHERE offerset_id = ?", (offerset_id,)
-        )
-        return OffersetRow(rows[0][0], rows[0][1], rows[0][2], json.loads(rows[0][3])) if rows else None
-
-    async def offerset_sessions(self, offerset_id: str) -> dict[str, SessionRow]:
-        rows = await self._all(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE offerset_id = ?", (offerset_id,)
-        )
-        return {row.session_id: row for row in map(_session_row, rows)}
-
-    async def password_hash(self, username: str) -> str | None:
-        rows = await self._all("SELECT password_hash FROM identities WHERE username = ?", (username,))
-        return str(rows[0][0]) if rows else None
-
-    async def create_identity(self, username: str, password_hash: str) -> str:
-        if self._conn is None:
-            raise RuntimeError("read model is not open")
-        identity_id = str(uuid.uuid4())
-        try:
-            await self._conn.execute(
-                "INSERT INTO identities(uuid, username, password_hash, created_at) VALUES (?, ?, ?, ?)",
-                (identity_id, username, password_hash, datetime.now(UTC).isoformat()),
-            )
-        except aiosqlite.IntegrityError:
-            raise IdentityExists(username) from None
-        return identity_id
-
-
-async def session_pool(tx: Transaction, session_id: str) -> str:
-    row = await tx.fetchone("SELECT pool FROM sessions WHERE session_id = ?", (session_id,))
-    return str(row[0]) if row is not None else ""
-
-
-async def pools_of(tx: Transaction, session_ids: list[str]) -> dict[str, list[str]]:
-    """Group session ids by their pool, to send each pool only its own releases."""
-    grouped: dict[str, list[str]] = {}
-    for session_id in session_ids:
-        grouped.setdefault(await session_pool(tx, session_id), []).append(session_id)
-    return grouped
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self.conn.execute(sql, params) as cursor:
+            return cursor.rowcount

@@ -352,11 +352,12 @@ def watch(
     until_done: Annotated[bool, typer.Option("--until-done", help="Stop at the session's end.")] = False,
     as_json: JsonFlag = False,
     nats_url: NatsUrl = DEFAULT_NATS_URL,
+    owner: Owner = DEFAULT_OWNER,
 ) -> None:
-    """Print session events as they happen (a session's whole history first)."""
+    """Print your session events as they happen (a session's whole history first)."""
 
     async def main() -> None:
-        async with BrokerClient(nats_url) as client:
+        async with BrokerClient(nats_url, owner) as client:
             async for event in client.events(
                 session_id, until_done=until_done, replay=session_id is not None
             ):

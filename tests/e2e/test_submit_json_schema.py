@@ -29,7 +29,8 @@ def test_submit_json_is_a_valid_offer_set_and_the_session_completes(broker: Embe
     assert result["applied"] is True
     assert result["phase"] == "ACCEPTED"
 
-    watched = run_cli("watch", session_id, "--until-done", "--json", "--nats-url", broker.url, timeout=90)
+    watch = ("watch", session_id, "--until-done", "--json", "--nats-url", broker.url, "--owner", "alice")
+    watched = run_cli(*watch, timeout=90)
     assert watched.returncode == 0, watched.stderr
     events = json_documents(watched.stdout)
     assert {event["session_id"] for event in events} == {session_id}

@@ -14,10 +14,13 @@ from typing import Any, cast
 import pytest
 
 from services.offers.domain import (
+    REQUEST_TRANSITIONS,
+    IllegalRequestTransition,
     NeedsQuote,
     OfferPolicy,
     PoolChoice,
     Rejected,
+    RequestState,
     SessionView,
     UpdateDecision,
     build_offerset,
@@ -26,6 +29,7 @@ from services.offers.domain import (
     expired,
     offerset_id_for,
     parse_update,
+    request_transition,
 )
 from shared import iso8601
 from shared.lifecycle import Phase
@@ -753,3 +757,28 @@ def test_only_offered_sessions_past_their_expiry_are_expired() -> None:
     ]
     assert expired(sessions, at) == ["past", "exactly-now"]
     assert expired([], at) == []
+
+
+# -- request states -------------------------------------------------------------------------------
+
+
+def test_a_quoting_request_becomes_answered() -> None:
+    assert request_transition(RequestState.QUOTING, RequestState.ANSWERED) is True
+
+
+def test_a_repeated_request_fact_is_a_no_op() -> None:
+    # A late or redelivered quote, or a dead letter, after the offer set went out.
+    assert request_transition(RequestState.ANSWERED, RequestState.ANSWERED) is False
+    assert request_transition(RequestState.QUOTING, RequestState.QUOTING) is False
+
+
+def test_an_answered_request_never_quotes_again() -> None:
+    with pytest.raises(IllegalRequestTransition, match="from ANSWERED to QUOTING"):
+        request_transition(RequestState.ANSWERED, RequestState.QUOTING)
+
+
+def test_the_request_table_covers_every_state_and_keeps_the_stored_spelling() -> None:
+    assert set(REQUEST_TRANSITIONS) == set(RequestState)
+    assert [state.value for state in RequestState] == ["QUOTING", "ANSWERED"]
+    with pytest.raises(TypeError):
+        REQUEST_TRANSITIONS[RequestState.ANSWERED] = frozenset({RequestState.QUOTING})  # type: ignore[index]

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import uvicorn
 
-from services.offers.http.app import HttpContext, create_app
+from services.offers.http.app import create_app
 from services.offers.http.bus import NatsBus
+from services.offers.http.context import HttpContext
 from services.offers.http.settings import HttpSettings
 from services.offers.store import ReadModel
 

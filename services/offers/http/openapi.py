@@ -1,0 +1,99 @@
+"""The OpenAPI document: what the routes declare, plus what FastAPI cannot infer from them.
+
+Routes read their bodies themselves (JSON or YAML, within a size limit), so their request schemas,
+the YAML twin of every JSON response and the security schemes are added here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+
+from services.offers.http import views
+from shared.models import EnumValueUpdate, ExecutionRequest
+
+_ERROR_TEXTS = {
+    400: "Missing or invalid fields",
+    401: "Not authenticated (see WWW-Authenticate)",
+    403: "Authenticated, but not the owner",
+    404: "No such resource",
+    409: "Conflict: an illegal transition, an expired offer or an existing identity",
+    413: "The document is too large",
+    415: "Neither JSON nor YAML",
+    422: "Unparsable or invalid input",
+    504: "The broker's services did not answer in time",
+}
+
+_LOCATION = {"Location": {"required": True, "schema": {"type": "string", "format": "uri"}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def body(name: str) -> dict[str, Any]:
+    """``openapi_extra`` of a route that reads a document of schema ``name``, in JSON or YAML."""
+    schema = _ref(name)
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}, "application/yaml": {"schema": schema}},
+        }
+    }
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": views.ErrorResponse, "description": _ERROR_TEXTS[code]} for code in codes}
+
+
+def see_other(model: type, description: str) -> dict[str, Any]:
+    return {"model": model, "description": description, "headers": _LOCATION}
+
+
+def install(app: FastAPI) -> None:
+    """Serve the completed document at /openapi.json (built once, on first use)."""
+
+    def openapi() -> dict[str, Any]:
+        if not app.openapi_schema:
+            app.openapi_schema = document(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def document(app: FastAPI) -> dict[str, Any]:
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        routes=app.routes,
+        description="JSON and YAML in both directions; YAML when a request names neither "
+        "Content-Type nor Accept. Authenticate with HTTP Basic or an OIDC bearer token.",
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    _, extra = models_json_schema(
+        [
+            (ExecutionRequest, "validation"),
+            (EnumValueUpdate, "validation"),
+            (views.IdentityRequest, "validation"),
+        ],
+        ref_template="#/components/schemas/{model}",
+    )
+    for name, definition in extra.get("$defs", {}).items():
+        components.setdefault(name, definition)
+    schemes = schema["components"].setdefault("securitySchemes", {})
+    schemes["basic"] = {"type": "http", "scheme": "basic"}
+    schemes["bearer"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            operation["security"] = [{"basic": []}, {"bearer": []}]
+            for response in operation.get("responses", {}).values():
+                content = response.get("content") or {}
+                if "application/json" in content:
+                    content.setdefault("application/yaml", content["application/json"])
+    stream = schema["paths"].get("/events", {}).get("get", {}).get("responses", {}).get("200", {})
+    stream["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+    return schema
