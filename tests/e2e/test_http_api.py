@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from jsonschema import Draft7Validator  # type: ignore[import-untyped]
 
 from shared.models import KIND_BASE, load_document
+from tests.asyncapi_schema import problems
 from tests.e2e.helpers import hello_request
 from tests.e2e.http_support import (
     BOB,
@@ -244,3 +246,16 @@ def test_errors_have_bodies_and_yaml_is_the_default(http: HttpBroker) -> None:
         assert no.status_code == 303
         assert no.json()["result"] == "NO"
         assert no.json()["meta"]["messages"]
+
+
+def test_the_bus_contract_is_served_as_asyncapi(
+    http: HttpBroker, asyncapi_validator: Draft7Validator
+) -> None:
+    # Public, like /openapi.json: the document describes the bus, it grants nothing.
+    with http.client(None) as anonymous:
+        response = anonymous.get("/asyncapi.json")
+    assert response.status_code == 200, response.text
+    document = response.json()
+    assert problems(asyncapi_validator, document) == []
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    assert "eb.offersets.{owner}.{request_id}" in addresses

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -27,6 +27,8 @@ class HttpContext:
     tokens: EventTokens
     #: Set when the server stops, so that endless event streams end.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The AsyncAPI document of the bus, built on first request.
+    asyncapi: dict[str, Any] | None = None
 
     @property
     def base_url(self) -> str:
