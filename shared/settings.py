@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EB_", extra="ignore")
 
     nats_url: str = DEFAULT_NATS_URL
+    # The service's own NATS identity: a file holding its nkey seed (see shared/bus/login.py). Unset,
+    # the service connects without credentials.
+    nats_nkey_seed_file: Path | None = None
+    # Whether the service creates and updates the streams at start. A service whose NATS user has least
+    # privilege may not: an operator identity creates them first and the service only checks them.
+    manage_streams: bool = True
     data_dir: Path = Path(".data")
     # A TOML file of resource pools (see shared/pools.py); without it, one built-in local pool.
     pools: Path | None = None

@@ -9,6 +9,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from services.launcher.driver import Drivers
 from services.launcher.handlers import SERVICE, LauncherHandlers, wiring
 from services.launcher.store import SCHEMA
+from shared.bus.login import service_login
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
 from shared.platforms.registry import load_platform
@@ -38,6 +39,8 @@ def build(settings: Settings, tracing: TracerProvider | None = None) -> tuple[Se
         tracer,
         ack_wait_s=settings.ack_wait_s,
         max_deliver=settings.max_deliver,
+        login=service_login(settings, SERVICE),
+        manage_streams=settings.manage_streams,
     )
     drivers.bind(runtime)
     return runtime, drivers

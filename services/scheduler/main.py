@@ -17,6 +17,7 @@ from services.scheduler.ledger import Ledger
 from services.scheduler.rucio import RucioClient
 from services.scheduler.states import ReservationState
 from services.scheduler.store import SCHEMA
+from shared.bus.login import service_login
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
 from shared.pools import PoolsConfig, load_pools
@@ -52,6 +53,8 @@ def build(
         tracer,
         ack_wait_s=settings.ack_wait_s,
         max_deliver=settings.max_deliver,
+        login=service_login(settings, SERVICE),
+        manage_streams=settings.manage_streams,
     )
     return runtime, config, pools
 

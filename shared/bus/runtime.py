@@ -36,9 +36,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from shared import subjects
 from shared.bus.acks import DoubleAcks
+from shared.bus.login import ServiceLogin
 from shared.bus.pulling import BatchPuller
 from shared.bus.store import OutboxRow, Store, Transaction
-from shared.bus.streams import ConsumerSpec, ensure_consumer, ensure_streams
+from shared.bus.streams import ConsumerSpec, check_streams, ensure_consumer, ensure_streams
 from shared.bus.wiring import Consumer, DeadHandler, Handler, Ticker, Wiring
 from shared.messages import DeadLetter
 
@@ -51,6 +52,8 @@ T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 100
 # How long a published message may wait for the stream's PubAck before the relay takes it over.
 PUBLISH_TIMEOUT_S = 5.0
+# How nats-py words a subject the server refused (it reports it to error_cb, lower-cased).
+PERMISSIONS_VIOLATION = "permissions violation"
 
 
 @dataclass(frozen=True)
@@ -121,13 +124,20 @@ class ServiceRuntime:
         ack_wait_s: float = 30.0,
         max_deliver: int = 5,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        login: ServiceLogin | None = None,
+        manage_streams: bool = True,
     ) -> None:
+        """``login``: the service's own NATS user (None: connect without credentials).
+        ``manage_streams``: create and update the streams at start; False only checks them, for a
+        service whose user may not (`shared.bus.permissions`)."""
         self.wiring = wiring
         self.service = wiring.service
         self.store = store
         self.max_deliver = max_deliver
         self.batch_size = batch_size
         self.nats_url = nats_url
+        self.login = login
+        self.manage_streams = manage_streams
         # This runtime is the service framework (docs/architecture.md says why not faststream): it
         # talks to nats-py directly and does its own W3C trace propagation, one span per message.
         self._nc: Client | None = None
@@ -168,11 +178,12 @@ class ServiceRuntime:
             max_reconnect_attempts=-1,  # a service rides out a server restart
             reconnect_time_wait=1,
             error_cb=self._connection_error,
+            **(self.login.connect_options() if self.login is not None else {}),
         )
         self._acks = DoubleAcks(self.connection)
         await self._acks.start()
         js = self.jetstream
-        await ensure_streams(js)
+        await (ensure_streams(js) if self.manage_streams else check_streams(js))
         for subscription in self._subscriptions:
             spec = subscription.spec
             await ensure_consumer(js, spec)
@@ -200,6 +211,10 @@ class ServiceRuntime:
         return self._nc
 
     async def _connection_error(self, exc: Exception) -> None:
+        # A refused subject is never expected: the service's permissions and its wiring disagree.
+        if PERMISSIONS_VIOLATION in str(exc).lower():
+            log.error("%s: the server refused: %s", self.service, exc)
+            return
         # Disconnects and reconnects are expected (a server restart); the fetch loops retry.
         log.debug("%s: connection: %s", self.service, exc)
 

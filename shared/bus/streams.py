@@ -48,6 +48,7 @@ def stream_configs() -> list[StreamConfig]:
 
 
 async def ensure_streams(js: JetStreamContext) -> None:
+    """Create or update the streams: the operator's (or bootstrap's) job on a secured bus."""
     for config in stream_configs():
         assert config.name is not None
         try:
@@ -56,6 +57,33 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.add_stream(config)
         else:
             await js.update_stream(config)
+
+
+class StreamsNotReady(RuntimeError):
+    """A stream a service needs is missing or does not store every subject of the grammar."""
+
+
+async def check_streams(js: JetStreamContext) -> None:
+    """Only read the streams (``STREAM.INFO``), for a service not allowed to create or update them.
+
+    A missing subject would make every publish on it wait for a PubAck that never comes, so it is
+    refused at start with what the operator must do.
+    """
+    for config in stream_configs():
+        assert config.name is not None
+        try:
+            info = await js.stream_info(config.name)
+        except NotFoundError:
+            raise StreamsNotReady(
+                f"stream {config.name} does not exist: the operator creates the streams before the "
+                "services start"
+            ) from None
+        missing = sorted(set(config.subjects or ()) - set(info.config.subjects or ()))
+        if missing:
+            raise StreamsNotReady(
+                f"stream {config.name} does not store {', '.join(missing)}: the operator updates the "
+                "streams before the services start"
+            )
 
 
 @dataclass(frozen=True)

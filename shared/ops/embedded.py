@@ -58,6 +58,9 @@ class NatsServer:
     store_dir: Path
     port: int = 0
     log_file: Path | None = None
+    #: A nats-server configuration file (users and their permissions, say); the flags below override
+    #: its listen address, port and JetStream store.
+    config_file: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -79,6 +82,7 @@ class NatsServer:
         self.proc = subprocess.Popen(
             [
                 nats_server_binary(),
+                *(["-c", str(self.config_file)] if self.config_file is not None else []),
                 "-js",
                 "-a",
                 "127.0.0.1",
