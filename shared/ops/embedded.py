@@ -58,6 +58,9 @@ class NatsServer:
     store_dir: Path
     port: int = 0
     log_file: Path | None = None
+    #: A configuration file (accounts, authorization); the flags below still set the listen
+    #: address, port and store dir. None: the embedded default's flags alone.
+    config_file: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,6 +89,7 @@ class NatsServer:
                 str(self.port),
                 "-sd",
                 str(self.store_dir),
+                *(["-c", str(self.config_file)] if self.config_file is not None else []),
             ],
             stdout=open(log, "ab"),  # noqa: SIM115 - the child owns the handle
             stderr=subprocess.STDOUT,
