@@ -9,7 +9,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from services.launcher.driver import Drivers
 from services.launcher.handlers import SERVICE, LauncherHandlers, wiring
 from services.launcher.store import SCHEMA
-from shared.bus.login import service_login
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
 from shared.platforms.registry import load_platform
@@ -32,16 +31,7 @@ def build(settings: Settings, tracing: TracerProvider | None = None) -> tuple[Se
     platforms = {name: load_platform(name) for name in config.platforms()}
     drivers = Drivers(None, platforms, service_dir / "sessions")
     handlers = [LauncherHandlers(drivers, pool.name, pool.platform) for pool in config.pools]
-    runtime = ServiceRuntime(
-        wiring(handlers),
-        settings.nats_url,
-        store,
-        tracer,
-        ack_wait_s=settings.ack_wait_s,
-        max_deliver=settings.max_deliver,
-        login=service_login(settings, SERVICE),
-        manage_streams=settings.manage_streams,
-    )
+    runtime = ServiceRuntime.configured(wiring(handlers), store, tracer, settings)
     drivers.bind(runtime)
     return runtime, drivers
 

@@ -11,7 +11,6 @@ from services.offers.handlers import SERVICE, OffersHandlers, wiring
 from services.offers.http.settings import HttpSettings
 from services.offers.platforms import pool_choices
 from services.offers.store import SCHEMA
-from shared.bus.login import service_login
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
 from shared.pools import load_pools
@@ -44,15 +43,8 @@ def build(
         pools=pool_choices(pools.pools),
     )
     handlers = OffersHandlers(policy)
-    runtime = ServiceRuntime(
-        wiring(handlers, [pool.name for pool in pools.pools]),
-        settings.nats_url,
-        store,
-        tracer,
-        ack_wait_s=settings.ack_wait_s,
-        max_deliver=settings.max_deliver,
-        login=service_login(settings, SERVICE),
-        manage_streams=settings.manage_streams,
+    runtime = ServiceRuntime.configured(
+        wiring(handlers, [pool.name for pool in pools.pools]), store, tracer, settings
     )
     return runtime
 

@@ -17,7 +17,6 @@ from services.scheduler.ledger import Ledger
 from services.scheduler.rucio import RucioClient
 from services.scheduler.states import ReservationState
 from services.scheduler.store import SCHEMA
-from shared.bus.login import service_login
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
 from shared.pools import PoolsConfig, load_pools
@@ -46,16 +45,7 @@ def build(
     async def answer_pools(msg: Msg) -> None:
         await msg.respond(json.dumps(await pools_report(store, config)).encode())
 
-    runtime = ServiceRuntime(
-        wiring(pools, answer_pools),
-        settings.nats_url,
-        store,
-        tracer,
-        ack_wait_s=settings.ack_wait_s,
-        max_deliver=settings.max_deliver,
-        login=service_login(settings, SERVICE),
-        manage_streams=settings.manage_streams,
-    )
+    runtime = ServiceRuntime.configured(wiring(pools, answer_pools), store, tracer, settings)
     return runtime, config, pools
 
 

@@ -36,12 +36,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from shared import subjects
 from shared.bus.acks import DoubleAcks
-from shared.bus.login import ServiceLogin
+from shared.bus.login import ServiceLogin, service_login
 from shared.bus.pulling import BatchPuller
 from shared.bus.store import OutboxRow, Store, Transaction
 from shared.bus.streams import ConsumerSpec, check_streams, ensure_consumer, ensure_streams
 from shared.bus.wiring import Consumer, DeadHandler, Handler, Ticker, Wiring
 from shared.messages import DeadLetter
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,22 @@ class ServiceRuntime:
         self._publish_order = asyncio.Lock()
         self._acks: DoubleAcks | None = None
         self._stopping = asyncio.Event()
+
+    @classmethod
+    def configured(
+        cls, wiring: Wiring, store: Store, tracer_provider: TracerProvider, settings: Settings
+    ) -> ServiceRuntime:
+        """The runtime of a service as the broker's settings configure it (the composition roots)."""
+        return cls(
+            wiring,
+            settings.nats_url,
+            store,
+            tracer_provider,
+            ack_wait_s=settings.ack_wait_s,
+            max_deliver=settings.max_deliver,
+            login=service_login(settings, wiring.service),
+            manage_streams=settings.manage_streams,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
