@@ -4,7 +4,6 @@ WORKDIR /app
 COPY pyproject.toml README.md LICENSE ./
 COPY shared ./shared
 COPY services ./services
-COPY examples ./examples
 RUN pip install --no-cache-dir .
 ENV EB_DATA_DIR=/data
 VOLUME /data
