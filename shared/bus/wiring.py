@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -140,18 +140,6 @@ class Wiring:
     @property
     def health(self) -> str:
         return subjects.health(self.service)
-
-    def describe(self) -> dict[str, Any]:
-        """Plain data for tools and docs: what the service consumes and publishes."""
-        return {
-            "service": self.service,
-            "consumes": [
-                {"durable": c.durable, "stream": c.stream, "filter_subjects": list(c.filter_subjects)}
-                for c in self.consumers
-            ],
-            "publishes": sorted({p.subject for p in self.publishes}),
-            "replies": sorted({r.subject for r in self.replies} | {self.health}),
-        }
 
 
 def _matches(pattern: str, subject: str) -> bool:
