@@ -19,10 +19,11 @@ import nats
 import yaml
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
 
 from shared import subjects
+from shared.auth.credentials import Credentials
 from shared.lifecycle import Phase, is_terminal
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import (
@@ -32,7 +33,6 @@ from shared.models import (
     OfferSetResponse,
     dump_json,
 )
-from shared.settings import DEFAULT_NATS_URL
 
 
 class BrokerUnavailable(RuntimeError):
@@ -65,20 +65,34 @@ def read_request_file(path: Path) -> dict[str, Any]:
     return document
 
 
+class BrokerRefused(PermissionError):
+    def __init__(self, url: str, who: str, reason: str) -> None:
+        super().__init__(
+            f"the broker at {url} refused {who} ({reason}): check the user name and password, that the "
+            "identity is enabled and that a token has not expired"
+        )
+        self.url = url
+
+
 class BrokerClient:
+    """One user's connection to the broker: it publishes and reads only its owner's subjects.
+
+    The owner is the one the server gives `credentials` (`Credentials.owner`), so the client's
+    subjects and its private reply inbox match what the server lets that user do.
+    """
+
     def __init__(
         self,
-        nats_url: str = DEFAULT_NATS_URL,
-        owner: str = "anonymous",
+        nats_url: str,
+        credentials: Credentials,
         *,
         connect_timeout: float = 3.0,
         reconnect: bool = False,
         resend_after: float = 10.0,
     ) -> None:
-        if not subjects.is_token(owner):
-            raise ValueError(f"owner {owner!r} must be a single subject token (letters, digits, _ - = @)")
         self.nats_url = nats_url
-        self.owner = owner
+        self.credentials = credentials
+        self.owner = credentials.owner.token
         self.connect_timeout = connect_timeout
         # Interactive commands fail fast; long-running clients (the fault harness) ride out restarts.
         self.reconnect = reconnect
@@ -97,20 +111,15 @@ class BrokerClient:
                 allow_reconnect=self.reconnect,
                 reconnect_time_wait=0.5,
                 error_cb=quiet,
-                name=f"eb-client-{self.owner}",
+                name="eb-client",
+                **self.credentials.connect_options(),
             )
         except Exception as exc:
-            raise BrokerUnavailable(self.nats_url, str(exc) or type(exc).__name__) from None
-        try:
-            await self._nc.jetstream().stream_info(subjects.EVENTS_STREAM)
-        except NotFoundError:
-            await self._nc.close()
-            raise BrokerUnavailable(
-                self.nats_url, "NATS answers but the broker's streams do not exist"
-            ) from None
-        except Exception as exc:
-            await self._nc.close()
-            raise BrokerUnavailable(self.nats_url, f"JetStream unavailable: {exc}") from None
+            reason = str(exc) or type(exc).__name__
+            if "authorization" in reason.lower() or "authentication" in reason.lower():
+                reason = reason.removeprefix("nats: ").strip("'")
+                raise BrokerRefused(self.nats_url, self.credentials.describe(), reason) from None
+            raise BrokerUnavailable(self.nats_url, reason) from None
 
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
@@ -152,6 +161,13 @@ class BrokerClient:
                     await self.nc.jetstream().publish(
                         subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=min(5.0, remaining)
                     )
+                except nats.errors.NoRespondersError:
+                    if not self.reconnect:  # nothing stores the subject: no broker set up here
+                        raise BrokerUnavailable(
+                            self.nats_url, "NATS answers but the broker's streams do not exist"
+                        ) from None
+                    await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
+                    continue
                 except Exception:  # the server may be restarting: try again until the deadline
                     await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
                     continue
@@ -160,14 +176,50 @@ class BrokerClient:
                     return bytes(msg.data)
                 except nats.errors.TimeoutError:
                     pass
-                try:
-                    stored = await self.nc.jetstream().get_last_msg(subjects.EVENTS_STREAM, answer_subject)
-                    return bytes(stored.data or b"")
-                except Exception:
-                    continue
+                stored = await self._last_stored(answer_subject)
+                if stored is not None:
+                    return stored
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _last_stored(self, subject: str) -> bytes | None:
+        """The stream's copy of an answer whose live delivery was missed, or None.
+
+        Read through a consumer filtered on that one subject: a user may not get stream messages
+        directly (``STREAM.MSG.GET`` takes its filter in the body, where the server cannot check it).
+        """
+        try:
+            sub = await self._ordered(subject, DeliverPolicy.LAST_PER_SUBJECT)
+        except Exception:
+            return None
+        try:
+            msg = await sub.next_msg(timeout=1.0)
+            return bytes(msg.data)
+        except Exception:
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _ordered(self, subject: str, policy: DeliverPolicy) -> JetStreamContext.PushSubscription:
+        """An ordered consumer on the events stream, filtered on `subject`, that a user may create.
+
+        The server checks the filter only in the ``CONSUMER.CREATE.<stream>.<name>.<filter>`` form,
+        which nats-py uses when the consumer has a name; ``stream=`` spares the lookup of the stream
+        by subject (``STREAM.NAMES``, not a user's). nats-py re-creates an ordered consumer under its
+        old name when it restarts it (after a gap or a server restart), which the server refuses for
+        a consumer that still exists: each restart gets a fresh name.
+        """
+        sub = await self.nc.jetstream().subscribe(
+            subject,
+            stream=subjects.EVENTS_STREAM,
+            ordered_consumer=True,
+            deliver_policy=policy,
+            config=ConsumerConfig(name=_consumer_name()),
+        )
+        _rename_on_reset(sub)
+        return sub
 
     async def submit(
         self,
@@ -231,7 +283,7 @@ class BrokerClient:
         """This owner's session events in stream order; with a session id, its whole history first."""
         subject = subjects.session_events(self.owner, session_id or "*")
         policy = DeliverPolicy.ALL if replay else DeliverPolicy.NEW
-        sub = await self.nc.jetstream().subscribe(subject, ordered_consumer=True, deliver_policy=policy)
+        sub = await self._ordered(subject, policy)
         try:
             while True:
                 try:
@@ -240,7 +292,12 @@ class BrokerClient:
                     if idle_timeout is not None:
                         raise BrokerTimeout(f"no session event within {idle_timeout:.0f} s") from None
                     continue
-                event = SessionEvent.model_validate_json(msg.data)
+                try:
+                    event = SessionEvent.model_validate_json(msg.data)
+                except ValueError:
+                    # Only the owning services publish phases, but a stored reply is not checked
+                    # against permissions (docs/security.md): skip what is not an event.
+                    continue
                 yield event
                 if until_done and session_id is not None and is_terminal(Phase(event.phase)):
                     return
@@ -260,14 +317,41 @@ class BrokerClient:
         return seen
 
 
-async def wait_for_services(nats_url: str, services: tuple[str, ...], timeout: float) -> None:
+def _consumer_name() -> str:
+    return f"eb-client-{uuid.uuid4().hex}"
+
+
+def _rename_on_reset(sub: JetStreamContext.PushSubscription) -> None:
+    """Give nats-py's ordered-consumer restart a fresh consumer name (see `BrokerClient._ordered`).
+
+    This reaches into nats-py's subscription state (pinned below 3): without it, a follower's
+    restart is refused and it goes quiet. If the internals change, the follower still works until
+    its first restart, and tests/e2e/test_follow_restart.py says so.
+    """
+    jsi = getattr(sub, "_jsi", None)
+    reset = getattr(jsi, "reset_ordered_consumer", None)
+    if jsi is None or reset is None or not hasattr(jsi, "_ccreq"):
+        return
+
+    async def reset_renamed(sseq: int | None) -> bool:
+        jsi._ccreq.name = _consumer_name()
+        return bool(await reset(sseq))
+
+    jsi.reset_ordered_consumer = reset_renamed
+
+
+async def wait_for_services(
+    nats_url: str, services: tuple[str, ...], timeout: float, credentials: Credentials
+) -> None:
     """Wait until every service answers its health subject (they declare streams before that)."""
     deadline = asyncio.get_running_loop().time() + timeout
     pending = list(services)
     last_error = "not started"
     while pending:
         try:
-            nc = await nats.connect(nats_url, connect_timeout=1, allow_reconnect=False)
+            nc = await nats.connect(
+                nats_url, connect_timeout=1, allow_reconnect=False, **credentials.connect_options()
+            )
         except Exception as exc:
             last_error = str(exc) or type(exc).__name__
         else:

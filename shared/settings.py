@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     # Whether the service creates and updates the streams at start. A service whose NATS user has least
     # privilege may not: an operator identity creates them first and the service only checks them.
     manage_streams: bool = True
+    #: An OIDC issuer whose access tokens users may log in with (HTTP bearer, NATS token), and the
+    #: audience its tokens must name (required with an issuer).
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
     data_dir: Path = Path(".data")
     # A TOML file of resource pools (see shared/pools.py); without it, one built-in local pool.
     pools: Path | None = None

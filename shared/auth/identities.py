@@ -114,7 +114,7 @@ class IdentityStore:
     def _update(self, username: str, assignment: str, values: tuple[object, ...]) -> None:
         with self._db() as db:
             cursor = db.execute(
-                f"UPDATE identities SET {assignment}, updated_at = ? WHERE username = ?",  # noqa: S608 - fixed SQL
+                f"UPDATE identities SET {assignment}, updated_at = ? WHERE username = ?",
                 (*values, _now(), username),
             )
         if cursor.rowcount == 0:

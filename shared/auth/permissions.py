@@ -30,6 +30,8 @@ from shared.subjects import Pattern, is_token
 
 #: What a user sends: their own commands.
 WRITABLE: tuple[Pattern, ...] = (subjects.REQUEST, subjects.UPDATE)
+#: What a user may ask anyone: the pools and their use (``broker pools``), answered by the scheduler.
+QUERIES: tuple[Pattern, ...] = (subjects.POOLS_INFO,)
 #: What a user receives: the answers and events of their own requests and sessions.
 READABLE: tuple[Pattern, ...] = (subjects.OFFERSET, subjects.UPDATE_RESULT, subjects.SESSION)
 #: The flow-control replies of push consumers (ordered consumers ask for flow control).
@@ -87,7 +89,12 @@ def user_permissions(owner_token: str, *, service_consumers: Iterable[str] = ())
         # Exactly the create subjects naming it: with one filter (any number of tokens) or none.
         denied += [consumer_create("*", name, ">"), f"$JS.API.CONSUMER.CREATE.*.{name}"]
     return Permissions(
-        pub_allow=(*(p.filter(owner=owner_token) for p in WRITABLE), *creates, FLOW_CONTROL),
+        pub_allow=(
+            *(p.filter(owner=owner_token) for p in WRITABLE),
+            *(p.filter() for p in QUERIES),
+            *creates,
+            FLOW_CONTROL,
+        ),
         pub_deny=tuple(denied),
         sub_allow=(inbox_prefix(owner_token) + ".>", *(p.filter(owner=owner_token) for p in READABLE)),
     )

@@ -14,6 +14,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from importlib.resources import as_file
 from pathlib import Path
@@ -27,8 +28,10 @@ from rich.table import Table
 
 from shared import subjects
 from shared.asyncapi import installed_document
+from shared.auth.credentials import Credentials
 from shared.client import (
     BrokerClient,
+    BrokerRefused,
     BrokerTimeout,
     BrokerUnavailable,
     RequestTooLarge,
@@ -39,6 +42,8 @@ from shared.examples import example
 from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
+from shared.ops import callout as callout_process
+from shared.ops import contexts
 from shared.ops.bench_floor import FloorTransport
 from shared.ops.embedded import SERVICES, EmbeddedBroker, free_port, wait_for_port
 from shared.service import load_service
@@ -55,26 +60,64 @@ err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 NatsUrl = Annotated[str, typer.Option("--nats-url", envvar="EB_NATS_URL", help="NATS server of the broker.")]
+ClientUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--nats-url", envvar="EB_NATS_URL", help="NATS server of the broker (default: the context's)."
+    ),
+]
+User = Annotated[str | None, typer.Option("--user", envvar="EB_NATS_USER", help="Your user name.")]
+Password = Annotated[
+    str | None,
+    typer.Option("--password", envvar="EB_NATS_PASSWORD", help="Your password (prefer EB_NATS_PASSWORD)."),
+]
+Token = Annotated[
+    str | None, typer.Option("--token", envvar="EB_NATS_TOKEN", help="An OIDC access token instead.")
+]
+ContextName = Annotated[
+    str | None, typer.Option("--context", envvar="EB_CONTEXT", help="A context other than the current one.")
+]
+
+
+@dataclass(frozen=True)
+class Login:
+    url: str | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    context: str | None = None
+
+    def connection(self) -> contexts.Connection:
+        try:
+            return contexts.resolve(
+                url=self.url, user=self.user, password=self.password, token=self.token, context=self.context
+            )
+        except contexts.ContextError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+
+    def client(self) -> BrokerClient:
+        found = self.connection()
+        return BrokerClient(found.url, found.credentials)
+
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
 def default_owner() -> str:
+    """The operator's user name: the login name, kept to the characters a user name may hold."""
     try:
         name = getpass.getuser()
     except Exception:
-        name = "anonymous"
-    return re.sub(r"[^A-Za-z0-9_\-=@]", "_", name) or "anonymous"
-
-
-DEFAULT_OWNER = default_owner()
-Owner = Annotated[str, typer.Option("--owner", envvar="EB_OWNER", help="Your identity on the bus.")]
+        name = "operator"
+    return re.sub(r"[^A-Za-z0-9_.@+\-]", "_", name)[:64] or "operator"
 
 
 def run_async(make: Callable[[], Awaitable[T]]) -> T:
     """Run a client coroutine; turn the expected failures into one clear line and exit code 1."""
     try:
         return asyncio.run(make())  # type: ignore[arg-type]
-    except BrokerUnavailable as exc:
+    except (BrokerUnavailable, BrokerRefused) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     except RequestTooLarge as exc:
@@ -176,6 +219,26 @@ def service(
         raise typer.Exit(1) from None
 
 
+@app.command(hidden=True)
+def callout(nats_url: NatsUrl = DEFAULT_NATS_URL) -> None:
+    """Run the auth callout of the installation in EB_DATA_DIR in the foreground."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s callout %(levelname)s %(name)s: %(message)s")
+    settings = Settings(nats_url=nats_url)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await callout_process.run(settings, stop)
+
+    try:
+        asyncio.run(main())
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]error:[/red] the auth callout could not start: {exc}")
+        raise typer.Exit(1) from None
+
+
 def start_embedded(
     data_dir: Path, nats_url: str | None, nats_port: int, http_port: int | None = None
 ) -> EmbeddedBroker:
@@ -188,7 +251,7 @@ def start_embedded(
         err.print(f"[red]error:[/red] could not start nats-server: {exc}{hint}")
         raise typer.Exit(1) from None
     try:
-        run_async(lambda: wait_for_services(broker.url, SERVICES, timeout=60))
+        run_async(lambda: wait_for_services(broker.url, SERVICES, timeout=60, credentials=broker.operator()))
     except typer.Exit:
         broker.stop()
         for name in SERVICES:
@@ -218,11 +281,26 @@ def up(
     http_port: Annotated[
         int, typer.Option("--http-port", help="Port of the HTTP API and dashboard (0: no HTTP).")
     ] = 8082,
+    context: Annotated[
+        str, typer.Option("--context", help="The name of the context written for you, the operator.")
+    ] = contexts.DEFAULT_CONTEXT,
 ) -> None:
-    """Start nats-server (JetStream) and the three services; Ctrl-C or SIGTERM stops everything."""
+    """Start nats-server (JetStream), its auth callout and the three services; Ctrl-C or SIGTERM
+    stops everything. You become the broker's operator: an admin identity named after your login,
+    with a fresh password in a context that client commands use unless told otherwise."""
     broker = start_embedded(data_dir.resolve(), nats_url, nats_port, http_port or None)
     console.print(f"broker up: NATS at [bold]{broker.url}[/bold], data in {data_dir.resolve()}")
-    console.print(f"  export EB_NATS_URL={broker.url}")
+    if broker.nats is not None:
+        operator = default_owner()
+        credentials = broker.login(operator, admin=True)
+        path = contexts.save(
+            context, broker.url, credentials, description=f"broker up in {data_dir.resolve()}"
+        )
+        console.print(f"  you are [bold]{operator}[/bold] (an admin); your context {context!r} is {path}")
+        console.print(
+            "  broker submit/watch/accept use it from any terminal (--context or EB_CONTEXT: another)"
+        )
+        console.print(f"  other users: broker users add NAME --data-dir {data_dir}")
     if broker.http_url:
         console.print(f"  dashboard and HTTP API: [bold]{broker.http_url}/[/bold] (OpenAPI at /openapi.json)")
     stopping = False
@@ -257,10 +335,14 @@ def submit(
     accept: Annotated[str | None, typer.Option("--accept", help="Accept 'first' or offer N.")] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the accepted session to its end.")] = False,
     as_json: JsonFlag = False,
-    nats_url: NatsUrl = DEFAULT_NATS_URL,
-    owner: Owner = DEFAULT_OWNER,
+    nats_url: ClientUrl = None,
+    user: User = None,
+    password: Password = None,
+    token: Token = None,
+    context: ContextName = None,
 ) -> None:
     """Publish a request and print the offer set."""
+    login = Login(nats_url, user, password, token, context)
     try:
         document = read_request_file(file)
     except Exception as exc:
@@ -268,7 +350,7 @@ def submit(
         raise typer.Exit(2) from None
 
     async def main() -> int:
-        async with BrokerClient(nats_url, owner) as client:
+        async with login.client() as client:
             offerset = await client.submit(document)
             if as_json:
                 console.print_json(json.dumps(to_jsonable(offerset)))
@@ -305,9 +387,11 @@ def submit(
     raise typer.Exit(code)
 
 
-def _update(session_id: str, phase: Phase, nats_url: str, owner: str, as_json: bool) -> None:
+def _update(session_id: str, phase: Phase, login: Login, as_json: bool) -> None:
+    client = login.client()
+
     async def main() -> UpdateResult:
-        async with BrokerClient(nats_url, owner) as client:
+        async with client:
             return await client.update(session_id, phase)
 
     print_update(run_async(main), as_json)
@@ -316,34 +400,43 @@ def _update(session_id: str, phase: Phase, nats_url: str, owner: str, as_json: b
 @app.command("accept")
 def accept_cmd(
     session_id: str,
-    nats_url: NatsUrl = DEFAULT_NATS_URL,
-    owner: Owner = DEFAULT_OWNER,
+    nats_url: ClientUrl = None,
+    user: User = None,
+    password: Password = None,
+    token: Token = None,
+    context: ContextName = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Accept an offered session (its siblings are rejected)."""
-    _update(session_id, Phase.ACCEPTED, nats_url, owner, as_json)
+    _update(session_id, Phase.ACCEPTED, Login(nats_url, user, password, token, context), as_json)
 
 
 @app.command()
 def reject(
     session_id: str,
-    nats_url: NatsUrl = DEFAULT_NATS_URL,
-    owner: Owner = DEFAULT_OWNER,
+    nats_url: ClientUrl = None,
+    user: User = None,
+    password: Password = None,
+    token: Token = None,
+    context: ContextName = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Reject an offered session."""
-    _update(session_id, Phase.REJECTED, nats_url, owner, as_json)
+    _update(session_id, Phase.REJECTED, Login(nats_url, user, password, token, context), as_json)
 
 
 @app.command()
 def cancel(
     session_id: str,
-    nats_url: NatsUrl = DEFAULT_NATS_URL,
-    owner: Owner = DEFAULT_OWNER,
+    nats_url: ClientUrl = None,
+    user: User = None,
+    password: Password = None,
+    token: Token = None,
+    context: ContextName = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Cancel a session; a running one is really stopped."""
-    _update(session_id, Phase.CANCELLED, nats_url, owner, as_json)
+    _update(session_id, Phase.CANCELLED, Login(nats_url, user, password, token, context), as_json)
 
 
 @app.command()
@@ -351,13 +444,17 @@ def watch(
     session_id: Annotated[str | None, typer.Argument(help="One session; all sessions when omitted.")] = None,
     until_done: Annotated[bool, typer.Option("--until-done", help="Stop at the session's end.")] = False,
     as_json: JsonFlag = False,
-    nats_url: NatsUrl = DEFAULT_NATS_URL,
-    owner: Owner = DEFAULT_OWNER,
+    nats_url: ClientUrl = None,
+    user: User = None,
+    password: Password = None,
+    token: Token = None,
+    context: ContextName = None,
 ) -> None:
     """Print your session events as they happen (a session's whole history first)."""
+    client = Login(nats_url, user, password, token, context).client()
 
     async def main() -> None:
-        async with BrokerClient(nats_url, owner) as client:
+        async with client:
             async for event in client.events(
                 session_id, until_done=until_done, replay=session_id is not None
             ):
@@ -393,7 +490,8 @@ def demo(
         with contextlib.ExitStack() as files:
             # The shipped example is package data: as_file gives it a real path even from a wheel.
             request = request_file or files.enter_context(as_file(example("hello-notebook.yaml")))
-            code = run_async(lambda: _demo_flow(broker.url, request, timeout))
+            credentials = broker.login(default_owner())
+            code = run_async(lambda: _demo_flow(broker.url, credentials, request, timeout))
     finally:
         console.print("5. stopping the services and nats-server")
         broker.stop()
@@ -406,9 +504,9 @@ def demo(
     raise typer.Exit(code)
 
 
-async def _demo_flow(url: str, request_file: Path, timeout: float) -> int:
+async def _demo_flow(url: str, credentials: Credentials, request_file: Path, timeout: float) -> int:
     document = read_request_file(request_file)
-    async with BrokerClient(url, default_owner()) as client:
+    async with BrokerClient(url, credentials) as client:
         console.print(f"2. submitting {request_file.name}")
         offerset = await client.submit(document)
         console.print(offerset_table(offerset))
@@ -482,11 +580,19 @@ def faults(
 
 
 @app.command()
-def pools(as_json: JsonFlag = False, nats_url: NatsUrl = DEFAULT_NATS_URL) -> None:
+def pools(
+    as_json: JsonFlag = False,
+    nats_url: ClientUrl = None,
+    user: User = None,
+    password: Password = None,
+    token: Token = None,
+    context: ContextName = None,
+) -> None:
     """The scheduler's pools: platform, site, capacity, limits, and what is held and booked now."""
+    client = Login(nats_url, user, password, token, context).client()
 
     async def main() -> list[dict[str, Any]]:
-        async with BrokerClient(nats_url) as client:
+        async with client:
             try:
                 reply = await client.nc.request(subjects.pools_info(), b"", timeout=5)
             except Exception as exc:

@@ -3,7 +3,10 @@ services as child processes, the way a user runs the broker on one machine."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -11,8 +14,20 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import nats
+
+from shared.auth import identities, owners
+from shared.auth.credentials import Credentials
+from shared.auth.identities import IdentityExists, IdentityStore
+from shared.bus.streams import ensure_streams
+from shared.ops.secured import CALLOUT, GATEWAY, SecuredBus
+from shared.service import load_service
+from shared.settings import Settings
 
 SERVICES = ("offers", "scheduler", "launcher")
 
@@ -115,12 +130,18 @@ class ServiceProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def command(self) -> list[str]:
+        if self.name == CALLOUT:
+            return ["callout", "--nats-url", self.nats_url]
+        return ["service", self.name, "--nats-url", self.nats_url]
+
     def start(self) -> None:
         log = self.data_dir / f"{self.name}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "EB_DATA_DIR": str(self.data_dir), "EB_NATS_URL": self.nats_url}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.ops.cli", "service", self.name, "--nats-url", self.nats_url],
+            [sys.executable, "-m", "shared.ops.cli", *self.command],
             stdout=open(log, "ab"),  # noqa: SIM115 - the child owns the handle
             stderr=subprocess.STDOUT,
             env=env,
@@ -147,7 +168,9 @@ class ServiceProcess:
 
 @dataclass
 class EmbeddedBroker:
-    """nats-server plus the three services, all as separate processes under one data folder."""
+    """nats-server, its auth callout and the three services, all as separate processes under one
+    data folder. The server it starts is secured (`shared.ops.secured`): each service connects with
+    its own key, users with a password the callout checks, the operator with its own key."""
 
     data_dir: Path
     nats_url: str | None = None
@@ -157,6 +180,8 @@ class EmbeddedBroker:
     http_port: int | None = None
     nats: NatsServer | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    #: Passwords of the identities `login` made, so it can hand them out again.
+    _passwords: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def url(self) -> str:
@@ -173,18 +198,79 @@ class EmbeddedBroker:
         public = self.env.get("EB_PUBLIC_URL") or os.environ.get("EB_PUBLIC_URL")
         return public.rstrip("/") if public else f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def bus(self) -> SecuredBus:
+        return SecuredBus(self.data_dir)
+
+    @property
+    def identities(self) -> IdentityStore:
+        return identities.store_in(self.data_dir)
+
+    def operator(self, acting_for: str = "operator") -> Credentials:
+        """The operator's own key: everything on the bus, acting for local user `acting_for`."""
+        return Credentials(nkey_seed_file=self.bus.operator_seed_file, acting_for=owners.local(acting_for))
+
+    def login(self, username: str, *, admin: bool = False) -> Credentials:
+        """A local identity's credentials, made (with a random password) the first time."""
+        password = self._passwords.get(username)
+        if password is None:
+            password = secrets.token_urlsafe(24)
+            try:
+                self.identities.add(username, password, admin=admin)
+            except IdentityExists:
+                self.identities.set_password(username, password)
+            self._passwords[username] = password
+        return Credentials.login(username, password)
+
+    def settings(self) -> Settings:
+        """The services' settings as their processes will read them (environment and `env`)."""
+        saved = dict(os.environ)
+        try:
+            os.environ.update(self.env)
+            os.environ["EB_DATA_DIR"] = str(self.data_dir)
+            return Settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        service_env: dict[str, dict[str, str]] = {name: {} for name in SERVICES}
         if not self.nats_url:
-            self.nats = NatsServer(self.data_dir / "jetstream", port=self.nats_port)
+            bus = self.bus
+            settings = self.settings()
+            config = bus.write_config({name: load_service(name).wiring(settings) for name in SERVICES})
+            self.nats = NatsServer(self.data_dir / "jetstream", port=self.nats_port, config_file=config)
             self.nats.start()
+            self._create_streams()
+            for name in SERVICES:
+                service_env[name] = {
+                    "EB_NATS_NKEY_SEED_FILE": str(bus.service_seed_file(name)),
+                    "EB_MANAGE_STREAMS": "false",
+                }
+            service_env["offers"]["EB_HTTP_NATS_NKEY_SEED_FILE"] = str(bus.keys.seed_file(GATEWAY))
+            callout = ServiceProcess(CALLOUT, self.url, self.data_dir, dict(self.env))
+            callout.start()
+            self.services[CALLOUT] = callout
         for name in SERVICES:
-            env = dict(self.env)
+            env = {**self.env, **service_env[name]}
             if name == "offers" and self.http_port is not None:
                 env["EB_HTTP_PORT"] = str(self.http_port)
             service = ServiceProcess(name, self.url, self.data_dir, env)
             service.start()
             self.services[name] = service
+
+    def _create_streams(self) -> None:
+        """The operator creates the streams; the services only check them (least privilege)."""
+
+        async def create() -> None:
+            nc = await nats.connect(self.url, **self.operator().connect_options())
+            try:
+                await ensure_streams(nc.jetstream())
+            finally:
+                await nc.close()
+
+        run_blocking(create())
 
     def restart(self, name: str) -> None:
         self.services[name].kill()
@@ -198,3 +284,14 @@ class EmbeddedBroker:
 
     def dead_services(self) -> list[str]:
         return [name for name, service in self.services.items() if not service.alive()]
+
+
+def run_blocking(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to its end from synchronous code, even when an event loop runs in this thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(work)
+        return
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, work).result()

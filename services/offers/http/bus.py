@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Protocol
 
 import nats
@@ -14,6 +15,8 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from shared import subjects
+from shared.auth import owners
+from shared.auth.credentials import Credentials
 from shared.client import BrokerClient
 from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
@@ -31,10 +34,12 @@ class Bus(Protocol):
 
 
 class _OnConnection(BrokerClient):
-    """A BrokerClient for one owner that borrows an open connection instead of making its own."""
+    """A BrokerClient for one owner that borrows an open connection instead of making its own: the
+    gateway's key, acting for the owner HTTP authenticated."""
 
-    def __init__(self, nc: Client, owner: str) -> None:
-        super().__init__(nc.connected_url.geturl() if nc.connected_url else "nats://", owner)
+    def __init__(self, nc: Client, owner: str, seed_file: Path) -> None:
+        url = nc.connected_url.geturl() if nc.connected_url else "nats://"
+        super().__init__(url, Credentials(nkey_seed_file=seed_file, acting_for=owners.from_token(owner)))
         self._nc = nc
 
     async def close(self) -> None:  # the connection belongs to NatsBus
@@ -42,8 +47,10 @@ class _OnConnection(BrokerClient):
 
 
 class NatsBus:
-    def __init__(self, nats_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, nats_url: str, seed_file: Path, *, timeout: float = 30.0) -> None:
         self.nats_url = nats_url
+        #: The HTTP API's own identity on the bus (``shared.ops.secured.GATEWAY``).
+        self.seed_file = seed_file
         self.timeout = timeout
         self._nc: Client | None = None
 
@@ -54,6 +61,8 @@ class NatsBus:
         self._nc = await nats.connect(
             self.nats_url,
             name="eb-offers-http",
+            nkeys_seed=str(self.seed_file),
+            inbox_prefix=f"_INBOX_{self.seed_file.stem}",
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             error_cb=quiet,
@@ -70,10 +79,14 @@ class NatsBus:
         return self._nc
 
     async def submit(self, owner: str, raw: bytes, request_id: str) -> OfferSetResponse:
-        return await _OnConnection(self.nc, owner).submit(raw, request_id=request_id, timeout=self.timeout)
+        return await _OnConnection(self.nc, owner, self.seed_file).submit(
+            raw, request_id=request_id, timeout=self.timeout
+        )
 
     async def update(self, owner: str, session_id: str, phase: Phase) -> UpdateResult:
-        return await _OnConnection(self.nc, owner).update(session_id, phase, timeout=self.timeout)
+        return await _OnConnection(self.nc, owner, self.seed_file).update(
+            session_id, phase, timeout=self.timeout
+        )
 
     @contextlib.asynccontextmanager
     async def event_queue(self) -> AsyncIterator[asyncio.Queue[SessionEvent]]:
@@ -103,7 +116,9 @@ class NatsBus:
         count = sum((info.state.subjects or {}).values())
         if count == 0:
             return []
-        sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+        sub = await js.subscribe(
+            subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
         events: list[SessionEvent] = []
         try:
             while len(events) < count:

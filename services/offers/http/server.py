@@ -29,7 +29,12 @@ class _Server(uvicorn.Server):
 class HttpServer:
     def __init__(self, settings: HttpSettings, nats_url: str, database: Path) -> None:
         self.settings = settings
-        self.bus = NatsBus(nats_url)
+        if settings.http_nats_nkey_seed_file is None:
+            raise ValueError(
+                "the HTTP API needs its own key on the bus: set EB_HTTP_NATS_NKEY_SEED_FILE "
+                "(broker up writes one into <data dir>/bus/http.nk)"
+            )
+        self.bus = NatsBus(nats_url, settings.http_nats_nkey_seed_file)
         self.read_model = ReadModel(database)
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,6 +16,8 @@ class HttpSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     #: The base of every URL the broker writes (``meta.url``, ``Location``).
     public_url: str | None = None
+    #: The HTTP API's own key on the bus (``broker up`` writes it: ``<data dir>/bus/http.nk``).
+    http_nats_nkey_seed_file: Path | None = None
     admin_username: str | None = None
     admin_password: str | None = None
     oidc_issuer: str | None = None
