@@ -51,7 +51,7 @@ def broker_factory(tmp_path: Path) -> Iterator[object]:
         broker = EmbeddedBroker(data_dir=tmp_path / f"broker{len(started)}", env=broker_env(**env))
         started.append(broker)
         broker.start()
-        asyncio.run(wait_for_services(broker.url, SERVICES, timeout=60))
+        asyncio.run(wait_for_services(broker.url, SERVICES, timeout=60, credentials=broker.operator()))
         return broker
 
     yield start
@@ -70,7 +70,7 @@ def broker(broker_factory: object) -> EmbeddedBroker:
 
 @pytest.fixture
 async def client(broker: EmbeddedBroker) -> AsyncIterator[BrokerClient]:
-    async with BrokerClient(broker.url, "alice") as c:
+    async with BrokerClient(broker.url, broker.login("alice")) as c:
         yield c
 
 

@@ -222,8 +222,8 @@ async def run_overbooking(data_dir: Path, requests: int, concurrency: int, cores
     await asyncio.to_thread(broker.start)
     began = time.perf_counter()
     try:
-        await wait_for_services(broker.url, SERVICES, timeout=60)
-        async with BrokerClient(broker.url, "bench", reconnect=True) as client:
+        await wait_for_services(broker.url, SERVICES, timeout=60, credentials=broker.operator())
+        async with BrokerClient(broker.url, broker.login("bench"), reconnect=True) as client:
             answered, accepted, lost = await _accept_everything(client, requests, concurrency)
     finally:
         await asyncio.to_thread(broker.stop)
@@ -294,7 +294,7 @@ async def run_bench(
     profile_error: str | None = None
     await asyncio.to_thread(broker.start)
     try:
-        await wait_for_services(broker.url, SERVICES, timeout=60)
+        await wait_for_services(broker.url, SERVICES, timeout=60, credentials=broker.operator())
         pids = {name: service.proc.pid for name, service in broker.services.items() if service.proc}
         if broker.nats is not None and broker.nats.proc is not None:
             pids["nats-server"] = broker.nats.proc.pid
@@ -307,7 +307,7 @@ async def run_bench(
                 profiler.abort()
                 profiler, profile_error = None, str(error)
         cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
-        async with BrokerClient(broker.url, "bench", reconnect=True) as client:
+        async with BrokerClient(broker.url, broker.login("bench"), reconnect=True) as client:
             began = time.perf_counter()
             latencies, answered, accepted, lost = await _offers(client, requests, concurrency, lifecycle)
             phases: dict[str, dict[str, float]] = {}

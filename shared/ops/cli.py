@@ -46,7 +46,8 @@ from shared.ops import callout as callout_process
 from shared.ops import contexts
 from shared.ops.bench_floor import FloorTransport
 from shared.ops.embedded import SERVICES, EmbeddedBroker, free_port, wait_for_port
-from shared.service import load_service
+from shared.ops.secured import SecuredBus
+from shared.service import installed_services, load_service
 from shared.settings import DEFAULT_NATS_URL, Settings
 
 if TYPE_CHECKING:
@@ -219,6 +220,20 @@ def service(
         raise typer.Exit(1) from None
 
 
+@app.command("bus-config")
+def bus_config() -> None:
+    """Write the secured bus of the installation in EB_DATA_DIR: its keys (made once) and the
+    nats-server configuration for the installed services and pools (written anew)."""
+    settings = Settings()
+    bus = SecuredBus(settings.data_dir.resolve())
+    try:
+        wirings = {name: entry.wiring(settings) for name, entry in installed_services().items()}
+    except Exception as exc:
+        err.print(f"[red]error:[/red] the services cannot be built with these settings: {exc}")
+        raise typer.Exit(1) from None
+    console.print(str(bus.write_config(wirings)))
+
+
 @app.command(hidden=True)
 def callout(nats_url: NatsUrl = DEFAULT_NATS_URL) -> None:
     """Run the auth callout of the installation in EB_DATA_DIR in the foreground."""
@@ -316,7 +331,7 @@ def up(
             dead = broker.dead_services()
             for name in dead:
                 err.print(f"[yellow]{name} exited; restarting it[/yellow]")
-                broker.services[name].start()
+                broker.process(name).start()
             time.sleep(0.5)
     finally:
         console.print("stopping…")

@@ -26,8 +26,6 @@ from shared.auth.credentials import Credentials
 from shared.auth.identities import IdentityExists, IdentityStore
 from shared.bus.streams import ensure_streams
 from shared.ops.secured import CALLOUT, GATEWAY, SecuredBus
-from shared.service import load_service
-from shared.settings import Settings
 
 SERVICES = ("offers", "scheduler", "launcher")
 
@@ -180,6 +178,8 @@ class EmbeddedBroker:
     http_port: int | None = None
     nats: NatsServer | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    #: The auth callout's process (None on a bus this broker did not start).
+    callout: ServiceProcess | None = None
     #: Passwords of the identities `login` made, so it can hand them out again.
     _passwords: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -222,24 +222,12 @@ class EmbeddedBroker:
             self._passwords[username] = password
         return Credentials.login(username, password)
 
-    def settings(self) -> Settings:
-        """The services' settings as their processes will read them (environment and `env`)."""
-        saved = dict(os.environ)
-        try:
-            os.environ.update(self.env)
-            os.environ["EB_DATA_DIR"] = str(self.data_dir)
-            return Settings()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         service_env: dict[str, dict[str, str]] = {name: {} for name in SERVICES}
         if not self.nats_url:
             bus = self.bus
-            settings = self.settings()
-            config = bus.write_config({name: load_service(name).wiring(settings) for name in SERVICES})
+            config = self._write_bus_config()
             self.nats = NatsServer(self.data_dir / "jetstream", port=self.nats_port, config_file=config)
             self.nats.start()
             self._create_streams()
@@ -249,9 +237,8 @@ class EmbeddedBroker:
                     "EB_MANAGE_STREAMS": "false",
                 }
             service_env["offers"]["EB_HTTP_NATS_NKEY_SEED_FILE"] = str(bus.keys.seed_file(GATEWAY))
-            callout = ServiceProcess(CALLOUT, self.url, self.data_dir, dict(self.env))
-            callout.start()
-            self.services[CALLOUT] = callout
+            self.callout = ServiceProcess(CALLOUT, self.url, self.data_dir, dict(self.env))
+            self.callout.start()
         for name in SERVICES:
             env = {**self.env, **service_env[name]}
             if name == "offers" and self.http_port is not None:
@@ -259,6 +246,23 @@ class EmbeddedBroker:
             service = ServiceProcess(name, self.url, self.data_dir, env)
             service.start()
             self.services[name] = service
+
+    def _write_bus_config(self) -> Path:
+        """Keys and server configuration, written by ``broker bus-config`` in the services' own
+        environment: their permissions follow from their wirings, which depend on the installed
+        plugins and pools that environment (``PYTHONPATH``, ``EB_POOLS``) gives them."""
+        env = {**os.environ, **self.env, "EB_DATA_DIR": str(self.data_dir)}
+        done = subprocess.run(
+            [sys.executable, "-m", "shared.ops.cli", "bus-config"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"the bus configuration could not be written: {done.stderr.strip()[-2000:]}")
+        return self.bus.config_file
 
     def _create_streams(self) -> None:
         """The operator creates the streams; the services only check them (least privilege)."""
@@ -272,18 +276,30 @@ class EmbeddedBroker:
 
         run_blocking(create())
 
+    def process(self, name: str) -> ServiceProcess:
+        """A service's process, or the callout's."""
+        if name == CALLOUT and self.callout is not None:
+            return self.callout
+        return self.services[name]
+
     def restart(self, name: str) -> None:
-        self.services[name].kill()
-        self.services[name].start()
+        self.process(name).kill()
+        self.process(name).start()
 
     def stop(self) -> None:
         for service in self.services.values():
             service.stop()
+        if self.callout is not None:
+            self.callout.stop()
         if self.nats is not None:
             self.nats.stop()
 
     def dead_services(self) -> list[str]:
-        return [name for name, service in self.services.items() if not service.alive()]
+        """The services, and the callout, that have exited."""
+        dead = [name for name, service in self.services.items() if not service.alive()]
+        if self.callout is not None and not self.callout.alive():
+            dead.append(CALLOUT)
+        return dead
 
 
 def run_blocking(work: Coroutine[Any, Any, None]) -> None:

@@ -23,6 +23,7 @@ import nats
 from nats.js.api import DeliverPolicy
 
 from shared import subjects
+from shared.auth.credentials import Credentials
 from shared.client import BrokerClient, BrokerTimeout, wait_for_services
 from shared.lifecycle import TERMINAL, Phase
 from shared.ops.embedded import SERVICES, EmbeddedBroker
@@ -157,9 +158,9 @@ async def _killer(
     return nats_restarts
 
 
-async def _audit(url: str) -> tuple[Counter[str], dict[str, list[str]]]:
+async def _audit(url: str, operator: Credentials) -> tuple[Counter[str], dict[str, list[str]]]:
     """Count every stored event subject; collect each session's phases in stream order."""
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **operator.connect_options())
     counts: Counter[str] = Counter()
     phases: dict[str, list[str]] = defaultdict(list)
     try:
@@ -192,10 +193,12 @@ def _one_fact(subject: str) -> bool:
     return False
 
 
-async def _wait_until_settled(url: str, sessions: set[str], deadline: float) -> None:
+async def _wait_until_settled(url: str, operator: Credentials, sessions: set[str], deadline: float) -> None:
     """Follow all session events until every accepted session has a terminal phase or time is up."""
     done: set[str] = set()
-    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    nc = await nats.connect(
+        url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **operator.connect_options()
+    )
     try:
         sub = await nc.jetstream().subscribe(
             subjects.session_events(OWNER), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
@@ -240,7 +243,7 @@ async def run_faults(
     flow = _Flow()
     await asyncio.to_thread(broker.start)
     try:
-        await wait_for_services(broker.url, SERVICES, timeout=60)
+        await wait_for_services(broker.url, SERVICES, timeout=60, credentials=broker.operator())
         progress(
             f"broker up at {broker.url}; {sessions} sessions, {kills} kills"
             + (", one nats-server restart" if restart_nats else "")
@@ -252,13 +255,15 @@ async def run_faults(
             _killer(broker, kills, restart_nats, window, rng, kill_log, stop_killing)
         )
         limit = asyncio.Semaphore(concurrency)
-        async with BrokerClient(broker.url, OWNER, reconnect=True, resend_after=6.0) as client:
+        async with BrokerClient(broker.url, broker.login(OWNER), reconnect=True, resend_after=6.0) as client:
             await asyncio.gather(*(_one_session(client, flow, limit, timeout=120) for _ in range(sessions)))
         progress(f"{len(flow.accepted)} sessions accepted after {time.monotonic() - started:.1f} s")
         nats_restarts = await killer
-        await _wait_until_settled(broker.url, set(flow.accepted.values()), time.monotonic() + settle_timeout)
+        await _wait_until_settled(
+            broker.url, broker.operator(), set(flow.accepted.values()), time.monotonic() + settle_timeout
+        )
         await asyncio.sleep(1.0)  # let the last relays land before counting
-        counts, phases = await _audit(broker.url)
+        counts, phases = await _audit(broker.url, broker.operator())
     finally:
         await asyncio.to_thread(broker.stop)
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import nats
 
 from shared import subjects
 from shared.client import read_request_file
+from shared.ops.embedded import EmbeddedBroker
 from shared.models import JUPYTER_NOTEBOOK_KIND, SIMPLE_COMPUTE_KIND
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,12 +63,26 @@ def one_core_request(
     return document
 
 
+#: What a `broker` subprocess must not inherit from whoever runs the tests: only the test's own
+#: options, credentials and contexts count.
+CLIENT_ENV = ("EB_NATS_URL", "EB_NATS_USER", "EB_NATS_PASSWORD", "EB_NATS_TOKEN", "EB_CONTEXT")
+
+
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment of a `broker` subprocess; EB_NATS_URL is dropped so only --nats-url counts."""
-    env = {k: v for k, v in os.environ.items() if k != "EB_NATS_URL"}
+    """The environment of a `broker` subprocess: none of the caller's client settings, and a
+    configuration folder of the test session's own (so no developer's context is read or written)."""
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV}
     env.update({"PYTHONUNBUFFERED": "1", "NO_COLOR": "1"})
+    env.setdefault("XDG_CONFIG_HOME", str(Path(tempfile.gettempdir()) / "eb-tests-config"))
     env.update(extra)
     return env
+
+
+def login_env(broker: EmbeddedBroker, username: str) -> dict[str, str]:
+    """``EB_NATS_USER``/``EB_NATS_PASSWORD`` of a local identity of `broker` (made if new)."""
+    credentials = broker.login(username)
+    assert credentials.user is not None and credentials.password is not None
+    return {"EB_NATS_USER": credentials.user, "EB_NATS_PASSWORD": credentials.password.get_secret_value()}
 
 
 def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
@@ -91,9 +107,10 @@ def json_documents(text: str) -> list[Any]:
         documents.append(document)
 
 
-async def phase_event_counts(nats_url: str, session_id: str) -> dict[str, int]:
-    """How many messages the events stream stores per phase of one session, read from the server."""
-    nc = await nats.connect(nats_url)
+async def phase_event_counts(broker: EmbeddedBroker, session_id: str) -> dict[str, int]:
+    """How many messages the events stream stores per phase of one session, read from the server
+    as the operator (a user may not read stream state)."""
+    nc = await nats.connect(broker.url, **broker.operator().connect_options())
     try:
         info = await nc.jetstream().stream_info(
             subjects.EVENTS_STREAM, subjects_filter=subjects.session_events(session_id=session_id)

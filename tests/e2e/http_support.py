@@ -50,7 +50,7 @@ def start_http_broker(data_dir: Path, **env: str) -> HttpBroker:
     broker = EmbeddedBroker(data_dir=data_dir, env=broker_env(**http_env(**env)), http_port=port)
     broker.start()
     try:
-        asyncio.run(wait_for_services(broker.url, SERVICES, timeout=60))
+        asyncio.run(wait_for_services(broker.url, SERVICES, timeout=60, credentials=broker.operator()))
         wait_for_port(port, 30)
         assert broker.http_url is not None
         http = HttpBroker(broker, broker.http_url)

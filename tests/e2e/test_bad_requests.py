@@ -99,7 +99,7 @@ async def test_illegal_and_foreign_updates_are_refused(broker: EmbeddedBroker, c
     assert "REJECTED" in text
     assert "legal updates now: CANCELLED" in text, text
 
-    async with BrokerClient(broker.url, "mallory") as mallory:
+    async with BrokerClient(broker.url, broker.login("mallory")) as mallory:
         results = await asyncio.gather(mallory.cancel(session_id), mallory.accept(session_id))
     for foreign in results:
         assert foreign.applied is False

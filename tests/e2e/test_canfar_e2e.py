@@ -119,6 +119,6 @@ async def run_cancelled(client: BrokerClient, fake: FakeSkaha) -> None:
 
 
 async def test_canfar_sessions_through_the_bus(canfar_broker: EmbeddedBroker, fake: FakeSkaha) -> None:
-    async with BrokerClient(canfar_broker.url, "alice") as client:
+    async with BrokerClient(canfar_broker.url, canfar_broker.login("alice")) as client:
         await asyncio.gather(run_ok(client, fake), run_failing(client, fake), run_cancelled(client, fake))
     assert all(r["headers"]["authorization"] == "Bearer <redacted>" for r in fake.requests)

@@ -126,7 +126,8 @@ def dead_rucio(broker_factory: Callable[..., EmbeddedBroker], tmp_path: Path) ->
 
 async def test_remote_data_gives_a_later_start_and_measurements_shift_it(near: EmbeddedBroker) -> None:
     broker = near
-    async with BrokerClient(broker.url, "alice") as client:
+    # The operator's key, acting for alice: it may also publish the launcher's measurements.
+    async with BrokerClient(broker.url, broker.operator("alice")) as client:
         near = await client.submit(request([skao("big-near", 25 * GIB, ["UKSRC-RAL"])]))
         far = await client.submit(request([skao("small-far", 25 * GIB, ["JPSRC_STORM", "SPSRC_STORM"])]))
         # Local replica: 2 s base + 60 s staging; remote: 2 s + 2 s/GB x 25 GB + 60 s (the best replica).
@@ -160,7 +161,8 @@ async def test_remote_data_gives_a_later_start_and_measurements_shift_it(near: E
 
 async def test_a_real_session_reports_its_measured_preparation(near_local: EmbeddedBroker) -> None:
     broker = near_local
-    async with BrokerClient(broker.url, "alice") as client:
+    # The operator's key, acting for alice: it may also read the launcher's stored measurement.
+    async with BrokerClient(broker.url, broker.operator("alice")) as client:
         offerset = await client.submit(request([], COMMAND))
         session_id = (offerset.offers or [])[0].meta.uuid  # type: ignore[union-attr]
         assert session_id is not None
@@ -193,7 +195,7 @@ async def test_rucio_replicas_are_looked_up_and_a_failed_look_up_is_a_specific_n
             "rucio": {"endpoint": url, "scope": "testing", "object": f"no-{uuid.uuid4()}", "type": "FILE"},
         }
     ]
-    async with BrokerClient(broker.url, "alice") as client:
+    async with BrokerClient(broker.url, broker.login("alice")) as client:
         found = await client.submit(request(rucio_data))
         assert preparing_seconds(found) == 112  # replica at JPSRC_STORM, 25 GiB, from Rucio
         refused = await client.submit(request(missing))
@@ -202,7 +204,7 @@ async def test_rucio_replicas_are_looked_up_and_a_failed_look_up_is_a_specific_n
         assert any("Rucio has no replica of testing:no-" in t for t in texts), texts
 
     # Rucio unreachable: a NO that says so, not silence.
-    async with BrokerClient(dead_rucio.url, "alice") as client:
+    async with BrokerClient(dead_rucio.url, dead_rucio.login("alice")) as client:
         refused = await client.submit(request(rucio_data))
         assert refused.result == "NO"
         texts = [m.message or "" for m in (refused.meta.messages or [])]  # type: ignore[union-attr]

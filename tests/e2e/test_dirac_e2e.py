@@ -95,7 +95,7 @@ async def test_sessions_run_fail_and_cancel_on_dirac(
 ) -> None:
     fake, _ = slurm
     began = time.monotonic()
-    async with BrokerClient(dirac_broker.url, "alice") as client:
+    async with BrokerClient(dirac_broker.url, dirac_broker.login("alice")) as client:
         ok_id = await accepted(client, request(command("echo", "hello from slurm")))
         container_id = await accepted(
             client,

@@ -269,7 +269,7 @@ def toy_broker(
 async def test_a_plugin_from_another_distribution_gets_offers_and_runs_them(
     toy_broker: EmbeddedBroker,
 ) -> None:
-    async with BrokerClient(toy_broker.url, "alice") as client:
+    async with BrokerClient(toy_broker.url, toy_broker.login("alice")) as client:
         # Only the toy runs a SingularityContainer and stages S3 data: every offer is from its pool.
         toy = await client.submit(
             one_core_request({"kind": SINGULARITY_CONTAINER_KIND, "location": "toy:0.5"}, data=[s3("cube")])

@@ -90,7 +90,7 @@ def texts(event: SessionEvent) -> list[str]:
 
 
 async def test_emcp_job_completes_with_the_weblog(jbo_broker: EmbeddedBroker) -> None:
-    async with BrokerClient(jbo_broker.url, "alice") as client:
+    async with BrokerClient(jbo_broker.url, jbo_broker.login("alice")) as client:
         session_id = await accepted_session(client, "ok")
         events = await client.wait_until_done(session_id, timeout=40)
     phases = tuple(event.phase for event in events)
@@ -102,7 +102,7 @@ async def test_emcp_job_completes_with_the_weblog(jbo_broker: EmbeddedBroker) ->
 
 
 async def test_pipeline_error_fails_with_the_platforms_reason(jbo_broker: EmbeddedBroker) -> None:
-    async with BrokerClient(jbo_broker.url, "alice") as client:
+    async with BrokerClient(jbo_broker.url, jbo_broker.login("alice")) as client:
         session_id = await accepted_session(client, "pipeline_error")
         events = await client.wait_until_done(session_id, timeout=40)
     final = events[-1]
@@ -116,7 +116,7 @@ async def test_cancel_while_running_reaches_the_runner(
     jbo_broker: EmbeddedBroker, runner: tuple[FakeJboRunner, str]
 ) -> None:
     fake, base_url = runner
-    async with BrokerClient(jbo_broker.url, "alice") as client:
+    async with BrokerClient(jbo_broker.url, jbo_broker.login("alice")) as client:
         session_id = await accepted_session(client, "slow")
         seen: list[SessionEvent] = []
 

@@ -39,7 +39,7 @@ async def accepted(client: BrokerClient, argv: list[str]) -> str:
 
 
 async def test_a_failing_job_fails_with_the_platforms_reason(broker: EmbeddedBroker) -> None:
-    async with BrokerClient(broker.url, "alice") as client:
+    async with BrokerClient(broker.url, broker.login("alice")) as client:
         session_id = await accepted(
             client, [sys.executable, "-c", "import sys; print('bad input'); sys.exit(3)"]
         )
@@ -52,7 +52,7 @@ async def test_a_failing_job_fails_with_the_platforms_reason(broker: EmbeddedBro
 
 async def test_cancel_really_stops_a_running_job(broker: EmbeddedBroker) -> None:
     marker = str(time.time_ns() % 100000 + 2000)
-    async with BrokerClient(broker.url, "alice") as client:
+    async with BrokerClient(broker.url, broker.login("alice")) as client:
         session_id = await accepted(client, ["sleep", marker])
         async for event in client.events(session_id):
             if event.phase == "RUNNING":
@@ -77,7 +77,7 @@ def reservation_state(broker: EmbeddedBroker, session_id: str) -> str:
 
 async def test_sessions_cancelled_before_launch_end_once_from_the_launcher(broker: EmbeddedBroker) -> None:
     later = iso8601.format_instant(datetime.now(UTC) + timedelta(minutes=30)) + "/PT1M"
-    async with BrokerClient(broker.url, "alice") as client:
+    async with BrokerClient(broker.url, broker.login("alice")) as client:
         offered, waiting = [
             (await client.submit(command(["true"], start=later))).offers[0].meta.uuid  # type: ignore[index,union-attr]
             for _ in range(2)

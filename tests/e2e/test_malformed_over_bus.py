@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from shared import subjects
+from shared.auth import owners
 from shared.client import BrokerClient, RequestTooLarge, read_request_file, wait_for_services
 from shared.models import (
     DOCKER_CONTAINER_KIND,
@@ -38,6 +39,7 @@ from tests.conftest import broker_env
 from tests.e2e.helpers import HELLO_REQUEST
 from tests.unit.test_malformed_corpus import CASES, TOO_LARGE_CASE, Case, assert_specific_no, messages_of
 
+ALICE = owners.local("alice").token
 BUS_CASES = [case for case in CASES if case is not TOO_LARGE_CASE]
 ANSWER_TIMEOUT_S = 30.0
 CONCURRENCY = 8
@@ -52,12 +54,12 @@ def assert_alive_and_unrestarted(broker: EmbeddedBroker, at_start: dict[str, int
     assert pids(broker) == at_start, "a service was restarted"
 
 
-async def offerset_counts(nats_url: str) -> dict[str, int]:
-    """How many messages EB_EVENTS stores on each of alice's offer-set subjects."""
-    nc = await nats.connect(nats_url)
+async def offerset_counts(broker: EmbeddedBroker) -> dict[str, int]:
+    """How many messages EB_EVENTS stores on each of alice's offer-set subjects (as the operator)."""
+    nc = await nats.connect(broker.url, **broker.operator().connect_options())
     try:
         info = await nc.jetstream().stream_info(
-            subjects.EVENTS_STREAM, subjects_filter=subjects.OFFERSET.filter(owner="alice")
+            subjects.EVENTS_STREAM, subjects_filter=subjects.OFFERSET.filter(owner=ALICE)
         )
     finally:
         await nc.close()
@@ -70,7 +72,7 @@ async def test_every_corpus_case_gets_one_specific_no_and_nothing_restarts(broke
     request_ids = {case.name: str(uuid.uuid4()) for case in BUS_CASES}
     limit = asyncio.Semaphore(CONCURRENCY)
 
-    async with BrokerClient(broker.url, "alice") as client:
+    async with BrokerClient(broker.url, broker.login("alice")) as client:
 
         async def submit(case: Case) -> tuple[Case, OfferSetResponse]:
             async with limit:
@@ -86,15 +88,15 @@ async def test_every_corpus_case_gets_one_specific_no_and_nothing_restarts(broke
         assert_alive_and_unrestarted(broker, at_start)
 
         # Exactly one offer set per request: no retry produced a second (e.g. a dead-letter NO).
-        counts = await offerset_counts(broker.url)
+        counts = await offerset_counts(broker)
         for case in BUS_CASES:
-            subject = subjects.offerset("alice", request_ids[case.name])
+            subject = subjects.offerset(ALICE, request_ids[case.name])
             assert counts.get(subject) == 1, f"{case.name}: {counts.get(subject)} offer sets on {subject}"
 
         # Over 1 MiB never reaches the broker: the NATS server's max_payload (1 MiB) refuses it at the
         # client. The broker's own answer to it (urn:input-too-large) is checked in the unit test.
         with pytest.raises(nats.errors.MaxPayloadError):
-            await client.nc.publish(subjects.request("alice", str(uuid.uuid4())), TOO_LARGE_CASE.payload())
+            await client.nc.publish(subjects.request(ALICE, str(uuid.uuid4())), TOO_LARGE_CASE.payload())
         # The client says so itself, with the limit, instead of retrying until it times out.
         with pytest.raises(RequestTooLarge, match="at most 1,048,576 bytes"):
             await client.submit(TOO_LARGE_CASE.payload())
@@ -228,7 +230,7 @@ def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     broker = EmbeddedBroker(data_dir=tmp_path_factory.mktemp("fuzz-broker"), env=broker_env())
     broker.start()
     try:
-        asyncio.run(wait_for_services(broker.url, SERVICES, timeout=60))
+        asyncio.run(wait_for_services(broker.url, SERVICES, timeout=60, credentials=broker.operator()))
         yield Fuzzed(broker, pids(broker))
     finally:
         broker.stop()
@@ -238,7 +240,7 @@ def submit_and_check(fuzzed: Fuzzed, payload: bytes) -> None:
     """Publish one payload with a fresh connection; it must be answered, never dead-lettered."""
 
     async def run() -> OfferSetResponse:
-        async with BrokerClient(fuzzed.broker.url, "fuzzer") as client:
+        async with BrokerClient(fuzzed.broker.url, fuzzed.broker.login("fuzzer")) as client:
             return await client.submit(payload, timeout=ANSWER_TIMEOUT_S)
 
     offerset = asyncio.run(run())
@@ -275,7 +277,7 @@ def test_generated_bytes_are_always_answered(shared_broker: Fuzzed, payload: byt
 
 def test_the_fuzzed_broker_still_says_yes(shared_broker: Fuzzed) -> None:
     async def run() -> OfferSetResponse:
-        async with BrokerClient(shared_broker.broker.url, "after-fuzz") as client:
+        async with BrokerClient(shared_broker.broker.url, shared_broker.broker.login("after-fuzz")) as client:
             return await client.submit(read_request_file(HELLO_REQUEST), timeout=ANSWER_TIMEOUT_S)
 
     # The fuzzers' YES offers hold the 4-core pool until they expire; the request is answered either

@@ -13,7 +13,7 @@ import pytest
 from shared.client import BrokerClient
 from shared.models import LOCAL_COMMAND_KIND, SIMPLE_COMPUTE_KIND, OfferSetResponse
 from shared.ops.embedded import EmbeddedBroker
-from tests.e2e.helpers import run_cli
+from tests.e2e.helpers import login_env, run_cli
 
 STORAGE_KIND = (
     "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/storage/simple-storage-resource.yaml"
@@ -81,7 +81,7 @@ def pools_of(offerset: OfferSetResponse, broker: EmbeddedBroker) -> list[str]:
 
 
 async def test_every_pool_that_can_serve_gives_offers(two_pools: EmbeddedBroker) -> None:
-    async with BrokerClient(two_pools.url, "alice") as client:
+    async with BrokerClient(two_pools.url, two_pools.login("alice")) as client:
         both = await client.submit(request("PT5M"))
         assert both.result == "YES"
         # 4 offers from `small` (its default) and 2 from `big`, earliest first.
@@ -97,7 +97,7 @@ async def test_every_pool_that_can_serve_gives_offers(two_pools: EmbeddedBroker)
 
 
 async def test_storage_is_booked_as_well_as_compute(two_pools: EmbeddedBroker) -> None:
-    async with BrokerClient(two_pools.url, "alice") as client:
+    async with BrokerClient(two_pools.url, two_pools.login("alice")) as client:
         # 60 GiB fits only `big` (100 GiB); its two offers are back to back, and a second request
         # needing 60 GiB cannot overlap the first one's holds.
         first = await client.submit(request("PT5M", storage_gib=60))
@@ -114,9 +114,10 @@ async def test_storage_is_booked_as_well_as_compute(two_pools: EmbeddedBroker) -
 
 
 def test_broker_pools_lists_the_pools_and_their_use(two_pools: EmbeddedBroker) -> None:
-    done = run_cli("submit", "shared/examples/hello-command.yaml", "--nats-url", two_pools.url)
+    alice = login_env(two_pools, "alice")
+    done = run_cli("submit", "shared/examples/hello-command.yaml", "--nats-url", two_pools.url, **alice)
     assert done.returncode == 0, done.stderr
-    listed = run_cli("pools", "--json", "--nats-url", two_pools.url)
+    listed = run_cli("pools", "--json", "--nats-url", two_pools.url, **alice)
     assert listed.returncode == 0, listed.stderr
     pools = {p["name"]: p for p in json.loads(listed.stdout)}
     assert set(pools) == {"small", "big"}

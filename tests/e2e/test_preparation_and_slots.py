@@ -79,7 +79,7 @@ async def test_compute_never_starts_before_its_mounted_data_is_in_place(
         data=[{"kind": SIMPLE_DATA_KIND, "meta": {"name": "payload"}, "location": slow_data_url}],
         volumes=[{"kind": SIMPLE_VOLUME_KIND, "path": "/input/payload.txt", "resource": "payload"}],
     )
-    async with BrokerClient(broker.url, "alice") as client:
+    async with BrokerClient(broker.url, broker.login("alice")) as client:
         events = await run_session(client, request, timeout=60)
     phases = {e.phase: e.at for e in events}
     assert events[-1].phase == "COMPLETED", [(e.phase, [m.message for m in e.messages]) for e in events]
@@ -93,7 +93,7 @@ async def test_a_session_running_past_its_slot_is_stopped_at_slot_end(broker: Em
     marker = f"{time.time_ns() % 100000 + 1000}"
     request = command_request(["sleep", marker], "PT3S")
     started = datetime.now().astimezone()
-    async with BrokerClient(broker.url, "alice") as client:
+    async with BrokerClient(broker.url, broker.login("alice")) as client:
         events = await run_session(client, request, timeout=40)
     final = events[-1]
     assert final.phase == "FAILED"

@@ -68,5 +68,5 @@ async def test_a_session_survives_a_launcher_killed_while_it_runs(
 
     # Each phase is stored exactly once in the events stream, resends after the kill included.
     await asyncio.sleep(1.0)  # let a relay resend, if there is one, land before counting
-    counts = await phase_event_counts(broker.url, session_id)
+    counts = await phase_event_counts(broker, session_id)
     assert counts == dict.fromkeys(HAPPY_PHASES, 1)

@@ -4,13 +4,14 @@ when nothing listens."""
 from __future__ import annotations
 
 from shared.ops.embedded import EmbeddedBroker, free_port
-from tests.e2e.helpers import HAPPY_PHASES, HELLO_REQUEST, json_documents, run_cli
+from tests.e2e.helpers import HAPPY_PHASES, HELLO_REQUEST, json_documents, login_env, run_cli
 from tests.schema_validation import requires_schemas, validate_against
 
 
 @requires_schemas
 def test_submit_json_is_a_valid_offer_set_and_the_session_completes(broker: EmbeddedBroker) -> None:
-    submitted = run_cli("submit", str(HELLO_REQUEST), "--json", "--nats-url", broker.url, "--owner", "alice")
+    alice = login_env(broker, "alice")
+    submitted = run_cli("submit", str(HELLO_REQUEST), "--json", "--nats-url", broker.url, **alice)
     assert submitted.returncode == 0, submitted.stderr
     (offerset,) = json_documents(submitted.stdout)
     validate_against("OfferSetResponse", offerset)
@@ -22,15 +23,15 @@ def test_submit_json_is_a_valid_offer_set_and_the_session_completes(broker: Embe
         assert offer["phase"] == "OFFERED"
     session_id = offers[0]["meta"]["uuid"]
 
-    accepted = run_cli("accept", session_id, "--json", "--nats-url", broker.url, "--owner", "alice")
+    accepted = run_cli("accept", session_id, "--json", "--nats-url", broker.url, **alice)
     assert accepted.returncode == 0, accepted.stderr
     (result,) = json_documents(accepted.stdout)
     assert result["session_id"] == session_id
     assert result["applied"] is True
     assert result["phase"] == "ACCEPTED"
 
-    watch = ("watch", session_id, "--until-done", "--json", "--nats-url", broker.url, "--owner", "alice")
-    watched = run_cli(*watch, timeout=90)
+    watch = ("watch", session_id, "--until-done", "--json", "--nats-url", broker.url)
+    watched = run_cli(*watch, timeout=90, **alice)
     assert watched.returncode == 0, watched.stderr
     events = json_documents(watched.stdout)
     assert {event["session_id"] for event in events} == {session_id}
@@ -41,7 +42,7 @@ def test_submit_json_is_a_valid_offer_set_and_the_session_completes(broker: Embe
 def test_submit_without_a_broker_fails_with_one_clear_line() -> None:
     port = free_port()  # bound and released at once: nothing listens there
     result = run_cli("submit", str(HELLO_REQUEST), "--json", "--nats-url", f"nats://127.0.0.1:{port}",
-                     timeout=30)
+                     timeout=30, EB_NATS_USER="alice", EB_NATS_PASSWORD="not-checked")
     assert result.returncode != 0
     assert result.stdout == ""
     assert "Traceback" not in result.stderr

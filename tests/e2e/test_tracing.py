@@ -99,7 +99,7 @@ def traced_broker(receiver: OtlpReceiver, broker_factory: Callable[..., Embedded
 async def test_one_request_is_one_trace_across_the_three_services(
     traced_broker: EmbeddedBroker, receiver: OtlpReceiver
 ) -> None:
-    async with BrokerClient(traced_broker.url, "alice") as client:
+    async with BrokerClient(traced_broker.url, traced_broker.login("alice")) as client:
         offerset = await client.submit(hello_request())
         assert offerset.result == "YES"
         assert offerset.offers and offerset.offers[0].meta

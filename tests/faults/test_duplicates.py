@@ -23,19 +23,20 @@ async def stored_count(client: BrokerClient, stream: str, subject: str) -> int:
     return sum((info.state.subjects or {}).values())
 
 
+# The operator acting for alice: the same subjects, and it may read the streams' state to count.
 async def test_a_request_published_twice_gets_one_offer_set(broker: EmbeddedBroker) -> None:
-    async with BrokerClient(broker.url, "alice") as client:
+    async with BrokerClient(broker.url, broker.operator("alice")) as client:
         request_id = str(uuid.uuid4())
         body = json.dumps(read_request_file(HELLO_REQUEST)).encode()
         # Two raw publishes with different transport ids: only the services' inboxes can catch this.
         js = client.nc.jetstream()
         await js.publish(
-            subjects.request("alice", request_id), body, headers={"Nats-Msg-Id": f"{request_id}-first"}
+            subjects.request(client.owner, request_id), body, headers={"Nats-Msg-Id": f"{request_id}-first"}
         )
         offerset = await client.submit(body, request_id=request_id)
         assert offerset.result == "YES"
         await asyncio.sleep(1.0)
-        assert await stored_count(client, subjects.EVENTS_STREAM, subjects.offerset("alice", request_id)) == 1
+        assert await stored_count(client, subjects.EVENTS_STREAM, subjects.offerset(client.owner, request_id)) == 1
         quotes = await stored_count(
             client, subjects.COMMANDS_STREAM, subjects.scheduler_command("local", SchedulerVerb.QUOTE)
         )
@@ -43,23 +44,23 @@ async def test_a_request_published_twice_gets_one_offer_set(broker: EmbeddedBrok
 
 
 async def test_an_update_published_twice_is_applied_once(broker: EmbeddedBroker) -> None:
-    async with BrokerClient(broker.url, "alice") as client:
+    async with BrokerClient(broker.url, broker.operator("alice")) as client:
         offerset = await client.submit(read_request_file(HELLO_REQUEST))
         assert offerset.offers and offerset.offers[0].meta
         session_id = offerset.offers[0].meta.uuid
         assert session_id is not None
         update_id = str(uuid.uuid4())
         body = json.dumps({"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}).encode()
-        reply = subjects.update_result("alice", session_id, update_id)
+        reply = subjects.update_result(client.owner, session_id, update_id)
         replies = await client.nc.subscribe(reply)
         js = client.nc.jetstream()
         for _ in range(2):
-            await js.publish(subjects.update("alice", session_id), body, headers={"Nats-Msg-Id": update_id})
+            await js.publish(subjects.update(client.owner, session_id), body, headers={"Nats-Msg-Id": update_id})
         first = await replies.next_msg(timeout=10)
         assert json.loads(first.data)["applied"] is True
         events = await client.wait_until_done(session_id, timeout=60)
         assert events[-1].phase == "COMPLETED"
-        counts = await phase_event_counts(broker.url, session_id)
+        counts = await phase_event_counts(broker, session_id)
         assert all(n == 1 for n in counts.values()), counts
         assert await stored_count(client, subjects.EVENTS_STREAM, reply) == 1
         assert (
