@@ -14,8 +14,8 @@ import nats
 
 from shared import subjects
 from shared.client import read_request_file
-from shared.ops.embedded import EmbeddedBroker
 from shared.models import JUPYTER_NOTEBOOK_KIND, SIMPLE_COMPUTE_KIND
+from shared.ops.embedded import EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "shared" / "examples"

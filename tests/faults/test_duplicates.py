@@ -36,7 +36,10 @@ async def test_a_request_published_twice_gets_one_offer_set(broker: EmbeddedBrok
         offerset = await client.submit(body, request_id=request_id)
         assert offerset.result == "YES"
         await asyncio.sleep(1.0)
-        assert await stored_count(client, subjects.EVENTS_STREAM, subjects.offerset(client.owner, request_id)) == 1
+        assert (
+            await stored_count(client, subjects.EVENTS_STREAM, subjects.offerset(client.owner, request_id))
+            == 1
+        )
         quotes = await stored_count(
             client, subjects.COMMANDS_STREAM, subjects.scheduler_command("local", SchedulerVerb.QUOTE)
         )
@@ -55,7 +58,9 @@ async def test_an_update_published_twice_is_applied_once(broker: EmbeddedBroker)
         replies = await client.nc.subscribe(reply)
         js = client.nc.jetstream()
         for _ in range(2):
-            await js.publish(subjects.update(client.owner, session_id), body, headers={"Nats-Msg-Id": update_id})
+            await js.publish(
+                subjects.update(client.owner, session_id), body, headers={"Nats-Msg-Id": update_id}
+            )
         first = await replies.next_msg(timeout=10)
         assert json.loads(first.data)["applied"] is True
         events = await client.wait_until_done(session_id, timeout=60)
