@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import os
 import secrets
 import shutil
@@ -25,9 +26,10 @@ from shared.auth import identities, owners
 from shared.auth.credentials import Credentials
 from shared.auth.identities import IdentityExists, IdentityStore
 from shared.bus.streams import ensure_streams
-from shared.ops.secured import CALLOUT, GATEWAY, SecuredBus
+from shared.ops.secured import CALLOUT, GATEWAY, SecuredBus, write_secret
 
 SERVICES = ("offers", "scheduler", "launcher")
+BARE_USER = "bare"
 
 
 def free_port() -> int:
@@ -72,13 +74,25 @@ class NatsServer:
     port: int = 0
     log_file: Path | None = None
     #: A nats-server configuration file (users and their permissions, say); the flags below override
-    #: its listen address, port and JetStream store.
+    #: its listen address, port and JetStream store. Without one the server still requires a login:
+    #: one user with a random password, which `url` carries (a bare server for tests and the
+    #: benchmark's transport floor, never the broker's bus).
     config_file: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    _password: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
+        if self._password is not None:
+            return f"nats://{BARE_USER}:{self._password}@127.0.0.1:{self.port}"
         return f"nats://127.0.0.1:{self.port}"
+
+    def _bare_config(self) -> Path:
+        self._password = self._password or secrets.token_urlsafe(18)
+        path = self.store_dir.parent / f"{self.store_dir.name}-bare.json"
+        document = {"authorization": {"user": BARE_USER, "password": self._password}}
+        write_secret(path, json.dumps(document).encode())
+        return path
 
     def start(self) -> None:
         self.port = self.port or free_port()
@@ -92,10 +106,12 @@ class NatsServer:
                 raise OSError(f"port {self.port} is already in use") from None
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_file or (self.store_dir.parent / "nats-server.log")
+        config = self.config_file or self._bare_config()
         self.proc = subprocess.Popen(
             [
                 nats_server_binary(),
-                *(["-c", str(self.config_file)] if self.config_file is not None else []),
+                "-c",
+                str(config),
                 "-js",
                 "-a",
                 "127.0.0.1",
