@@ -20,6 +20,7 @@ from importlib.resources import as_file
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
+import nats
 import typer
 import yaml
 from rich.console import Console
@@ -29,6 +30,7 @@ from rich.table import Table
 from shared import subjects
 from shared.asyncapi import installed_document
 from shared.auth.credentials import Credentials
+from shared.bus.streams import ensure_streams
 from shared.client import (
     BrokerClient,
     BrokerRefused,
@@ -232,6 +234,27 @@ def bus_config() -> None:
         err.print(f"[red]error:[/red] the services cannot be built with these settings: {exc}")
         raise typer.Exit(1) from None
     console.print(str(bus.write_config(wirings)))
+
+
+@app.command()
+def streams(nats_url: NatsUrl = DEFAULT_NATS_URL) -> None:
+    """Create or update the broker's streams as the operator of the installation in EB_DATA_DIR
+    (its key: <data dir>/bus/operator.nk); the services, with least privilege, only check them."""
+    bus = SecuredBus(Settings().data_dir.resolve())
+    operator = Credentials(nkey_seed_file=bus.operator_seed_file)
+
+    async def main() -> None:
+        try:
+            nc = await nats.connect(nats_url, allow_reconnect=False, **operator.connect_options())
+        except Exception as exc:
+            raise BrokerUnavailable(nats_url, str(exc) or type(exc).__name__) from None
+        try:
+            await ensure_streams(nc.jetstream())
+        finally:
+            await nc.close()
+
+    run_async(main)
+    console.print(f"streams ready on {nats_url}")
 
 
 @app.command(hidden=True)
