@@ -53,18 +53,19 @@ def test_a_body_must_be_json_or_yaml(http: HttpBroker) -> None:
                 headers={"Content-Type": content_type, "Accept": "application/json"},
             )
             assert passed.status_code == 404, (content_type, passed.text)  # past the guard: no such session
-        for content_type in (
+        refused_types: tuple[str | None, ...] = (
             None,
             "text/plain",
             "application/x-www-form-urlencoded",
             "multipart/form-data; boundary=b",
-        ):
+        )
+        for refused_type in refused_types:
             headers = {
                 "Accept": "application/json",
-                **({"Content-Type": content_type} if content_type else {}),
+                **({"Content-Type": refused_type} if refused_type else {}),
             }
             refused = alice.post(f"/sessions/{MISSING}", content=body, headers=headers)
-            assert refused.status_code == 415, content_type
+            assert refused.status_code == 415, refused_type
             assert _kind(refused) == "urn:unsupported-media-type"
             assert "application/json" in refused.json()["messages"][0]["message"]
         # Every route, even one that reads no body.

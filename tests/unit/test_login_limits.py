@@ -4,6 +4,7 @@ and the app's answers (429 with Retry-After, no password checked) on an in-proce
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -112,10 +113,10 @@ def test_basic_user() -> None:
 
 
 @pytest.fixture
-async def read_model(tmp_path: Path) -> ReadModel:
+async def read_model(tmp_path: Path) -> AsyncIterator[ReadModel]:
     model = ReadModel(tmp_path / "offers.sqlite")
     await model.open()
-    yield model  # type: ignore[misc]
+    yield model
     await model.close()
 
 
