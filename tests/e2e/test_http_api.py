@@ -211,11 +211,20 @@ def test_direct_runs_one_offer(http: HttpBroker) -> None:
 def test_errors_have_bodies_and_yaml_is_the_default(http: HttpBroker) -> None:
     missing = "00000000-0000-4000-8000-000000000000"
     with http.client() as alice, http.client(None) as anonymous:
-        # No Content-Type, no Accept: YAML, as the draft standard says.
-        raw = alice.post("/requests", content=yaml.safe_dump(hello_request()), headers={"Accept": ""})
+        # No Accept: the answer is YAML, as the draft standard says.
+        raw = alice.post(
+            "/requests",
+            content=yaml.safe_dump(hello_request()),
+            headers={"Accept": "", "Content-Type": "application/yaml"},
+        )
         assert raw.status_code == 303
         assert raw.headers["content-type"].startswith("application/yaml")
         assert yaml.safe_load(raw.text)["result"] == "YES"
+        # A body must say what it is: a browser page elsewhere can post bodies without a type (or as
+        # text/plain) to any site without asking first (tests/e2e/test_http_hardening.py).
+        untyped = alice.post("/requests", content=yaml.safe_dump(hello_request()), headers={"Accept": ""})
+        assert untyped.status_code == 415
+        assert yaml.safe_load(untyped.text)["messages"][0]["kind"] == "urn:unsupported-media-type"
 
         for status, response in [
             (404, alice.get(f"/sessions/{missing}", headers=JSON)),

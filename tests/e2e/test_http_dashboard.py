@@ -1,5 +1,7 @@
 """The dashboard in a real browser (Debian's headless Chromium driven by Playwright): log in, submit
-the bundled example, accept an offer and watch the session reach COMPLETED without reloading."""
+the bundled example, accept an offer and watch the session reach COMPLETED without reloading; and
+/docs, whose Swagger UI renders from the broker's own files. Both under their Content-Security-Policy,
+which must block nothing they need."""
 
 from __future__ import annotations
 
@@ -26,6 +28,12 @@ ARGS = [
     "--disable-sync",
 ]
 SCREENSHOT = ROOT / "test-output" / "dashboard.png"
+# Chromium reports each resource or inline code the page's policy blocked: none may be.
+WATCH_CSP = """
+window.__blocked = [];
+document.addEventListener("securitypolicyviolation",
+    (event) => window.__blocked.push(event.violatedDirective + " " + event.blockedURI));
+"""
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +66,7 @@ def test_dashboard_submit_accept_and_watch_to_completed(chromium: Path, http: Ht
         browser = playwright.chromium.launch(executable_path=str(chromium), args=ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1500})
+            page.add_init_script(WATCH_CSP)
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(http.base_url + "/")
@@ -97,6 +106,33 @@ def test_dashboard_submit_accept_and_watch_to_completed(chromium: Path, http: Ht
             assert page.locator("#trace-link").count() in (0, 1)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
             assert not errors, errors
+            assert page.evaluate("window.__blocked") == []
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_docs_render_from_the_brokers_own_files(chromium: Path, http: HttpBroker) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.add_init_script(WATCH_CSP)
+            requested: list[str] = []
+            page.on("request", lambda request: requested.append(request.url))
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(http.base_url + "/docs")
+            expect = sync_api.expect
+            expect(page.locator(".swagger-ui .info .title")).to_contain_text(
+                "Execution Broker", timeout=15_000
+            )
+            expect(page.locator(".opblock-summary-path", has_text="/requests").first).to_be_visible()
+            assert not errors, errors
+            assert page.evaluate("window.__blocked") == []
+            foreign = [url for url in requested if not url.startswith(http.base_url + "/")]
+            assert foreign == [], foreign
+            assert any(url.endswith("/docs/assets/swagger-ui-bundle.js") for url in requested)
+        finally:
+            browser.close()

@@ -7,6 +7,7 @@ token the route publishes with on the bus.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -14,6 +15,7 @@ from fastapi import Depends, Request
 from services.offers import store as tables
 from services.offers.http.auth import AuthError, Identity
 from services.offers.http.context import Context, HttpContext
+from services.offers.http.login_limits import Refused, basic_user
 from services.offers.http.responses import ApiError
 from services.offers.store import SessionRow
 
@@ -29,11 +31,40 @@ def unauthenticated(request: Request, ctx: HttpContext, reason: str) -> ApiError
 
 
 async def caller(request: Request, ctx: HttpContext) -> Identity | None:
-    """The caller named by the Authorization header, None without one; 401 if it does not verify."""
+    """The caller named by the Authorization header, None without one; 401 if it does not verify,
+    429 while its user name or address has failed too often (then the password is not checked)."""
+    authorization = request.headers.get("authorization")
+    user = basic_user(authorization)
+    if user is None:  # no credentials, or a bearer token: no password hash to spend
+        try:
+            return await ctx.auth.identify(authorization)
+        except AuthError as exc:
+            raise unauthenticated(request, ctx, exc.reason) from None
+    address = request.client.host if request.client else "unknown"
+    attempt = ctx.logins.begin(user, address, time.monotonic())
+    if isinstance(attempt, Refused):
+        raise too_many_failures(attempt)
     try:
-        return await ctx.auth.identify(request.headers.get("authorization"))
+        identity = await ctx.auth.identify(authorization)
     except AuthError as exc:
+        ctx.logins.failed(attempt, time.monotonic())
         raise unauthenticated(request, ctx, exc.reason) from None
+    except BaseException:
+        ctx.logins.abandoned(attempt)
+        raise
+    ctx.logins.succeeded(attempt)
+    return identity
+
+
+def too_many_failures(refused: Refused) -> ApiError:
+    return ApiError(
+        429,
+        "urn:too-many-login-failures",
+        "Too many failed logins ${reason}; try again in ${seconds} s",
+        headers={"Retry-After": str(refused.retry_after_s)},
+        reason=refused.reason,
+        seconds=refused.retry_after_s,
+    )
 
 
 async def user(request: Request, ctx: Context) -> Identity:

@@ -5,8 +5,9 @@ the caller's identity as the owner token, exactly as ``BrokerClient`` does, and 
 from the offers read model (or, for a session's history, from the events stream).
 
 ``create_app`` is the one place where the parts meet: the shared objects go into ``app.state`` (the
-routes reach them through ``context.Context``), the routers of ``routers/`` are included, and
-errors of every kind become schema messages in the format the caller asked for.
+routes reach them through ``context.Context``), the routers of ``routers/`` are included, every
+request passes the guard (``guard.RequestGuard``: origin, media type, size) first, and errors of
+every kind become schema messages in the format the caller asked for.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from services.offers.http import openapi
 from services.offers.http.auth import Authenticator, EventTokens, OidcVerifier
 from services.offers.http.bus import Bus
 from services.offers.http.context import HttpContext
+from services.offers.http.guard import RequestGuard
+from services.offers.http.login_limits import LoginLimiter
+from services.offers.http.origins import own_origins, parse_origins
 from services.offers.http.responses import ApiError, error_response
-from services.offers.http.routers import admin, dashboard, events, requests, sessions
+from services.offers.http.routers import admin, dashboard, docs, events, requests, sessions
 from services.offers.http.settings import HttpSettings
 from services.offers.store import ReadModel
 from shared.models import MessageItem
@@ -48,7 +52,8 @@ def create_app(
         title="Execution Broker on NATS",
         version="1.0.7",
         summary="IVOA Execution Broker API (Calycopis schema 1.0.7), JSON and YAML",
-        docs_url="/docs",
+        # /docs is our own page (routers/docs.py): FastAPI's loads swagger-ui from a CDN.
+        docs_url=None,
         redoc_url=None,
     )
     app.state.ctx = HttpContext(
@@ -62,12 +67,27 @@ def create_app(
             oidc=oidc,
         ),
         tokens=EventTokens(settings.http_secret, settings.event_token_ttl_s),
+        logins=LoginLimiter(
+            per_user=settings.login_failures_per_user,
+            per_address=settings.login_failures_per_address,
+            window_s=settings.login_window_s,
+        ),
     )
+    allowed = own_origins(settings.base_url(), loopback=not settings.public_url)
+    app.add_middleware(RequestGuard, allowed_origins=allowed | parse_origins(settings.http_allowed_origins))
     _handle_errors(app)
     # The order of the routers is the order of the paths in the OpenAPI document.
-    for router in (requests.router, sessions.router, admin.router, dashboard.router, events.router):
+    for router in (
+        requests.router,
+        sessions.router,
+        admin.router,
+        dashboard.router,
+        events.router,
+        docs.router,
+    ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
+    app.mount(docs.ASSETS, docs.assets(), name="docs-assets")
     openapi.install(app)
     return app
 

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 
 from services.offers.http.auth import Authenticator, EventTokens
 from services.offers.http.bus import Bus
+from services.offers.http.login_limits import LoginLimiter
 from services.offers.http.settings import HttpSettings
 from services.offers.store import ReadModel
 
@@ -25,6 +26,8 @@ class HttpContext:
     bus: Bus
     auth: Authenticator
     tokens: EventTokens
+    #: Failed Basic logins per user name and per address (429 past the limits).
+    logins: LoginLimiter
     #: Set when the server stops, so that endless event streams end.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     #: The AsyncAPI document of the bus, built on first request.

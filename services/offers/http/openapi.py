@@ -13,17 +13,19 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from services.offers.http import views
+from services.offers.http.origins import UNSAFE_METHODS
 from shared.models import EnumValueUpdate, ExecutionRequest
 
 _ERROR_TEXTS = {
     400: "Missing or invalid fields",
     401: "Not authenticated (see WWW-Authenticate)",
-    403: "Authenticated, but not the owner",
+    403: "Authenticated, but not the owner; or a write from another origin",
     404: "No such resource",
     409: "Conflict: an illegal transition, an expired offer or an existing identity",
     413: "The document is too large",
-    415: "Neither JSON nor YAML",
+    415: "A body that is neither JSON nor YAML (or has no Content-Type)",
     422: "Unparsable or invalid input",
+    429: "Too many failed logins for the user name or from the address (see Retry-After)",
     504: "The broker's services did not answer in time",
 }
 
@@ -88,8 +90,9 @@ def document(app: FastAPI) -> dict[str, Any]:
     schemes["basic"] = {"type": "http", "scheme": "basic"}
     schemes["bearer"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     for path in schema.get("paths", {}).values():
-        for operation in path.values():
+        for method, operation in path.items():
             operation["security"] = [{"basic": []}, {"bearer": []}]
+            _guard_errors(method, operation.setdefault("responses", {}))
             for response in operation.get("responses", {}).values():
                 content = response.get("content") or {}
                 if "application/json" in content:
@@ -97,3 +100,22 @@ def document(app: FastAPI) -> dict[str, Any]:
     stream = schema["paths"].get("/events", {}).get("get", {}).get("responses", {}).get("200", {})
     stream["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
     return schema
+
+
+def _guard_errors(method: str, responses: dict[str, Any]) -> None:
+    """What the guard middleware and the login limits may answer on any route, declared on each."""
+    unauthenticated = responses.get("401")
+    if unauthenticated is None:
+        return
+    content = unauthenticated.get("content", {})
+    if method.upper() in UNSAFE_METHODS:
+        for code in (403, 413, 415):
+            responses.setdefault(str(code), {"description": _ERROR_TEXTS[code], "content": content})
+    responses.setdefault(
+        "429",
+        {
+            "description": _ERROR_TEXTS[429],
+            "content": content,
+            "headers": {"Retry-After": {"required": True, "schema": {"type": "integer"}}},
+        },
+    )

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.offers.http.origins import parse_origins
 
 
 class HttpSettings(BaseSettings):
@@ -28,6 +31,20 @@ class HttpSettings(BaseSettings):
     #: Signs the short-lived event-stream tokens; a random per-process secret when unset.
     http_secret: str | None = None
     event_token_ttl_s: int = 300
+    #: Origins besides the broker's own (that of ``base_url()``) whose pages may write: a comma-separated
+    #: list of ``scheme://host[:port]``. A write from any other origin is refused (403).
+    http_allowed_origins: str = ""
+    #: Failed HTTP Basic logins allowed per user name, and per client address, within the window;
+    #: past either, attempts are answered 429 without checking the password.
+    login_failures_per_user: int = Field(default=5, ge=1)
+    login_failures_per_address: int = Field(default=20, ge=1)
+    login_window_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("http_allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        parse_origins(value)  # a typo is an error at start-up, not a silent refusal of every write
+        return value
 
     def base_url(self) -> str:
         if self.public_url:

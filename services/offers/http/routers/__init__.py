@@ -7,4 +7,5 @@ also the order of the paths in the OpenAPI document.
 - ``dashboard``: the dashboard's page, its example and ``GET /whoami``
 - ``events``: the live event stream (server-sent events) and its tokens; the bus contract
   (``GET /asyncapi.json``) belongs there too
+- ``docs``: the Swagger UI page (``GET /docs``), its assets served from a package, not a CDN
 """

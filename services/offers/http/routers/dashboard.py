@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, Response
 from services.offers.http import openapi, views
 from services.offers.http.access import User
 from services.offers.http.context import Context
-from services.offers.http.responses import respond
+from services.offers.http.responses import PAGE_HEADERS, respond
 from shared import examples
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -41,7 +41,7 @@ async def whoami(request: Request, identity: User, ctx: Context) -> Response:
 
 @router.get("/", include_in_schema=False)
 async def dashboard() -> FileResponse:
-    return FileResponse(STATIC / "index.html", media_type="text/html")
+    return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
 
 
 @router.get("/dashboard/example", include_in_schema=False)
