@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,14 +16,15 @@ class HttpSettings(BaseSettings):
     #: The base of every URL the broker writes (``meta.url``, ``Location``).
     public_url: str | None = None
     admin_username: str | None = None
-    admin_password: str | None = None
+    admin_password: str | None = Field(default=None, repr=False)
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
     #: Anyone (even unauthenticated) may read any session and offer set.
     public_reads: bool = False
     jaeger_url: str = "http://localhost:16686"
-    #: Signs the short-lived event-stream tokens; a random per-process secret when unset.
-    http_secret: str | None = None
+    #: Signs the short-lived event-stream tokens (at least 32 bytes); unset, a random secret kept in
+    #: ``<EB_DATA_DIR>/http-secret``.
+    http_secret: str | None = Field(default=None, repr=False)
     event_token_ttl_s: int = 300
 
     def base_url(self) -> str:
