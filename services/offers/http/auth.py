@@ -1,8 +1,9 @@
-"""Who is calling: HTTP Basic against the local identities (`shared.auth.identities`, the file the
-auth callout and ``broker users`` share) and the configured admin, bearer JWTs from an OIDC issuer.
+"""Who is calling: HTTP Basic against the local identities (`shared.auth.identities`, the file that
+``broker users`` writes too) and the configured admin, bearer JWTs from an OIDC issuer.
 
-The identity reaches the bus as the owner token of the subjects it publishes on: a local user's is
-``owners.local(username).token``, the same owner the auth callout gives that user on NATS.
+The identity reaches the bus as the owner token of the subjects it publishes on: a local user's and
+the configured admin's is ``owners.local(username).token``, the owner the auth callout gives a local
+user on NATS.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from shared.auth.identities import IdentityStore
 
 @dataclass(frozen=True)
 class Identity:
+    """``owner`` is the owner's subject token (`shared.auth.owners.Owner.token`); ``source`` is
+    ``local`` (the identity store), ``admin`` (the configured administrator) or ``oidc``."""
+
     username: str
     owner: str
     admin: bool = False
