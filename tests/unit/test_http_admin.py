@@ -195,3 +195,20 @@ async def test_old_identities_move_to_the_store_and_keep_their_passwords(
         assert (await whoami(client, "olga", "old-pw")).status_code == 200
         assert (await whoami(client, "pete", "p")).status_code == 401
         assert (await whoami(client, "pete", "newer")).status_code == 200
+
+
+async def test_the_admin_routes_are_in_the_openapi_document(tmp_path: Path) -> None:
+    async with app_client(tmp_path) as (client, _):
+        document = (await client.get("/openapi.json")).json()
+    paths = document["paths"]
+    assert set(paths["/admin/identities"]) == {"get", "post"}
+    assert set(paths["/admin/identities/{username}/disable"]) == {"post"}
+    assert set(paths["/admin/identities/{username}/enable"]) == {"post"}
+    password = paths["/admin/identities/{username}/password"]["put"]
+    assert password["requestBody"]["content"]["application/yaml"]["schema"] == {
+        "$ref": "#/components/schemas/PasswordRequest"
+    }
+    assert {"403", "404"} <= set(password["responses"])
+    schemas = document["components"]["schemas"]
+    assert set(schemas["IdentityRequest"]["properties"]) == {"username", "password", "admin"}
+    assert set(schemas["IdentityView"]["properties"]) == {"username", "admin", "disabled"}
