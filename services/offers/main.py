@@ -59,7 +59,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             # Imported here: a service without HTTP does not load FastAPI and uvicorn.
             from services.offers.http.server import HttpServer
 
-            server = HttpServer(http, settings.nats_url, runtime.store.path)
+            server = HttpServer(http, settings.nats_url, runtime.store.path, settings.data_dir)
             await server.start()
         await stop.wait()
     finally:

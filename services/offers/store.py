@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,12 +63,6 @@ CREATE TABLE IF NOT EXISTS sessions (
     connectors TEXT NOT NULL DEFAULT '[]',
     trace TEXT NOT NULL,
     updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS identities (
-    uuid TEXT PRIMARY KEY,
-    username TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS offersets_by_request ON offersets(request_id);
 CREATE INDEX IF NOT EXISTS sessions_offered ON sessions(expires_at) WHERE phase = 'OFFERED';
@@ -405,28 +398,23 @@ async def offerset_sessions(db: Reads, offerset_id: str) -> dict[str, SessionRow
     return {row.session_id: row for row in map(_session_row, rows)}
 
 
-# -- local identities (only the HTTP API writes them) ---------------------------------------------------
+# -- local identities of before shared/auth/identities.py (read once, to move them there) --------------
 
 
-class IdentityExists(Exception):
-    pass
+async def legacy_identities(db: Reads) -> list[tuple[str, str]]:
+    """(user name, password hash) of every row of the old ``identities`` table, if there is one."""
+    if await db.fetchone("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'identities'") is None:
+        return []
+    rows = await db.fetchall("SELECT username, password_hash FROM identities ORDER BY username")
+    return [(str(r["username"]), str(r["password_hash"])) for r in rows]
 
 
-async def password_hash(db: Reads, username: str) -> str | None:
-    r = await db.fetchone("SELECT password_hash FROM identities WHERE username = ?", (username,))
-    return str(r["password_hash"]) if r is not None else None
-
-
-async def create_identity(db: ReadModel, username: str, hashed: str) -> str:
-    identity_id = str(uuid.uuid4())
-    try:
-        await db.execute(
-            "INSERT INTO identities(uuid, username, password_hash, created_at) VALUES (?, ?, ?, ?)",
-            (identity_id, username, hashed, datetime.now(UTC).isoformat()),
-        )
-    except sqlite3.IntegrityError:  # aiosqlite raises the standard library's errors
-        raise IdentityExists(username) from None
-    return identity_id
+async def forget_legacy_identities(db: ReadModel, usernames: Sequence[str]) -> None:
+    """Delete rows that are now kept elsewhere; the table itself once it is empty."""
+    for username in usernames:
+        await db.execute("DELETE FROM identities WHERE username = ?", (username,))
+    if await db.fetchone("SELECT 1 FROM identities LIMIT 1") is None:
+        await db.execute("DROP TABLE identities")
 
 
 # -- the HTTP API's connection -------------------------------------------------------------------------
@@ -434,7 +422,7 @@ async def create_identity(db: ReadModel, username: str, hashed: str) -> str:
 
 class ReadModel:
     """The offers tables on a connection of the HTTP API's own, read with the functions above; it
-    writes only the identities table, which nothing else touches."""
+    writes nothing but the old identities table, once, to empty it (see ``forget_legacy_identities``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -9,10 +9,12 @@ share the file; WAL keeps readers and the one writer out of each other's way.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,12 +69,13 @@ class IdentityStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fresh = not path.exists()
+        # Made 0600 before SQLite opens it: SQLite gives its -wal and -shm files the database
+        # file's mode, so they never exist readable by others, not even for a moment.
+        with suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
-        if fresh:
-            path.chmod(0o600)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -112,6 +115,7 @@ class IdentityStore:
         self._update(username, "disabled = 0", ())
 
     def _update(self, username: str, assignment: str, values: tuple[object, ...]) -> None:
+        # `assignment` is one of the fixed strings above, never input.
         with self._db() as db:
             cursor = db.execute(
                 f"UPDATE identities SET {assignment}, updated_at = ? WHERE username = ?",
@@ -141,6 +145,26 @@ class IdentityStore:
         An unknown name costs one hash too, so timing does not reveal which names exist. A hash in
         an older scheme is replaced by an Argon2id one on success.
         """
+        verified = self.verify_stamped(username, password)
+        return None if verified is None else verified[0]
+
+    def stamp(self, username: str) -> str | None:
+        """What `verify_stamped` gave with a successful login, for as long as the identity is
+        unchanged: a new password, a rehash, the admin flag or disabling change it (a disabled or
+        unknown identity has none). It costs one query and no hash, so a process that remembers
+        successful logins can trust one exactly while its stamp holds, whoever changes the file.
+        """
+        with self._db() as db:
+            row = db.execute(
+                "SELECT password_hash, admin, disabled FROM identities WHERE username = ?", (username,)
+            ).fetchone()
+        if row is None or row[2]:
+            return None
+        return _stamp(row[0], bool(row[1]))
+
+    def verify_stamped(self, username: str, password: str) -> tuple[LocalIdentity, str] | None:
+        """`verify`, and the identity's `stamp` as of the row that was verified (read in the same
+        query, so no change between the check and the stamp can be mistaken for the checked state)."""
         with self._db() as db:
             row = db.execute(
                 "SELECT password_hash, admin, disabled FROM identities WHERE username = ?", (username,)
@@ -155,12 +179,14 @@ class IdentityStore:
         if rehashed is not None:
             with self._db() as db:
                 # Only if nobody changed it meanwhile (a reset must win over a rehash).
-                db.execute(
+                cursor = db.execute(
                     "UPDATE identities SET password_hash = ?, updated_at = ? "
                     "WHERE username = ? AND password_hash = ?",
                     (rehashed, _now(), username, stored),
                 )
-        return LocalIdentity(username, bool(admin), False)
+            if cursor.rowcount == 1:
+                stored = rehashed
+        return LocalIdentity(username, bool(admin), False), _stamp(stored, bool(admin))
 
     def import_hash(self, username: str, stored_hash: str, *, admin: bool = False) -> bool:
         """Keep an identity from elsewhere with its existing hash (migration); False if it exists."""
@@ -181,6 +207,11 @@ def _hash(password: str) -> str:
     except ValueError as exc:
         raise IdentityError(str(exc)) from None
     return hash_password(password)
+
+
+def _stamp(stored_hash: str, admin: bool) -> str:
+    # A digest, not the hash itself: whoever keeps stamps keeps nothing to guess passwords against.
+    return hashlib.sha256(f"{stored_hash}\0{int(admin)}".encode()).hexdigest()
 
 
 def _now() -> str:

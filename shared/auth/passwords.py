@@ -72,7 +72,7 @@ def verify_password(password: str, stored: str) -> tuple[bool, str | None]:
         return False, None
     try:
         return HASHER.verify_and_update(password, stored)
-    except Exception:
+    except Exception:  # an unknown or damaged hash verifies nothing
         return False, None
 
 

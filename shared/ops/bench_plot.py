@@ -55,8 +55,13 @@ def draw(points: Sequence[SweepPoint], path: Path, title: str) -> None:
         if point.ratio is not None:
             # The figure the performance targets are stated in, next to the point it belongs to.
             throughput.annotate(
-                f"{point.ratio:.2f} of floor", (point.concurrency, point.per_s),
-                textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8, color="tab:blue",
+                f"{point.ratio:.2f} of floor",
+                (point.concurrency, point.per_s),
+                textcoords="offset points",
+                xytext=(0, 8),
+                ha="center",
+                fontsize=8,
+                color="tab:blue",
             )
 
     throughput.set_ylabel("throughput (offer sets / s)")

@@ -129,8 +129,10 @@ class ServiceProfiler:
                 log=self.out_dir / f"{stem}.log",
             )
             with recording.log.open("wb") as log:
-                for output, extra in ((recording.raw, ["--format", "raw"]),
-                                      (recording.flamegraph, ["--format", "flamegraph", "--nonblocking"])):
+                for output, extra in (
+                    (recording.raw, ["--format", "raw"]),
+                    (recording.flamegraph, ["--format", "flamegraph", "--nonblocking"]),
+                ):
                     recording.procs.append(
                         subprocess.Popen(
                             [binary, "record", "--pid", str(pid), *SAMPLING, *extra, "--output", str(output)],

@@ -49,6 +49,8 @@ from shared.ops import contexts
 from shared.ops.bench_floor import FloorTransport
 from shared.ops.embedded import SERVICES, EmbeddedBroker, free_port, wait_for_port
 from shared.ops.secured import SecuredBus
+from shared.ops.users import DEFAULT_DATA_DIR, DataDir
+from shared.ops.users import app as users_app
 from shared.service import installed_services, load_service
 from shared.settings import DEFAULT_NATS_URL, Settings
 
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="An IVOA Execution Broker on NATS JetStream."
 )
+app.add_typer(users_app, name="users")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
@@ -309,9 +312,7 @@ def start_embedded(
 
 @app.command()
 def up(
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the broker keeps its state.")] = Path(
-        ".broker-data"
-    ),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     nats_port: Annotated[int, typer.Option("--nats-port", help="Port of the embedded nats-server.")] = 4222,
     nats_url: Annotated[
         str | None, typer.Option("--nats-url", help="Use this NATS server instead of starting one.")

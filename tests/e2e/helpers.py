@@ -85,11 +85,14 @@ def login_env(broker: EmbeddedBroker, username: str) -> dict[str, str]:
     return {"EB_NATS_USER": credentials.user, "EB_NATS_PASSWORD": credentials.password.get_secret_value()}
 
 
-def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 60, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     """Run `broker ARGS` as a separate process (python -m shared.ops.cli, as the console script does)."""
     return subprocess.run(
         [sys.executable, "-m", "shared.ops.cli", *args],
-        cwd=ROOT, env=cli_env(**env), capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=ROOT, env=cli_env(**env), input=stdin, capture_output=True, text=True, timeout=timeout,
+        check=False,
     )
 
 

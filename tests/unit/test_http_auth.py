@@ -1,11 +1,13 @@
-"""The HTTP layer's pure parts: owner tokens, content negotiation, password hashes, event tokens,
-OIDC bearer tokens (with an in-memory issuer), and the app's auth rules on an in-process server."""
+"""The HTTP layer's auth: content negotiation, event-stream tokens and their key, OIDC bearer tokens
+(with an in-memory issuer), and the app's auth rules and admin API on an in-process server."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import time
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,29 +18,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.offers.http.app import create_app
-from services.offers.http.auth import (
-    AuthError,
-    EventTokens,
-    Identity,
-    OidcVerifier,
-    hash_password,
-    owner_token,
-    verify_password,
-)
+from services.offers.http.auth import AuthError, Identity, OidcVerifier
 from services.offers.http.negotiation import Format, response_format
 from services.offers.http.settings import HttpSettings
+from services.offers.http.tokens import AUDIENCE, EventTokens, event_secret, stored_secret
 from services.offers.store import ReadModel
-from shared.subjects import is_token
+from shared.auth import owners
 
 ISSUER = "https://issuer.example"
-
-
-def test_owner_tokens_are_safe_and_injective() -> None:
-    names = ["alice", "a.b", "a_b", "a=2Eb", "bob smith", "é", "x*y>", "", "a=b"]
-    tokens = [owner_token(n) for n in names]
-    assert all(is_token(t) for t in tokens)
-    assert len(set(tokens)) == len(names)
-    assert owner_token("alice") == "alice"
 
 
 @pytest.mark.parametrize(
@@ -60,25 +47,106 @@ def test_response_format(accept: str | None, content_type: str | None, expected:
     assert response_format(accept, content_type) is expected
 
 
-def test_password_hashes_verify_and_differ() -> None:
-    first, second = hash_password("s3cret"), hash_password("s3cret")
-    assert first != second  # salted
-    assert verify_password("s3cret", first)
-    assert not verify_password("wrong", first)
-    assert not verify_password("s3cret", "garbage")
+# -- event-stream tokens ------------------------------------------------------------------------------
+
+SECRET = b"k" * 32
+ALICE = Identity("alice", owners.local("alice").token)
 
 
-def test_event_tokens_expire_and_cannot_be_forged() -> None:
-    tokens = EventTokens("secret", ttl_s=60)
-    token, _ = tokens.issue(Identity("alice", "alice"), now=1000)
-    assert tokens.verify(token, now=1030).owner == "alice"
-    with pytest.raises(AuthError):
-        tokens.verify(token, now=1061)
-    with pytest.raises(AuthError):
-        EventTokens("other", ttl_s=60).verify(token, now=1030)
-    body, _, signature = token.partition(".")
-    with pytest.raises(AuthError):
-        tokens.verify(body[:-2] + "xx." + signature, now=1030)
+def test_an_event_token_names_its_identity() -> None:
+    tokens = EventTokens(SECRET, ttl_s=60)
+    for identity in (
+        ALICE,
+        Identity("root", owners.local("root").token, admin=True, source="admin"),
+        Identity("carol.c", owners.oidc(ISSUER, "s-123").token, source="oidc"),
+    ):
+        token, expires = tokens.issue(identity)
+        assert tokens.verify(token) == identity
+        assert expires - time.time() == pytest.approx(60, abs=2)
+    claims = jwt.decode(tokens.issue(ALICE)[0], SECRET, algorithms=["HS256"], audience=AUDIENCE)
+    assert claims["sub"] == "local:alice"
+    assert {"sub", "name", "adm", "src", "iat", "exp", "aud"} == set(claims)
+
+
+def forged(secret: bytes = SECRET, algorithm: str = "HS256", drop: str = "", **changes: Any) -> str:
+    now = int(time.time())
+    claims = {"sub": "local:alice", "name": "alice", "adm": False, "src": "local"}
+    claims |= {"iat": now, "exp": now + 60, "aud": AUDIENCE, **changes}
+    claims.pop(drop, None)
+    with warnings.catch_warnings():  # HS512 with a 32-byte key: weak, and meant to be refused anyway
+        warnings.simplefilter("ignore")
+        return jwt.encode(claims, secret if algorithm != "none" else "", algorithm=algorithm)
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (forged(exp=int(time.time()) - 30), "expired"),
+        (forged(aud="execution-broker/other"), "invalid"),
+        (forged(secret=b"o" * 32), "invalid"),
+        (forged(algorithm="none"), "invalid"),
+        (forged(algorithm="HS512"), "invalid"),
+        (forged(drop="adm"), "invalid"),
+        (forged(drop="iat"), "invalid"),
+        (forged(drop="aud"), "invalid"),
+        (forged(adm="yes"), "invalid"),
+        (forged(src="root"), "invalid"),
+        (forged(sub="alice"), "invalid"),
+        (forged(sub="local:"), "invalid"),
+        ("not.a.token", "invalid"),
+    ],
+)
+def test_event_tokens_refused(token: str, reason: str) -> None:
+    with pytest.raises(AuthError, match=reason):
+        EventTokens(SECRET, ttl_s=60).verify(token)
+
+
+def test_a_tampered_event_token_is_refused() -> None:
+    tokens = EventTokens(SECRET, ttl_s=60)
+    token, _ = tokens.issue(ALICE)
+    header, body, signature = token.split(".")
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience=AUDIENCE)
+    admin = base64.urlsafe_b64encode(json.dumps({**claims, "adm": True}).encode()).rstrip(b"=")
+    with pytest.raises(AuthError, match="invalid"):
+        tokens.verify(f"{header}.{admin.decode()}.{signature}")
+    assert tokens.verify(f"{header}.{body}.{signature}") == ALICE
+
+
+def test_a_little_clock_skew_is_forgiven() -> None:
+    tokens = EventTokens(SECRET, ttl_s=60)
+    assert tokens.verify(forged(exp=int(time.time()) - 2)).username == "alice"
+
+
+def test_the_event_secret_is_kept_in_the_data_dir(tmp_path: Path) -> None:
+    first = event_secret(None, tmp_path)
+    path = tmp_path / "http-secret"
+    assert len(first) == 32
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert event_secret(None, tmp_path) == first  # a restart reads the same one
+    assert [p.name for p in tmp_path.iterdir()] == ["http-secret"]  # no temporary left behind
+    token, _ = EventTokens(first, 60).issue(ALICE)
+    assert EventTokens(event_secret(None, tmp_path), 60).verify(token) == ALICE
+    assert event_secret("x" * 32, tmp_path) == b"x" * 32  # EB_HTTP_SECRET wins
+    assert stored_secret(tmp_path / "other") != first
+
+
+def test_bad_event_secrets_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="EB_HTTP_SECRET must be at least 32 bytes"):
+        event_secret("short", tmp_path)
+    path = tmp_path / "http-secret"
+    path.write_text("zz\n")
+    path.chmod(0o600)
+    with pytest.raises(ValueError, match="not hold a hex secret"):
+        stored_secret(path)
+    path.write_text("abcd\n")
+    with pytest.raises(ValueError, match="fewer than 32 bytes"):
+        stored_secret(path)
+    path.write_text("ab" * 32)
+    path.chmod(0o644)
+    with pytest.raises(ValueError, match="chmod 600"):
+        stored_secret(path)
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        EventTokens(b"short", 60)
 
 
 class FakeIssuer:
@@ -104,7 +172,9 @@ async def test_oidc_tokens_are_verified() -> None:
     issuer = FakeIssuer()
     verifier = OidcVerifier(ISSUER, "broker", fetch=issuer.fetch)
     identity = await verifier.verify(issuer.token(aud="broker", preferred_username="carol.c"))
-    assert (identity.username, identity.owner, identity.source) == ("carol.c", "carol=2Ec", "oidc")
+    # The name shown is preferred_username; the owner is the issuer's stable sub, never that name.
+    expected = ("carol.c", owners.oidc(ISSUER, "s-123").token, "oidc")
+    assert (identity.username, identity.owner, identity.source) == expected
     assert (await verifier.verify(issuer.token(aud="broker"))).username == "s-123"
     assert issuer.fetches == 2  # the JWKS is cached
     for bad in (
@@ -137,7 +207,9 @@ async def app_client(tmp_path: Path, **settings: Any) -> AsyncIterator[tuple[htt
     await read_model.open()
     issuer = FakeIssuer()
     config = HttpSettings(http_port=1, admin_username="admin", admin_password="pw", **settings)
-    app = create_app(config, read_model, NoBus(), oidc=OidcVerifier(ISSUER, fetch=issuer.fetch))
+    app = create_app(
+        config, read_model, NoBus(), data_dir=tmp_path, oidc=OidcVerifier(ISSUER, fetch=issuer.fetch)
+    )
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -158,7 +230,7 @@ async def test_identities_basic_and_bearer_auth(tmp_path: Path) -> None:
             "/admin/identities", json={"username": "dave", "password": "x"}, headers=admin
         )
         assert created.status_code == 201
-        assert set(created.json()) == {"uuid", "username"}
+        assert created.json() == {"username": "dave", "admin": False, "disabled": False}
         again = await client.post(
             "/admin/identities", json={"username": "dave", "password": "y"}, headers=admin
         )
@@ -172,7 +244,7 @@ async def test_identities_basic_and_bearer_auth(tmp_path: Path) -> None:
         assert not_admin.status_code == 403
 
         me = await client.get("/whoami", headers=basic("dave", "x"))
-        assert me.json()["owner"] == "dave"
+        assert me.json()["owner"] == owners.local("dave").token == "local==dave"
         wrong = await client.get("/whoami", headers=basic("dave", "nope"))
         assert wrong.status_code == 401
         assert wrong.headers["www-authenticate"].startswith("Basic")

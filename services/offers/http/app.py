@@ -12,9 +12,9 @@ every kind become schema messages in the format the caller asked for.
 
 from __future__ import annotations
 
-import functools
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,9 +22,8 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.offers import store as tables
 from services.offers.http import openapi
-from services.offers.http.auth import Authenticator, EventTokens, OidcVerifier
+from services.offers.http.auth import Authenticator, OidcVerifier
 from services.offers.http.bus import Bus
 from services.offers.http.context import HttpContext
 from services.offers.http.guard import RequestGuard
@@ -33,7 +32,9 @@ from services.offers.http.origins import own_origins, parse_origins
 from services.offers.http.responses import ApiError, error_response
 from services.offers.http.routers import admin, dashboard, docs, events, requests, sessions
 from services.offers.http.settings import HttpSettings
+from services.offers.http.tokens import EventTokens, event_secret
 from services.offers.store import ReadModel
+from shared.auth.identities import store_in
 from shared.models import MessageItem
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,10 @@ def create_app(
     read_model: ReadModel,
     bus: Bus,
     *,
+    data_dir: Path,
     oidc: OidcVerifier | None = None,
 ) -> FastAPI:
+    """The app; `data_dir` (``EB_DATA_DIR``) holds the local identities and the event-token key."""
     if oidc is None and settings.oidc_issuer:
         oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience)
     app = FastAPI(
@@ -63,10 +66,10 @@ def create_app(
         auth=Authenticator(
             admin_username=settings.admin_username,
             admin_password=settings.admin_password,
-            lookup_password=functools.partial(tables.password_hash, read_model),
+            identities=store_in(data_dir),
             oidc=oidc,
         ),
-        tokens=EventTokens(settings.http_secret, settings.event_token_ttl_s),
+        tokens=EventTokens(event_secret(settings.http_secret, data_dir), settings.event_token_ttl_s),
         logins=LoginLimiter(
             per_user=settings.login_failures_per_user,
             per_address=settings.login_failures_per_address,

@@ -12,10 +12,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from services.offers.http.auth import Authenticator, EventTokens
+from services.offers.http.auth import Authenticator
 from services.offers.http.bus import Bus
 from services.offers.http.login_limits import LoginLimiter
 from services.offers.http.settings import HttpSettings
+from services.offers.http.tokens import EventTokens
 from services.offers.store import ReadModel
 
 

@@ -19,7 +19,7 @@ from shared.models import EnumValueUpdate, ExecutionRequest
 _ERROR_TEXTS = {
     400: "Missing or invalid fields",
     401: "Not authenticated (see WWW-Authenticate)",
-    403: "Authenticated, but not the owner; or a write from another origin",
+    403: "Authenticated, but not the owner (or not an administrator); or a write from another origin",
     404: "No such resource",
     409: "Conflict: an illegal transition, an expired offer or an existing identity",
     413: "The document is too large",
@@ -81,6 +81,7 @@ def document(app: FastAPI) -> dict[str, Any]:
             (ExecutionRequest, "validation"),
             (EnumValueUpdate, "validation"),
             (views.IdentityRequest, "validation"),
+            (views.PasswordRequest, "validation"),
         ],
         ref_template="#/components/schemas/{model}",
     )

@@ -13,6 +13,7 @@ import uvicorn
 from services.offers.http.app import create_app
 from services.offers.http.bus import NatsBus
 from services.offers.http.context import HttpContext
+from services.offers.http.migration import move_legacy_identities
 from services.offers.http.settings import HttpSettings
 from services.offers.store import ReadModel
 
@@ -27,8 +28,9 @@ class _Server(uvicorn.Server):
 
 
 class HttpServer:
-    def __init__(self, settings: HttpSettings, nats_url: str, database: Path) -> None:
+    def __init__(self, settings: HttpSettings, nats_url: str, database: Path, data_dir: Path) -> None:
         self.settings = settings
+        self.data_dir = data_dir
         if settings.http_nats_nkey_seed_file is None:
             raise ValueError(
                 "the HTTP API needs its own key on the bus: set EB_HTTP_NATS_NKEY_SEED_FILE "
@@ -42,8 +44,9 @@ class HttpServer:
     async def start(self) -> None:
         await self.read_model.open()
         await self.bus.connect()
-        app = create_app(self.settings, self.read_model, self.bus)
+        app = create_app(self.settings, self.read_model, self.bus, data_dir=self.data_dir)
         self._context: HttpContext = app.state.ctx
+        await move_legacy_identities(self.read_model, self._context.auth.identities)
         config = uvicorn.Config(
             app,
             host=self.settings.http_host,

@@ -22,14 +22,15 @@ class HttpSettings(BaseSettings):
     #: The HTTP API's own key on the bus (``broker up`` writes it: ``<data dir>/bus/http.nk``).
     http_nats_nkey_seed_file: Path | None = None
     admin_username: str | None = None
-    admin_password: str | None = None
+    admin_password: str | None = Field(default=None, repr=False)
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
     #: Anyone (even unauthenticated) may read any session and offer set.
     public_reads: bool = False
     jaeger_url: str = "http://localhost:16686"
-    #: Signs the short-lived event-stream tokens; a random per-process secret when unset.
-    http_secret: str | None = None
+    #: Signs the short-lived event-stream tokens (at least 32 bytes); unset, a random secret kept in
+    #: ``<EB_DATA_DIR>/http-secret``.
+    http_secret: str | None = Field(default=None, repr=False)
     event_token_ttl_s: int = 300
     #: Origins besides the broker's own (that of ``base_url()``) whose pages may write: a comma-separated
     #: list of ``scheme://host[:port]``. A write from any other origin is refused (403).

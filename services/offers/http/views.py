@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from services.offers.domain import session_options
 from services.offers.store import OffersetRow, SessionRow
+from shared.auth.identities import USERNAME
 from shared.models import (
     MessageItem,
     OfferSetResponse,
@@ -41,13 +42,29 @@ class SessionHistory(BaseModel):
 
 
 class IdentityRequest(BaseModel):
-    username: str
-    password: str
+    """A new local identity; ``admin`` makes it an administrator too."""
+
+    username: str = Field(pattern=USERNAME.pattern)
+    password: str = Field(min_length=1)
+    admin: bool = False
 
 
-class IdentityCreated(BaseModel):
-    uuid: str
+class PasswordRequest(BaseModel):
+    """A new password for a local identity (it stays disabled if it was)."""
+
+    password: str = Field(min_length=1)
+
+
+class IdentityView(BaseModel):
+    """A local identity as the administrator sees it: never its password hash."""
+
     username: str
+    admin: bool
+    disabled: bool
+
+
+class IdentityList(BaseModel):
+    identities: list[IdentityView] = Field(default_factory=list)
 
 
 class EventToken(BaseModel):
