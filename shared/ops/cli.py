@@ -635,7 +635,7 @@ def pools(
             try:
                 reply = await client.nc.request(subjects.pools_info(), b"", timeout=5)
             except Exception as exc:
-                raise BrokerUnavailable(nats_url, f"the scheduler does not answer: {exc}") from None
+                raise BrokerUnavailable(client.nats_url, f"the scheduler does not answer: {exc}") from None
             return list(json.loads(reply.data))
 
     report = run_async(main)
