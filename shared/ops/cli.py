@@ -80,6 +80,9 @@ Password = Annotated[
 Token = Annotated[
     str | None, typer.Option("--token", envvar="EB_NATS_TOKEN", help="An OIDC access token instead.")
 ]
+Creds = Annotated[
+    Path | None, typer.Option("--creds", envvar="EB_NATS_CREDS", help="A credentials file instead.")
+]
 ContextName = Annotated[
     str | None, typer.Option("--context", envvar="EB_CONTEXT", help="A context other than the current one.")
 ]
@@ -92,11 +95,17 @@ class Login:
     password: str | None = None
     token: str | None = None
     context: str | None = None
+    creds: Path | None = None
 
     def connection(self) -> contexts.Connection:
         try:
             return contexts.resolve(
-                url=self.url, user=self.user, password=self.password, token=self.token, context=self.context
+                url=self.url,
+                user=self.user,
+                password=self.password,
+                token=self.token,
+                context=self.context,
+                creds=self.creds,
             )
         except contexts.ContextError as exc:
             err.print(f"[red]error:[/red] {exc}")
@@ -378,10 +387,11 @@ def submit(
     user: User = None,
     password: Password = None,
     token: Token = None,
+    creds: Creds = None,
     context: ContextName = None,
 ) -> None:
     """Publish a request and print the offer set."""
-    login = Login(nats_url, user, password, token, context)
+    login = Login(nats_url, user, password, token, context, creds)
     try:
         document = read_request_file(file)
     except Exception as exc:
@@ -443,11 +453,12 @@ def accept_cmd(
     user: User = None,
     password: Password = None,
     token: Token = None,
+    creds: Creds = None,
     context: ContextName = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Accept an offered session (its siblings are rejected)."""
-    _update(session_id, Phase.ACCEPTED, Login(nats_url, user, password, token, context), as_json)
+    _update(session_id, Phase.ACCEPTED, Login(nats_url, user, password, token, context, creds), as_json)
 
 
 @app.command()
@@ -457,11 +468,12 @@ def reject(
     user: User = None,
     password: Password = None,
     token: Token = None,
+    creds: Creds = None,
     context: ContextName = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Reject an offered session."""
-    _update(session_id, Phase.REJECTED, Login(nats_url, user, password, token, context), as_json)
+    _update(session_id, Phase.REJECTED, Login(nats_url, user, password, token, context, creds), as_json)
 
 
 @app.command()
@@ -471,11 +483,12 @@ def cancel(
     user: User = None,
     password: Password = None,
     token: Token = None,
+    creds: Creds = None,
     context: ContextName = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Cancel a session; a running one is really stopped."""
-    _update(session_id, Phase.CANCELLED, Login(nats_url, user, password, token, context), as_json)
+    _update(session_id, Phase.CANCELLED, Login(nats_url, user, password, token, context, creds), as_json)
 
 
 @app.command()
@@ -487,10 +500,11 @@ def watch(
     user: User = None,
     password: Password = None,
     token: Token = None,
+    creds: Creds = None,
     context: ContextName = None,
 ) -> None:
     """Print your session events as they happen (a session's whole history first)."""
-    client = Login(nats_url, user, password, token, context).client()
+    client = Login(nats_url, user, password, token, context, creds).client()
 
     async def main() -> None:
         async with client:
@@ -625,10 +639,11 @@ def pools(
     user: User = None,
     password: Password = None,
     token: Token = None,
+    creds: Creds = None,
     context: ContextName = None,
 ) -> None:
     """The scheduler's pools: platform, site, capacity, limits, and what is held and booked now."""
-    client = Login(nats_url, user, password, token, context).client()
+    client = Login(nats_url, user, password, token, context, creds).client()
 
     async def main() -> list[dict[str, Any]]:
         async with client:
