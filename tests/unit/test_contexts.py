@@ -76,7 +76,7 @@ def test_another_context_is_picked_by_name() -> None:
 
 def test_without_any_credentials_the_message_says_what_to_do() -> None:
     with pytest.raises(
-        contexts.ContextError, match="EB_NATS_USER.*EB_NATS_TOKEN or EB_NATS_CREDS.*broker up"
+        contexts.ContextError, match=r"EB_NATS_USER.*EB_NATS_TOKEN or EB_NATS_CREDS.*broker up"
     ):
         resolve()
     with pytest.raises(contexts.ContextError, match="go together"):
