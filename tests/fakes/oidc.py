@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from starlette.applications import Starlette
@@ -155,6 +156,15 @@ class FakeOidcProvider(FakeServer):
     @property
     def discovery_path(self) -> str:
         return f"/realms/{self.realm}{DISCOVERY}"
+
+    async def fetch(self, url: str) -> dict[str, Any]:
+        """GET `url` through this app in process, no socket: an `OidcVerifier`'s `fetch` for tests
+        that need the provider's documents but not the HTTP client (set `base_url` first)."""
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self)) as client:
+            response = await client.get(url)
+            response.raise_for_status()
+            document: dict[str, Any] = response.json()
+            return document
 
     # -- keys and tokens -------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """OIDC bearer tokens (shared/auth/oidc.py): the checks, the keys' caching, rotation and refetch
-limits, against the fake provider's own ASGI app (its real documents, no sockets; the HTTP fetch
-itself is tested in tests/integration/test_oidc_verifier.py)."""
+limits, against the fake provider's own ASGI app in process (its real documents, no sockets; the
+HTTP fetch itself is tested in tests/integration/test_oidc_verifier.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import json
 import time
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -22,7 +21,6 @@ from shared.auth.oidc import (
     MAX_TOKEN_CHARS,
     REFETCH_INTERVAL_S,
     STALE_GRACE_S,
-    Fetch,
     KeySet,
     OidcError,
     OidcVerifier,
@@ -37,29 +35,16 @@ from tests.fakes.oidc import DEFAULT_AUDIENCE, FakeOidcProvider, b64url
 ISSUER_BASE = "https://idp.example.org"
 
 
-def asgi_fetch(provider: FakeOidcProvider) -> Fetch:
-    """GET through the provider's ASGI app, as the real fetch does over HTTP."""
-
-    async def fetch(url: str) -> dict[str, Any]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=provider)) as client:
-            response = await client.get(url)
-            response.raise_for_status()
-            document: dict[str, Any] = response.json()
-            return document
-
-    return fetch
-
-
 @pytest.fixture
 def provider() -> FakeOidcProvider:
     fake = FakeOidcProvider()
-    fake.base_url = ISSUER_BASE  # not served: its ASGI app answers asgi_fetch
+    fake.base_url = ISSUER_BASE  # not served: its ASGI app answers `fake.fetch`
     return fake
 
 
 @pytest.fixture
 def verifier(provider: FakeOidcProvider) -> OidcVerifier:
-    return OidcVerifier(provider.issuer, DEFAULT_AUDIENCE, fetch=asgi_fetch(provider))
+    return OidcVerifier(provider.issuer, DEFAULT_AUDIENCE, fetch=provider.fetch)
 
 
 async def refused(verifier: OidcVerifier, token: str) -> str:
@@ -136,7 +121,7 @@ async def test_leeway_covers_small_clock_skew_only(
     provider: FakeOidcProvider, verifier: OidcVerifier
 ) -> None:
     assert (await verifier.verify(provider.mint(expires_in=-2))).sub  # within the 5 s leeway
-    strict = OidcVerifier(provider.issuer, DEFAULT_AUDIENCE, leeway_s=0, fetch=asgi_fetch(provider))
+    strict = OidcVerifier(provider.issuer, DEFAULT_AUDIENCE, leeway_s=0, fetch=provider.fetch)
     assert "expired" in await refused(strict, provider.mint(expires_in=-2))
     assert "expired" in await refused(verifier, provider.mint(expires_in=-30))
 
@@ -179,7 +164,7 @@ async def test_only_asymmetric_algorithms_and_the_keys_own(
     # A key that states PS256 verifies PS256 tokens, and no RS256 ones.
     ps_provider = FakeOidcProvider(alg="PS256")
     ps_provider.base_url = ISSUER_BASE
-    ps_verifier = OidcVerifier(ps_provider.issuer, DEFAULT_AUDIENCE, fetch=asgi_fetch(ps_provider))
+    ps_verifier = OidcVerifier(ps_provider.issuer, DEFAULT_AUDIENCE, fetch=ps_provider.fetch)
     assert (await ps_verifier.verify(ps_provider.mint("p"))).sub == "p"
     assert "not its signing key's" in await refused(ps_verifier, ps_provider.mint(alg="RS256"))
 
@@ -270,7 +255,7 @@ async def test_rotation_refetches_once_and_unknown_kids_are_rate_limited(
 
 
 async def test_keys_are_refetched_after_cache_s(provider: FakeOidcProvider) -> None:
-    verifier = OidcVerifier(provider.issuer, DEFAULT_AUDIENCE, cache_s=0.2, fetch=asgi_fetch(provider))
+    verifier = OidcVerifier(provider.issuer, DEFAULT_AUDIENCE, cache_s=0.2, fetch=provider.fetch)
     verifier.refetch_interval_s = 0.0
     await verifier.verify(provider.mint())
     await asyncio.sleep(0.25)
@@ -279,7 +264,7 @@ async def test_keys_are_refetched_after_cache_s(provider: FakeOidcProvider) -> N
 
 
 async def test_stale_keys_serve_while_the_provider_is_down(provider: FakeOidcProvider) -> None:
-    verifier = OidcVerifier(provider.issuer, DEFAULT_AUDIENCE, cache_s=0.2, fetch=asgi_fetch(provider))
+    verifier = OidcVerifier(provider.issuer, DEFAULT_AUDIENCE, cache_s=0.2, fetch=provider.fetch)
     verifier.refetch_interval_s = 0.0
     await verifier.verify(provider.mint())
     provider.down()
@@ -310,21 +295,21 @@ async def test_a_caller_that_gives_up_leaves_the_fetch_to_finish(
 
 
 async def test_a_slow_provider_times_out(provider: FakeOidcProvider) -> None:
-    verifier = OidcVerifier(provider.issuer, DEFAULT_AUDIENCE, timeout_s=0.2, fetch=asgi_fetch(provider))
+    verifier = OidcVerifier(provider.issuer, DEFAULT_AUDIENCE, timeout_s=0.2, fetch=provider.fetch)
     provider.slow(1.0, times=1)
     assert "did not arrive within 0.2 s" in await refused(verifier, provider.mint())
 
 
 async def test_the_discovery_document_must_name_this_issuer(provider: FakeOidcProvider) -> None:
     provider.advertised_issuer = "https://idp.example.org/realms/other"
-    verifier = OidcVerifier(provider.issuer, DEFAULT_AUDIENCE, fetch=asgi_fetch(provider))
+    verifier = OidcVerifier(provider.issuer, DEFAULT_AUDIENCE, fetch=provider.fetch)
     assert "names another issuer" in await refused(verifier, provider.mint())
     assert fetches(provider) == (1, 0)  # no key set fetched for it
 
 
 async def test_a_jwks_uri_in_clear_to_another_host_is_refused(provider: FakeOidcProvider) -> None:
     provider.advertised_jwks_uri = "http://keys.example.org/certs"
-    verifier = OidcVerifier(provider.issuer, DEFAULT_AUDIENCE, fetch=asgi_fetch(provider))
+    verifier = OidcVerifier(provider.issuer, DEFAULT_AUDIENCE, fetch=provider.fetch)
     assert "jwks_uri must be an https URL" in await refused(verifier, provider.mint())
 
 

@@ -1,26 +1,24 @@
 """The HTTP layer's pure parts: owner tokens, content negotiation, password hashes, event tokens,
-OIDC bearer tokens (with an in-memory issuer), and the app's auth rules on an in-process server."""
+OIDC bearer tokens (the fake provider in process), and the app's auth rules on an in-process server."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import ValidationError
 
 from services.offers.http.app import create_app
 from services.offers.http.auth import (
+    Authenticator,
     AuthError,
     EventTokens,
     Identity,
-    OidcVerifier,
     hash_password,
     owner_token,
     verify_password,
@@ -28,9 +26,13 @@ from services.offers.http.auth import (
 from services.offers.http.negotiation import Format, response_format
 from services.offers.http.settings import HttpSettings
 from services.offers.store import ReadModel
+from shared.auth import owners
+from shared.auth.oidc import OidcVerifier
 from shared.subjects import is_token
+from tests.fakes.oidc import FakeOidcProvider
 
-ISSUER = "https://issuer.example"
+ISSUER_BASE = "https://issuer.example"
+AUDIENCE = "broker"
 
 
 def test_owner_tokens_are_safe_and_injective() -> None:
@@ -81,40 +83,58 @@ def test_event_tokens_expire_and_cannot_be_forged() -> None:
         tokens.verify(body[:-2] + "xx." + signature, now=1030)
 
 
-class FakeIssuer:
-    def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
-        self.jwks = {"keys": [{**jwk, "kid": "k1", "alg": "RS256", "use": "sig"}]}
-        self.fetches = 0
-
-    async def fetch(self, url: str) -> dict[str, Any]:
-        self.fetches += 1
-        if url == f"{ISSUER}/.well-known/openid-configuration":
-            return {"issuer": ISSUER, "jwks_uri": f"{ISSUER}/jwks"}
-        assert url == f"{ISSUER}/jwks"
-        return self.jwks
-
-    def token(self, **claims: Any) -> str:
-        body = {"iss": ISSUER, "sub": "s-123", "exp": int(time.time()) + 60, **claims}
-        return jwt.encode(body, self.key, algorithm="RS256", headers={"kid": "k1"})
+def oidc_provider() -> tuple[FakeOidcProvider, OidcVerifier]:
+    provider = FakeOidcProvider()
+    provider.base_url = ISSUER_BASE  # in process: the verifier fetches through its ASGI app
+    return provider, OidcVerifier(provider.issuer, AUDIENCE, fetch=provider.fetch)
 
 
-async def test_oidc_tokens_are_verified() -> None:
-    issuer = FakeIssuer()
-    verifier = OidcVerifier(ISSUER, "broker", fetch=issuer.fetch)
-    identity = await verifier.verify(issuer.token(aud="broker", preferred_username="carol.c"))
-    assert (identity.username, identity.owner, identity.source) == ("carol.c", "carol=2Ec", "oidc")
-    assert (await verifier.verify(issuer.token(aud="broker"))).username == "s-123"
-    assert issuer.fetches == 2  # the JWKS is cached
+async def no_password(username: str) -> str | None:
+    return None
+
+
+async def test_an_oidc_user_is_owned_by_issuer_and_sub_never_by_its_preferred_username() -> None:
+    provider, verifier = oidc_provider()
+    auth = Authenticator(admin_username=None, admin_password=None, lookup_password=no_password, oidc=verifier)
+    alice = await auth.identify(f"Bearer {provider.mint('s-123', preferred_username='alice', aud=AUDIENCE)}")
+    assert alice is not None
+    assert alice.owner == owners.oidc(provider.issuer, "s-123").token
+    assert alice.owner not in {"alice", owner_token("alice"), owners.local("alice").token}
+    assert (alice.username, alice.source, alice.admin) == ("alice", "oidc", False)
+    nameless = await auth.identify(f"bearer {provider.mint('s-123', aud=AUDIENCE)}")
+    assert nameless is not None
+    assert (nameless.username, nameless.owner) == ("s-123", alice.owner)
     for bad in (
-        issuer.token(aud="other"),
-        issuer.token(aud="broker", iss="https://evil.example"),
-        issuer.token(aud="broker", exp=int(time.time()) - 120),
-        issuer.token(aud="broker") + "x",
+        provider.mint(aud="other"),
+        provider.mint(aud=AUDIENCE, issuer="https://evil.example"),
+        provider.mint(aud=AUDIENCE, expires_in=-120),
+        provider.mint(aud=AUDIENCE, foreign=True),
+        provider.mint(aud=AUDIENCE) + "x",
     ):
-        with pytest.raises(AuthError):
-            await verifier.verify(bad)
+        with pytest.raises(AuthError) as caught:
+            await auth.identify(f"Bearer {bad}")
+        assert caught.value.reason.startswith("invalid bearer token: ")
+        assert bad.split(".")[1] not in caught.value.reason
+
+
+def test_an_issuer_needs_an_audience() -> None:
+    with pytest.raises(ValidationError, match="EB_OIDC_AUDIENCE must be set") as caught:
+        HttpSettings(oidc_issuer=ISSUER_BASE, admin_password="hunter2")
+    assert "hunter2" not in str(caught.value)
+    with pytest.raises(ValidationError, match="EB_OIDC_AUDIENCE must be set"):
+        HttpSettings(oidc_issuer=ISSUER_BASE, oidc_audience=" ")
+    with pytest.raises(ValidationError, match="EB_OIDC_ISSUER must be an https URL"):
+        HttpSettings(oidc_issuer="http://issuer.example", oidc_audience=AUDIENCE)
+    assert HttpSettings(oidc_audience=AUDIENCE).oidc_issuer is None  # an audience alone is harmless
+
+
+async def test_the_app_builds_its_verifier_from_the_settings(tmp_path: Path) -> None:
+    read_model = ReadModel(tmp_path / "offers.sqlite")
+    config = HttpSettings(oidc_issuer=ISSUER_BASE, oidc_audience=AUDIENCE, oidc_leeway_s=30)
+    verifier = create_app(config, read_model, NoBus()).state.ctx.auth.oidc
+    assert isinstance(verifier, OidcVerifier)
+    assert (verifier.issuer, verifier.audience, verifier.leeway_s) == (ISSUER_BASE, AUDIENCE, 30)
+    assert create_app(HttpSettings(), read_model, NoBus()).state.ctx.auth.oidc is None
 
 
 class NoBus:
@@ -132,12 +152,14 @@ class NoBus:
 
 
 @contextlib.asynccontextmanager
-async def app_client(tmp_path: Path, **settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, FakeIssuer]]:
+async def app_client(
+    tmp_path: Path, **settings: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, FakeOidcProvider]]:
     read_model = ReadModel(tmp_path / "offers.sqlite")
     await read_model.open()
-    issuer = FakeIssuer()
+    issuer, verifier = oidc_provider()
     config = HttpSettings(http_port=1, admin_username="admin", admin_password="pw", **settings)
-    app = create_app(config, read_model, NoBus(), oidc=OidcVerifier(ISSUER, fetch=issuer.fetch))
+    app = create_app(config, read_model, NoBus(), oidc=verifier)
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -179,10 +201,14 @@ async def test_identities_basic_and_bearer_auth(tmp_path: Path) -> None:
         assert "Bearer" in wrong.headers["www-authenticate"]
 
         bearer = {
-            "Authorization": f"Bearer {issuer.token(preferred_username='gina')}",
+            "Authorization": f"Bearer {issuer.mint('g-1', preferred_username='gina', aud=AUDIENCE)}",
             "Accept": "application/json",
         }
-        assert (await client.get("/whoami", headers=bearer)).json()["username"] == "gina"
+        me = (await client.get("/whoami", headers=bearer)).json()
+        assert (me["username"], me["owner"]) == ("gina", owners.oidc(issuer.issuer, "g-1").token)
+        posing = issuer.mint("g-2", preferred_username="dave", aud=AUDIENCE)
+        me = (await client.get("/whoami", headers={**bearer, "Authorization": f"Bearer {posing}"})).json()
+        assert (me["username"], me["owner"]) == ("dave", owners.oidc(issuer.issuer, "g-2").token)
         assert (await client.get("/sessions", headers=bearer)).json() == {"sessions": []}
         anonymous = await client.get("/sessions/00000000-0000-4000-8000-000000000000")
         assert anonymous.status_code == 401

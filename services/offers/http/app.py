@@ -23,13 +23,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.offers import store as tables
 from services.offers.http import openapi
-from services.offers.http.auth import Authenticator, EventTokens, OidcVerifier
+from services.offers.http.auth import Authenticator, EventTokens
 from services.offers.http.bus import Bus
 from services.offers.http.context import HttpContext
 from services.offers.http.responses import ApiError, error_response
 from services.offers.http.routers import admin, dashboard, events, requests, sessions
 from services.offers.http.settings import HttpSettings
 from services.offers.store import ReadModel
+from shared.auth.oidc import OidcVerifier
 from shared.models import MessageItem
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ def create_app(
     oidc: OidcVerifier | None = None,
 ) -> FastAPI:
     if oidc is None and settings.oidc_issuer:
-        oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience)
+        if not settings.oidc_audience:  # HttpSettings refuses this already; a caller may build its own
+            raise ValueError("EB_OIDC_AUDIENCE must be set when EB_OIDC_ISSUER is")
+        oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, leeway_s=settings.oidc_leeway_s)
     app = FastAPI(
         title="Execution Broker on NATS",
         version="1.0.7",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.auth.oidc import url_problem
 
 
 class HttpSettings(BaseSettings):
@@ -16,14 +19,38 @@ class HttpSettings(BaseSettings):
     public_url: str | None = None
     admin_username: str | None = None
     admin_password: str | None = None
+    #: An OIDC provider whose access tokens are accepted as bearer tokens: its ``iss``, exactly.
     oidc_issuer: str | None = None
-    oidc_audience: str | None = None
+    #: The ``aud`` those tokens must carry (the broker's client ID): required with an issuer, so that
+    #: a token the provider issued to another application is not accepted here.
+    oidc_audience: str | None = Field(None, validate_default=True)
+    #: Clock skew allowed on ``exp``, ``nbf`` and ``iat``.
+    oidc_leeway_s: int = Field(5, ge=0, le=300)
     #: Anyone (even unauthenticated) may read any session and offer set.
     public_reads: bool = False
     jaeger_url: str = "http://localhost:16686"
     #: Signs the short-lived event-stream tokens; a random per-process secret when unset.
     http_secret: str | None = None
     event_token_ttl_s: int = 300
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _issuer_url(cls, issuer: str | None) -> str | None:
+        problem = url_problem(issuer, query_allowed=False) if issuer else None
+        if problem is not None:
+            raise ValueError(f"EB_OIDC_ISSUER {problem}")
+        return issuer or None
+
+    @field_validator("oidc_audience")
+    @classmethod
+    def _audience_with_issuer(cls, audience: str | None, info: ValidationInfo) -> str | None:
+        # A field validator: its error quotes only this field's value, never another (a password).
+        if info.data.get("oidc_issuer") and not (audience and audience.strip()):
+            raise ValueError(
+                "EB_OIDC_AUDIENCE must be set when EB_OIDC_ISSUER is: the client ID that the "
+                "provider's access tokens for the broker carry in aud"
+            )
+        return audience
 
     def base_url(self) -> str:
         if self.public_url:
