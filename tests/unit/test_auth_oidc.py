@@ -5,6 +5,7 @@ HTTP fetch itself is tested in tests/integration/test_oidc_verifier.py)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -14,8 +15,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pydantic import SecretStr
 
 from shared.auth import owners
+from shared.auth.callout import Admit, Refuse
 from shared.auth.oidc import (
     MAX_KEYS,
     MAX_TOKEN_CHARS,
@@ -30,6 +33,7 @@ from shared.auth.oidc import (
     url_problem,
     wants_fetch,
 )
+from shared.auth.verifiers import OidcTokens
 from tests.fakes.oidc import DEFAULT_AUDIENCE, FakeOidcProvider, b64url
 
 ISSUER_BASE = "https://idp.example.org"
@@ -427,3 +431,17 @@ def test_when_keys_are_fetched() -> None:
     assert may_fetch(100.0, 100.0 + REFETCH_INTERVAL_S)
     assert still_usable(keys, 100.0 + 600 + STALE_GRACE_S - 1, 600)
     assert not still_usable(keys, 100.0 + 600 + STALE_GRACE_S, 600)
+
+
+async def test_the_callout_verifier_admits_until_exp_and_refuses_with_the_reason(
+    provider: FakeOidcProvider, verifier: OidcVerifier
+) -> None:
+    tokens = OidcTokens(verifier)
+    token = provider.mint("sub-7", preferred_username="alice", expires_in=90)
+    admitted = await tokens.token(SecretStr(token))
+    assert isinstance(admitted, Admit)
+    assert admitted.owner == owners.oidc(provider.issuer, "sub-7")
+    assert admitted.expires == json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["exp"]
+    refused_token = provider.mint("sub-7", aud="someone-else")
+    refusal = await tokens.token(SecretStr(refused_token))
+    assert refusal == Refuse("the token is not for this audience")
