@@ -31,6 +31,7 @@ import functools
 import ipaddress
 import json
 import logging
+import math
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
@@ -258,7 +259,12 @@ def identity_of(claims: Mapping[str, Any], issuer: str) -> OidcIdentity:
     if not isinstance(sub, str):
         raise OidcError("the token's sub is not a string")
     exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, int | float) or exp != exp or abs(exp) > 2**53:
+    if (
+        isinstance(exp, bool)
+        or not isinstance(exp, int | float)
+        or not math.isfinite(exp)
+        or abs(exp) > 2**53
+    ):
         raise OidcError("the token's exp is not a time")
     try:
         owner = owners.oidc(issuer, sub)

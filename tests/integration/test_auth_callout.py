@@ -164,8 +164,11 @@ def provider() -> Iterator[FakeOidcProvider]:
 async def oidc_responder(
     server: NatsServer, keys: Keys, identities: FakeIdentities, provider: FakeOidcProvider, admin: Client
 ) -> AsyncIterator[CalloutResponder]:
-    """Passwords from the fake identities, tokens through the real OidcVerifier and the fake provider."""
-    tokens = OidcTokens(OidcVerifier(provider.issuer, DEFAULT_AUDIENCE))
+    """Passwords from the fake identities, tokens through the real OidcVerifier and the fake provider
+    (its keys fetched before: on a loaded machine a first fetch may outlast the callout's 1.5 s)."""
+    verifier = OidcVerifier(provider.issuer, DEFAULT_AUDIENCE)
+    await verifier.verify(provider.mint())
+    tokens = OidcTokens(verifier)
     async with running_responder(server, keys, Verifiers(identities.password, tokens.token)) as callout:
         yield callout
 
@@ -412,18 +415,19 @@ async def test_an_oidc_token_connects_as_its_owner_and_nobody_else(
     user = User()
     nc = await user.connect(server.url, dora, token=provider.mint("dora-sub", preferred_username="alice"))
     try:
-        ack = await nc.jetstream(timeout=3).publish(subjects.request(dora.token, "r1"), b"{}")
+        ack = await nc.jetstream(timeout=5).publish(subjects.request(dora.token, "r1"), b"{}")
         assert ack.stream == subjects.COMMANDS_STREAM
+        events = await nc.subscribe(subjects.session_events(dora.token))
+        await nc.flush()
+        await admin.publish(subjects.session_event(dora.token, "s1", "RUNNING"), b"mine")
+        await admin.flush()
+        assert (await events.next_msg(timeout=5)).data == b"mine"
         alice_request = subjects.request(ALICE.token, "r2")
         with pytest.raises(nats.errors.TimeoutError):
             await nc.jetstream(timeout=1).publish(alice_request, b"{}")
         await user.violation(alice_request)
         await nc.subscribe(subjects.session_events(ALICE.token))
         await user.violation(subjects.session_events(ALICE.token))
-        events = await nc.subscribe(subjects.session_events(dora.token))
-        await nc.flush()
-        await admin.publish(subjects.session_event(dora.token, "s1", "RUNNING"), b"mine")
-        assert (await events.next_msg(timeout=3)).data == b"mine"
     finally:
         await nc.close()
     info = await admin.jetstream().stream_info(subjects.COMMANDS_STREAM, subjects_filter=alice_request)

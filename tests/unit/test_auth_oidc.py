@@ -410,7 +410,13 @@ def test_key_sets_keep_only_strong_public_signing_keys() -> None:
         ("rsa-noalg", "RS256"),
     ]
     assert keys.find("rsa-noalg", "PS256") is None  # a key without alg is RS256 only
-    for bad in ({}, {"keys": "x"}, {"keys": []}, {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}):
+    unusable: list[dict[str, Any]] = [
+        {},
+        {"keys": "x"},
+        {"keys": []},
+        {"keys": [{"kty": "oct", "k": "c2Vj"}]},
+    ]
+    for bad in unusable:
         with pytest.raises(OidcError):
             key_set(bad, 0.0)
     with pytest.raises(OidcError, match=f"more than {MAX_KEYS}"):
