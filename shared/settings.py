@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     #: audience its tokens must name (required with an issuer).
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
+    oidc_leeway_s: int = Field(default=5, ge=0, le=300)
     data_dir: Path = Path(".data")
     # A TOML file of resource pools (see shared/pools.py); without it, one built-in local pool.
     pools: Path | None = None

@@ -17,6 +17,8 @@ from pydantic import SecretStr
 
 from shared.auth import identities
 from shared.auth.callout import Admit, CalloutConfig, CalloutResponder, Decision, Refuse, Verifiers
+from shared.auth.oidc import OidcVerifier
+from shared.auth.verifiers import OidcTokens
 from shared.ops.secured import APP_ACCOUNT, CALLOUT, SecuredBus, service_consumers
 from shared.service import installed_services
 from shared.settings import Settings
@@ -45,10 +47,7 @@ def token_checker(settings: Settings) -> Callable[[SecretStr], Awaitable[Decisio
         return None
     if not audience:
         raise ValueError("EB_OIDC_ISSUER is set but EB_OIDC_AUDIENCE is not: the audience is required")
-    from shared.auth.oidc import OidcVerifier
-    from shared.auth.verifiers import OidcTokens
-
-    return OidcTokens(OidcVerifier(issuer, audience)).token
+    return OidcTokens(OidcVerifier(issuer, audience, leeway_s=settings.oidc_leeway_s)).token
 
 
 def responder(settings: Settings) -> CalloutResponder:

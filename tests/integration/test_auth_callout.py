@@ -3,13 +3,17 @@ issuer key and an xkey): who gets in, and what the server lets an admitted user 
 
 The broker's streams live in APP, set up by an admin nkey user that, like the callout's own user,
 is one of ``auth_users`` (the server never asks the callout about them). Users come in through the
-callout with the fake identities of tests/fakes/identities.py.
+callout with the fake identities of tests/fakes/identities.py, and OIDC users with access tokens of
+the fake provider (tests/fakes/oidc.py, on 127.0.0.1) checked by the real `OidcVerifier`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,12 +28,15 @@ from pydantic import SecretStr
 
 from shared import subjects
 from shared.auth import owners
-from shared.auth.callout import AUTH_SUBJECT, CalloutConfig, CalloutResponder
+from shared.auth.callout import AUTH_SUBJECT, CalloutConfig, CalloutResponder, Verifier, Verifiers
 from shared.auth.keys import Role, Signer, new_seed
+from shared.auth.oidc import OidcVerifier
 from shared.auth.permissions import consumer_create, inbox_prefix
+from shared.auth.verifiers import OidcTokens
 from shared.bus.streams import ensure_streams
 from shared.ops.embedded import NatsServer
 from tests.fakes.identities import ISSUER, FakeIdentities
+from tests.fakes.oidc import DEFAULT_AUDIENCE, FakeOidcProvider
 
 ALICE = owners.local("alice")
 BOB = owners.local("bob")
@@ -82,7 +89,7 @@ def identities() -> FakeIdentities:
     return FakeIdentities(passwords=dict(PASSWORDS))
 
 
-def make_responder(keys: Keys, identities: FakeIdentities) -> CalloutResponder:
+def make_responder(keys: Keys, identities: Verifier) -> CalloutResponder:
     config = CalloutConfig(
         issuer_seed=keys.issuer,
         account="APP",
@@ -121,11 +128,11 @@ async def admin(server: NatsServer, keys: Keys) -> AsyncIterator[Client]:
         await nc.close()
 
 
-@pytest.fixture
-async def responder(
-    server: NatsServer, keys: Keys, identities: FakeIdentities, admin: Client
+@contextlib.asynccontextmanager
+async def running_responder(
+    server: NatsServer, keys: Keys, verifier: Verifier
 ) -> AsyncIterator[CalloutResponder]:
-    callout = make_responder(keys, identities)
+    callout = make_responder(keys, verifier)
     nc = await nats.connect(server.url, nkeys_seed_str=keys.callout_user.get_secret_value())
     await callout.start(nc)
     try:
@@ -133,6 +140,37 @@ async def responder(
     finally:
         await callout.stop()
         await nc.close()
+
+
+@pytest.fixture
+async def responder(
+    server: NatsServer, keys: Keys, identities: FakeIdentities, admin: Client
+) -> AsyncIterator[CalloutResponder]:
+    async with running_responder(server, keys, identities) as callout:
+        yield callout
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[FakeOidcProvider]:
+    fake = FakeOidcProvider()
+    stop = fake.serve()
+    try:
+        yield fake
+    finally:
+        stop()
+
+
+@pytest.fixture
+async def oidc_responder(
+    server: NatsServer, keys: Keys, identities: FakeIdentities, provider: FakeOidcProvider, admin: Client
+) -> AsyncIterator[CalloutResponder]:
+    """Passwords from the fake identities, tokens through the real OidcVerifier and the fake provider
+    (its keys fetched before: on a loaded machine a first fetch may outlast the callout's 1.5 s)."""
+    verifier = OidcVerifier(provider.issuer, DEFAULT_AUDIENCE)
+    await verifier.verify(provider.mint())
+    tokens = OidcTokens(verifier)
+    async with running_responder(server, keys, Verifiers(identities.password, tokens.token)) as callout:
+        yield callout
 
 
 class User:
@@ -364,3 +402,76 @@ async def test_no_client_can_send_the_responder_a_request(
         await insider.violation(AUTH_SUBJECT)
     finally:
         await nc.close()
+
+
+# -- OIDC access tokens through the real verifier ---------------------------------------------------
+
+
+async def test_an_oidc_token_connects_as_its_owner_and_nobody_else(
+    server: NatsServer, oidc_responder: CalloutResponder, provider: FakeOidcProvider, admin: Client
+) -> None:
+    # Named like the local alice: the owner is the provider's sub all the same.
+    dora = owners.oidc(provider.issuer, "dora-sub")
+    user = User()
+    nc = await user.connect(server.url, dora, token=provider.mint("dora-sub", preferred_username="alice"))
+    try:
+        ack = await nc.jetstream(timeout=5).publish(subjects.request(dora.token, "r1"), b"{}")
+        assert ack.stream == subjects.COMMANDS_STREAM
+        events = await nc.subscribe(subjects.session_events(dora.token))
+        await nc.flush()
+        await admin.publish(subjects.session_event(dora.token, "s1", "RUNNING"), b"mine")
+        await admin.flush()
+        assert (await events.next_msg(timeout=5)).data == b"mine"
+        alice_request = subjects.request(ALICE.token, "r2")
+        with pytest.raises(nats.errors.TimeoutError):
+            await nc.jetstream(timeout=1).publish(alice_request, b"{}")
+        await user.violation(alice_request)
+        await nc.subscribe(subjects.session_events(ALICE.token))
+        await user.violation(subjects.session_events(ALICE.token))
+    finally:
+        await nc.close()
+    info = await admin.jetstream().stream_info(subjects.COMMANDS_STREAM, subjects_filter=alice_request)
+    assert not info.state.subjects
+
+
+async def test_tokens_that_do_not_verify_are_refused_for_their_reason(
+    server: NatsServer,
+    oidc_responder: CalloutResponder,
+    provider: FakeOidcProvider,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    other = FakeOidcProvider()
+    other.base_url = "https://idp.example.org"  # never asked: its tokens name it, and that is enough
+    cases = [
+        (provider.mint("s", aud="another-client"), "not for this audience"),
+        (provider.mint("s", foreign=True, kid=provider.current.kid), "signature does not verify"),
+        (provider.mint("s", foreign=True), "not one of the issuer's"),
+        (provider.mint("s", expires_in=-60), "has expired"),
+        (provider.mint("s", expires_in=-2), "has expired"),  # within the verifier's leeway: the callout's
+        (provider.mint("s", issuer=other.issuer), "from another issuer"),
+        (other.mint("s"), "not one of the issuer's"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="shared.auth.callout"):
+        for token, reason in cases:
+            caplog.clear()
+            assert "Authorization Violation" in await refused(server.url, token=token)
+            refusals = [r.getMessage() for r in caplog.records if "refused a token" in r.getMessage()]
+            assert len(refusals) == 1 and reason in refusals[0], (reason, refusals)
+            assert token.split(".")[1] not in caplog.text
+
+
+async def test_an_oidc_connection_is_closed_when_its_token_expires(
+    server: NatsServer, oidc_responder: CalloutResponder, provider: FakeOidcProvider
+) -> None:
+    erin = owners.oidc(provider.issuer, "erin-sub")
+    token = provider.mint("erin-sub", expires_in=3)
+    expires = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["exp"]
+    user = User()
+    nc = await user.connect(server.url, erin, token=token)
+    ack = await nc.jetstream(timeout=3).publish(subjects.request(erin.token, "r1"), b"{}")
+    assert ack.stream == subjects.COMMANDS_STREAM
+    assert not user.closed.is_set()
+    await asyncio.wait_for(user.closed.wait(), timeout=10)
+    assert time.time() >= expires - 1  # closed at the token's exp, not before
+    assert "expired" in str(nc.last_error).lower()
+    assert "Authorization Violation" in await refused(server.url, token=token)

@@ -1,5 +1,5 @@
 """The HTTP layer's auth: content negotiation, event-stream tokens and their key, OIDC bearer tokens
-(with an in-memory issuer), and the app's auth rules and admin API on an in-process server."""
+(the fake provider in process), and the app's auth rules and admin API on an in-process server."""
 
 from __future__ import annotations
 
@@ -15,17 +15,21 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import ValidationError
 
 from services.offers.http.app import create_app
-from services.offers.http.auth import AuthError, Identity, OidcVerifier
+from services.offers.http.auth import Authenticator, AuthError, Identity
 from services.offers.http.negotiation import Format, response_format
 from services.offers.http.settings import HttpSettings
 from services.offers.http.tokens import AUDIENCE, EventTokens, event_secret, stored_secret
 from services.offers.store import ReadModel
 from shared.auth import owners
+from shared.auth.identities import store_in
+from shared.auth.oidc import OidcVerifier
+from tests.fakes.oidc import FakeOidcProvider
 
-ISSUER = "https://issuer.example"
+ISSUER_BASE = "https://issuer.example"
+OIDC_AUDIENCE = "broker"
 
 
 @pytest.mark.parametrize(
@@ -58,7 +62,7 @@ def test_an_event_token_names_its_identity() -> None:
     for identity in (
         ALICE,
         Identity("root", owners.local("root").token, admin=True, source="admin"),
-        Identity("carol.c", owners.oidc(ISSUER, "s-123").token, source="oidc"),
+        Identity("carol.c", owners.oidc(ISSUER_BASE, "s-123").token, source="oidc"),
     ):
         token, expires = tokens.issue(identity)
         assert tokens.verify(token) == identity
@@ -149,42 +153,60 @@ def test_bad_event_secrets_are_refused(tmp_path: Path) -> None:
         EventTokens(b"short", 60)
 
 
-class FakeIssuer:
-    def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
-        self.jwks = {"keys": [{**jwk, "kid": "k1", "alg": "RS256", "use": "sig"}]}
-        self.fetches = 0
-
-    async def fetch(self, url: str) -> dict[str, Any]:
-        self.fetches += 1
-        if url == f"{ISSUER}/.well-known/openid-configuration":
-            return {"issuer": ISSUER, "jwks_uri": f"{ISSUER}/jwks"}
-        assert url == f"{ISSUER}/jwks"
-        return self.jwks
-
-    def token(self, **claims: Any) -> str:
-        body = {"iss": ISSUER, "sub": "s-123", "exp": int(time.time()) + 60, **claims}
-        return jwt.encode(body, self.key, algorithm="RS256", headers={"kid": "k1"})
+def oidc_provider() -> tuple[FakeOidcProvider, OidcVerifier]:
+    provider = FakeOidcProvider()
+    provider.base_url = ISSUER_BASE  # in process: the verifier fetches through its ASGI app
+    return provider, OidcVerifier(provider.issuer, OIDC_AUDIENCE, fetch=provider.fetch)
 
 
-async def test_oidc_tokens_are_verified() -> None:
-    issuer = FakeIssuer()
-    verifier = OidcVerifier(ISSUER, "broker", fetch=issuer.fetch)
-    identity = await verifier.verify(issuer.token(aud="broker", preferred_username="carol.c"))
-    # The name shown is preferred_username; the owner is the issuer's stable sub, never that name.
-    expected = ("carol.c", owners.oidc(ISSUER, "s-123").token, "oidc")
-    assert (identity.username, identity.owner, identity.source) == expected
-    assert (await verifier.verify(issuer.token(aud="broker"))).username == "s-123"
-    assert issuer.fetches == 2  # the JWKS is cached
+async def test_an_oidc_user_is_owned_by_issuer_and_sub_never_by_its_preferred_username(
+    tmp_path: Path,
+) -> None:
+    provider, verifier = oidc_provider()
+    auth = Authenticator(
+        admin_username=None, admin_password=None, identities=store_in(tmp_path), oidc=verifier
+    )
+    alice = await auth.identify(
+        f"Bearer {provider.mint('s-123', preferred_username='alice', aud=OIDC_AUDIENCE)}"
+    )
+    assert alice is not None
+    assert alice.owner == owners.oidc(provider.issuer, "s-123").token
+    assert alice.owner not in {"alice", owners.local("alice").token}
+    assert (alice.username, alice.source, alice.admin) == ("alice", "oidc", False)
+    nameless = await auth.identify(f"bearer {provider.mint('s-123', aud=OIDC_AUDIENCE)}")
+    assert nameless is not None
+    assert (nameless.username, nameless.owner) == ("s-123", alice.owner)
     for bad in (
-        issuer.token(aud="other"),
-        issuer.token(aud="broker", iss="https://evil.example"),
-        issuer.token(aud="broker", exp=int(time.time()) - 120),
-        issuer.token(aud="broker") + "x",
+        provider.mint(aud="other"),
+        provider.mint(aud=OIDC_AUDIENCE, issuer="https://evil.example"),
+        provider.mint(aud=OIDC_AUDIENCE, expires_in=-120),
+        provider.mint(aud=OIDC_AUDIENCE, foreign=True),
+        provider.mint(aud=OIDC_AUDIENCE) + "x",
     ):
-        with pytest.raises(AuthError):
-            await verifier.verify(bad)
+        with pytest.raises(AuthError) as caught:
+            await auth.identify(f"Bearer {bad}")
+        assert caught.value.reason.startswith("invalid bearer token: ")
+        assert bad.split(".")[1] not in caught.value.reason
+
+
+def test_an_issuer_needs_an_audience() -> None:
+    with pytest.raises(ValidationError, match="EB_OIDC_AUDIENCE must be set") as caught:
+        HttpSettings(oidc_issuer=ISSUER_BASE, admin_password="hunter2")
+    assert "hunter2" not in str(caught.value)
+    with pytest.raises(ValidationError, match="EB_OIDC_AUDIENCE must be set"):
+        HttpSettings(oidc_issuer=ISSUER_BASE, oidc_audience=" ")
+    with pytest.raises(ValidationError, match="EB_OIDC_ISSUER must be an https URL"):
+        HttpSettings(oidc_issuer="http://issuer.example", oidc_audience=OIDC_AUDIENCE)
+    assert HttpSettings(oidc_audience=OIDC_AUDIENCE).oidc_issuer is None  # an audience alone is harmless
+
+
+async def test_the_app_builds_its_verifier_from_the_settings(tmp_path: Path) -> None:
+    read_model = ReadModel(tmp_path / "offers.sqlite")
+    config = HttpSettings(oidc_issuer=ISSUER_BASE, oidc_audience=OIDC_AUDIENCE, oidc_leeway_s=30)
+    verifier = create_app(config, read_model, NoBus(), data_dir=tmp_path).state.ctx.auth.oidc
+    assert isinstance(verifier, OidcVerifier)
+    assert (verifier.issuer, verifier.audience, verifier.leeway_s) == (ISSUER_BASE, OIDC_AUDIENCE, 30)
+    assert create_app(HttpSettings(), read_model, NoBus(), data_dir=tmp_path).state.ctx.auth.oidc is None
 
 
 class NoBus:
@@ -202,14 +224,14 @@ class NoBus:
 
 
 @contextlib.asynccontextmanager
-async def app_client(tmp_path: Path, **settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, FakeIssuer]]:
+async def app_client(
+    tmp_path: Path, **settings: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, FakeOidcProvider]]:
     read_model = ReadModel(tmp_path / "offers.sqlite")
     await read_model.open()
-    issuer = FakeIssuer()
+    issuer, verifier = oidc_provider()
     config = HttpSettings(http_port=1, admin_username="admin", admin_password="pw", **settings)
-    app = create_app(
-        config, read_model, NoBus(), data_dir=tmp_path, oidc=OidcVerifier(ISSUER, fetch=issuer.fetch)
-    )
+    app = create_app(config, read_model, NoBus(), data_dir=tmp_path, oidc=verifier)
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -251,10 +273,14 @@ async def test_identities_basic_and_bearer_auth(tmp_path: Path) -> None:
         assert "Bearer" in wrong.headers["www-authenticate"]
 
         bearer = {
-            "Authorization": f"Bearer {issuer.token(preferred_username='gina')}",
+            "Authorization": f"Bearer {issuer.mint('g-1', preferred_username='gina', aud=OIDC_AUDIENCE)}",
             "Accept": "application/json",
         }
-        assert (await client.get("/whoami", headers=bearer)).json()["username"] == "gina"
+        me = (await client.get("/whoami", headers=bearer)).json()
+        assert (me["username"], me["owner"]) == ("gina", owners.oidc(issuer.issuer, "g-1").token)
+        posing = issuer.mint("g-2", preferred_username="dave", aud=OIDC_AUDIENCE)
+        me = (await client.get("/whoami", headers={**bearer, "Authorization": f"Bearer {posing}"})).json()
+        assert (me["username"], me["owner"]) == ("dave", owners.oidc(issuer.issuer, "g-2").token)
         assert (await client.get("/sessions", headers=bearer)).json() == {"sessions": []}
         anonymous = await client.get("/sessions/00000000-0000-4000-8000-000000000000")
         assert anonymous.status_code == 401

@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.offers.http import openapi
-from services.offers.http.auth import Authenticator, OidcVerifier
+from services.offers.http.auth import Authenticator
 from services.offers.http.bus import Bus
 from services.offers.http.context import HttpContext
 from services.offers.http.guard import RequestGuard
@@ -35,6 +35,7 @@ from services.offers.http.settings import HttpSettings
 from services.offers.http.tokens import EventTokens, event_secret
 from services.offers.store import ReadModel
 from shared.auth.identities import store_in
+from shared.auth.oidc import OidcVerifier
 from shared.models import MessageItem
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,9 @@ def create_app(
 ) -> FastAPI:
     """The app; `data_dir` (``EB_DATA_DIR``) holds the local identities and the event-token key."""
     if oidc is None and settings.oidc_issuer:
-        oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience)
+        if not settings.oidc_audience:  # HttpSettings refuses this already; a caller may build its own
+            raise ValueError("EB_OIDC_AUDIENCE must be set when EB_OIDC_ISSUER is")
+        oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, leeway_s=settings.oidc_leeway_s)
     app = FastAPI(
         title="Execution Broker on NATS",
         version="1.0.7",

@@ -15,15 +15,11 @@ import hashlib
 import hmac
 import os
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
-import jwt
 
 from shared.auth import owners
 from shared.auth.identities import IdentityStore
+from shared.auth.oidc import OidcError, OidcVerifier
 
 
 @dataclass(frozen=True)
@@ -49,81 +45,14 @@ class AuthError(Exception):
 # -- OIDC bearer tokens ---------------------------------------------------------------------------
 
 
-class OidcVerifier:
-    """Verify bearer JWTs of one issuer: signature (JWKS from its discovery document), iss, exp, aud."""
-
-    def __init__(
-        self,
-        issuer: str,
-        audience: str | None = None,
-        *,
-        cache_s: float = 600.0,
-        fetch: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
-    ) -> None:
-        self.issuer = issuer.rstrip("/")
-        self.audience = audience
-        self.cache_s = cache_s
-        self._fetch = fetch or self._http_get
-        self._keys: jwt.PyJWKSet | None = None
-        self._fetched_at = 0.0
-        self._lock = asyncio.Lock()
-
-    @staticmethod
-    async def _http_get(url: str) -> dict[str, Any]:
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            response = await client.get(url)
-            response.raise_for_status()
-            data = response.json()
-        if not isinstance(data, dict):
-            raise ValueError(f"{url} did not return a JSON object")
-        return data
-
-    async def _jwks(self, refresh: bool = False) -> jwt.PyJWKSet:
-        async with self._lock:
-            fresh = time.monotonic() - self._fetched_at < self.cache_s
-            if self._keys is not None and fresh and not refresh:
-                return self._keys
-            config = await self._fetch(f"{self.issuer}/.well-known/openid-configuration")
-            jwks_uri = config.get("jwks_uri")
-            if not isinstance(jwks_uri, str):
-                raise ValueError("the issuer's discovery document has no jwks_uri")
-            self._keys = jwt.PyJWKSet.from_dict(await self._fetch(jwks_uri))
-            self._fetched_at = time.monotonic()
-            return self._keys
-
-    async def _key_for(self, kid: str | None) -> jwt.PyJWK:
-        for refresh in (False, True):  # an unknown kid may be a rotated key: refetch once
-            keys = await self._jwks(refresh)
-            for key in keys.keys:
-                if kid is None or key.key_id == kid:
-                    return key
-        raise AuthError("the token's signing key is not one of the issuer's")
-
-    async def verify(self, token: str) -> Identity:
-        try:
-            header = jwt.get_unverified_header(token)
-            key = await self._key_for(header.get("kid"))
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[key.algorithm_name] if key.algorithm_name else ["RS256", "ES256"],
-                issuer=self.issuer,
-                audience=self.audience,
-                options={"require": ["exp", "iss"], "verify_aud": self.audience is not None},
-            )
-        except AuthError:
-            raise
-        except (jwt.PyJWTError, ValueError, httpx.HTTPError) as exc:
-            raise AuthError(f"invalid bearer token: {exc}") from None
-        name = claims.get("preferred_username") or claims.get("sub")
-        sub = claims.get("sub")
-        if not isinstance(name, str) or not name or not isinstance(sub, str):
-            raise AuthError("the token names no user (preferred_username or sub)")
-        try:
-            owner = owners.oidc(self.issuer, sub).token
-        except owners.OwnerError as exc:
-            raise AuthError(f"invalid bearer token: {exc}") from None
-        return Identity(username=name, owner=owner, source="oidc")
+async def oidc_identity(verifier: OidcVerifier, token: str) -> Identity:
+    """The caller a bearer token proves: owned by ``owners.oidc(iss, sub)``; ``preferred_username``
+    (or the ``sub``) is the name shown, never the owner, since a provider's user may pick any."""
+    try:
+        proven = await verifier.verify(token)
+    except OidcError as exc:  # a fixed reason, never the token
+        raise AuthError(f"invalid bearer token: {exc}") from None
+    return Identity(username=proven.preferred_username or proven.sub, owner=proven.owner.token, source="oidc")
 
 
 # -- the authenticator -----------------------------------------------------------------------------
@@ -177,7 +106,7 @@ class Authenticator:
         if scheme == "bearer":
             if self.oidc is None:
                 raise AuthError("bearer tokens are not accepted: no OIDC issuer is configured")
-            return await self.oidc.verify(value.strip())
+            return await oidc_identity(self.oidc, value.strip())
         raise AuthError(f"unsupported authorization scheme {scheme!r}")
 
     async def _basic(self, value: str) -> Identity:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.offers.http.origins import parse_origins
+from shared.auth.oidc import url_problem
 
 
 class HttpSettings(BaseSettings):
@@ -23,8 +24,13 @@ class HttpSettings(BaseSettings):
     http_nats_nkey_seed_file: Path | None = None
     admin_username: str | None = None
     admin_password: str | None = Field(default=None, repr=False)
+    #: An OIDC provider whose access tokens are accepted as bearer tokens: its ``iss``, exactly.
     oidc_issuer: str | None = None
-    oidc_audience: str | None = None
+    #: The ``aud`` those tokens must carry (the broker's client ID): required with an issuer, so that
+    #: a token the provider issued to another application is not accepted here.
+    oidc_audience: str | None = Field(None, validate_default=True)
+    #: Clock skew allowed on ``exp``, ``nbf`` and ``iat``.
+    oidc_leeway_s: int = Field(5, ge=0, le=300)
     #: Anyone (even unauthenticated) may read any session and offer set.
     public_reads: bool = False
     jaeger_url: str = "http://localhost:16686"
@@ -40,6 +46,25 @@ class HttpSettings(BaseSettings):
     login_failures_per_user: int = Field(default=5, ge=1)
     login_failures_per_address: int = Field(default=20, ge=1)
     login_window_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _issuer_url(cls, issuer: str | None) -> str | None:
+        problem = url_problem(issuer, query_allowed=False) if issuer else None
+        if problem is not None:
+            raise ValueError(f"EB_OIDC_ISSUER {problem}")
+        return issuer or None
+
+    @field_validator("oidc_audience")
+    @classmethod
+    def _audience_with_issuer(cls, audience: str | None, info: ValidationInfo) -> str | None:
+        # A field validator: its error quotes only this field's value, never another (a password).
+        if info.data.get("oidc_issuer") and not (audience and audience.strip()):
+            raise ValueError(
+                "EB_OIDC_AUDIENCE must be set when EB_OIDC_ISSUER is: the client ID that the "
+                "provider's access tokens for the broker carry in aud"
+            )
+        return audience
 
     @field_validator("http_allowed_origins")
     @classmethod
