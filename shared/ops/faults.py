@@ -23,6 +23,7 @@ import nats
 from nats.js.api import DeliverPolicy
 
 from shared import subjects
+from shared.auth import owners
 from shared.auth.credentials import Credentials
 from shared.client import BrokerClient, BrokerTimeout, wait_for_services
 from shared.lifecycle import TERMINAL, Phase
@@ -32,6 +33,8 @@ from shared.subjects import SubjectError
 LOCAL_COMMAND_KIND = "urn:execution-broker:kinds/executable/local-command"
 #: The one owner every session of a fault run belongs to.
 OWNER = "faults"
+#: The owner the bus gives that local user, which names its subjects.
+OWNER_TOKEN = owners.local(OWNER).token
 
 Progress = Callable[[str], None]
 
@@ -201,7 +204,7 @@ async def _wait_until_settled(url: str, operator: Credentials, sessions: set[str
     )
     try:
         sub = await nc.jetstream().subscribe(
-            subjects.session_events(OWNER), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+            subjects.session_events(OWNER_TOKEN), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
         )
         while not sessions <= done and time.monotonic() < deadline:
             try:
@@ -268,7 +271,7 @@ async def run_faults(
         await asyncio.to_thread(broker.stop)
 
     problems = list(flow.errors)
-    answered = sum(1 for rid in flow.request_ids if counts[subjects.offerset(OWNER, rid)] >= 1)
+    answered = sum(1 for rid in flow.request_ids if counts[subjects.offerset(OWNER_TOKEN, rid)] >= 1)
     # Only subjects that name one fact can be duplicated; the pool facts (quoted, measured) and dead
     # letters share one subject per pool or service.
     once = [(subject, n) for subject, n in counts.items() if _one_fact(subject)]

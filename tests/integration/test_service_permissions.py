@@ -26,6 +26,7 @@ from services.launcher import main as launcher_main
 from services.offers import main as offers_main
 from services.scheduler import main as scheduler_main
 from shared import subjects
+from shared.auth.credentials import Credentials
 from shared.bus.acks import DoubleAcks
 from shared.bus.permissions import inbox_prefix, service_permissions
 from shared.bus.pulling import BatchPuller
@@ -47,6 +48,8 @@ class SecuredBus:
     operator_url: str
     seeds: dict[str, Path]
     data_dir: Path
+    #: The same identity as credentials, acting as local user alice would (the operator may do anything).
+    operator: Credentials
 
     def settings(self, service: str) -> Settings:
         return Settings(
@@ -108,7 +111,7 @@ def secured(tmp_path: Path) -> Iterator[SecuredBus]:
 
     try:
         asyncio.run(bootstrap())
-        yield SecuredBus(server, operator_url, seeds, data_dir)
+        yield SecuredBus(server, operator_url, seeds, data_dir, Credentials.login(OPERATOR, password))
     finally:
         server.stop()
 
@@ -178,8 +181,8 @@ async def test_a_whole_session_runs_with_least_privilege(
             started.append(runtime)
         await drivers.resume_all()
         # Health answers go back through allow_responses, as does the scheduler's pools reply.
-        await wait_for_services(secured.operator_url, SERVICES, timeout=30)
-        async with BrokerClient(secured.operator_url, "alice") as client:
+        await wait_for_services(secured.operator_url, SERVICES, timeout=30, credentials=secured.operator)
+        async with BrokerClient(secured.operator_url, secured.operator) as client:
             pools = json.loads((await client.nc.request(subjects.pools_info(), b"", timeout=5)).data)
             assert [pool["name"] for pool in pools] == ["local"]
             offerset = await client.submit(echo_request())
