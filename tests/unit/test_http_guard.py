@@ -189,7 +189,7 @@ async def in_process(tmp_path: Path, **settings: Any) -> AsyncIterator[httpx.Asy
     read_model = ReadModel(tmp_path / "offers.sqlite")
     await read_model.open()
     config = HttpSettings(http_port=8082, admin_username="admin", admin_password="pw", **settings)
-    transport = httpx.ASGITransport(app=create_app(config, read_model, NoBus()))
+    transport = httpx.ASGITransport(app=create_app(config, read_model, NoBus(), data_dir=tmp_path))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8082") as client:
             yield client

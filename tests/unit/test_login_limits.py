@@ -11,11 +11,12 @@ import httpx
 import pytest
 
 from services.offers.http.app import create_app
-from services.offers.http.auth import Authenticator, hash_password
+from services.offers.http.auth import Authenticator
 from services.offers.http.context import HttpContext
 from services.offers.http.login_limits import Attempt, LoginLimiter, Refused, basic_user
 from services.offers.http.settings import HttpSettings
 from services.offers.store import ReadModel
+from shared.auth.identities import IdentityStore, LocalIdentity
 from tests.unit.test_http_auth import NoBus, basic
 
 A, B = "192.0.2.1", "192.0.2.2"
@@ -120,7 +121,21 @@ async def read_model(tmp_path: Path) -> AsyncIterator[ReadModel]:
     await model.close()
 
 
-async def test_refused_logins_get_429_without_checking_the_password(read_model: ReadModel) -> None:
+class CountingStore(IdentityStore):
+    """The real store, counting the password checks it is asked for."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.lookups: list[str] = []
+
+    def verify_stamped(self, username: str, password: str) -> tuple[LocalIdentity, str] | None:
+        self.lookups.append(username)
+        return super().verify_stamped(username, password)
+
+
+async def test_refused_logins_get_429_without_checking_the_password(
+    read_model: ReadModel, tmp_path: Path
+) -> None:
     settings = HttpSettings(
         http_port=8082,
         admin_username="admin",
@@ -128,17 +143,14 @@ async def test_refused_logins_get_429_without_checking_the_password(read_model: 
         login_failures_per_user=2,
         login_failures_per_address=5,
     )
-    app = create_app(settings, read_model, NoBus())
+    app = create_app(settings, read_model, NoBus(), data_dir=tmp_path)
     ctx = app.state.ctx
     assert isinstance(ctx, HttpContext)
-    stored = {"dave": hash_password("right"), "erin": hash_password("also-right")}
-    lookups: list[str] = []
-
-    async def lookup(username: str) -> str | None:
-        lookups.append(username)
-        return stored.get(username)
-
-    ctx.auth = Authenticator(admin_username="admin", admin_password="pw", lookup_password=lookup)
+    store = CountingStore(tmp_path / "counted.db")
+    store.add("dave", "right")
+    store.add("erin", "also-right")
+    lookups = store.lookups
+    ctx.auth = Authenticator(admin_username="admin", admin_password="pw", identities=store)
     transport = httpx.ASGITransport(app=app, client=(A, 4000))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8082") as client:
         for _ in range(2):
@@ -151,7 +163,7 @@ async def test_refused_logins_get_429_without_checking_the_password(read_model: 
             message = refused.json()["messages"][0]
             assert message["kind"] == "urn:too-many-login-failures"
             assert "for this user name" in message["message"]
-        assert lookups == ["dave", "dave"]  # no lookup, no scrypt
+        assert lookups == ["dave", "dave"]  # no lookup, no hash
         assert (await client.get("/whoami", headers=basic("erin", "also-right"))).status_code == 200
         # Bearer tokens and anonymous calls are not Basic logins: no count, no 429.
         assert (await client.get("/whoami", headers={"Authorization": "Bearer x"})).status_code == 401
