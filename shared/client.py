@@ -326,9 +326,9 @@ def _rename_on_reset(sub: JetStreamContext.PushSubscription) -> None:
 
     This reaches into nats-py's subscription state (pinned below 3): without it, a follower's
     restart is refused and it goes quiet. If the internals change, the follower still works until
-    its first restart, and tests/e2e/test_follow_restart.py says so.
+    its first restart, and tests/faults/test_follow_restart.py says so.
     """
-    jsi = getattr(sub, "_jsi", None)
+    jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)  # on the core subscription inside
     reset = getattr(jsi, "reset_ordered_consumer", None)
     if jsi is None or reset is None or not hasattr(jsi, "_ccreq"):
         return

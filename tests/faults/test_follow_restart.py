@@ -1,8 +1,5 @@
-"""A user following a session's events through a nats-server restart keeps receiving them.
-
-nats-py restarts an ordered consumer after a server restart under the consumer's old name, which
-the server refuses for a user (a consumer name a user's permissions allow is created, not updated:
-10012); `BrokerClient` gives each restart a fresh name. Without it, the follower goes quiet."""
+"""A user following events keeps receiving them: across a nats-server restart, and when nats-py
+restarts the follower's ordered consumer while it still exists (`BrokerClient._ordered`)."""
 
 from __future__ import annotations
 
@@ -11,7 +8,9 @@ import signal
 import sys
 
 import pytest
+from nats.js.api import DeliverPolicy
 
+from shared import subjects
 from shared.client import BrokerClient
 from shared.lifecycle import Phase
 from shared.models import LOCAL_COMMAND_KIND
@@ -19,12 +18,12 @@ from shared.ops.embedded import EmbeddedBroker
 from tests.e2e.helpers import one_core_request
 
 pytestmark = pytest.mark.faults
+SLEEPER = {"kind": LOCAL_COMMAND_KIND, "command": [sys.executable, "-c", "import time; time.sleep(8)"]}
 
 
 async def test_a_follower_gets_every_phase_across_a_nats_restart(broker: EmbeddedBroker) -> None:
-    sleeper = {"kind": LOCAL_COMMAND_KIND, "command": [sys.executable, "-c", "import time; time.sleep(8)"]}
     async with BrokerClient(broker.url, broker.login("alice"), reconnect=True) as client:
-        offerset = await client.submit(one_core_request(sleeper))
+        offerset = await client.submit(one_core_request(SLEEPER))
         session_id = (offerset.offers or [])[0].meta.uuid  # type: ignore[union-attr]
         assert session_id is not None
         assert (await client.accept(session_id)).applied
@@ -45,3 +44,21 @@ async def test_a_follower_gets_every_phase_across_a_nats_restart(broker: Embedde
         await asyncio.wait_for(follower, timeout=90)
     assert seen[-1] == Phase.COMPLETED.value
     assert seen.count(Phase.RUNNING.value) == 1 and Phase.RELEASING.value in seen
+
+
+async def test_a_restarted_follower_gets_a_fresh_consumer_name(broker: EmbeddedBroker) -> None:
+    """nats-py restarts an ordered consumer that still exists (after a gap in its sequence, or missed
+    heartbeats) by creating it again: under the same name the server refuses that (10012)."""
+    async with BrokerClient(broker.url, broker.login("alice")) as client:
+        answers = subjects.OFFERSET.filter(owner=client.owner)
+        sub = await client._ordered(answers, DeliverPolicy.NEW)
+        await client.submit(one_core_request(SLEEPER))
+        await sub.next_msg(timeout=10)
+        jsi = sub._sub._jsi  # type: ignore[attr-defined]
+        first_name = jsi._ccreq.name
+        await jsi.reset_ordered_consumer(jsi._sseq + 1)  # what nats-py does on a gap
+        await asyncio.sleep(0.5)
+        assert jsi._ccreq.name != first_name
+        await client.submit(one_core_request(SLEEPER))
+        assert (await sub.next_msg(timeout=10)).subject.startswith(answers.rstrip("*"))
+        await sub.unsubscribe()
