@@ -18,12 +18,8 @@ from tests.fakes.oidc import DEFAULT_AUDIENCE, FakeOidcProvider
 
 @pytest.fixture(scope="module")
 def provider() -> Iterator[FakeOidcProvider]:
-    fake = FakeOidcProvider()
-    stop = fake.serve()
-    try:
+    with FakeOidcProvider().serving() as fake:
         yield fake
-    finally:
-        stop()
 
 
 @pytest.fixture(scope="module")

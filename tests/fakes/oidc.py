@@ -23,12 +23,13 @@ ones. Control (not recorded, not faulted), for a test in another process:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +143,15 @@ class FakeOidcProvider(FakeServer):
         base_url, stop = serve_asgi(self)
         self.base_url = base_url
         return stop
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[FakeOidcProvider]:
+        """Serve for the length of a ``with`` block (a fixture's life)."""
+        stop = self.serve()
+        try:
+            yield self
+        finally:
+            stop()
 
     @property
     def issuer(self) -> str:

@@ -152,12 +152,8 @@ async def responder(
 
 @pytest.fixture(scope="module")
 def provider() -> Iterator[FakeOidcProvider]:
-    fake = FakeOidcProvider()
-    stop = fake.serve()
-    try:
+    with FakeOidcProvider().serving() as fake:
         yield fake
-    finally:
-        stop()
 
 
 @pytest.fixture

@@ -14,12 +14,8 @@ from tests.fakes.oidc import DEFAULT_AUDIENCE, FakeOidcProvider
 
 @pytest.fixture
 def provider() -> Iterator[FakeOidcProvider]:
-    fake = FakeOidcProvider()
-    stop = fake.serve()
-    try:
+    with FakeOidcProvider().serving() as fake:
         yield fake
-    finally:
-        stop()
 
 
 def make_verifier(provider: FakeOidcProvider, timeout_s: float = 5.0) -> OidcVerifier:

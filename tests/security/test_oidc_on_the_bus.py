@@ -24,12 +24,8 @@ pytestmark = pytest.mark.security
 
 @pytest.fixture(scope="module")
 def provider() -> Iterator[FakeOidcProvider]:
-    fake = FakeOidcProvider()
-    stop = fake.serve()
-    try:
+    with FakeOidcProvider().serving() as fake:
         yield fake
-    finally:
-        stop()
 
 
 @pytest.fixture(scope="module")
