@@ -215,3 +215,45 @@ def test_a_session_id_that_is_no_plain_name_names_no_work_directory(session_id: 
 
 def test_a_plain_session_id_names_its_directory_under_the_root(tmp_path: Path) -> None:
     assert work_dir_of(tmp_path, "0b6f") == tmp_path / "0b6f"
+
+
+async def counted(offers: Offers) -> offers_tables.OwnerUse:
+    """The owner's holds and live sessions counted from the sessions themselves."""
+    rows = await offers.rows("SELECT phase FROM sessions WHERE owner = ?", (OWNER,))
+    phases = [Phase(r[0]) for r in rows]
+    live = {Phase.ACCEPTED, Phase.WAITING, Phase.PREPARING, Phase.AVAILABLE, Phase.RUNNING, Phase.RELEASING}
+    return offers_tables.OwnerUse(phases.count(Phase.OFFERED), sum(p in live for p in phases))
+
+
+async def test_the_kept_counts_follow_every_phase_change_and_prune(offers: Offers) -> None:
+    first = await offered(offers, "r1")
+    second = await offered(offers, "r2")
+    assert await use_of(offers) == await counted(offers) == offers_tables.OwnerUse(4, 0)
+    await offers.update(first[0], Phase.ACCEPTED)
+    await offers.report(first[0], Phase.RUNNING)
+    await offers.report(first[0], Phase.RUNNING)  # a repeated phase changes no count
+    assert await use_of(offers) == await counted(offers) == offers_tables.OwnerUse(2, 1)
+    await offers.update(second[1], Phase.REJECTED)
+    await offers.report(first[0], Phase.COMPLETED)
+    await offers.tick(NOW + timedelta(hours=1))  # the last offer expires
+    await prune_at(offers, offers_tables.prune_finished, NOW + timedelta(days=31))
+    assert await use_of(offers) == await counted(offers) == offers_tables.OwnerUse(0, 0)
+
+
+async def use_of(offers: Offers) -> offers_tables.OwnerUse:
+    use: list[offers_tables.OwnerUse] = []
+
+    async def read(tx: Transaction) -> None:
+        use.append(await offers_tables.owner_use(tx, OWNER))
+
+    await offers.run(read)
+    return use[0]
+
+
+async def test_a_database_from_before_the_kept_counts_is_counted_once_at_open(offers: Offers) -> None:
+    await offered(offers, "r1")
+    offers.store.conn.execute("DELETE FROM owner_use")  # as if written before the table existed
+    offers.store.conn.executescript(offers_tables.SCHEMA)
+    assert await use_of(offers) == offers_tables.OwnerUse(2, 0)
+    offers.store.conn.executescript(offers_tables.SCHEMA)  # and never counted twice
+    assert await use_of(offers) == offers_tables.OwnerUse(2, 0)
