@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from opentelemetry.sdk.trace import TracerProvider
 
+from services.offers import reconcile
 from services.offers.domain import OfferPolicy
 from services.offers.handlers import SERVICE, OffersHandlers, wiring
 from services.offers.http.settings import HttpSettings
@@ -53,6 +55,7 @@ def build(
         prune_finished,
         Retention(settings.retention_days),
     )
+    wired = replace(wired, on_start=(*wired.on_start, reconcile.at_start(policy)))
     runtime = ServiceRuntime.configured(wired, store, tracer, settings)
     return runtime
 

@@ -468,6 +468,16 @@ async def prune_finished(tx: Transaction, cutoff: datetime, limit: int) -> int:
     return deleted
 
 
+async def accepted_before(db: Reads, before: datetime, limit: int) -> list[tuple[str, str]]:
+    """(session id, owner) of sessions still ACCEPTED that last changed before ``before``."""
+    rows = await db.fetchall(
+        "SELECT session_id, owner FROM sessions WHERE phase = 'ACCEPTED' AND updated_at < ? "
+        "ORDER BY updated_at LIMIT ?",
+        (before.isoformat(), limit),
+    )
+    return [(str(r["session_id"]), str(r["owner"])) for r in rows]
+
+
 @dataclass(frozen=True)
 class OwnerUse:
     """An owner's offers not yet accepted or let go (each a hold in a pool), and accepted sessions

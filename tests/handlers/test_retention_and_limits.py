@@ -16,6 +16,7 @@ from services.offers import handlers as offers_service
 from services.offers import store as offers_tables
 from services.offers.handlers import OffersHandlers
 from services.offers.limits import LIMIT_KIND, OwnerLimits
+from services.offers.reconcile import rebook_stale_accepts
 from services.scheduler import store as scheduler_tables
 from services.scheduler.domain import Reservation
 from services.scheduler.states import ReservationState
@@ -23,7 +24,7 @@ from shared import subjects
 from shared.bus.retention import Pruner, Retention, pruning_timer
 from shared.bus.store import Transaction
 from shared.lifecycle import Phase
-from shared.messages import UpdateResult
+from shared.messages import BookSession, UpdateResult
 from shared.models import OfferSetResponse
 from shared.subjects import SchedulerVerb
 from tests.handlers.harness import NOW, OWNER, Service, only, subjects_of
@@ -257,3 +258,24 @@ async def test_a_database_from_before_the_kept_counts_is_counted_once_at_open(of
     assert await use_of(offers) == offers_tables.OwnerUse(2, 0)
     offers.store.conn.executescript(offers_tables.SCHEMA)  # and never counted twice
     assert await use_of(offers) == offers_tables.OwnerUse(2, 0)
+
+
+# -- offers' start-up check -------------------------------------------------------------------------
+
+
+async def test_a_session_left_accepted_gets_its_book_again_at_start(offers: Offers) -> None:
+    chosen, _ = await offered(offers, "r1")
+    await offers.update(chosen, Phase.ACCEPTED)
+    assert await offers.run(lambda tx: rebook_stale_accepts(tx, TWO_POOLS), NOW + timedelta(minutes=5)) == []
+
+    later = NOW + timedelta(minutes=11)
+    sent = await offers.run(lambda tx: rebook_stale_accepts(tx, TWO_POOLS), later)
+    assert subjects_of(sent) == [subjects.scheduler_command(EAST, SchedulerVerb.BOOK)]
+    # A new id: the stream must not drop it as the first book's copy.
+    assert sent[0].msg_id == f"book:{chosen}:again:20260301T121100"
+    book = only(sent, BookSession)
+    assert (book.session_id, book.owner, book.siblings) == (chosen, OWNER, [])
+    assert book.executable["location"] == "/nb.ipynb"
+
+    await offers.report(chosen, Phase.WAITING)  # the booking showed: nothing more to send
+    assert await offers.run(lambda tx: rebook_stale_accepts(tx, TWO_POOLS), later) == []
