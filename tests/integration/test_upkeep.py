@@ -5,6 +5,7 @@ starts, while one it still holds is not stored twice."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from shared import subjects
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store, Transaction
 from shared.bus.streams import StreamLimits, ensure_streams
-from shared.bus.upkeep import reconcile_outbox, stream_uses, warn_filling
+from shared.bus.upkeep import reconcile_outbox, stream_uses, upkeep_loop, warn_filling
 from shared.bus.wiring import Wiring
 from shared.telemetry import setup_tracing
 
@@ -96,3 +97,34 @@ async def test_a_stream_past_four_fifths_of_its_bytes_is_warned_about(
     assert 0.8 <= full[0].share < 1.0
     (record,) = [r for r in caplog.records if getattr(r, "event", None) == "stream_filling"]
     assert "EB_EVENTS_MAX_BYTES" in record.getMessage()
+
+
+async def test_the_upkeep_loop_truncates_the_wal_and_checks_the_streams(
+    nc: nats.NATS, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js, StreamLimits(commands_max_bytes=2**20, events_max_bytes=2**20))
+    for i in range(int(0.9 * 2**20 / 1100)):
+        await js.publish(f"eb.sessions.o.s{i}.RUNNING", b"x" * 1000)
+    store = Store(tmp_path / "svc.sqlite", "CREATE TABLE IF NOT EXISTS notes (body TEXT);")
+    await store.open()
+    try:
+        async with store.transaction() as tx:
+            await tx.executemany("INSERT INTO notes VALUES (?)", [("y" * 500,)] * 2000)
+        assert wal_size(store.path) > 0
+        stopping = asyncio.Event()
+        with caplog.at_level(logging.WARNING, logger="shared.bus.upkeep"):
+            loop = asyncio.create_task(
+                upkeep_loop("svc", store, js, stopping, every={"checkpoint": 0.1, "fill": 0.1})
+            )
+            await asyncio.sleep(0.5)
+            stopping.set()
+            await asyncio.wait_for(loop, 2.0)
+        assert wal_size(store.path) == 0
+        assert any(getattr(r, "event", None) == "stream_filling" for r in caplog.records)
+    finally:
+        await store.close()
+
+
+def wal_size(database: Path) -> int:
+    return Path(f"{database}-wal").stat().st_size
