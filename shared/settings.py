@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +61,23 @@ class Settings(BaseSettings):
     max_deliver: int = 5
     ack_wait_s: int = 30
     otel_service_prefix: str = ""
+    # Bounded growth (docs/reliability.md): the streams' byte limits (the oldest messages go first when
+    # one is full; a warning is logged from 80 %), and how long finished sessions' rows and work
+    # directories are kept (the events stream keeps its history as long).
+    commands_max_bytes: int = Field(default=1 * 2**30, ge=2**20, le=2**50)
+    events_max_bytes: int = Field(default=4 * 2**30, ge=2**20, le=2**50)
+    retention_days: float = Field(default=30.0, gt=0, le=36500)
+    # Per-owner limits, so one user cannot fill the pools' ledgers or the read model alone.
+    max_live_sessions_per_owner: int = Field(default=100, ge=1, le=1_000_000)
+    max_holds_per_owner: int = Field(default=200, ge=1, le=1_000_000)
+    # fast: nats-server syncs to disk every 2 minutes and SQLite at checkpoints (a machine crash can
+    # lose what was acknowledged since); safe: both sync every write (docs/reliability.md).
+    durability: Literal["fast", "safe"] = "fast"
+
+    @property
+    def sqlite_synchronous(self) -> str:
+        """The SQLite ``synchronous`` pragma of the durability chosen."""
+        return "FULL" if self.durability == "safe" else "NORMAL"
 
     def service_dir(self, service: str) -> Path:
         """Where a service keeps its files; made when the service first writes there (``Store.open``),

@@ -8,7 +8,9 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from services.launcher.driver import Drivers
 from services.launcher.handlers import SERVICE, LauncherHandlers, wiring
+from services.launcher.pruning import launcher_pruner
 from services.launcher.store import SCHEMA
+from shared.bus.retention import Retention, with_pruning
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
 from shared.platforms.registry import load_platform
@@ -25,13 +27,16 @@ def build(settings: Settings, tracing: TracerProvider | None = None) -> tuple[Se
     """
     tracer = tracing or tracer_provider(settings.otel_service_prefix + SERVICE)
     service_dir = settings.service_dir(SERVICE).resolve()
-    store = Store(service_dir / "launcher.sqlite", SCHEMA)
+    store = Store(service_dir / "launcher.sqlite", SCHEMA, synchronous=settings.sqlite_synchronous)
     config = load_pools(settings)
     # One plugin instance per platform that some configured pool runs on, one consumer per pool.
     platforms = {name: load_platform(name) for name in config.platforms()}
     drivers = Drivers(None, platforms, service_dir / "sessions")
     handlers = [LauncherHandlers(drivers, pool.name, pool.platform) for pool in config.pools]
-    runtime = ServiceRuntime.configured(wiring(handlers), store, tracer, settings)
+    wired = with_pruning(
+        wiring(handlers), launcher_pruner(drivers.work_root), Retention(settings.retention_days)
+    )
+    runtime = ServiceRuntime.configured(wired, store, tracer, settings)
     drivers.bind(runtime)
     return runtime, drivers
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from shared.bus.store import Store, Transaction
@@ -104,3 +105,16 @@ async def request_cancel(tx: Transaction, session_id: str, reason: str) -> None:
         "UPDATE runs SET cancel_reason = COALESCE(cancel_reason, ?), updated = ? WHERE session_id = ?",
         (reason, tx.now.isoformat(), session_id),
     )
+
+
+async def prune_finished(tx: Transaction, cutoff: datetime, limit: int) -> list[str]:
+    """Delete the runs that finished before ``cutoff`` (`shared.bus.retention`), at most ``limit``;
+    their session ids, whose work directories go too."""
+    rows = await tx.fetchall(
+        "SELECT session_id FROM runs WHERE phase IN ('COMPLETED', 'FAILED', 'CANCELLED') AND updated < ? "
+        "LIMIT ?",
+        (cutoff.isoformat(), limit),
+    )
+    ids = [str(r[0]) for r in rows]
+    await tx.executemany("DELETE FROM runs WHERE session_id = ?", [(i,) for i in ids])
+    return ids

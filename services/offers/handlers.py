@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.offers import domain
+from services.offers import limits as owner_limits
 from services.offers import store as tables
 from services.offers.domain import NeedsQuote, OfferPolicy, RequestState
+from services.offers.limits import OwnerLimits
 from shared import subjects
 from shared.bus.events import publish_phase
 from shared.bus.runtime import Incoming
@@ -37,14 +39,15 @@ from shared.subjects import SchedulerFact, SchedulerVerb, SubjectError
 
 
 class OffersHandlers:
-    def __init__(self, policy: OfferPolicy) -> None:
+    def __init__(self, policy: OfferPolicy, limits: OwnerLimits | None = None) -> None:
         self.policy = policy
+        self.limits = limits or OwnerLimits()
 
     # -- requests ---------------------------------------------------------------------------------
 
     async def submit_request(self, tx: Transaction, msg: Incoming) -> None:
         owner, request_id = subjects.parse_request(msg.subject)
-        if await tables.request_seen(tx, request_id):
+        if await tables.request_seen(tx, request_id) or await self._refused_by_limit(tx, owner, request_id):
             return
         decision = domain.decide_request(msg.body, request_id, owner, tx.now, self.policy)
         trace = current_trace_headers()
@@ -92,6 +95,15 @@ class OffersHandlers:
             f"offerset:{request_id}",
             trace_headers=trace,
         )
+
+    async def _refused_by_limit(self, tx: Transaction, owner: str, request_id: str) -> bool:
+        """Answer NO, naming the limit, to an owner who holds too many offers already."""
+        refusal = owner_limits.request_refusal(await tables.owner_use(tx, owner), self.limits, tx.now)
+        if refusal is None:
+            return False
+        offerset = domain.no_offerset(domain.offerset_id_for(request_id), [refusal], tx.now, self.policy)
+        await self._answer(tx, request_id, None, owner, offerset, current_trace_headers())
+        return True
 
     async def request_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
         """A request that could never be processed still gets an answer: NO, with the reason."""
@@ -172,6 +184,15 @@ class OffersHandlers:
                 )
             )
             return
+        if requested is Phase.ACCEPTED and view.phase is Phase.OFFERED and view.owner == requester:
+            refusal = owner_limits.accept_refusal(await tables.owner_use(tx, view.owner), self.limits, tx.now)
+            if refusal is not None:
+                await answer(
+                    UpdateResult(
+                        session_id=session_id, update_id=update_id, applied=False, messages=[refusal]
+                    )
+                )
+                return
         siblings = await tables.offered_siblings(tx, view.offerset_id)
         decision = domain.decide_update(view, requester, requested, siblings, tx.now)
         trace = await tables.session_trace(tx, session_id)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from opentelemetry.sdk.trace import TracerProvider
 
+from services.offers import reconcile
 from services.offers.domain import OfferPolicy
 from services.offers.handlers import SERVICE, OffersHandlers, wiring
 from services.offers.http.settings import HttpSettings
+from services.offers.limits import OwnerLimits
 from services.offers.platforms import pool_choices
-from services.offers.store import SCHEMA
+from services.offers.store import SCHEMA, prune_finished
+from shared.bus.retention import Retention, with_pruning
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
 from shared.pools import load_pools
@@ -28,7 +32,9 @@ def build(
     """
     http = http or HttpSettings()
     tracer = tracing or tracer_provider(settings.otel_service_prefix + SERVICE)
-    store = Store(settings.service_dir(SERVICE) / "offers.sqlite", SCHEMA)
+    store = Store(
+        settings.service_dir(SERVICE) / "offers.sqlite", SCHEMA, synchronous=settings.sqlite_synchronous
+    )
     pools = load_pools(settings)
     first = pools.pools[0]
     policy = OfferPolicy(
@@ -42,10 +48,15 @@ def build(
         public_url=http.base_url(),
         pools=pool_choices(pools.pools),
     )
-    handlers = OffersHandlers(policy)
-    runtime = ServiceRuntime.configured(
-        wiring(handlers, [pool.name for pool in pools.pools]), store, tracer, settings
+    limits = OwnerLimits(settings.max_holds_per_owner, settings.max_live_sessions_per_owner)
+    handlers = OffersHandlers(policy, limits)
+    wired = with_pruning(
+        wiring(handlers, [pool.name for pool in pools.pools]),
+        prune_finished,
+        Retention(settings.retention_days),
     )
+    wired = replace(wired, on_start=(*wired.on_start, reconcile.at_start(policy)))
+    runtime = ServiceRuntime.configured(wired, store, tracer, settings)
     return runtime
 
 

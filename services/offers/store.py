@@ -20,11 +20,19 @@ import aiosqlite
 
 from services.offers.domain import RequestState, SessionView
 from shared.bus.store import Transaction
-from shared.lifecycle import Phase
+from shared.lifecycle import TERMINAL, Phase
 from shared.messages import SlotsQuoted
 from shared.models import ExecutionRequest, OfferSetResponse, dump_text
 
-SCHEMA = """
+# The phases as SQL lists, written once from the enum.
+_FINISHED = "(" + ", ".join(f"'{p.value}'" for p in sorted(TERMINAL)) + ")"
+#: Accepted and not finished: what the per-owner session limit counts.
+_LIVE = (
+    "(" + ", ".join(f"'{p.value}'" for p in Phase if p not in TERMINAL | {Phase.INITIAL, Phase.OFFERED}) + ")"
+)
+_HELD_OR_LIVE = f"phase IN ('{Phase.OFFERED.value}', {_LIVE[1:-1]})"
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -59,7 +67,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     expires_at TEXT,
     document TEXT NOT NULL,
     messages TEXT NOT NULL DEFAULT '[]',
-    outputs TEXT NOT NULL DEFAULT '{}',
+    outputs TEXT NOT NULL DEFAULT '{{}}',
     connectors TEXT NOT NULL DEFAULT '[]',
     trace TEXT NOT NULL,
     updated_at TEXT NOT NULL
@@ -68,6 +76,37 @@ CREATE INDEX IF NOT EXISTS offersets_by_request ON offersets(request_id);
 CREATE INDEX IF NOT EXISTS sessions_offered ON sessions(expires_at) WHERE phase = 'OFFERED';
 CREATE INDEX IF NOT EXISTS sessions_by_offerset ON sessions(offerset_id);
 CREATE INDEX IF NOT EXISTS sessions_by_owner ON sessions(owner);
+-- Each owner's holds and live sessions, kept by triggers so the per-owner limits cost one look-up
+-- per request instead of a count of the owner's sessions (thousands for a busy owner).
+CREATE TABLE IF NOT EXISTS owner_use (
+    owner TEXT PRIMARY KEY,
+    holds INTEGER NOT NULL,
+    live INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS owner_use_insert AFTER INSERT ON sessions WHEN NEW.{_HELD_OR_LIVE}
+BEGIN
+    INSERT INTO owner_use(owner, holds, live) VALUES (NEW.owner, NEW.phase = 'OFFERED', NEW.phase IN {_LIVE})
+    ON CONFLICT(owner) DO UPDATE SET holds = holds + excluded.holds, live = live + excluded.live;
+END;
+CREATE TRIGGER IF NOT EXISTS owner_use_update AFTER UPDATE OF phase ON sessions
+    WHEN OLD.phase IS NOT NEW.phase AND (OLD.{_HELD_OR_LIVE} OR NEW.{_HELD_OR_LIVE})
+BEGIN
+    INSERT INTO owner_use(owner, holds, live) VALUES (
+        NEW.owner,
+        (NEW.phase = 'OFFERED') - (OLD.phase = 'OFFERED'),
+        (NEW.phase IN {_LIVE}) - (OLD.phase IN {_LIVE})
+    )
+    ON CONFLICT(owner) DO UPDATE SET holds = holds + excluded.holds, live = live + excluded.live;
+END;
+CREATE TRIGGER IF NOT EXISTS owner_use_delete AFTER DELETE ON sessions WHEN OLD.{_HELD_OR_LIVE}
+BEGIN
+    UPDATE owner_use SET holds = holds - (OLD.phase = 'OFFERED'), live = live - (OLD.phase IN {_LIVE})
+    WHERE owner = OLD.owner;
+END;
+-- A database from before the triggers: its owners' counts, once (an owner with a row is kept by them).
+INSERT OR IGNORE INTO owner_use(owner, holds, live)
+    SELECT owner, SUM(phase = 'OFFERED'), SUM(phase IN {_LIVE}) FROM sessions WHERE {_HELD_OR_LIVE}
+    GROUP BY owner;
 """
 
 
@@ -396,6 +435,62 @@ async def offerset(db: Reads, offerset_id: str) -> OffersetRow | None:
 async def offerset_sessions(db: Reads, offerset_id: str) -> dict[str, SessionRow]:
     rows = await db.fetchall(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE offerset_id = ?", (offerset_id,))
     return {row.session_id: row for row in map(_session_row, rows)}
+
+
+# -- retention (shared/bus/retention.py) and per-owner limits (services/offers/limits.py) ----------------
+
+
+async def prune_finished(tx: Transaction, cutoff: datetime, limit: int) -> int:
+    """Delete finished sessions, answered requests and offer sets left with no session, all last
+    changed before ``cutoff``; at most ``limit`` of each."""
+    before = cutoff.isoformat()
+    deleted = await tx.execute(
+        "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions "
+        f"WHERE phase IN {_FINISHED} AND updated_at < ? LIMIT ?)",
+        (before, limit),
+    )
+    answered = RequestState.ANSWERED.value
+    await tx.execute(
+        "DELETE FROM quotes WHERE request_id IN (SELECT request_id FROM requests "
+        "WHERE state = ? AND created_at < ? LIMIT ?)",
+        (answered, before, limit),
+    )
+    deleted += await tx.execute(
+        "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests "
+        "WHERE state = ? AND created_at < ? LIMIT ?)",
+        (answered, before, limit),
+    )
+    deleted += await tx.execute(
+        "DELETE FROM offersets WHERE rowid IN (SELECT rowid FROM offersets o WHERE o.created_at < ? "
+        "AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.offerset_id = o.offerset_id) LIMIT ?)",
+        (before, limit),
+    )
+    return deleted
+
+
+async def accepted_before(db: Reads, before: datetime, limit: int) -> list[tuple[str, str]]:
+    """(session id, owner) of sessions still ACCEPTED that last changed before ``before``."""
+    rows = await db.fetchall(
+        "SELECT session_id, owner FROM sessions WHERE phase = 'ACCEPTED' AND updated_at < ? "
+        "ORDER BY updated_at LIMIT ?",
+        (before.isoformat(), limit),
+    )
+    return [(str(r["session_id"]), str(r["owner"])) for r in rows]
+
+
+@dataclass(frozen=True)
+class OwnerUse:
+    """An owner's offers not yet accepted or let go (each a hold in a pool), and accepted sessions
+    not yet finished."""
+
+    holds: int
+    live_sessions: int
+
+
+async def owner_use(db: Reads, owner: str) -> OwnerUse:
+    """Kept by the ``owner_use`` triggers as sessions are inserted, change phase or are pruned."""
+    r = await db.fetchone("SELECT holds, live FROM owner_use WHERE owner = ?", (owner,))
+    return OwnerUse(int(r["holds"]), int(r["live"])) if r is not None else OwnerUse(0, 0)
 
 
 # -- local identities of before shared/auth/identities.py (read once, to move them there) --------------

@@ -17,6 +17,7 @@ from services.scheduler.ledger import Ledger
 from services.scheduler.rucio import RucioClient
 from services.scheduler.states import ReservationState
 from services.scheduler.store import SCHEMA
+from shared.bus.retention import Retention, with_pruning
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
 from shared.pools import PoolsConfig, load_pools
@@ -33,7 +34,9 @@ def build(
     ``tracing`` receives its spans (by default a provider that exports nothing).
     """
     tracer = tracing or tracer_provider(settings.otel_service_prefix + SERVICE)
-    store = Store(settings.service_dir(SERVICE) / "scheduler.sqlite", SCHEMA)
+    store = Store(
+        settings.service_dir(SERVICE) / "scheduler.sqlite", SCHEMA, synchronous=settings.sqlite_synchronous
+    )
     config = load_pools(settings)
     rucio_url = settings.rucio_url or config.rucio_url
     replicas = RucioClient(rucio_url, settings.rucio_token) if rucio_url else None
@@ -45,7 +48,10 @@ def build(
     async def answer_pools(msg: Msg) -> None:
         await msg.respond(json.dumps(await pools_report(store, config)).encode())
 
-    runtime = ServiceRuntime.configured(wiring(pools, answer_pools), store, tracer, settings)
+    wired = with_pruning(
+        wiring(pools, answer_pools), tables.prune_finished, Retention(settings.retention_days)
+    )
+    runtime = ServiceRuntime.configured(wired, store, tracer, settings)
     return runtime, config, pools
 
 

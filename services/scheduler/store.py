@@ -251,3 +251,21 @@ async def save_learned(tx: Transaction, pool: str, learned: LearnedEstimates) ->
         "ON CONFLICT(pool) DO UPDATE SET estimates = excluded.estimates",
         (pool, json.dumps(learned.to_dict())),
     )
+
+
+async def prune_finished(tx: Transaction, cutoff: datetime, limit: int) -> int:
+    """Delete reservations that ended or were let go, and measured preparations, before ``cutoff``
+    (`shared.bus.retention`); at most ``limit`` of each. Neither takes capacity, so the ledger,
+    which holds only what does, is unchanged."""
+    done = (ReservationState.ENDED.value, ReservationState.RELEASED.value)
+    deleted = await tx.execute(
+        "DELETE FROM reservations WHERE rowid IN (SELECT rowid FROM reservations "
+        "WHERE state IN (?, ?) AND updated < ? LIMIT ?)",
+        (*done, ts(cutoff), limit),
+    )
+    deleted += await tx.execute(
+        "DELETE FROM preparations WHERE rowid IN "
+        "(SELECT rowid FROM preparations WHERE measured_at < ? LIMIT ?)",
+        (ts(cutoff), limit),
+    )
+    return deleted

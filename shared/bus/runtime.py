@@ -39,7 +39,8 @@ from shared.bus.acks import DoubleAcks
 from shared.bus.login import ServiceLogin, service_login
 from shared.bus.pulling import BatchPuller
 from shared.bus.store import OutboxRow, Store, Transaction
-from shared.bus.streams import ConsumerSpec, check_streams, ensure_consumer, ensure_streams
+from shared.bus.streams import ConsumerSpec, StreamLimits, check_streams, ensure_consumer, ensure_streams
+from shared.bus.upkeep import reconcile_outbox, upkeep_loop
 from shared.bus.wiring import Consumer, DeadHandler, Handler, Ticker, Wiring
 from shared.messages import DeadLetter
 from shared.settings import Settings
@@ -127,6 +128,7 @@ class ServiceRuntime:
         batch_size: int = DEFAULT_BATCH_SIZE,
         login: ServiceLogin | None = None,
         manage_streams: bool = True,
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         """``login``: the service's own NATS user (None: connect without credentials).
         ``manage_streams``: create and update the streams at start; False only checks them, for a
@@ -139,6 +141,7 @@ class ServiceRuntime:
         self.nats_url = nats_url
         self.login = login
         self.manage_streams = manage_streams
+        self.stream_limits = stream_limits
         # This runtime is the service framework (docs/architecture.md says why not faststream): it
         # talks to nats-py directly and does its own W3C trace propagation, one span per message.
         self._nc: Client | None = None
@@ -181,6 +184,7 @@ class ServiceRuntime:
             max_deliver=settings.max_deliver,
             login=service_login(settings, wiring.service),
             manage_streams=settings.manage_streams,
+            stream_limits=StreamLimits.of(settings),
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -200,7 +204,8 @@ class ServiceRuntime:
         self._acks = DoubleAcks(self.connection)
         await self._acks.start()
         js = self.jetstream
-        await (ensure_streams(js) if self.manage_streams else check_streams(js))
+        await (ensure_streams(js, self.stream_limits) if self.manage_streams else check_streams(js))
+        await reconcile_outbox(js, self.store, self.service)
         for subscription in self._subscriptions:
             spec = subscription.spec
             await ensure_consumer(js, spec)
@@ -216,6 +221,11 @@ class ServiceRuntime:
         # A core (not JetStream) health subject: answers only while this process is up and consuming.
         await self.connection.subscribe(self.wiring.health, cb=self._health)
         self._tasks.append(asyncio.create_task(self._relay_loop(), name=f"{self.service}-relay"))
+        self._tasks.append(
+            asyncio.create_task(
+                upkeep_loop(self.service, self.store, js, self._stopping), name=f"{self.service}-upkeep"
+            )
+        )
         for timer in self.wiring.timers:
             self._tasks.append(
                 asyncio.create_task(self._tick_loop(timer.every_s, timer.ticker), name=timer.name)

@@ -151,11 +151,20 @@ def current_trace_headers() -> dict[str, str]:
     return carrier
 
 
+#: SQLite's ``synchronous`` settings a store may run with (`Settings.sqlite_synchronous`).
+SYNCHRONOUS = frozenset({"NORMAL", "FULL"})
+
+
 class Store:
-    def __init__(self, path: Path | str, schema: str) -> None:
+    def __init__(self, path: Path | str, schema: str, *, synchronous: str = "NORMAL") -> None:
+        """``synchronous``: NORMAL survives a killed process; FULL also a machine crash, at the cost
+        of an fsync per commit (``EB_DURABILITY=safe``)."""
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS)}, not {synchronous!r}")
         self._memory = str(path) == MEMORY
         self._path = Path(path)
         self._schema = schema
+        self._synchronous = synchronous
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -171,9 +180,10 @@ class Store:
             MEMORY if self._memory else self._path, isolation_level=None, check_same_thread=False
         )
         conn.row_factory = sqlite3.Row
-        # WAL + NORMAL survives a killed process (not power loss), which is the failure we test.
+        # WAL + NORMAL survives a killed process (not power loss), which is the failure we test;
+        # FULL (durability "safe") also syncs the WAL at every commit.
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         # Checkpoints copy the WAL into the database and fsync it: tens of milliseconds with the
         # event loop blocked, measured as the offers service stalling in disk wait under load. They
@@ -187,17 +197,23 @@ class Store:
             self._conn.close()
             self._conn = None
 
-    async def checkpoint(self) -> None:
+    async def checkpoint(self, *, truncate: bool = False) -> tuple[int, int, int] | None:
         """Move the WAL into the database from a worker thread with its own connection. PASSIVE
-        never blocks the writer; what it cannot copy yet waits for the next call."""
+        never blocks the writer; what it cannot copy yet waits for the next call. ``truncate`` also
+        empties the WAL file (otherwise it keeps the size of its busiest moment); it waits up to a
+        second for readers and writers, so it runs rarely (`shared.bus.upkeep`).
+
+        SQLite's answer (busy, WAL pages, pages copied); None for a store in memory."""
         if self._memory:
-            return  # no WAL, and another connection would open a database of its own
+            return None  # no WAL, and another connection would open a database of its own
+        mode = "TRUNCATE" if truncate else "PASSIVE"
 
-        def run() -> None:
+        def run() -> tuple[int, int, int]:
             with contextlib.closing(sqlite3.connect(self._path, timeout=1.0)) as conn:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                busy, pages, copied = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+                return int(busy), int(pages), int(copied)
 
-        await asyncio.to_thread(run)
+        return await asyncio.to_thread(run)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -232,6 +248,18 @@ class Store:
         rows = await self.read(
             "SELECT * FROM outbox WHERE sent_at IS NULL AND created_at < ? ORDER BY id LIMIT ?",
             (cutoff, limit),
+        )
+        return [
+            OutboxRow(r["id"], r["subject"], bytes(r["payload"]), r["msg_id"], json.loads(r["headers"]))
+            for r in rows
+        ]
+
+    async def sent_since(self, since: datetime, *, limit: int = 20_000) -> list[OutboxRow]:
+        """Rows the stream confirmed after ``since``, oldest first: what a crash of the stream's
+        machine could have lost (see `shared.bus.upkeep.reconcile_outbox`)."""
+        rows = await self.read(
+            "SELECT * FROM outbox WHERE sent_at IS NOT NULL AND sent_at >= ? ORDER BY id LIMIT ?",
+            (since.isoformat(), limit),
         )
         return [
             OutboxRow(r["id"], r["subject"], bytes(r["payload"]), r["msg_id"], json.loads(r["headers"]))

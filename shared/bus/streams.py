@@ -21,6 +21,7 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from shared import subjects
+from shared.settings import Settings
 
 # Longer than the worst outbox resend we expect (a service down for minutes), so a resent phase
 # event is still recognised as a duplicate by the stream.
@@ -31,8 +32,25 @@ DUPLICATE_WINDOW_S = 600.0
 MAX_AGE_S = {subjects.COMMANDS_STREAM: 7 * 24 * 3600.0, subjects.EVENTS_STREAM: 30 * 24 * 3600.0}
 
 
-def stream_configs() -> list[StreamConfig]:
+@dataclass(frozen=True)
+class StreamLimits:
+    """Each stream's byte limit (``EB_COMMANDS_MAX_BYTES``, ``EB_EVENTS_MAX_BYTES``): a full stream
+    drops its oldest messages (``DiscardPolicy.OLD``), so a warning comes first (`shared.bus.upkeep`)."""
+
+    commands_max_bytes: int = 1 * 2**30
+    events_max_bytes: int = 4 * 2**30
+
+    @classmethod
+    def of(cls, settings: Settings) -> StreamLimits:
+        return cls(settings.commands_max_bytes, settings.events_max_bytes)
+
+    def max_bytes(self, stream: str) -> int:
+        return self.commands_max_bytes if stream == subjects.COMMANDS_STREAM else self.events_max_bytes
+
+
+def stream_configs(limits: StreamLimits | None = None) -> list[StreamConfig]:
     """Each stream stores the subjects the grammar assigns it (`subjects.stream_subjects`)."""
+    limits = limits or StreamLimits()
     return [
         StreamConfig(
             name=name,
@@ -40,6 +58,7 @@ def stream_configs() -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=max_age,
+            max_bytes=limits.max_bytes(name),
             duplicate_window=DUPLICATE_WINDOW_S,
             discard=DiscardPolicy.OLD,
         )
@@ -47,9 +66,10 @@ def stream_configs() -> list[StreamConfig]:
     ]
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create or update the streams: the operator's (or bootstrap's) job on a secured bus."""
-    for config in stream_configs():
+async def ensure_streams(js: JetStreamContext, limits: StreamLimits | None = None) -> None:
+    """Create or update the streams: the operator's (or bootstrap's) job on a secured bus. An update
+    applies changed limits to a stream that exists."""
+    for config in stream_configs(limits):
         assert config.name is not None
         try:
             await js.stream_info(config.name)
@@ -67,7 +87,8 @@ async def check_streams(js: JetStreamContext) -> None:
     """Only read the streams (``STREAM.INFO``), for a service not allowed to create or update them.
 
     A missing subject would make every publish on it wait for a PubAck that never comes, so it is
-    refused at start with what the operator must do.
+    refused at start with what the operator must do. Limits (``max_bytes``, ``max_age``) are the
+    operator's to choose and are not compared: a service works with any.
     """
     for config in stream_configs():
         assert config.name is not None

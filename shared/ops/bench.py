@@ -215,9 +215,19 @@ async def _accept_everything(
     return answered, accepted, lost
 
 
+#: One bench owner stands for many users: the per-owner limits (`services.offers.limits`) would
+#: otherwise measure themselves.
+UNLIMITED_OWNER = {"EB_MAX_HOLDS_PER_OWNER": "1000000", "EB_MAX_LIVE_SESSIONS_PER_OWNER": "1000000"}
+
+
 async def run_overbooking(data_dir: Path, requests: int, concurrency: int, cores: int = 4) -> dict[str, Any]:
     """A small pool, many overlapping requests, every offer accepted concurrently: never over-booked."""
-    env = {"EB_POOL_CORES": str(cores), "EB_POOL_MEMORY_GIB": str(cores * 4), "EB_MAX_OFFERS": "4"}
+    env = {
+        "EB_POOL_CORES": str(cores),
+        "EB_POOL_MEMORY_GIB": str(cores * 4),
+        "EB_MAX_OFFERS": "4",
+        **UNLIMITED_OWNER,
+    }
     broker = EmbeddedBroker(data_dir=data_dir / "broker", env=env)
     await asyncio.to_thread(broker.start)
     began = time.perf_counter()
@@ -287,6 +297,7 @@ async def run_bench(
         "EB_POOL_MEMORY_GIB": str(cores * 4),
         "EB_MAX_OFFERS": "1",
         "EB_OFFER_EXPIRY_S": "300",
+        **UNLIMITED_OWNER,
     }
     broker = EmbeddedBroker(data_dir=data_dir / "broker", env=env)
     profiler = ServiceProfiler(profile_dir, f"{scenario}-c{concurrency}") if profile_dir else None

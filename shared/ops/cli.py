@@ -30,7 +30,7 @@ from rich.table import Table
 from shared import subjects
 from shared.asyncapi import installed_document
 from shared.auth.credentials import Credentials
-from shared.bus.streams import ensure_streams
+from shared.bus.streams import StreamLimits, ensure_streams
 from shared.client import (
     BrokerClient,
     BrokerRefused,
@@ -245,14 +245,15 @@ def bus_config() -> None:
     except Exception as exc:
         err.print(f"[red]error:[/red] the services cannot be built with these settings: {exc}")
         raise typer.Exit(1) from None
-    console.print(str(bus.write_config(wirings)))
+    console.print(str(bus.write_config(wirings, sync_always=settings.durability == "safe")))
 
 
 @app.command()
 def streams(nats_url: NatsUrl = DEFAULT_NATS_URL) -> None:
     """Create or update the broker's streams as the operator of the installation in EB_DATA_DIR
     (its key: <data dir>/bus/operator.nk); the services, with least privilege, only check them."""
-    bus = SecuredBus(Settings().data_dir.resolve())
+    settings = Settings()
+    bus = SecuredBus(settings.data_dir.resolve())
     operator = Credentials(nkey_seed_file=bus.operator_seed_file)
 
     async def main() -> None:
@@ -261,7 +262,7 @@ def streams(nats_url: NatsUrl = DEFAULT_NATS_URL) -> None:
         except Exception as exc:
             raise BrokerUnavailable(nats_url, str(exc) or type(exc).__name__) from None
         try:
-            await ensure_streams(nc.jetstream())
+            await ensure_streams(nc.jetstream(), StreamLimits.of(settings))
         finally:
             await nc.close()
 
@@ -603,9 +604,15 @@ def faults(
         bool, typer.Option("--restart-nats", help="Also SIGKILL and restart nats-server once.")
     ] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed of the kill plan.")] = None,
+    durability: Annotated[
+        str, typer.Option("--durability", help="fast or safe: the broker's EB_DURABILITY for the run.")
+    ] = "fast",
     as_json: JsonFlag = False,
 ) -> None:
     """Run sessions through a fresh embedded broker while killing services; audit exactly-once."""
+    if durability not in ("fast", "safe"):
+        err.print(f"[red]error:[/red] --durability is fast or safe, not {durability!r}")
+        raise typer.Exit(2)
     from shared.ops.faults import run_faults
 
     data_dir = Path(tempfile.mkdtemp(prefix="broker-faults-"))
@@ -615,7 +622,15 @@ def faults(
             err.print(line)
 
     report = asyncio.run(
-        run_faults(data_dir, sessions, kills, restart_nats=restart_nats, seed=seed, progress=progress)
+        run_faults(
+            data_dir,
+            sessions,
+            kills,
+            restart_nats=restart_nats,
+            seed=seed,
+            durability=durability,
+            progress=progress,
+        )
     )
     if as_json:
         console.print_json(json.dumps(report.summary()))

@@ -25,8 +25,9 @@ import nats
 from shared.auth import identities, owners
 from shared.auth.credentials import Credentials
 from shared.auth.identities import IdentityExists, IdentityStore
-from shared.bus.streams import ensure_streams
+from shared.bus.streams import StreamLimits, ensure_streams
 from shared.ops.secured import CALLOUT, GATEWAY, SecuredBus, write_secret
+from shared.settings import Settings
 
 SERVICES = ("offers", "scheduler", "launcher")
 BARE_USER = "bare"
@@ -180,6 +181,10 @@ class ServiceProcess:
                 self.proc.wait(5)
 
 
+#: The settings `EmbeddedBroker.stream_limits` reads.
+LIMIT_SETTINGS = ("commands_max_bytes", "events_max_bytes")
+
+
 @dataclass
 class EmbeddedBroker:
     """nats-server, its auth callout and the three services, all as separate processes under one
@@ -286,11 +291,19 @@ class EmbeddedBroker:
         async def create() -> None:
             nc = await nats.connect(self.url, **self.operator().connect_options())
             try:
-                await ensure_streams(nc.jetstream())
+                await ensure_streams(nc.jetstream(), self.stream_limits())
             finally:
                 await nc.close()
 
         run_blocking(create())
+
+    def stream_limits(self) -> StreamLimits:
+        """The streams' limits as its services' environment (``env`` over this process's) sets them."""
+        merged = {**os.environ, **self.env}
+        given = {
+            name: merged[f"EB_{name.upper()}"] for name in LIMIT_SETTINGS if f"EB_{name.upper()}" in merged
+        }
+        return StreamLimits.of(Settings.model_validate(given))
 
     def process(self, name: str) -> ServiceProcess:
         """A service's process, or the callout's."""

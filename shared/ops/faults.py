@@ -228,6 +228,7 @@ async def run_faults(
     concurrency: int = 40,
     seed: int | None = None,
     settle_timeout: float = 180.0,
+    durability: str = "fast",
     progress: Progress = lambda _: None,
 ) -> FaultReport:
     rng = random.Random(seed)
@@ -239,6 +240,10 @@ async def run_faults(
         "EB_MAX_OFFERS": "2",
         "EB_ACK_WAIT_S": "4",
         "EB_MAX_DELIVER": "20",
+        "EB_DURABILITY": durability,
+        # One owner stands for many users here: the per-owner limits are not what is tested.
+        "EB_MAX_HOLDS_PER_OWNER": str(max(sessions * 4, 200)),
+        "EB_MAX_LIVE_SESSIONS_PER_OWNER": str(max(sessions * 2, 100)),
     }
     broker = EmbeddedBroker(data_dir=data_dir, env=env)
     started = time.monotonic()

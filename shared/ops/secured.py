@@ -155,12 +155,15 @@ class SecuredBus:
     def service_seed_file(self, service: str) -> Path:
         return self.keys.seed_file(service)
 
-    def write_config(self, wirings: Mapping[str, Wiring]) -> Path:
+    def write_config(self, wirings: Mapping[str, Wiring], *, sync_always: bool = False) -> Path:
         """The server configuration for these services' wirings (JSON: nats-server reads it)."""
-        write_secret(self.config_file, json.dumps(self.server_config(wirings), indent=2).encode())
+        document = self.server_config(wirings, sync_always=sync_always)
+        write_secret(self.config_file, json.dumps(document, indent=2).encode())
         return self.config_file
 
-    def server_config(self, wirings: Mapping[str, Wiring]) -> dict[str, Any]:
+    def server_config(self, wirings: Mapping[str, Wiring], *, sync_always: bool = False) -> dict[str, Any]:
+        """``sync_always`` (``EB_DURABILITY=safe``): the server writes every message to disk before
+        it acknowledges it, instead of every two minutes (nats-server's ``sync_interval``)."""
         keys = self.keys
         consumers = service_consumers(wirings.values())
         app_users: list[dict[str, Any]] = []
@@ -171,7 +174,9 @@ class SecuredBus:
         app_users.append({"nkey": keys.public_key(GATEWAY), "permissions": gateway.to_nats_config()})
         app_users.append({"nkey": keys.public_key(OPERATOR)})
         callout = keys.public_key(CALLOUT)
+        durability = {"jetstream": {"sync_interval": "always"}} if sync_always else {}
         return {
+            **durability,
             "max_control_line": MAX_CONTROL_LINE,
             "accounts": {
                 AUTH_ACCOUNT: {"users": [{"nkey": callout}]},

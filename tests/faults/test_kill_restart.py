@@ -49,3 +49,16 @@ async def test_sessions_survive_a_nats_server_restart_on_the_same_store(tmp_path
         print(line)
     assert report.nats_restarts == 1
     _check(report.summary(), 150)
+
+
+async def test_sessions_survive_services_killed_at_random_with_safe_durability(tmp_path: Path) -> None:
+    """``EB_DURABILITY=safe`` (every write synced, and the outbox checked against the streams at
+    each restart) keeps the same promise."""
+    seed = _seed()
+    print(f"EB_FAULTS_SEED={seed}")
+    report = await run_faults(tmp_path / "broker", sessions=150, kills=3, seed=seed, durability="safe")
+    for line in report.kill_log:
+        print(line)
+    config = (tmp_path / "broker" / "bus" / "nats-server.json").read_text(encoding="utf-8")
+    assert '"sync_interval": "always"' in config
+    _check(report.summary(), 150)
