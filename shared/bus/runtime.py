@@ -28,7 +28,9 @@ from typing import Any, Protocol, TypeVar
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import BadSubjectError, MaxPayloadError
 from nats.js import JetStreamContext
+from nats.js.errors import BadRequestError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
@@ -55,6 +57,23 @@ DEFAULT_BATCH_SIZE = 100
 PUBLISH_TIMEOUT_S = 5.0
 # How nats-py words a subject the server refused (it reports it to error_cb, lower-cased).
 PERMISSIONS_VIOLATION = "permissions violation"
+# A dead letter quotes at most this much of the message it records, and of the reason.
+DEAD_LETTER_PREVIEW_CHARS = 512
+DEAD_LETTER_REASON_CHARS = 1000
+
+
+def refused_for_good(outcome: BaseException) -> bool:
+    """Whether a publish failed in a way no resend can cure: the message is larger than the server's
+    ``max_payload`` (nats-py refuses it before writing), its subject is malformed, or the stream
+    answered 400 (a message larger than the stream's ``max_msg_size``, for one). Timeouts, no
+    responders, 503s and disconnects are transient: the relay tries those again."""
+    return isinstance(outcome, MaxPayloadError | BadSubjectError | BadRequestError)
+
+
+def describe_refusal(outcome: BaseException) -> str:
+    if isinstance(outcome, MaxPayloadError):
+        return "the message is larger than the server's maximum payload"
+    return f"{type(outcome).__name__}: {outcome}"
 
 
 @dataclass(frozen=True)
@@ -325,13 +344,26 @@ class ServiceRuntime:
     async def _confirm(
         self, rows: Sequence[OutboxRow], publishing: asyncio.Task[list[BaseException | None]]
     ) -> None:
-        """Wait for the stream's PubAcks, then mark what it confirmed; whatever failed stays unsent
-        for the relay."""
+        """Wait for the stream's PubAcks, then mark what it confirmed; a row the server refused for
+        good is dead-lettered (`_refuse`); whatever failed otherwise stays unsent for the relay."""
         outcomes = await publishing
         if not rows:
             return
         sent = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
-        failed = [outcome for outcome in outcomes if outcome is not None]
+        refused = [
+            (row, outcome)
+            for row, outcome in zip(rows, outcomes, strict=True)
+            if outcome is not None and refused_for_good(outcome)
+        ]
+        failed = [outcome for outcome in outcomes if outcome is not None and not refused_for_good(outcome)]
+        await self.store.mark_sent(sent, datetime.now(UTC))
+        # One at a time and each in its own transaction: one row that cannot be dead-lettered does
+        # not keep the others in the outbox.
+        for row, outcome in refused:
+            try:
+                await self._refuse(row, describe_refusal(outcome))
+            except Exception:
+                log.exception("%s: could not dead-letter refused outbox row %s", self.service, row.msg_id)
         if failed:
             log.warning(
                 "%s: %d of %d outbox publishes failed, the relay will retry: %s",
@@ -340,7 +372,35 @@ class ServiceRuntime:
                 len(rows),
                 failed[0],
             )
-        await self.store.mark_sent(sent, datetime.now(UTC))
+
+    async def _refuse(self, row: OutboxRow, reason: str) -> None:
+        """Take a row the server will never accept out of the outbox, record it on the dead-letter
+        subject and let the service answer its addressee another way (`Wiring.on_refused`), all in
+        one transaction: retrying it would only fail again, for ever."""
+        log.error("%s: the server refused %s (%s): dead-lettered", self.service, row.subject, reason)
+        dead_subject = subjects.dead_letter(self.service)
+
+        async def bury(tx: Transaction) -> None:
+            if not await tx.execute("DELETE FROM outbox WHERE id = ? AND sent_at IS NULL", (row.id,)):
+                return  # another pass took care of it
+            if row.subject == dead_subject:
+                return  # a dead letter is small by construction; never one of a dead letter
+            letter = DeadLetter(
+                service=self.service,
+                subject=row.subject,
+                reason=f"refused by the server: {reason}"[:DEAD_LETTER_REASON_CHARS],
+                deliveries=0,
+                payload_preview=row.payload[:DEAD_LETTER_PREVIEW_CHARS].decode("utf-8", "replace"),
+            )
+            await tx.publish(dead_subject, letter.to_bytes(), f"dead:{row.msg_id}", trace_headers=row.headers)
+            if self.wiring.on_refused is not None:
+                try:
+                    with tx.savepoint():  # the answer is a courtesy: the dead letter stands without it
+                        await self.wiring.on_refused(tx, row, reason)
+                except Exception:
+                    log.exception("%s: no other answer for refused %s", self.service, row.subject)
+
+        await self.unit_of_work(bury)
 
     # -- consumption -----------------------------------------------------------------------------
 
@@ -369,6 +429,7 @@ class ServiceRuntime:
         # the server it is in progress.
         heartbeat = asyncio.create_task(self._keep_alive(msgs, subscription.spec.ack_wait_s))
         failures: list[Failure] = []
+        failed: Exception | None = None
         try:
             try:
                 async with self.store.transaction(datetime.now(UTC)) as tx:
@@ -385,12 +446,14 @@ class ServiceRuntime:
                             done.add(incoming.msg_id)
                         else:
                             failures.append(Failure(msg, incoming, reason))
-            except Exception:
+            except Exception as exc:
                 log.exception("%s: could not commit a batch of %d", self.service, len(msgs))
-                await asyncio.gather(*(self._nak(msg, 1.0) for msg in msgs))
-                return
+                failed = exc
         finally:
             heartbeat.cancel()
+        if failed is not None:
+            await self._batch_failed(subscription, msgs, incomings, failed)
+            return
         # Committed: what is left is round trips. They run in the background so this loop can fetch
         # and apply the next batch meanwhile (bounded, so a slow server applies back-pressure).
         await self._completions.acquire()
@@ -398,6 +461,20 @@ class ServiceRuntime:
         task = asyncio.create_task(self._complete(subscription, msgs, tx.outbox, publishing, failures))
         self._completing.add(task)
         task.add_done_callback(self._completing.discard)
+
+    async def _batch_failed(
+        self, subscription: Subscription, msgs: list[Msg], incomings: list[Incoming], exc: Exception
+    ) -> None:
+        """The batch's transaction failed as a whole (its commit, say), so nothing of it was applied.
+        Each message is tried again in a transaction of its own: the good ones are applied now, and
+        only the one at fault goes the way of any failing message (retried, then dead-lettered),
+        instead of the whole batch coming back until ``max_deliver`` silently drops it."""
+        if len(msgs) > 1:
+            for msg in msgs:
+                await self._process_batch(subscription, [msg])
+            return
+        reason = f"{type(exc).__name__}: {exc}"
+        await self._retry_or_bury(Failure(msgs[0], incomings[0], reason), subscription.consumer.on_dead)
 
     async def _complete(
         self,
