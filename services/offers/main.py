@@ -42,7 +42,7 @@ def build(
         public_url=http.base_url(),
         pools=pool_choices(pools.pools),
     )
-    handlers = OffersHandlers(policy)
+    handlers = OffersHandlers(policy, quote_timeout_s=settings.quote_timeout_s)
     runtime = ServiceRuntime.configured(
         wiring(handlers, [pool.name for pool in pools.pools]), store, tracer, settings
     )
