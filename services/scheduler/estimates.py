@@ -42,6 +42,7 @@ from shared.models.kinds import (
     SKAO_DATA_KIND,
     normalise_kind,
 )
+from shared.models.limits import MAX_BYTES
 
 GIB = 2**30
 #: Source key under which learned estimates of remote HTTP items (no RSE) are kept.
@@ -90,9 +91,11 @@ def _str(value: Any) -> str | None:
 
 
 def _size(value: Any) -> int | None:
-    # bool is an int; a negative size is nonsense: both mean "unknown".
+    # bool is an int; a negative size is nonsense: both mean "unknown". The offers service refuses
+    # sizes past MAX_BYTES; capped here all the same, so no size can overflow the float arithmetic
+    # below (an int of 10**400 cannot even be divided into a float).
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
+        return min(value, MAX_BYTES)
     return None
 
 

@@ -42,6 +42,7 @@ from shared.messages import (
     StopSession,
 )
 from shared.models import MessageItem
+from shared.models.limits import MAX_DURATION
 from shared.pools import Pool
 from shared.subjects import LauncherFact, LauncherVerb, SchedulerFact, SchedulerVerb
 
@@ -136,6 +137,27 @@ class SchedulerHandlers:
         )
         return estimate, []
 
+    async def command_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
+        """A quote that could never be processed is still answered, with no holds and the reason, so
+        the request gets its NO now rather than at the quote timeout. (Other commands come from the
+        offers service, not from a client waiting: their dead letter is the record.)"""
+        if not msg.subject.endswith(f".{SchedulerVerb.QUOTE.value}"):
+            return
+        try:
+            quote = QuoteSlots.model_validate_json(msg.body)
+        except ValueError:
+            return
+        answer = SlotsQuoted(
+            request_id=quote.request_id,
+            pool=self.pool,
+            reasons=[f"the scheduler could not process this request: {reason}"[:1000]],
+        )
+        await tx.publish(
+            subjects.scheduler_event(self.pool, SchedulerFact.QUOTED),
+            answer.to_bytes(),
+            f"quoted:{self.pool}:{quote.request_id}",
+        )
+
     async def quote(self, tx: Transaction, msg: Incoming) -> None:
         quote = QuoteSlots.model_validate_json(msg.body)
         holds, reasons = await self._hold_slots(tx, quote)
@@ -155,6 +177,11 @@ class SchedulerHandlers:
         if problems:
             return [], problems
         items = estimate.per_item if estimate else {}
+        if estimate is not None and not estimate.total_s <= MAX_DURATION.total_seconds():  # NaN too
+            return [], [
+                f"preparing the data on pool '{self.pool}' would take longer than "
+                f"{iso8601.format_duration(MAX_DURATION)}: {'; '.join(estimate.reasons)}"
+            ]
         prepare_s = max(quote.prepare_s, self.config.prepare_s, round(estimate.total_s) if estimate else 0)
         # Preparation pushes the earliest start back, but never outside the requested window.
         earliest = max(quote.earliest_start, quote.requested_at + timedelta(seconds=prepare_s))
@@ -442,4 +469,5 @@ def _pool_commands(name: str, handlers: SchedulerHandlers) -> Consumer:
             Route(subjects.SCHEDULER_COMMAND, handler, model, {"pool": name, "verb": verb.value})
             for verb, model, handler in commands
         ),
+        on_dead=handlers.command_dead,
     )
