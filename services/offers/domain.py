@@ -5,6 +5,7 @@ Nothing here touches the bus, the database or the clock: ``now`` is always an ar
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -254,7 +255,8 @@ def decide_request(
         cores_max=cores.max or 1,
         memory_min=memory.min or 1,
         memory_max=memory.max or 1,
-        duration_s=int(duration.total_seconds()),
+        # Whole seconds, rounded up: PT0.5S must not become a slot of no time at all.
+        duration_s=math.ceil(duration.total_seconds()),
         earliest_start=earliest,
         latest_start=latest,
         prepare_s=prepare_s,
