@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.offers import domain
@@ -45,6 +45,9 @@ class OffersHandlers:
     def __init__(self, policy: OfferPolicy, *, quote_timeout_s: float = DEFAULT_QUOTE_TIMEOUT_S) -> None:
         self.policy = policy
         self.quote_timeout = timedelta(seconds=quote_timeout_s)
+        # When this process first looked for overdue requests: after a restart, quotes that arrived
+        # while it was down are still in the stream, so no request is overdue before a full timeout.
+        self._watching_since: datetime | None = None
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -193,7 +196,12 @@ class OffersHandlers:
         """Requests whose pools have not all answered within the quote timeout are answered NO
         (`urn:service-unavailable`), naming the pools that are silent; holds of pools that did
         answer are freed. A durable timer: the deadline is the request row's age, so a restart of
-        this service does not forget it."""
+        this service does not forget it; it gives a restarted service one timeout to read the quotes
+        that came while it was down."""
+        if self._watching_since is None:
+            self._watching_since = tx.now
+        if tx.now - self._watching_since < self.quote_timeout:
+            return
         for stored in await tables.quoting_since(tx, tx.now - self.quote_timeout):
             answered = await tables.quotes(tx, stored.request_id)
             silent = sorted(set(stored.pools) - {answer.pool for answer in answered})

@@ -184,7 +184,8 @@ def size_gb(size_bytes: int | None) -> int:
     """Whole GB (GiB) for an estimate: rounded up, at least 1 (an unknown size counts as 1)."""
     if size_bytes is None or size_bytes <= 0:
         return 1
-    return max(1, math.ceil(size_bytes / GIB))
+    # Capped: a size from Rucio is as untrusted as one from a request (10**400 / GIB overflows).
+    return max(1, math.ceil(min(size_bytes, MAX_BYTES) / GIB))
 
 
 # -- transfer rates --------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ def messages(offerset: OfferSetResponse) -> list[tuple[str, str]]:
 
 
 async def test_a_request_whose_quote_never_comes_is_answered_no_after_the_deadline(offers: Offers) -> None:
+    await offers.tick(NOW)  # the service was watching when the request came
     await offers.request(notebook_request())
     east = hold(EAST, START)
     assert await offers.quoted(EAST, holds=[east]) == []  # west stays silent
@@ -145,3 +146,14 @@ async def test_a_dead_quote_is_still_answered_by_the_scheduler(scheduler: Schedu
         await scheduler.dead(subjects.scheduler_command(scheduler.pool, SchedulerVerb.RELEASE), release, "x")
         == []
     )
+
+
+async def test_a_restarted_service_gives_quotes_one_timeout_to_arrive(offers: Offers) -> None:
+    """Requests made long before the first look (the service was down) wait one more timeout from
+    then: their quotes may be in the stream, not yet read."""
+    await offers.request(notebook_request())
+    first_look = NOW + DEADLINE * 10
+    assert [s for s in await offers.tick(first_look) if "offersets" in s.subject] == []
+    assert [s for s in await offers.tick(first_look + DEADLINE / 2) if "offersets" in s.subject] == []
+    sent = await offers.tick(first_look + DEADLINE)
+    assert subjects.offerset(OWNER, "r1") in subjects_of(sent)
