@@ -139,8 +139,22 @@ class SchedulerHandlers:
 
     async def command_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
         """A quote that could never be processed is still answered, with no holds and the reason, so
-        the request gets its NO now rather than at the quote timeout. (Other commands come from the
-        offers service, not from a client waiting: their dead letter is the record.)"""
+        the request gets its NO now rather than at the quote timeout; a booking that could never be
+        made fails its session (the launcher publishes FAILED). Releases and cancels wait for no
+        one: their dead letter is the record."""
+        if msg.subject.endswith(f".{SchedulerVerb.BOOK.value}"):
+            try:
+                book = BookSession.model_validate_json(msg.body)
+            except ValueError:
+                return
+            why = MessageItem.error(
+                "urn:internal-error",
+                "The broker could not book this session: ${reason}",
+                time=tx.now,
+                reason=reason,
+            )
+            await self._fail(tx, book.session_id, book.owner, why)
+            return
         if not msg.subject.endswith(f".{SchedulerVerb.QUOTE.value}"):
             return
         try:

@@ -5,16 +5,18 @@ the bus refused is replaced by a small NO; the scheduler's arithmetic survives a
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from shared import subjects
 from shared.bus.store import OutboxRow
-from shared.messages import QuoteSlots, ReleaseHolds, SlotsQuoted
+from shared.lifecycle import Phase
+from shared.messages import BookSession, FailSession, QuoteSlots, ReleaseHolds, SessionEvent, SlotsQuoted
 from shared.models import IVOA_DATA_KIND, SIMPLE_DATA_KIND, OfferSetResponse
 from shared.models.limits import MAX_ANSWER_BYTES
-from shared.subjects import SchedulerFact, SchedulerVerb
+from shared.subjects import LauncherVerb, SchedulerFact, SchedulerVerb
 from tests.handlers.harness import NOW, OWNER, only, subjects_of
-from tests.handlers.units import EAST, WEST, Offers, Scheduler, hold, notebook_request, offers_unit
+from tests.handlers.units import EAST, WEST, Launcher, Offers, Scheduler, hold, notebook_request, offers_unit
 
 START = NOW + timedelta(minutes=10)
 DEADLINE = timedelta(seconds=20)  # OffersHandlers' default quote timeout
@@ -157,3 +159,26 @@ async def test_a_restarted_service_gives_quotes_one_timeout_to_arrive(offers: Of
     assert [s for s in await offers.tick(first_look + DEADLINE / 2) if "offersets" in s.subject] == []
     sent = await offers.tick(first_look + DEADLINE)
     assert subjects.offerset(OWNER, "r1") in subjects_of(sent)
+
+
+async def test_a_booking_that_could_never_be_made_fails_its_session(scheduler: Scheduler) -> None:
+    book = BookSession(session_id="s1", owner=OWNER, executable={}, platform="local")
+    sent = await scheduler.dead(subjects.scheduler_command(scheduler.pool, SchedulerVerb.BOOK), book, "boom")
+    fail = only(sent, FailSession)
+    assert (fail.session_id, fail.owner) == ("s1", OWNER)
+    assert [m.message for m in fail.messages] == ["The broker could not book this session: boom"]
+
+
+async def test_a_launcher_command_that_could_never_be_processed_fails_its_session(launcher: Launcher) -> None:
+    launch = {"session_id": "s1", "owner": OWNER, "not": "a launch"}
+    subject = subjects.launcher_command(launcher.handlers.pool, LauncherVerb.LAUNCH)
+    sent = await launcher.dead(subject, json.dumps(launch).encode(), "ValidationError: bad")
+    assert subjects_of(sent) == [subjects.session_event(OWNER, "s1", Phase.FAILED.value)]
+    event = only(sent, SessionEvent)
+    assert [m.message for m in event.messages] == [
+        "The broker could not run this session: ValidationError: bad"
+    ]
+    assert await launcher.phase("s1") is Phase.FAILED
+    # Again, or for bytes that name no session: nothing more.
+    assert await launcher.dead(subject, json.dumps(launch).encode(), "again") == []
+    assert await launcher.dead(subject, b"\xff", "bad") == []
