@@ -140,17 +140,22 @@ def _names(items: Sequence[Any] | None) -> list[tuple[int, str | None, str | Non
     ]
 
 
+_MORE: Final = "… and ${count} more problems, not listed"
+
+
 def capped(messages: Sequence[MessageItem], now: datetime | None = None) -> list[MessageItem]:
     """At most `MAX_MESSAGES` problems, then one message counting the rest: an answer must stay far
-    below the bus's payload limit however many mistakes a request makes."""
+    below the bus's payload limit however many mistakes a request makes. Capping a capped list
+    changes nothing (the count carries over)."""
     if len(messages) <= MAX_MESSAGES:
         return list(messages)
-    rest = len(messages) - MAX_MESSAGES
+    rest = 0
+    for message in messages[MAX_MESSAGES:]:
+        counted = message.values.get("count") if message.template == _MORE and message.values else None
+        rest += int(counted) if counted is not None and counted.isdigit() else 1
     return [
         *messages[:MAX_MESSAGES],
-        MessageItem.error(
-            TOO_LARGE, "… and ${count} more problems, not listed", time=now or messages[0].time, count=rest
-        ),
+        MessageItem.error(TOO_LARGE, _MORE, time=now or messages[0].time, count=rest),
     ]
 
 
