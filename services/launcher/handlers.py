@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from services.launcher import store as tables
 from services.launcher.driver import Drivers
 from shared import subjects
-from shared.bus.events import publish_phase
+from shared.bus.events import publish_phase, resend_smaller
 from shared.bus.runtime import Incoming
-from shared.bus.store import Transaction, current_trace_headers
+from shared.bus.store import OutboxRow, Transaction, current_trace_headers
 from shared.bus.wiring import Consumer, Publication, Route, Wiring
 from shared.lifecycle import Phase
 from shared.messages import (
@@ -154,6 +154,7 @@ def wiring(pools: Sequence[LauncherHandlers]) -> Wiring:
             )
             for handlers in pools
         ),
+        on_refused=_phase_refused,
         publishes=(
             *(
                 Publication(subjects.SESSION, SessionEvent, {"phase": phase.value})
@@ -183,3 +184,8 @@ LAUNCHER_PHASES = (
     Phase.FAILED,
     Phase.CANCELLED,
 )
+
+
+async def _phase_refused(tx: Transaction, row: OutboxRow, reason: str) -> None:
+    """A phase event the bus refused (a failure's long output) goes again without its bulk."""
+    await resend_smaller(tx, row.subject, row.payload, row.headers)

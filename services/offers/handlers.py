@@ -10,7 +10,7 @@ from services.offers import domain
 from services.offers import store as tables
 from services.offers.domain import NeedsQuote, OfferPolicy, RequestState
 from shared import subjects
-from shared.bus.events import publish_phase
+from shared.bus.events import publish_phase, resend_smaller
 from shared.bus.runtime import Incoming
 from shared.bus.store import OutboxRow, Transaction, current_trace_headers
 from shared.bus.wiring import Consumer, Publication, Route, Timer, Wiring
@@ -234,7 +234,8 @@ class OffersHandlers:
         try:
             owner, request_id = subjects.parse_offerset(row.subject)
         except SubjectError:
-            return  # not an answer to a client: the dead letter is the record
+            await resend_smaller(tx, row.subject, row.payload, row.headers)  # a phase event, maybe
+            return
         offerset_id = domain.offerset_id_for(request_id)
         stranded = await tables.offered_siblings(tx, offerset_id)
         for session_id in stranded:

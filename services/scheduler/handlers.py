@@ -21,9 +21,9 @@ from services.scheduler.ledger import Ledger
 from services.scheduler.rucio import ReplicaSource, resolve_needs
 from services.scheduler.states import BOOKED_ONCE, Release, ReservationState, freed
 from shared import iso8601, subjects
-from shared.bus.events import publish_phase
+from shared.bus.events import publish_phase, resend_smaller
 from shared.bus.runtime import Incoming
-from shared.bus.store import Store, Transaction, current_trace_headers
+from shared.bus.store import OutboxRow, Store, Transaction, current_trace_headers
 from shared.bus.wiring import Consumer, Handler, Publication, Reply, Responder, Route, Timer, Wiring
 from shared.lifecycle import TERMINAL, Phase, is_terminal
 from shared.messages import (
@@ -466,7 +466,13 @@ def wiring(pools: Mapping[str, SchedulerHandlers], answer_pools: Responder) -> W
         replies=(Reply(subjects.POOLS_INFO, answer_pools),),
         timers=tuple(Timer(f"scheduler-{name}-timers", 0.2, h.tick) for name, h in pools.items()),
         on_start=tuple(handlers.load for handlers in pools.values()),
+        on_refused=_phase_refused,
     )
+
+
+async def _phase_refused(tx: Transaction, row: OutboxRow, reason: str) -> None:
+    """A phase event the bus refused goes again without its bulk (`resend_smaller`)."""
+    await resend_smaller(tx, row.subject, row.payload, row.headers)
 
 
 def _pool_commands(name: str, handlers: SchedulerHandlers) -> Consumer:

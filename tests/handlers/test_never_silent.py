@@ -12,7 +12,7 @@ from shared import subjects
 from shared.bus.store import OutboxRow
 from shared.lifecycle import Phase
 from shared.messages import BookSession, FailSession, QuoteSlots, ReleaseHolds, SessionEvent, SlotsQuoted
-from shared.models import IVOA_DATA_KIND, SIMPLE_DATA_KIND, OfferSetResponse
+from shared.models import IVOA_DATA_KIND, SIMPLE_DATA_KIND, MessageItem, OfferSetResponse
 from shared.models.limits import MAX_ANSWER_BYTES
 from shared.subjects import LauncherVerb, SchedulerFact, SchedulerVerb
 from tests.handlers.harness import NOW, OWNER, only, subjects_of
@@ -182,3 +182,22 @@ async def test_a_launcher_command_that_could_never_be_processed_fails_its_sessio
     # Again, or for bytes that name no session: nothing more.
     assert await launcher.dead(subject, json.dumps(launch).encode(), "again") == []
     assert await launcher.dead(subject, b"\xff", "bad") == []
+
+
+async def test_a_phase_event_the_bus_refused_goes_again_without_its_bulk(launcher: Launcher) -> None:
+    huge = MessageItem.error("urn:run-failed", "The command failed: ${output}", output="y" * 2_000_000)
+    event = SessionEvent(session_id="s1", phase="FAILED", at=NOW, messages=[huge], outputs={"log": "/x/log"})
+    subject = subjects.session_event(OWNER, "s1", "FAILED")
+    row = OutboxRow(7, subject, event.to_bytes(), "s1:FAILED", {})
+    on_refused = launcher.wiring.on_refused
+    assert on_refused is not None
+    [sent] = await launcher.run(lambda tx: on_refused(tx, row, "too large"))
+    assert (sent.subject, sent.msg_id) == (subject, "s1:FAILED")  # the same phase, exactly once
+    smaller = sent.as_(SessionEvent)
+    assert smaller.phase == "FAILED" and smaller.outputs == {"log": "/x/log"}
+    assert len(smaller.to_bytes()) < 10_000
+    assert smaller.messages[0].message == ("The command failed: " + "y" * 2_000_000)[:2000]
+    assert smaller.messages[-1].kind == "urn:event-too-large"
+    # Not a phase event: only the dead letter records it.
+    other = OutboxRow(8, subjects.dead_letter("launcher"), b"{}", "d", {})
+    assert await launcher.run(lambda tx: on_refused(tx, other, "too large")) == []
