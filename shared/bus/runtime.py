@@ -473,7 +473,7 @@ class ServiceRuntime:
             for msg in msgs:
                 await self._process_batch(subscription, [msg])
             return
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = f"{type(exc).__name__}: {exc}"[:DEAD_LETTER_REASON_CHARS]
         await self._retry_or_bury(Failure(msgs[0], incomings[0], reason), subscription.consumer.on_dead)
 
     async def _complete(
@@ -521,12 +521,13 @@ class ServiceRuntime:
             except TransientError as exc:
                 log.info("%s: transient failure on %s: %s", self.service, incoming.subject, exc)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
-                return str(exc)
+                return str(exc)[:DEAD_LETTER_REASON_CHARS]
             except Exception as exc:
                 log.exception("%s: handler failed on %s", self.service, incoming.subject)
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
-                return f"{type(exc).__name__}: {exc}"
+                # Bounded: the reason travels in the dead letter and in the answer to the sender.
+                return f"{type(exc).__name__}: {exc}"[:DEAD_LETTER_REASON_CHARS]
         return None
 
     @staticmethod
@@ -555,7 +556,7 @@ class ServiceRuntime:
                 subject=incoming.subject,
                 reason=failure.reason,
                 deliveries=incoming.deliveries,
-                payload_preview=incoming.body[:512].decode("utf-8", "replace"),
+                payload_preview=incoming.body[:DEAD_LETTER_PREVIEW_CHARS].decode("utf-8", "replace"),
             )
             await tx.publish(subjects.dead_letter(self.service), letter.to_bytes(), f"dead:{incoming.msg_id}")
             if on_dead is not None:
