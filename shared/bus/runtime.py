@@ -55,6 +55,8 @@ T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 100
 # How long a published message may wait for the stream's PubAck before the relay takes it over.
 PUBLISH_TIMEOUT_S = 5.0
+# How long the relay waits for the stream's answer to one row it probes on its own (`_relay`).
+PROBE_TIMEOUT_S = 2.0
 # How nats-py words a subject the server refused (it reports it to error_cb, lower-cased).
 PERMISSIONS_VIOLATION = "permissions violation"
 # A dead letter quotes at most this much of the message it records, and of the reason.
@@ -294,8 +296,33 @@ class ServiceRuntime:
         await self._send(tx.outbox)
         return result
 
-    async def _send(self, rows: Sequence[OutboxRow]) -> None:
-        await self._confirm(rows, self._start_publishing(rows))
+    async def _send(self, rows: Sequence[OutboxRow]) -> list[tuple[OutboxRow, BaseException]]:
+        """Publish and confirm; the rows that failed for now (left for the relay), with why."""
+        return await self._confirm(rows, self._start_publishing(rows))
+
+    async def _relay(self, rows: Sequence[OutboxRow]) -> None:
+        """Resend rows; then probe, one at a time and with a plain request, each row whose publish
+        got no PubAck at all. nats-py's asynchronous publish cannot report a stream's error answer
+        (it raises in its reply callback, and the future is never resolved), so a row the stream
+        refuses (400: larger than its ``max_msg_size``) would look like a timeout for ever: the
+        probe sees the refusal and dead-letters the row. The first probe that fails for another
+        reason ends the pass: the server is away, and the next pass tries again."""
+        unanswered = [row for row, outcome in await self._send(rows) if isinstance(outcome, TimeoutError)]
+        for row in unanswered:
+            try:
+                await self.jetstream.publish(
+                    row.subject,
+                    row.payload,
+                    timeout=PROBE_TIMEOUT_S,
+                    stream=subjects.stream_for(row.subject),
+                    headers={**row.headers, "Nats-Msg-Id": row.msg_id},
+                )
+            except Exception as exc:
+                if not refused_for_good(exc):
+                    return
+                await self._refuse(row, describe_refusal(exc))
+            else:
+                await self.store.mark_sent([row.id], datetime.now(UTC))
 
     def _start_publishing(self, rows: Sequence[OutboxRow]) -> asyncio.Task[list[BaseException | None]]:
         """Start writing the rows, in order, and collecting their PubAcks (see `_publish_all`).
@@ -343,19 +370,23 @@ class ServiceRuntime:
 
     async def _confirm(
         self, rows: Sequence[OutboxRow], publishing: asyncio.Task[list[BaseException | None]]
-    ) -> None:
+    ) -> list[tuple[OutboxRow, BaseException]]:
         """Wait for the stream's PubAcks, then mark what it confirmed; a row the server refused for
         good is dead-lettered (`_refuse`); whatever failed otherwise stays unsent for the relay."""
         outcomes = await publishing
         if not rows:
-            return
+            return []
         sent = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
         refused = [
             (row, outcome)
             for row, outcome in zip(rows, outcomes, strict=True)
             if outcome is not None and refused_for_good(outcome)
         ]
-        failed = [outcome for outcome in outcomes if outcome is not None and not refused_for_good(outcome)]
+        failed = [
+            (row, outcome)
+            for row, outcome in zip(rows, outcomes, strict=True)
+            if outcome is not None and not refused_for_good(outcome)
+        ]
         await self.store.mark_sent(sent, datetime.now(UTC))
         # One at a time and each in its own transaction: one row that cannot be dead-lettered does
         # not keep the others in the outbox.
@@ -370,8 +401,9 @@ class ServiceRuntime:
                 self.service,
                 len(failed),
                 len(rows),
-                failed[0],
+                failed[0][1],
             )
+        return failed
 
     async def _refuse(self, row: OutboxRow, reason: str) -> None:
         """Take a row the server will never accept out of the outbox, record it on the dead-letter
@@ -600,7 +632,7 @@ class ServiceRuntime:
                 # Rows younger than this are still being sent by the handler that wrote them.
                 rows = await self.store.unsent(older_than=now - timedelta(seconds=2))
                 if rows:
-                    await self._send(rows)
+                    await self._relay(rows)
                 await self.store.checkpoint()
                 if now - last_prune > timedelta(hours=1):
                     await self.store.prune(now, keep=timedelta(days=1))

@@ -383,3 +383,35 @@ async def test_a_batch_that_cannot_commit_is_retried_message_by_message(
         assert "FOREIGN KEY" in json.loads(letter.data or b"{}")["reason"]
     finally:
         await runtime.stop()
+
+
+async def test_a_row_the_stream_refuses_is_found_by_the_relay_and_dead_lettered(
+    nats_url: str, tmp_path: Path, nc: nats.NATS
+) -> None:
+    """Under max_payload but over the stream's max_msg_size: the stream answers 400, which nats-py's
+    asynchronous publish never reports; the relay's probe does, and the row leaves the outbox."""
+    runtime = await start_runtime(nats_url, tmp_path, Recorder())
+    js = nc.jetstream()
+    config = (await js.stream_info(subjects.EVENTS_STREAM)).config
+    original = config.max_msg_size
+    config.max_msg_size = 4096
+    await js.update_stream(config)
+    try:
+        async with runtime.store.transaction(datetime.now(UTC) - timedelta(seconds=30)) as tx:
+            await tx.publish("eb.sessions.o.big.COMPLETED", b"x" * 10_000, "big:COMPLETED")
+            await tx.publish("eb.sessions.o.ok.COMPLETED", b"{}", "ok:COMPLETED")
+
+        async def emptied() -> bool:
+            return await outbox_rows(runtime.store) == 0
+
+        await eventually(emptied, timeout=20)
+        assert await count_subject(nc, subjects.EVENTS_STREAM, "eb.sessions.o.ok.COMPLETED") == 1
+        assert await count_subject(nc, subjects.EVENTS_STREAM, "eb.sessions.o.big.COMPLETED") == 0
+        letter = await js.get_last_msg(subjects.EVENTS_STREAM, subjects.dead_letter("svc"))
+        body = json.loads(letter.data or b"{}")
+        assert body["subject"] == "eb.sessions.o.big.COMPLETED"
+        assert "BadRequestError" in body["reason"]
+    finally:
+        config.max_msg_size = original
+        await js.update_stream(config)
+        await runtime.stop()
