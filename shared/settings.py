@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     pool_prepare_s: int = 2
     offer_expiry_s: int = 300
     max_offers: int = 4
+    # How long a request waits for every pool's quote before it is answered NO (a scheduler is down).
+    quote_timeout_s: float = Field(default=20.0, gt=0, le=3600)
     default_duration_s: int = 7200
     default_window_s: int = 7200
     # How long the scheduler keeps an expired hold, so an accept already in flight still books it.

@@ -268,6 +268,11 @@ def parse_request(subject: str) -> RequestSubject:
     return RequestSubject(v["owner"], v["request_id"])
 
 
+def parse_offerset(subject: str) -> RequestSubject:
+    v = OFFERSET.parse(subject)
+    return RequestSubject(v["owner"], v["request_id"])
+
+
 def parse_update(subject: str) -> UpdateSubject:
     v = UPDATE.parse(subject)
     return UpdateSubject(v["owner"], v["session_id"])

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from services.launcher import store as tables
 from services.launcher.driver import Drivers
 from shared import subjects
-from shared.bus.events import publish_phase
+from shared.bus.events import publish_phase, resend_smaller
 from shared.bus.runtime import Incoming
-from shared.bus.store import Transaction, current_trace_headers
+from shared.bus.store import OutboxRow, Transaction, current_trace_headers
 from shared.bus.wiring import Consumer, Publication, Route, Wiring
 from shared.lifecycle import Phase
 from shared.messages import (
@@ -77,6 +78,26 @@ class LauncherHandlers:
             return  # launched after all (or ended already): its run reports its own end
         await self._end_unlaunched(tx, command.session_id, command.owner, Phase.FAILED, *command.messages)
 
+    async def command_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
+        """A command that could never be processed: a session that has no run here ends FAILED with
+        the reason, so its owner is not left waiting (one that runs reports its own end)."""
+        try:
+            body = json.loads(msg.body)
+            session_id, owner = body["session_id"], body["owner"]
+        except (ValueError, KeyError, TypeError):
+            return  # no session named: the dead letter is the record
+        if not isinstance(session_id, str) or not isinstance(owner, str):
+            return
+        if await tables.get(tx, session_id) is not None:
+            return
+        why = MessageItem.error(
+            "urn:internal-error",
+            "The broker could not run this session: ${reason}",
+            time=tx.now,
+            reason=reason,
+        )
+        await self._end_unlaunched(tx, session_id, owner, Phase.FAILED, why)
+
     async def _end_unlaunched(
         self, tx: Transaction, session_id: str, owner: str, phase: Phase, *messages: MessageItem
     ) -> None:
@@ -129,9 +150,11 @@ def wiring(pools: Sequence[LauncherHandlers]) -> Wiring:
                         {"pool": handlers.pool, "verb": LauncherVerb.FAIL.value},
                     ),
                 ),
+                on_dead=handlers.command_dead,
             )
             for handlers in pools
         ),
+        on_refused=_phase_refused,
         publishes=(
             *(
                 Publication(subjects.SESSION, SessionEvent, {"phase": phase.value})
@@ -161,3 +184,8 @@ LAUNCHER_PHASES = (
     Phase.FAILED,
     Phase.CANCELLED,
 )
+
+
+async def _phase_refused(tx: Transaction, row: OutboxRow, reason: str) -> None:
+    """A phase event the bus refused (a failure's long output) goes again without its bulk."""
+    await resend_smaller(tx, row.subject, row.payload, row.headers)

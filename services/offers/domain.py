@@ -5,6 +5,7 @@ Nothing here touches the bus, the database or the clock: ``now`` is always an ar
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from shared.models import (
     StartDurationInterval,
     parse_execution_request,
 )
+from shared.models.limits import MAX_ANSWER_BYTES, MAX_DURATION
+from shared.models.parsing import capped
 
 # Offer-set ids are derived from request ids so a redelivered request maps to the same offer set.
 _OFFERSET_NAMESPACE = uuid.UUID("5b0f2c1e-8a44-4f57-9d51-2f6c1d8e9a10")
@@ -105,9 +108,28 @@ def no_offerset(
             name=f"offerset-{offerset_id[:8]}",
             url=f"{policy.public_url}/offersets/{offerset_id}",
             created=now,
-            messages=list(messages),
+            messages=capped(messages, now),
         ),
         result="NO",
+    )
+
+
+def too_large_offerset(
+    offerset_id: str, size: int, now: datetime, policy: OfferPolicy, *, sent: bool = False
+) -> OfferSetResponse:
+    """The NO that stands in for an offer set too large for the bus: ``sent`` when the server refused
+    it (the relay's safety net), else it was measured before it was committed."""
+    template = (
+        "The answer to this request (${size} bytes) was refused by the bus, whose limit is ${limit} bytes"
+        if sent
+        else "The offer set for this request would be ${size} bytes, more than the ${limit} bytes an "
+        "answer may have: send a smaller request (fewer or shorter data items, executable or storage)"
+    )
+    return no_offerset(
+        offerset_id,
+        [_error(now, "urn:answer-too-large", template, size=size, limit=MAX_ANSWER_BYTES)],
+        now,
+        policy,
     )
 
 
@@ -162,6 +184,17 @@ def decide_request(
                         value=requested.duration,
                     )
                 )
+            elif duration > MAX_DURATION:
+                problems.append(
+                    _error(
+                        now,
+                        "urn:invalid-value",
+                        "The requested duration '${value}' is longer than the limit of ${limit} (100 years)",
+                        value=requested.duration,
+                        limit=iso8601.format_duration(MAX_DURATION),
+                    )
+                )
+                duration = MAX_DURATION  # what follows must not judge an impossible number again
     if requested is not None and requested.start is not None:
         try:
             window = iso8601.parse_interval(requested.start)
@@ -222,7 +255,8 @@ def decide_request(
         cores_max=cores.max or 1,
         memory_min=memory.min or 1,
         memory_max=memory.max or 1,
-        duration_s=int(duration.total_seconds()),
+        # Whole seconds, rounded up: PT0.5S must not become a slot of no time at all.
+        duration_s=math.ceil(duration.total_seconds()),
         earliest_start=earliest,
         latest_start=latest,
         prepare_s=prepare_s,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.offers import domain
@@ -11,9 +12,9 @@ from services.offers import store as tables
 from services.offers.domain import NeedsQuote, OfferPolicy, RequestState
 from services.offers.limits import OwnerLimits
 from shared import subjects
-from shared.bus.events import publish_phase
+from shared.bus.events import publish_phase, resend_smaller
 from shared.bus.runtime import Incoming
-from shared.bus.store import Transaction, current_trace_headers
+from shared.bus.store import OutboxRow, Transaction, current_trace_headers
 from shared.bus.wiring import Consumer, Publication, Route, Timer, Wiring
 from shared.lifecycle import Phase, observe
 from shared.messages import (
@@ -35,13 +36,27 @@ from shared.models import (
     dump_text,
     load_document,
 )
+from shared.models.limits import MAX_ANSWER_BYTES
 from shared.subjects import SchedulerFact, SchedulerVerb, SubjectError
+
+#: How long a request waits for every pool's quote before it is answered NO (EB_QUOTE_TIMEOUT_S).
+DEFAULT_QUOTE_TIMEOUT_S = 20.0
 
 
 class OffersHandlers:
-    def __init__(self, policy: OfferPolicy, limits: OwnerLimits | None = None) -> None:
+    def __init__(
+        self,
+        policy: OfferPolicy,
+        limits: OwnerLimits | None = None,
+        *,
+        quote_timeout_s: float = DEFAULT_QUOTE_TIMEOUT_S,
+    ) -> None:
         self.policy = policy
         self.limits = limits or OwnerLimits()
+        self.quote_timeout = timedelta(seconds=quote_timeout_s)
+        # When this process first looked for overdue requests: after a restart, quotes that arrived
+        # while it was down are still in the stream, so no request is overdue before a full timeout.
+        self._watching_since: datetime | None = None
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -84,8 +99,28 @@ class OffersHandlers:
         trace: dict[str, str],
         pools: dict[str, str] | None = None,
     ) -> None:
-        """Store and send the offer set; ``state`` is the stored request's, None if it has no row."""
+        """Store and send the offer set; ``state`` is the stored request's, None if it has no row.
+
+        An offer set too large for the bus is never committed: the pools free its holds and the
+        client gets a NO saying why (the relay would otherwise be refused it for ever)."""
         document = dump_text(offerset)  # serialised once: stored and sent as the same text
+        size = len(document.encode())
+        if size > MAX_ANSWER_BYTES:
+            by_pool: dict[str, list[str]] = {}
+            for session_id, pool in (pools or {}).items():
+                by_pool.setdefault(pool, []).append(session_id)
+            for pool, session_ids in sorted(by_pool.items()):
+                await tx.publish(
+                    subjects.scheduler_command(pool, SchedulerVerb.RELEASE),
+                    ReleaseHolds(session_ids=sorted(session_ids), reason="answer too large").to_bytes(),
+                    f"release:too-large:{request_id}:{pool}",
+                    trace_headers=trace,
+                )
+            offerset = domain.too_large_offerset(
+                domain.offerset_id_for(request_id), size, tx.now, self.policy
+            )
+            pools = None
+            document = dump_text(offerset)
         await tables.save_offerset(tx, request_id, owner, offerset, trace, pools, document)
         if state is not None and domain.request_transition(state, RequestState.ANSWERED):
             await tables.set_request_state(tx, request_id, RequestState.ANSWERED)
@@ -126,7 +161,18 @@ class OffersHandlers:
         quoted = SlotsQuoted.model_validate_json(msg.body)
         stored = await tables.get_request(tx, quoted.request_id)
         if stored is None or not domain.request_transition(stored.state, RequestState.ANSWERED):
-            return  # answered already: a repeated answer changes nothing
+            # Answered already (a repeat, or a quote after the deadline): nothing changes, but holds
+            # made for an answer that was given without them are freed at once.
+            if stored is not None and quoted.holds and not await tables.offered_in(tx, quoted.request_id):
+                await tx.publish(
+                    subjects.scheduler_command(quoted.pool, SchedulerVerb.RELEASE),
+                    ReleaseHolds(
+                        session_ids=[hold.session_id for hold in quoted.holds], reason="quote too late"
+                    ).to_bytes(),
+                    f"release:late:{quoted.request_id}:{quoted.pool}",
+                    trace_headers=stored.trace,
+                )
+            return
         expected = set(stored.pools or [quoted.pool])
         if expected == {quoted.pool}:
             answers = [quoted]  # the only pool asked: nothing to collect
@@ -142,6 +188,84 @@ class OffersHandlers:
         )
         pools = {hold.session_id: hold.pool for hold in holds}
         await self._answer(tx, quoted.request_id, stored.state, stored.owner, offerset, stored.trace, pools)
+
+    async def quote_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
+        """A pool's quote that could never be processed: its request is answered NO all the same."""
+        try:
+            quoted = SlotsQuoted.model_validate_json(msg.body)
+        except ValueError:
+            return  # no request named: the dead letter is the record
+        stored = await tables.get_request(tx, quoted.request_id)
+        if stored is None or not domain.request_transition(stored.state, RequestState.ANSWERED):
+            return
+        message = MessageItem.error(
+            "urn:internal-error",
+            "The broker could not process the answer of pool ${pool}: ${reason}",
+            time=tx.now,
+            pool=quoted.pool,
+            reason=reason,
+        )
+        offerset = domain.no_offerset(
+            domain.offerset_id_for(quoted.request_id), [message], tx.now, self.policy
+        )
+        await self._answer(tx, quoted.request_id, stored.state, stored.owner, offerset, stored.trace)
+
+    async def quotes_overdue(self, tx: Transaction) -> None:
+        """Requests whose pools have not all answered within the quote timeout are answered NO
+        (`urn:service-unavailable`), naming the pools that are silent; holds of pools that did
+        answer are freed. A durable timer: the deadline is the request row's age, so a restart of
+        this service does not forget it; it gives a restarted service one timeout to read the quotes
+        that came while it was down."""
+        if self._watching_since is None:
+            self._watching_since = tx.now
+        if tx.now - self._watching_since < self.quote_timeout:
+            return
+        for stored in await tables.quoting_since(tx, tx.now - self.quote_timeout):
+            answered = await tables.quotes(tx, stored.request_id)
+            silent = sorted(set(stored.pools) - {answer.pool for answer in answered})
+            for answer in answered:
+                if answer.holds:
+                    await tx.publish(
+                        subjects.scheduler_command(answer.pool, SchedulerVerb.RELEASE),
+                        ReleaseHolds(
+                            session_ids=[hold.session_id for hold in answer.holds], reason="quote timeout"
+                        ).to_bytes(),
+                        f"release:overdue:{stored.request_id}:{answer.pool}",
+                        trace_headers=stored.trace,
+                    )
+            message = MessageItem.error(
+                "urn:service-unavailable",
+                "No answer from pool ${pools} within ${seconds} s: the scheduler is unavailable; "
+                "try again later",
+                time=tx.now,
+                pools=", ".join(silent) or "(none)",
+                seconds=f"{self.quote_timeout.total_seconds():g}",
+            )
+            offerset = domain.no_offerset(
+                domain.offerset_id_for(stored.request_id), [message], tx.now, self.policy
+            )
+            await self._answer(tx, stored.request_id, stored.state, stored.owner, offerset, stored.trace)
+
+    async def answer_refused(self, tx: Transaction, row: OutboxRow, reason: str) -> None:
+        """The bus refused an offer set (the size check before commit should make this impossible):
+        the client gets a small NO instead, and the offers it could not see are given back."""
+        try:
+            owner, request_id = subjects.parse_offerset(row.subject)
+        except SubjectError:
+            await resend_smaller(tx, row.subject, row.payload, row.headers)  # a phase event, maybe
+            return
+        offerset_id = domain.offerset_id_for(request_id)
+        stranded = await tables.offered_siblings(tx, offerset_id)
+        for session_id in stranded:
+            await tables.set_phase(tx, session_id, Phase.EXPIRED)
+        await self._release(tx, stranded, "EXPIRED", f"release:refused:{request_id}", row.headers)
+        offerset = domain.too_large_offerset(offerset_id, len(row.payload), tx.now, self.policy, sent=True)
+        document = dump_text(offerset)
+        await tables.save_offerset(tx, request_id, owner, offerset, row.headers, None, document)
+        # Another id than the refused row's: that one the stream never stored, but to be sure.
+        await tx.publish(
+            row.subject, document.encode(), f"offerset:{request_id}:refused", trace_headers=row.headers
+        )
 
     # -- updates ----------------------------------------------------------------------------------
 
@@ -350,6 +474,7 @@ def wiring(handlers: OffersHandlers, pools: Sequence[str]) -> Wiring:
                         {"fact": SchedulerFact.QUOTED.value},
                     ),
                 ),
+                on_dead=handlers.quote_dead,
             ),
             Consumer(
                 "offers-updates",
@@ -377,5 +502,9 @@ def wiring(handlers: OffersHandlers, pools: Sequence[str]) -> Wiring:
             ),
             Publication(subjects.DEAD_LETTER, DeadLetter, {"service": SERVICE}),
         ),
-        timers=(Timer("offers-expiry", 1.0, handlers.expire_offers),),
+        timers=(
+            Timer("offers-expiry", 1.0, handlers.expire_offers),
+            Timer("offers-quote-deadline", 1.0, handlers.quotes_overdue),
+        ),
+        on_refused=handlers.answer_refused,
     )

@@ -49,7 +49,7 @@ def build(
         pools=pool_choices(pools.pools),
     )
     limits = OwnerLimits(settings.max_holds_per_owner, settings.max_live_sessions_per_owner)
-    handlers = OffersHandlers(policy, limits)
+    handlers = OffersHandlers(policy, limits, quote_timeout_s=settings.quote_timeout_s)
     wired = with_pruning(
         wiring(handlers, [pool.name for pool in pools.pools]),
         prune_finished,

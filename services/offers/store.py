@@ -107,6 +107,7 @@ END;
 INSERT OR IGNORE INTO owner_use(owner, holds, live)
     SELECT owner, SUM(phase = 'OFFERED'), SUM(phase IN {_LIVE}) FROM sessions WHERE {_HELD_OR_LIVE}
     GROUP BY owner;
+CREATE INDEX IF NOT EXISTS requests_quoting ON requests(created_at) WHERE state = 'QUOTING';
 """
 
 
@@ -194,6 +195,22 @@ async def get_request(db: Reads, request_id: str) -> RequestRow | None:
         pools=tuple(json.loads(r["pools"])),
         trace=json.loads(r["trace"]),
     )
+
+
+async def quoting_since(db: Reads, before: datetime, limit: int = 100) -> list[RequestRow]:
+    """Requests still waiting for quotes that were made before ``before``, oldest first."""
+    rows = await db.fetchall(
+        "SELECT request_id FROM requests WHERE state = ? AND created_at < ? ORDER BY created_at LIMIT ?",
+        (RequestState.QUOTING.value, before.isoformat(), limit),
+    )
+    found = [await get_request(db, r["request_id"]) for r in rows]
+    return [row for row in found if row is not None]
+
+
+async def offered_in(db: Reads, request_id: str) -> bool:
+    """Whether the request's offer set offered anything (a YES)."""
+    r = await db.fetchone("SELECT result FROM offersets WHERE request_id = ?", (request_id,))
+    return r is not None and r["result"] == "YES"
 
 
 async def set_request_state(tx: Transaction, request_id: str, state: RequestState) -> None:

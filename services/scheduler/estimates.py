@@ -42,6 +42,7 @@ from shared.models.kinds import (
     SKAO_DATA_KIND,
     normalise_kind,
 )
+from shared.models.limits import MAX_BYTES
 
 GIB = 2**30
 #: Source key under which learned estimates of remote HTTP items (no RSE) are kept.
@@ -90,9 +91,11 @@ def _str(value: Any) -> str | None:
 
 
 def _size(value: Any) -> int | None:
-    # bool is an int; a negative size is nonsense: both mean "unknown".
+    # bool is an int; a negative size is nonsense: both mean "unknown". The offers service refuses
+    # sizes past MAX_BYTES; capped here all the same, so no size can overflow the float arithmetic
+    # below (an int of 10**400 cannot even be divided into a float).
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
+        return min(value, MAX_BYTES)
     return None
 
 
@@ -181,7 +184,8 @@ def size_gb(size_bytes: int | None) -> int:
     """Whole GB (GiB) for an estimate: rounded up, at least 1 (an unknown size counts as 1)."""
     if size_bytes is None or size_bytes <= 0:
         return 1
-    return max(1, math.ceil(size_bytes / GIB))
+    # Capped: a size from Rucio is as untrusted as one from a request (10**400 / GIB overflows).
+    return max(1, math.ceil(min(size_bytes, MAX_BYTES) / GIB))
 
 
 # -- transfer rates --------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ from services.scheduler.ledger import Ledger
 from services.scheduler.rucio import ReplicaSource, resolve_needs
 from services.scheduler.states import BOOKED_ONCE, Release, ReservationState, freed
 from shared import iso8601, subjects
-from shared.bus.events import publish_phase
+from shared.bus.events import publish_phase, resend_smaller
 from shared.bus.runtime import Incoming
-from shared.bus.store import Store, Transaction, current_trace_headers
+from shared.bus.store import OutboxRow, Store, Transaction, current_trace_headers
 from shared.bus.wiring import Consumer, Handler, Publication, Reply, Responder, Route, Timer, Wiring
 from shared.lifecycle import TERMINAL, Phase, is_terminal
 from shared.messages import (
@@ -42,6 +42,7 @@ from shared.messages import (
     StopSession,
 )
 from shared.models import MessageItem
+from shared.models.limits import MAX_DURATION
 from shared.pools import Pool
 from shared.subjects import LauncherFact, LauncherVerb, SchedulerFact, SchedulerVerb
 
@@ -136,6 +137,41 @@ class SchedulerHandlers:
         )
         return estimate, []
 
+    async def command_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
+        """A quote that could never be processed is still answered, with no holds and the reason, so
+        the request gets its NO now rather than at the quote timeout; a booking that could never be
+        made fails its session (the launcher publishes FAILED). Releases and cancels wait for no
+        one: their dead letter is the record."""
+        if msg.subject.endswith(f".{SchedulerVerb.BOOK.value}"):
+            try:
+                book = BookSession.model_validate_json(msg.body)
+            except ValueError:
+                return
+            why = MessageItem.error(
+                "urn:internal-error",
+                "The broker could not book this session: ${reason}",
+                time=tx.now,
+                reason=reason,
+            )
+            await self._fail(tx, book.session_id, book.owner, why)
+            return
+        if not msg.subject.endswith(f".{SchedulerVerb.QUOTE.value}"):
+            return
+        try:
+            quote = QuoteSlots.model_validate_json(msg.body)
+        except ValueError:
+            return
+        answer = SlotsQuoted(
+            request_id=quote.request_id,
+            pool=self.pool,
+            reasons=[f"the scheduler could not process this request: {reason}"[:1000]],
+        )
+        await tx.publish(
+            subjects.scheduler_event(self.pool, SchedulerFact.QUOTED),
+            answer.to_bytes(),
+            f"quoted:{self.pool}:{quote.request_id}",
+        )
+
     async def quote(self, tx: Transaction, msg: Incoming) -> None:
         quote = QuoteSlots.model_validate_json(msg.body)
         holds, reasons = await self._hold_slots(tx, quote)
@@ -155,6 +191,11 @@ class SchedulerHandlers:
         if problems:
             return [], problems
         items = estimate.per_item if estimate else {}
+        if estimate is not None and not estimate.total_s <= MAX_DURATION.total_seconds():  # NaN too
+            return [], [
+                f"preparing the data on pool '{self.pool}' would take longer than "
+                f"{iso8601.format_duration(MAX_DURATION)}: {'; '.join(estimate.reasons)}"
+            ]
         prepare_s = max(quote.prepare_s, self.config.prepare_s, round(estimate.total_s) if estimate else 0)
         # Preparation pushes the earliest start back, but never outside the requested window.
         earliest = max(quote.earliest_start, quote.requested_at + timedelta(seconds=prepare_s))
@@ -425,7 +466,13 @@ def wiring(pools: Mapping[str, SchedulerHandlers], answer_pools: Responder) -> W
         replies=(Reply(subjects.POOLS_INFO, answer_pools),),
         timers=tuple(Timer(f"scheduler-{name}-timers", 0.2, h.tick) for name, h in pools.items()),
         on_start=tuple(handlers.load for handlers in pools.values()),
+        on_refused=_phase_refused,
     )
+
+
+async def _phase_refused(tx: Transaction, row: OutboxRow, reason: str) -> None:
+    """A phase event the bus refused goes again without its bulk (`resend_smaller`)."""
+    await resend_smaller(tx, row.subject, row.payload, row.headers)
 
 
 def _pool_commands(name: str, handlers: SchedulerHandlers) -> Consumer:
@@ -442,4 +489,5 @@ def _pool_commands(name: str, handlers: SchedulerHandlers) -> Consumer:
             Route(subjects.SCHEDULER_COMMAND, handler, model, {"pool": name, "verb": verb.value})
             for verb, model, handler in commands
         ),
+        on_dead=handlers.command_dead,
     )

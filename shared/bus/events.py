@@ -6,6 +6,8 @@ phase its own record of the session does not allow (docs/architecture.md names t
 
 from __future__ import annotations
 
+import json
+
 from shared import subjects
 from shared.bus.store import Transaction
 from shared.lifecycle import Phase, transition
@@ -48,5 +50,50 @@ async def publish_phase(
         event.to_bytes(),
         subjects.phase_msg_id(session_id, new.value),
         trace_headers=trace or None,
+    )
+    return True
+
+
+#: A message's text in a stand-in event keeps at most this many characters.
+STAND_IN_TEXT_CHARS = 2000
+#: Outputs and connectors are kept in a stand-in event only up to this size, together.
+STAND_IN_EXTRAS_BYTES = 64 * 1024
+
+
+async def resend_smaller(tx: Transaction, subject: str, payload: bytes, headers: dict[str, str]) -> bool:
+    """A phase event the bus refused (too large: a failure's output, say) is sent again without its
+    bulk, so the phase is not lost: the messages' texts are cut short and a message says so; the
+    outputs and connectors are kept only if small. Same ``<session>:<PHASE>`` id: the stream never
+    stored the refused one. False if ``subject`` is not a phase event (or its body is not one)."""
+    try:
+        subjects.parse_session_event(subject)
+        event = SessionEvent.model_validate_json(payload)
+    except ValueError:
+        return False
+    messages = [
+        m.model_copy(update={"message": (m.message or "")[:STAND_IN_TEXT_CHARS], "values": None})
+        for m in event.messages[:20]
+    ]
+    messages.append(
+        MessageItem.warn(
+            "urn:event-too-large",
+            "This event (${size} bytes) was too large for the bus: its messages are cut short",
+            time=tx.now,
+            size=len(payload),
+        )
+    )
+    small = len(json.dumps([event.outputs, event.connectors])) <= STAND_IN_EXTRAS_BYTES
+    smaller = event.model_copy(
+        update={
+            "messages": messages,
+            "outputs": event.outputs if small else {},
+            "connectors": event.connectors if small else [],
+        }
+    )
+    await tx.publish(
+        subject,
+        smaller.to_bytes(),
+        subjects.phase_msg_id(event.session_id, event.phase),
+        trace_headers=headers,
     )
     return True

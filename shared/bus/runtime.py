@@ -28,7 +28,9 @@ from typing import Any, Protocol, TypeVar
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import BadSubjectError, MaxPayloadError
 from nats.js import JetStreamContext
+from nats.js.errors import BadRequestError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
@@ -54,8 +56,27 @@ T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 100
 # How long a published message may wait for the stream's PubAck before the relay takes it over.
 PUBLISH_TIMEOUT_S = 5.0
+# How long the relay waits for the stream's answer to one row it probes on its own (`_relay`).
+PROBE_TIMEOUT_S = 2.0
 # How nats-py words a subject the server refused (it reports it to error_cb, lower-cased).
 PERMISSIONS_VIOLATION = "permissions violation"
+# A dead letter quotes at most this much of the message it records, and of the reason.
+DEAD_LETTER_PREVIEW_CHARS = 512
+DEAD_LETTER_REASON_CHARS = 1000
+
+
+def refused_for_good(outcome: BaseException) -> bool:
+    """Whether a publish failed in a way no resend can cure: the message is larger than the server's
+    ``max_payload`` (nats-py refuses it before writing), its subject is malformed, or the stream
+    answered 400 (a message larger than the stream's ``max_msg_size``, for one). Timeouts, no
+    responders, 503s and disconnects are transient: the relay tries those again."""
+    return isinstance(outcome, MaxPayloadError | BadSubjectError | BadRequestError)
+
+
+def describe_refusal(outcome: BaseException) -> str:
+    if isinstance(outcome, MaxPayloadError):
+        return "the message is larger than the server's maximum payload"
+    return f"{type(outcome).__name__}: {outcome}"
 
 
 @dataclass(frozen=True)
@@ -285,8 +306,33 @@ class ServiceRuntime:
         await self._send(tx.outbox)
         return result
 
-    async def _send(self, rows: Sequence[OutboxRow]) -> None:
-        await self._confirm(rows, self._start_publishing(rows))
+    async def _send(self, rows: Sequence[OutboxRow]) -> list[tuple[OutboxRow, BaseException]]:
+        """Publish and confirm; the rows that failed for now (left for the relay), with why."""
+        return await self._confirm(rows, self._start_publishing(rows))
+
+    async def _relay(self, rows: Sequence[OutboxRow]) -> None:
+        """Resend rows; then probe, one at a time and with a plain request, each row whose publish
+        got no PubAck at all. nats-py's asynchronous publish cannot report a stream's error answer
+        (it raises in its reply callback, and the future is never resolved), so a row the stream
+        refuses (400: larger than its ``max_msg_size``) would look like a timeout for ever: the
+        probe sees the refusal and dead-letters the row. The first probe that fails for another
+        reason ends the pass: the server is away, and the next pass tries again."""
+        unanswered = [row for row, outcome in await self._send(rows) if isinstance(outcome, TimeoutError)]
+        for row in unanswered:
+            try:
+                await self.jetstream.publish(
+                    row.subject,
+                    row.payload,
+                    timeout=PROBE_TIMEOUT_S,
+                    stream=subjects.stream_for(row.subject),
+                    headers={**row.headers, "Nats-Msg-Id": row.msg_id},
+                )
+            except Exception as exc:
+                if not refused_for_good(exc):
+                    return
+                await self._refuse(row, describe_refusal(exc))
+            else:
+                await self.store.mark_sent([row.id], datetime.now(UTC))
 
     def _start_publishing(self, rows: Sequence[OutboxRow]) -> asyncio.Task[list[BaseException | None]]:
         """Start writing the rows, in order, and collecting their PubAcks (see `_publish_all`).
@@ -334,23 +380,69 @@ class ServiceRuntime:
 
     async def _confirm(
         self, rows: Sequence[OutboxRow], publishing: asyncio.Task[list[BaseException | None]]
-    ) -> None:
-        """Wait for the stream's PubAcks, then mark what it confirmed; whatever failed stays unsent
-        for the relay."""
+    ) -> list[tuple[OutboxRow, BaseException]]:
+        """Wait for the stream's PubAcks, then mark what it confirmed; a row the server refused for
+        good is dead-lettered (`_refuse`); whatever failed otherwise stays unsent for the relay."""
         outcomes = await publishing
         if not rows:
-            return
+            return []
         sent = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
-        failed = [outcome for outcome in outcomes if outcome is not None]
+        refused = [
+            (row, outcome)
+            for row, outcome in zip(rows, outcomes, strict=True)
+            if outcome is not None and refused_for_good(outcome)
+        ]
+        failed = [
+            (row, outcome)
+            for row, outcome in zip(rows, outcomes, strict=True)
+            if outcome is not None and not refused_for_good(outcome)
+        ]
+        await self.store.mark_sent(sent, datetime.now(UTC))
+        # One at a time and each in its own transaction: one row that cannot be dead-lettered does
+        # not keep the others in the outbox.
+        for row, outcome in refused:
+            try:
+                await self._refuse(row, describe_refusal(outcome))
+            except Exception:
+                log.exception("%s: could not dead-letter refused outbox row %s", self.service, row.msg_id)
         if failed:
             log.warning(
                 "%s: %d of %d outbox publishes failed, the relay will retry: %s",
                 self.service,
                 len(failed),
                 len(rows),
-                failed[0],
+                failed[0][1],
             )
-        await self.store.mark_sent(sent, datetime.now(UTC))
+        return failed
+
+    async def _refuse(self, row: OutboxRow, reason: str) -> None:
+        """Take a row the server will never accept out of the outbox, record it on the dead-letter
+        subject and let the service answer its addressee another way (`Wiring.on_refused`), all in
+        one transaction: retrying it would only fail again, for ever."""
+        log.error("%s: the server refused %s (%s): dead-lettered", self.service, row.subject, reason)
+        dead_subject = subjects.dead_letter(self.service)
+
+        async def bury(tx: Transaction) -> None:
+            if not await tx.execute("DELETE FROM outbox WHERE id = ? AND sent_at IS NULL", (row.id,)):
+                return  # another pass took care of it
+            if row.subject == dead_subject:
+                return  # a dead letter is small by construction; never one of a dead letter
+            letter = DeadLetter(
+                service=self.service,
+                subject=row.subject,
+                reason=f"refused by the server: {reason}"[:DEAD_LETTER_REASON_CHARS],
+                deliveries=0,
+                payload_preview=row.payload[:DEAD_LETTER_PREVIEW_CHARS].decode("utf-8", "replace"),
+            )
+            await tx.publish(dead_subject, letter.to_bytes(), f"dead:{row.msg_id}", trace_headers=row.headers)
+            if self.wiring.on_refused is not None:
+                try:
+                    with tx.savepoint():  # the answer is a courtesy: the dead letter stands without it
+                        await self.wiring.on_refused(tx, row, reason)
+                except Exception:
+                    log.exception("%s: no other answer for refused %s", self.service, row.subject)
+
+        await self.unit_of_work(bury)
 
     # -- consumption -----------------------------------------------------------------------------
 
@@ -379,6 +471,7 @@ class ServiceRuntime:
         # the server it is in progress.
         heartbeat = asyncio.create_task(self._keep_alive(msgs, subscription.spec.ack_wait_s))
         failures: list[Failure] = []
+        failed: Exception | None = None
         try:
             try:
                 async with self.store.transaction(datetime.now(UTC)) as tx:
@@ -395,12 +488,14 @@ class ServiceRuntime:
                             done.add(incoming.msg_id)
                         else:
                             failures.append(Failure(msg, incoming, reason))
-            except Exception:
+            except Exception as exc:
                 log.exception("%s: could not commit a batch of %d", self.service, len(msgs))
-                await asyncio.gather(*(self._nak(msg, 1.0) for msg in msgs))
-                return
+                failed = exc
         finally:
             heartbeat.cancel()
+        if failed is not None:
+            await self._batch_failed(subscription, msgs, incomings, failed)
+            return
         # Committed: what is left is round trips. They run in the background so this loop can fetch
         # and apply the next batch meanwhile (bounded, so a slow server applies back-pressure).
         await self._completions.acquire()
@@ -408,6 +503,20 @@ class ServiceRuntime:
         task = asyncio.create_task(self._complete(subscription, msgs, tx.outbox, publishing, failures))
         self._completing.add(task)
         task.add_done_callback(self._completing.discard)
+
+    async def _batch_failed(
+        self, subscription: Subscription, msgs: list[Msg], incomings: list[Incoming], exc: Exception
+    ) -> None:
+        """The batch's transaction failed as a whole (its commit, say), so nothing of it was applied.
+        Each message is tried again in a transaction of its own: the good ones are applied now, and
+        only the one at fault goes the way of any failing message (retried, then dead-lettered),
+        instead of the whole batch coming back until ``max_deliver`` silently drops it."""
+        if len(msgs) > 1:
+            for msg in msgs:
+                await self._process_batch(subscription, [msg])
+            return
+        reason = f"{type(exc).__name__}: {exc}"[:DEAD_LETTER_REASON_CHARS]
+        await self._retry_or_bury(Failure(msgs[0], incomings[0], reason), subscription.consumer.on_dead)
 
     async def _complete(
         self,
@@ -454,12 +563,13 @@ class ServiceRuntime:
             except TransientError as exc:
                 log.info("%s: transient failure on %s: %s", self.service, incoming.subject, exc)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
-                return str(exc)
+                return str(exc)[:DEAD_LETTER_REASON_CHARS]
             except Exception as exc:
                 log.exception("%s: handler failed on %s", self.service, incoming.subject)
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
-                return f"{type(exc).__name__}: {exc}"
+                # Bounded: the reason travels in the dead letter and in the answer to the sender.
+                return f"{type(exc).__name__}: {exc}"[:DEAD_LETTER_REASON_CHARS]
         return None
 
     @staticmethod
@@ -488,7 +598,7 @@ class ServiceRuntime:
                 subject=incoming.subject,
                 reason=failure.reason,
                 deliveries=incoming.deliveries,
-                payload_preview=incoming.body[:512].decode("utf-8", "replace"),
+                payload_preview=incoming.body[:DEAD_LETTER_PREVIEW_CHARS].decode("utf-8", "replace"),
             )
             await tx.publish(subjects.dead_letter(self.service), letter.to_bytes(), f"dead:{incoming.msg_id}")
             if on_dead is not None:
@@ -532,7 +642,7 @@ class ServiceRuntime:
                 # Rows younger than this are still being sent by the handler that wrote them.
                 rows = await self.store.unsent(older_than=now - timedelta(seconds=2))
                 if rows:
-                    await self._send(rows)
+                    await self._relay(rows)
                 await self.store.checkpoint()
                 if now - last_prune > timedelta(hours=1):
                     await self.store.prune(now, keep=timedelta(days=1))

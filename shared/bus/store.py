@@ -234,7 +234,16 @@ class Store:
                 tx.rolled_back()
                 raise
             else:
-                self.conn.execute("COMMIT")
+                try:
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    # A failed COMMIT (a deferred constraint, a full disk) leaves the transaction
+                    # open: end it, or the next BEGIN would fail too.
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    tx.outbox.clear()
+                    tx.rolled_back()
+                    raise
                 for callback in tx.committed:
                     callback()
 

@@ -20,11 +20,14 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
     from shared.bus.runtime import Incoming
-    from shared.bus.store import Store, Transaction
+    from shared.bus.store import OutboxRow, Store, Transaction
 
 Handler = Callable[["Transaction", "Incoming"], Awaitable[None]]
 DeadHandler = Callable[["Transaction", "Incoming", str], Awaitable[None]]
 Ticker = Callable[["Transaction"], Awaitable[None]]
+#: Told of an outbox row the server refused for good (too large, say) after it was dead-lettered, in
+#: the same transaction: to send its addressee a small answer instead (`ServiceRuntime._refuse`).
+RefusedHandler = Callable[["Transaction", "OutboxRow", str], Awaitable[None]]
 Responder = Callable[["Msg"], Awaitable[None]]
 #: Every message has a model, the users' IVOA documents too (`ExecutionRequest`, `EnumValueUpdate`):
 #: the AsyncAPI document takes its payload schemas from these.
@@ -131,6 +134,8 @@ class Wiring:
     timers: tuple[Timer, ...] = ()
     #: Run after the store opens and before any message is consumed (load in-memory indexes).
     on_start: tuple[Callable[[Store], Awaitable[None]], ...] = ()
+    #: Called for an outbox row the server refuses for good (see `RefusedHandler`).
+    on_refused: RefusedHandler | None = None
 
     def __post_init__(self) -> None:
         durables = [c.durable for c in self.consumers]

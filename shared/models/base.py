@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Pla
 from pydantic_core import PydanticCustomError
 
 from shared.models.kinds import normalise_kind
+from shared.models.limits import BoundedFloat, BoundedInt
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -31,9 +32,11 @@ UtcDateTime = Annotated[
 ]
 
 # Strict scalars: lax pydantic would turn "5" into 5 or "yes" into True, hiding client mistakes
-# that the broker should report as `urn:invalid-value`.
-StrictInt = Annotated[int, Strict()]
-StrictFloat = Annotated[float, Strict()]
+# that the broker should report as `urn:invalid-value`. Numbers are bounded too (shared.models.limits).
+StrictInt = BoundedInt
+StrictFloat = BoundedFloat
+#: A strict integer whose bounds its context sets (cores, GiB: `parsing._check_semantics` names them).
+UncheckedInt = Annotated[int, Strict()]
 StrictBool = Annotated[bool, Strict()]
 
 

@@ -12,6 +12,7 @@ from shared.models.base import (
     KindNormaliser,
     StrictFloat,
     StrictInt,
+    UncheckedInt,
     UtcDateTime,
     WireModel,
     one_of,
@@ -31,6 +32,7 @@ from shared.models.kinds import (
     STRING_VALUE_UPDATE_KIND,
     normalise_kind,
 )
+from shared.models.limits import MAX_ITEMS, at_most
 from shared.models.messages import MessageItem
 
 
@@ -169,15 +171,16 @@ class ComponentMetadata(WireModel):
     description: str | None = None
     created: UtcDateTime | None = None
     modified: UtcDateTime | None = None
-    messages: list[MessageItem] | None = None
-    options: list[Option] | None = None
+    messages: Annotated[list[MessageItem] | None, at_most(MAX_ITEMS)] = None
+    options: Annotated[list[Option] | None, at_most(MAX_ITEMS)] = None
 
 
 class MinMax(WireModel):
-    """`min`/`max` pair: cores (count), memory and storage size (GiB)."""
+    """`min`/`max` pair: cores (count), memory and storage size (GiB); the request parser bounds
+    each by what it counts (`shared.models.limits`)."""
 
-    min: StrictInt | None = None
-    max: StrictInt | None = None
+    min: UncheckedInt | None = None
+    max: UncheckedInt | None = None
 
 
 # -- schedules: ISO-8601 values stay strings on the wire; shared.iso8601 interprets them -------------
@@ -214,8 +217,8 @@ class Component(WireModel):
     # Declared here so that `kind` comes first in every serialised component.
     kind: str
     meta: ComponentMetadata | None = None
-    costs: list[CostItem] | None = None
-    metrics: list[MetricItem] | None = None
+    costs: Annotated[list[CostItem] | None, at_most(MAX_ITEMS)] = None
+    metrics: Annotated[list[MetricItem] | None, at_most(MAX_ITEMS)] = None
 
 
 class LifecycleComponent(Component):

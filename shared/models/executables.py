@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Discriminator, Field, StrictStr, Tag
 from pydantic_core import PydanticCustomError
 
-from shared.models.base import KindNormaliser, StrictBool, StrictInt, WireModel, one_of
+from shared.models.base import KindNormaliser, StrictBool, WireModel, one_of
 from shared.models.common import LifecycleComponent, kind_discriminator
 from shared.models.kinds import (
     DOCKER_CONTAINER_KIND,
@@ -15,6 +15,7 @@ from shared.models.kinds import (
     LOCAL_COMMAND_KIND,
     SINGULARITY_CONTAINER_KIND,
 )
+from shared.models.limits import MAX_ARGUMENTS, MAX_ITEMS, PortNumber, at_most
 
 
 class JupyterNotebook(LifecycleComponent):
@@ -36,18 +37,18 @@ class DockerPlatformSpec(WireModel):
 
 
 class DockerImageSpec(WireModel):
-    locations: list[str]
+    locations: Annotated[list[str], at_most(MAX_ITEMS)]
     digest: str | None = None
     platform: DockerPlatformSpec | None = None
 
 
 class DockerInternalPort(WireModel):
-    port: StrictInt | None = None
+    port: PortNumber | None = None
 
 
 class DockerExternalPort(WireModel):
-    port: StrictInt | None = None
-    addresses: list[str] | None = None
+    port: PortNumber | None = None
+    addresses: Annotated[list[str] | None, at_most(MAX_ITEMS)] = None
 
 
 class DockerNetworkPort(WireModel):
@@ -60,16 +61,16 @@ class DockerNetworkPort(WireModel):
 
 
 class DockerNetworkSpec(WireModel):
-    ports: list[DockerNetworkPort] | None = None
+    ports: Annotated[list[DockerNetworkPort] | None, at_most(MAX_ITEMS)] = None
 
 
 class DockerContainer(LifecycleComponent):
     kind: Annotated[str, KindNormaliser, one_of(frozenset({DOCKER_CONTAINER_KIND}))] = DOCKER_CONTAINER_KIND
     image: DockerImageSpec
     privileged: StrictBool | None = None
-    command: list[str] | None = None
+    command: Annotated[list[str] | None, at_most(MAX_ARGUMENTS)] = None
     entrypoint: str | None = None
-    environment: dict[str, str] | None = None
+    environment: Annotated[dict[str, str] | None, at_most(MAX_ARGUMENTS)] = None
     network: DockerNetworkSpec | None = None
 
 
@@ -104,8 +105,12 @@ class LocalCommand(LifecycleComponent):
 
     kind: Annotated[str, KindNormaliser, one_of(frozenset({LOCAL_COMMAND_KIND}))] = LOCAL_COMMAND_KIND
     #: The program and its arguments, e.g. `["echo", "hello"]`; the program is looked up in PATH.
-    command: Annotated[list[StrictStr], Field(min_length=1), AfterValidator(_runnable_argv)]
-    environment: Annotated[dict[StrictStr, StrictStr] | None, AfterValidator(_valid_environment)] = None
+    command: Annotated[
+        list[StrictStr], at_most(MAX_ARGUMENTS), Field(min_length=1), AfterValidator(_runnable_argv)
+    ]
+    environment: Annotated[
+        dict[StrictStr, StrictStr] | None, at_most(MAX_ARGUMENTS), AfterValidator(_valid_environment)
+    ] = None
 
 
 Executable = Annotated[

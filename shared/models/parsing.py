@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from shared.models.kinds import KNOWN_KINDS
+from shared.models.limits import MAX_CORES, MAX_GIB, MAX_MESSAGES
 from shared.models.messages import MessageItem
 from shared.models.serialise import MAX_DOCUMENT_BYTES, DocumentError, DocumentTooLarge, load_document
 from shared.models.sessions import ExecutionRequest
@@ -111,6 +112,17 @@ def _message_for(error: ErrorDetails, now: datetime | None) -> MessageItem:
         return MessageItem.error(MISSING_VALUE, "The ${where} component has no kind", time=now, where=where)
     if kind_of_error == "missing":
         return MessageItem.error(MISSING_VALUE, "Missing required value at ${path}", time=now, path=where)
+    if kind_of_error == "too_many_items":
+        # Not the value itself: it is the long list.
+        context = error.get("ctx") or {}
+        return MessageItem.error(
+            TOO_LARGE,
+            "Too many items at ${path}: ${count}, more than the limit of ${limit}",
+            time=now,
+            path=where,
+            count=context.get("count"),
+            limit=context.get("limit"),
+        )
     return MessageItem.error(
         INVALID_VALUE,
         "Invalid value [${value}] at ${path}: ${reason}",
@@ -128,15 +140,53 @@ def _names(items: Sequence[Any] | None) -> list[tuple[int, str | None, str | Non
     ]
 
 
+_MORE: Final = "… and ${count} more problems, not listed"
+
+
+def capped(messages: Sequence[MessageItem], now: datetime | None = None) -> list[MessageItem]:
+    """At most `MAX_MESSAGES` problems, then one message counting the rest: an answer must stay far
+    below the bus's payload limit however many mistakes a request makes. Capping a capped list
+    changes nothing (the count carries over)."""
+    if len(messages) <= MAX_MESSAGES:
+        return list(messages)
+    rest = 0
+    for message in messages[MAX_MESSAGES:]:
+        counted = message.values.get("count") if message.template == _MORE and message.values else None
+        rest += int(counted) if counted is not None and counted.isdigit() else 1
+    return [
+        *messages[:MAX_MESSAGES],
+        MessageItem.error(TOO_LARGE, _MORE, time=now or messages[0].time, count=rest),
+    ]
+
+
 def _check_positive(
-    block: Any, path: str, fields: Sequence[str], now: datetime | None, *, minimum: int
+    block: Any,
+    path: str,
+    fields: Sequence[str],
+    now: datetime | None,
+    *,
+    minimum: int,
+    maximum: int,
+    unit: str,
 ) -> list[MessageItem]:
     messages: list[MessageItem] = []
     if block is None:
         return messages
     for field in fields:
         value = getattr(block, field)
-        if value is not None and value < minimum:
+        if value is not None and value > maximum:
+            messages.append(
+                MessageItem.error(
+                    INVALID_VALUE,
+                    "Invalid value [${value}] at ${path}: must be at most ${maximum} ${unit}",
+                    time=now,
+                    value=_show(value),
+                    path=f"{path}.{field}",
+                    maximum=maximum,
+                    unit=unit,
+                )
+            )
+        elif value is not None and value < minimum:
             messages.append(
                 MessageItem.error(
                     INVALID_VALUE,
@@ -196,10 +246,22 @@ def _check_semantics(request: ExecutionRequest, now: datetime | None) -> list[Me
     messages: list[MessageItem] = _check_names(request, now)
     compute = request.compute
     if compute is not None:
-        messages += _check_positive(compute.cores, "compute.cores", ("min", "max"), now, minimum=1)
-        messages += _check_positive(compute.memory, "compute.memory", ("min", "max"), now, minimum=1)
+        messages += _check_positive(
+            compute.cores, "compute.cores", ("min", "max"), now, minimum=1, maximum=MAX_CORES, unit="cores"
+        )
+        messages += _check_positive(
+            compute.memory, "compute.memory", ("min", "max"), now, minimum=1, maximum=MAX_GIB, unit="GiB"
+        )
     for index, storage in enumerate(request.storage or []):
-        messages += _check_positive(storage.size, f"storage[{index}].size", ("min", "max"), now, minimum=0)
+        messages += _check_positive(
+            storage.size,
+            f"storage[{index}].size",
+            ("min", "max"),
+            now,
+            minimum=0,
+            maximum=MAX_GIB,
+            unit="GiB",
+        )
 
     # Names must be unique across data *and* storage: a volume mount names one of either kind.
     resources = [("storage", i, n, u) for i, n, u in _names(request.storage)] + [
@@ -305,7 +367,7 @@ def parse_execution_request(
         request = ExecutionRequest.model_validate(document)
     except ValidationError as error:
         messages += [_message_for(detail, now) for detail in error.errors(include_url=False)]
-        raise InvalidRequest(messages) from None
+        raise InvalidRequest(capped(messages, now)) from None
     except (TypeError, ValueError, RecursionError) as error:
         # Belt and braces: pydantic should only raise ValidationError, but bad input must never
         # escape as anything other than InvalidRequest.
@@ -320,5 +382,5 @@ def parse_execution_request(
         raise InvalidRequest(messages) from None
     messages += _check_semantics(request, now)
     if messages:
-        raise InvalidRequest(messages)
+        raise InvalidRequest(capped(messages, now))
     return request

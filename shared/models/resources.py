@@ -18,6 +18,7 @@ from shared.models.kinds import (
     SIMPLE_VOLUME_KIND,
     SKAO_DATA_KIND,
 )
+from shared.models.limits import MAX_COMPONENTS, MAX_ITEMS, ByteCount, at_most
 
 # -- volumes --------------------------------------------------------------------------------------
 
@@ -41,7 +42,7 @@ VolumeMount = Annotated[
 
 class SimpleComputeResource(LifecycleComponent):
     kind: Annotated[str, KindNormaliser, one_of(frozenset({SIMPLE_COMPUTE_KIND}))] = SIMPLE_COMPUTE_KIND
-    volumes: list[VolumeMount] | None = None
+    volumes: Annotated[list[VolumeMount] | None, at_most(MAX_COMPONENTS)] = None
     #: Number of cores: `min` is what the job needs, `max` what it can use.
     cores: MinMax | None = None
     #: Memory in GiB.
@@ -60,7 +61,7 @@ ComputeResource = Annotated[
 class SimpleStorageResource(LifecycleComponent):
     kind: Annotated[str, KindNormaliser, one_of(frozenset({SIMPLE_STORAGE_KIND}))] = SIMPLE_STORAGE_KIND
     #: Names or UUIDs of the data resources held in this storage.
-    data: list[str] | None = None
+    data: Annotated[list[str] | None, at_most(MAX_COMPONENTS)] = None
     #: Size in GiB.
     size: MinMax | None = None
 
@@ -131,7 +132,7 @@ class IvoaDataLinkItem(WireModel):
     description: str | None = None
     semantics: str | None = None
     content_type: str | None = None
-    content_length: StrictInt | None = None
+    content_length: ByteCount | None = None
     content_qualifier: str | None = None
     local_semantics: str | None = None
     link_auth: str | None = None
@@ -169,9 +170,11 @@ class SkaoDataResourceBlock(WireModel):
     objectname: str | None = None
     objecttype: DataObjectType | None = None
     #: Size of the object in bytes.
-    datasize: StrictInt | None = None
+    datasize: ByteCount | None = None
     checksum: SkaoChecksumItem | None = None
-    replicas: list[Annotated[SkaoReplicaItem, BeforeValidator(_replica_from_name)]] | None = None
+    replicas: Annotated[
+        list[Annotated[SkaoReplicaItem, BeforeValidator(_replica_from_name)]] | None, at_most(MAX_ITEMS)
+    ] = None
 
 
 class SkaoDataResource(DataResourceBase):

@@ -17,6 +17,7 @@ from shared.models.common import (
 )
 from shared.models.executables import Executable
 from shared.models.kinds import OFFERSET_KIND, SCHEDULED_SESSION_KIND, SESSION_KINDS
+from shared.models.limits import MAX_COMPONENTS, MAX_ITEMS, at_most
 from shared.models.resources import ComputeResource, DataResource, StorageResource
 
 
@@ -25,13 +26,13 @@ class ExecutionRequest(WireModel):
 
     executable: Executable | None = None
     compute: ComputeResource | None = None
-    storage: list[StorageResource] | None = None
-    data: list[DataResource] | None = None
+    storage: Annotated[list[StorageResource] | None, at_most(MAX_COMPONENTS)] = None
+    data: Annotated[list[DataResource] | None, at_most(MAX_COMPONENTS)] = None
     schedule: RequestedScheduleBlock | None = None
     #: Cost constraints the client asks for.
-    costs: list[CostItem] | None = None
+    costs: Annotated[list[CostItem] | None, at_most(MAX_ITEMS)] = None
     #: Metric requirements the client asks for.
-    metrics: list[MetricItem] | None = None
+    metrics: Annotated[list[MetricItem] | None, at_most(MAX_ITEMS)] = None
 
 
 class SimpleSessionConnector(WireModel):

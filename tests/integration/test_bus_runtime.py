@@ -15,7 +15,7 @@ from nats.js.api import ConsumerConfig
 
 from shared import subjects
 from shared.bus.runtime import Incoming, ServiceRuntime
-from shared.bus.store import Store, Transaction
+from shared.bus.store import OutboxRow, Store, Transaction
 from shared.bus.streams import ensure_streams
 from shared.bus.wiring import Consumer, Route, Wiring
 from shared.telemetry import setup_tracing
@@ -264,4 +264,154 @@ async def test_same_message_outside_the_duplicate_window_is_caught_by_the_inbox(
         assert recorder.calls == 1
         assert await applied_rows(runtime.store) == [("m-again", "WAITING")]
     finally:
+        await runtime.stop()
+
+
+async def outbox_rows(store: Store) -> int:
+    return int((await store.read("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL"))[0][0])
+
+
+async def test_rows_the_server_refuses_are_dead_lettered_and_the_others_sent(
+    nats_url: str, tmp_path: Path, nc: nats.NATS
+) -> None:
+    """Rows larger than the server's max_payload leave the outbox for the dead-letter subject, with
+    their reason, at once; the rows between them are sent; nothing is retried for ever."""
+    store = Store(tmp_path / "svc.sqlite", SCHEMA)
+    await store.open()
+    too_large = b"x" * (nc.max_payload + 1)
+    async with store.transaction(datetime.now(UTC) - timedelta(seconds=30)) as tx:
+        for index in range(6):
+            if index % 2:
+                await tx.publish(f"eb.sessions.o.big{index}.COMPLETED", too_large, f"big{index}:COMPLETED")
+            else:
+                await tx.publish(f"eb.sessions.o.ok{index}.COMPLETED", b"{}", f"ok{index}:COMPLETED")
+    await store.close()
+
+    refused: list[tuple[str, str]] = []
+
+    async def on_refused(tx: Transaction, row: OutboxRow, reason: str) -> None:
+        refused.append((row.subject, reason))
+
+    runtime = ServiceRuntime(
+        Wiring("svc", on_refused=on_refused),
+        nats_url,
+        Store(tmp_path / "svc.sqlite", SCHEMA),
+        setup_tracing("svc"),
+    )
+    await runtime.start()
+    try:
+
+        async def emptied() -> bool:
+            return await outbox_rows(runtime.store) == 0
+
+        await eventually(emptied, timeout=10)
+        assert await count_subject(nc, subjects.EVENTS_STREAM, subjects.dead_letter("svc")) == 3
+        for index in (0, 2, 4):
+            assert await count_subject(nc, subjects.EVENTS_STREAM, f"eb.sessions.o.ok{index}.COMPLETED") == 1
+        for index in (1, 3, 5):
+            assert await count_subject(nc, subjects.EVENTS_STREAM, f"eb.sessions.o.big{index}.COMPLETED") == 0
+        letter = await nc.jetstream().get_last_msg(subjects.EVENTS_STREAM, subjects.dead_letter("svc"))
+        body = json.loads(letter.data or b"{}")
+        assert body["subject"] == "eb.sessions.o.big5.COMPLETED"
+        assert "larger than the server's maximum payload" in body["reason"]
+        assert len(body["payload_preview"]) <= 512
+        assert sorted(subject for subject, _ in refused) == [
+            f"eb.sessions.o.big{i}.COMPLETED" for i in (1, 3, 5)
+        ]
+        # The rows are gone, not merely marked: a restart finds nothing to resend.
+        assert (await runtime.store.read("SELECT COUNT(*) FROM outbox WHERE subject LIKE '%big%'"))[0][0] == 0
+    finally:
+        await runtime.stop()
+
+
+POISON_SCHEMA = """
+CREATE TABLE IF NOT EXISTS parents (id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS children (
+    msg_id TEXT,
+    parent TEXT REFERENCES parents(id) DEFERRABLE INITIALLY DEFERRED
+);
+"""
+
+
+class CommitBreaker:
+    """Applies every message; a message whose body is ``poison`` writes a row that only the COMMIT
+    finds wrong (a deferred foreign key), so the batch it is in cannot commit at all."""
+
+    def __init__(self) -> None:
+        self.dead: list[str] = []
+
+    async def handle(self, tx: Transaction, msg: Incoming) -> None:
+        parent = "missing" if msg.body == b"poison" else None
+        await tx.execute("INSERT INTO children(msg_id, parent) VALUES (?, ?)", (msg.msg_id, parent))
+
+    async def on_dead(self, tx: Transaction, msg: Incoming, reason: str) -> None:
+        self.dead.append(msg.msg_id)
+
+
+async def test_a_batch_that_cannot_commit_is_retried_message_by_message(
+    nats_url: str, tmp_path: Path, nc: nats.NATS
+) -> None:
+    breaker = CommitBreaker()
+    work = Route(subjects.LAUNCHER_COMMAND, breaker.handle, None, {"pool": "test"})
+    runtime = ServiceRuntime(
+        Wiring("svc", consumers=(Consumer("svc-work", (work,), on_dead=breaker.on_dead),)),
+        nats_url,
+        Store(tmp_path / "svc.sqlite", POISON_SCHEMA),
+        setup_tracing("svc"),
+        ack_wait_s=5,
+        max_deliver=2,
+    )
+    js = nc.jetstream()
+    await ensure_streams(js)
+    # Published before the runtime starts, so that the first fetch takes them as one batch.
+    for index in range(5):
+        body = b"poison" if index == 2 else b"fine"
+        await js.publish(SUBJECT, body, headers={"Nats-Msg-Id": f"m-{index}"})
+    await runtime.start()
+    try:
+
+        async def settled() -> bool:
+            buried = await count_subject(nc, subjects.EVENTS_STREAM, subjects.dead_letter("svc")) == 1
+            info = await js.consumer_info(subjects.COMMANDS_STREAM, "svc-work")
+            return buried and info.num_ack_pending == 0 and info.num_pending == 0
+
+        await eventually(settled, timeout=20)
+        rows = await runtime.store.read("SELECT msg_id FROM children ORDER BY msg_id")
+        assert [r[0] for r in rows] == ["m-0", "m-1", "m-3", "m-4"]
+        assert breaker.dead == ["m-2"]
+        letter = await js.get_last_msg(subjects.EVENTS_STREAM, subjects.dead_letter("svc"))
+        assert "FOREIGN KEY" in json.loads(letter.data or b"{}")["reason"]
+    finally:
+        await runtime.stop()
+
+
+async def test_a_row_the_stream_refuses_is_found_by_the_relay_and_dead_lettered(
+    nats_url: str, tmp_path: Path, nc: nats.NATS
+) -> None:
+    """Under max_payload but over the stream's max_msg_size: the stream answers 400, which nats-py's
+    asynchronous publish never reports; the relay's probe does, and the row leaves the outbox."""
+    runtime = await start_runtime(nats_url, tmp_path, Recorder())
+    js = nc.jetstream()
+    config = (await js.stream_info(subjects.EVENTS_STREAM)).config
+    original = config.max_msg_size
+    config.max_msg_size = 4096
+    await js.update_stream(config)
+    try:
+        async with runtime.store.transaction(datetime.now(UTC) - timedelta(seconds=30)) as tx:
+            await tx.publish("eb.sessions.o.big.COMPLETED", b"x" * 10_000, "big:COMPLETED")
+            await tx.publish("eb.sessions.o.ok.COMPLETED", b"{}", "ok:COMPLETED")
+
+        async def emptied() -> bool:
+            return await outbox_rows(runtime.store) == 0
+
+        await eventually(emptied, timeout=20)
+        assert await count_subject(nc, subjects.EVENTS_STREAM, "eb.sessions.o.ok.COMPLETED") == 1
+        assert await count_subject(nc, subjects.EVENTS_STREAM, "eb.sessions.o.big.COMPLETED") == 0
+        letter = await js.get_last_msg(subjects.EVENTS_STREAM, subjects.dead_letter("svc"))
+        body = json.loads(letter.data or b"{}")
+        assert body["subject"] == "eb.sessions.o.big.COMPLETED"
+        assert "BadRequestError" in body["reason"]
+    finally:
+        config.max_msg_size = original
+        await js.update_stream(config)
         await runtime.stop()
