@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from jsonschema import Draft7Validator  # type: ignore[import-untyped]
 
 from shared.client import BrokerClient, wait_for_services
+from shared.examples import examples_dir
 from shared.ops.embedded import SERVICES, EmbeddedBroker, NatsServer
 from tests.asyncapi_schema import load_schema
 
@@ -32,11 +34,23 @@ def nats_url(nats_server: NatsServer) -> str:
     return nats_server.url
 
 
+# The users tests run local sessions as: the built-in pool runs code on this host only for them
+# (everyone else, "mallory" among them, gets a NO naming the rule).
+LOCAL_RUNNERS = ("alice", "bob", "operator", "one", "two", "ctx-user", "fuzzer", "after-fuzz")
+# Where tests keep the notebooks and data their sessions read: the shipped examples, the test data
+# and pytest's temporary folders (the broker's own data dir in there stays unreadable).
+LOCAL_READABLE = (examples_dir(), Path(__file__).parent / "data", Path(tempfile.gettempdir()))
+
+
 def broker_env(**overrides: str) -> dict[str, str]:
     env = {
         "EB_POOL_CORES": "4",
         "EB_POOL_MEMORY_GIB": "16",
         "EB_ACK_WAIT_S": "5",
+        "EB_POOL_ALLOWED_OWNERS": ",".join(f"local:{name}" for name in LOCAL_RUNNERS),
+        "EB_POOL_ALLOWED_PATHS": ",".join(str(path) for path in LOCAL_READABLE),
+        # The tests' HTTP servers (slow data, fake platforms) listen on the loopback address.
+        "EB_POOL_ALLOWED_HOSTS": "127.0.0.1,localhost",
     }
     env.update(overrides)
     return env

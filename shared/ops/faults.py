@@ -239,6 +239,8 @@ async def run_faults(
         "EB_MAX_OFFERS": "2",
         "EB_ACK_WAIT_S": "4",
         "EB_MAX_DELIVER": "20",
+        # The built-in pool runs code on this host only for the owners it allows.
+        "EB_POOL_ALLOWED_OWNERS": f"local:{OWNER}",
     }
     broker = EmbeddedBroker(data_dir=data_dir, env=env)
     started = time.monotonic()
