@@ -28,6 +28,9 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+# IPv6 addresses that carry an IPv4 address in their last 32 bits (RFC 6052 NAT64).
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
 
 class LocationRefused(Exception):
     """A location the pool does not allow; the message says which rule, never what is there."""
@@ -93,6 +96,8 @@ def public_address(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None and not public_address(str(embedded)):
             return False
     return ip.is_global and not ip.is_multicast
