@@ -8,10 +8,7 @@ browser tests install Chromium.
 
 from __future__ import annotations
 
-import os
-import shutil
 import stat
-import subprocess
 import sys
 from collections.abc import Callable
 
@@ -24,22 +21,6 @@ from shared.settings import Settings
 
 CANARY = "EB_CANARY_SECRET"
 CANARY_VALUE = "canary-value-that-must-not-leak"
-
-
-@pytest.fixture(scope="session")
-def bwrap() -> str:
-    """bubblewrap, installed with apt-get when missing (we run as root)."""
-    if shutil.which("bwrap") is None:
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            pytest.skip("bwrap is missing and cannot be installed here (needs root and apt-get)")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "bubblewrap"], check=True, env=env, capture_output=True, timeout=900
-        )
-    found = shutil.which("bwrap")
-    assert found is not None
-    return found
 
 
 def command(argv: list[str], memory_gib: int = 1) -> dict[str, object]:
