@@ -13,8 +13,10 @@ from services.launcher.platforms.local.containment import (
     DEFAULT_PATH,
     Limits,
     apply_limits,
+    find_prlimit,
     limits_for,
     memory_exceeded,
+    prlimit_prefix,
     run_environment,
     sandbox_prefix,
 )
@@ -256,3 +258,20 @@ def test_limits_never_exceed_the_current_hard_limit() -> None:
         check=True,
     ).stdout
     assert out.strip() == f"({hard}, {hard})"
+
+
+def test_prlimit_sets_the_same_limits_without_forking_the_launcher() -> None:
+    prlimit = find_prlimit()
+    assert prlimit is not None  # util-linux is part of every Debian system
+    limits = Limits(memory_bytes=2**30, cpu_seconds=7, open_files=100, processes=4096)
+    script = (
+        "import resource as r; "
+        "print(*(r.getrlimit(k) for k in (r.RLIMIT_DATA, r.RLIMIT_CPU, r.RLIMIT_NOFILE, r.RLIMIT_CORE)))"
+    )
+    out = subprocess.run(
+        [*prlimit_prefix(prlimit, limits), sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.split() == f"({2**30}, {2**30}) (7, 12) (100, 100) (0, 0)".split()

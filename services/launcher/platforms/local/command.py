@@ -33,7 +33,7 @@ import signal
 import stat
 import subprocess
 from collections.abc import Iterable, Mapping
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,9 @@ from services.launcher.platforms.local.containment import (
     TMP_DIR,
     Limits,
     apply_limits,
+    find_prlimit,
     memory_exceeded,
+    prlimit_prefix,
     run_environment,
 )
 from services.launcher.platforms.local.runner import CANCEL_MARKER, CANCELLED_MESSAGE
@@ -204,10 +206,15 @@ async def spawn_detached(
 
     In a worker thread: Popen costs the launcher little CPU, but it waits until the child has
     executed its program, and under load that wait is better spent running the event loop. The
-    limits are set in the child before it executes anything (a `preexec_fn`: it only calls
-    `setrlimit`, so the fork-in-a-threaded-process caveat does not bite), and recorded in the work
-    dir so that the run's end can be explained.
+    limits are set before the run's own program starts: by `prlimit` (util-linux), which then
+    executes it in the same process, or where there is none by a `preexec_fn` (it only calls
+    `setrlimit`, so the fork-in-a-threaded-process caveat does not bite). They are recorded in the
+    work dir so that the run's end can be explained.
     """
+    prlimit = _prlimit()
+    if prlimit is not None:
+        argv = prlimit_prefix(prlimit, limits) + argv
+    limit_self = None if prlimit is not None else partial(apply_limits, limits)
     (work_dir / TMP_DIR).mkdir(mode=0o700, exist_ok=True)
     # Plain write: a lost record only makes a memory failure's message less specific.
     (work_dir / LIMITS_FILE).write_text(json.dumps({"memory_bytes": limits.memory_bytes}))
@@ -222,8 +229,13 @@ async def spawn_detached(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=partial(apply_limits, limits),
+            preexec_fn=limit_self,
         )
+
+
+@cache
+def _prlimit() -> str | None:
+    return find_prlimit()
 
 
 # -- reading the result back ------------------------------------------------------------------------
