@@ -370,6 +370,10 @@ def up(
             "  broker submit/watch/accept use it from any terminal (--context or EB_CONTEXT: another)"
         )
         console.print(f"  other users: broker users add NAME --data-dir {data_dir}")
+        if "EB_POOLS" not in os.environ:
+            variable = "EB_POOL_ALLOWED_OWNERS"
+            allowed = broker.env.get(variable) or os.environ.get(variable) or "nobody"
+            console.print(f"  the local pool runs code on this machine only for: {allowed} ({variable})")
     if broker.http_url:
         console.print(f"  dashboard and HTTP API: [bold]{broker.http_url}/[/bold] (OpenAPI at /openapi.json)")
     stopping = False
