@@ -682,3 +682,39 @@ def test_exit_messages_follow_the_shell_convention(status: int, message: str) ->
     from services.launcher.platforms.local.command import exit_message
 
     assert exit_message(status) == message
+
+
+@pytest.fixture
+def redirecting_server() -> Iterator[str]:
+    """Answers every GET with a redirect to the same port on `localhost` (a loopback name)."""
+
+    class Redirect(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{self.server.server_address[1]}/ok.ipynb")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_redirect_to_an_internal_host_is_refused(tmp_path: Path, redirecting_server: str) -> None:
+    # 127.0.0.1 is allowed by name; the redirect's `localhost` is not, though it is the same address.
+    with pytest.raises(PlatformError, match="the host localhost has the internal address") as caught:
+        await local_platform().prepare(notebook_spec(tmp_path, f"{redirecting_server}/start.ipynb"))
+    assert not caught.value.transient
+
+
+async def test_an_internal_url_is_refused_unless_the_pool_allows_its_host(
+    tmp_path: Path, notebook_server: str
+) -> None:
+    with pytest.raises(PlatformError, match=r"internal address 127\.0\.0\.1") as caught:
+        await local_platform(allowed_hosts=[]).prepare(notebook_spec(tmp_path, f"{notebook_server}/ok.ipynb"))
+    assert not caught.value.transient
