@@ -23,6 +23,7 @@ import nbformat
 import pytest
 
 from services.launcher.platforms.local.platform import LocalPlatform
+from shared.models import LOCAL_COMMAND_KIND, SIMPLE_DATA_KIND
 from shared.platforms.contract import PlatformContract, PlatformFactory, launch, wait_for_final
 from shared.platforms.port import LaunchSpec, Platform, PlatformError, RunState
 from shared.platforms.registry import UnknownPlatform, load_platform
@@ -718,3 +719,27 @@ async def test_an_internal_url_is_refused_unless_the_pool_allows_its_host(
     with pytest.raises(PlatformError, match=r"internal address 127\.0\.0\.1") as caught:
         await local_platform(allowed_hosts=[]).prepare(notebook_spec(tmp_path, f"{notebook_server}/ok.ipynb"))
     assert not caught.value.transient
+
+
+def data_item(location: str) -> dict[str, Any]:
+    return {"kind": SIMPLE_DATA_KIND, "meta": {"name": "input"}, "location": location}
+
+
+async def test_data_is_staged_only_from_allowed_folders_and_links_stay_links(tmp_path: Path) -> None:
+    allowed, secret = tmp_path / "allowed", tmp_path / "secret"
+    (allowed / "cube").mkdir(parents=True)
+    secret.mkdir()
+    (secret / "key").write_text("the broker's")
+    (allowed / "cube" / "part").write_text("data")
+    (allowed / "cube" / "leak").symlink_to(secret / "key")
+    platform = local_platform(allowed_paths=[allowed])
+    spec = make_spec(tmp_path, {"kind": LOCAL_COMMAND_KIND, "command": ["true"]})
+    spec.work_dir.mkdir()
+    for location in (str(secret / "key"), f"{allowed}/../secret/key", (secret / "key").as_uri()):
+        with pytest.raises(PlatformError, match="not inside a folder this pool allows"):
+            await platform.prepare_data(spec, data_item(location))
+    await platform.prepare_data(spec, data_item(str(allowed / "cube")))
+    staged = spec.work_dir / "data" / "input"
+    assert (staged / "part").read_text() == "data"
+    # Copied as a link, not as the file it names: what it reads is decided where the run reads it.
+    assert (staged / "leak").is_symlink()
