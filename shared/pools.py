@@ -20,6 +20,9 @@ memory_gib = 64
 duration_s = 14400
 [pools.transfer]              # seconds per GB from a source site to this pool
 JPSRC_STORM = 2.0
+allowed_owners = []          # for a platform that runs code on this host (local): who may use it
+allowed_paths = []           # local folders notebooks and data may be read from (local platform)
+allowed_hosts = []           # hosts in private/loopback ranges that http(s) locations may name
 [[pools.costs]]
 kind = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/costs/simple-minmax-float-cost.yaml"
 type = "urn:ivoa:calycopis:cost:monetary"
@@ -37,6 +40,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared import subjects
+from shared.auth import owners
 from shared.settings import Settings
 
 
@@ -71,6 +75,35 @@ class Pool(BaseModel):
     transfer: dict[str, float] = Field(default_factory=dict)
     costs: list[dict[str, Any]] = Field(default_factory=list)
     metrics: list[dict[str, Any]] = Field(default_factory=list)
+    # A platform that runs user code on the broker's own host (the local platform) runs it only for
+    # these owners ("local:alice", "oidc:<issuer hash>:<sub>"); empty: for nobody.
+    allowed_owners: list[str] = Field(default_factory=list)
+    # Local folders that notebook and data locations (file: URLs, paths) may name; empty: none.
+    allowed_paths: list[Path] = Field(default_factory=list)
+    # Hosts whose addresses are loopback, private or link-local that http(s) locations may still name.
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_owners")
+    @classmethod
+    def _owners(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                owners.parse(value)
+            except owners.OwnerError as exc:
+                raise ValueError(f"allowed_owners: {value!r} is not an owner: {exc}") from None
+        return values
+
+    @field_validator("allowed_paths")
+    @classmethod
+    def _absolute(cls, values: list[Path]) -> list[Path]:
+        for value in values:
+            if not value.is_absolute():
+                raise ValueError(f"allowed_paths: {str(value)!r} must be an absolute path")
+        return values
+
+    def allowed_owner_tokens(self) -> frozenset[str]:
+        """The allowed owners as the subject tokens requests carry."""
+        return frozenset(owners.parse(owner).token for owner in self.allowed_owners)
 
     @field_validator("name", "platform")
     @classmethod
@@ -121,15 +154,26 @@ def builtin_pools(settings: Settings) -> PoolsConfig:
                 max_offers=settings.max_offers,
                 default_duration_s=settings.default_duration_s,
                 default_window_s=settings.default_window_s,
+                allowed_owners=_listed(settings.pool_allowed_owners),
+                allowed_paths=[Path(p) for p in _listed(settings.pool_allowed_paths)],
+                allowed_hosts=_listed(settings.pool_allowed_hosts),
             )
         ]
     )
 
 
+def _listed(value: str) -> list[str]:
+    """A comma-separated setting as its non-empty items."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def load_pools(settings: Settings, path: Path | None = None) -> PoolsConfig:
     source = path or settings.pools
     if source is None:
-        return builtin_pools(settings)
+        try:
+            return builtin_pools(settings)
+        except ValueError as exc:
+            raise PoolsConfigError(f"the built-in pool's settings (EB_POOL_*) are not valid: {exc}") from None
     try:
         with source.open("rb") as handle:
             document = tomllib.load(handle)

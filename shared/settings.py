@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +39,9 @@ class Settings(BaseSettings):
     oidc_audience: str | None = None
     oidc_leeway_s: int = Field(default=5, ge=0, le=300)
     data_dir: Path = Path(".data")
+    # Where the launcher makes each session's work dir (EB_LOCAL_WORK_DIR): outside the data dir, so
+    # that a run sandboxed with its work dir writable still cannot reach the services' files.
+    local_work_dir: Path | None = None
     # A TOML file of resource pools (see shared/pools.py); without it, one built-in local pool.
     pools: Path | None = None
     rucio_url: str | None = None
@@ -51,6 +56,13 @@ class Settings(BaseSettings):
     pool_storage_gib: int = 1000
     pool_grid_s: int = 1
     pool_prepare_s: int = 2
+    # The built-in pool runs user code on this host, so only for these owners (comma-separated,
+    # "local:alice,oidc:<issuer hash>:<sub>"); `broker up` allows the operator. Empty: nobody.
+    pool_allowed_owners: str = ""
+    # Comma-separated local folders that notebook and data locations may name (absolute paths).
+    pool_allowed_paths: str = ""
+    # Comma-separated hosts in loopback/private/link-local ranges that http(s) locations may name.
+    pool_allowed_hosts: str = ""
     offer_expiry_s: int = 300
     max_offers: int = 4
     # How long a request waits for every pool's quote before it is answered NO (a scheduler is down).
@@ -80,6 +92,14 @@ class Settings(BaseSettings):
     def sqlite_synchronous(self) -> str:
         """The SQLite ``synchronous`` pragma of the durability chosen."""
         return "FULL" if self.durability == "safe" else "NORMAL"
+
+    def work_root(self) -> Path:
+        """The sessions' work dirs' parent: EB_LOCAL_WORK_DIR, else one folder per data dir under
+        the system's temporary folder (``eb-work-<uid>/<hash of the data dir>``)."""
+        if self.local_work_dir is not None:
+            return self.local_work_dir.resolve()
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()).resolve() / f"eb-work-{os.getuid()}" / digest
 
     def service_dir(self, service: str) -> Path:
         """Where a service keeps its files; made when the service first writes there (``Store.open``),

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,8 +15,25 @@ import pytest
 from jsonschema import Draft7Validator  # type: ignore[import-untyped]
 
 from shared.client import BrokerClient, wait_for_services
+from shared.examples import examples_dir
 from shared.ops.embedded import SERVICES, EmbeddedBroker, NatsServer
 from tests.asyncapi_schema import load_schema
+
+
+@pytest.fixture(scope="session")
+def bwrap() -> str:
+    """bubblewrap (the local platform's sandbox), installed with apt-get when missing (we run as root)."""
+    if shutil.which("bwrap") is None:
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            pytest.skip("bwrap is missing and cannot be installed here (needs root and apt-get)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True, timeout=600)
+        subprocess.run(
+            ["apt-get", "install", "-y", "bubblewrap"], check=True, env=env, capture_output=True, timeout=900
+        )
+    found = shutil.which("bwrap")
+    assert found is not None
+    return found
 
 
 @pytest.fixture
@@ -32,11 +52,31 @@ def nats_url(nats_server: NatsServer) -> str:
     return nats_server.url
 
 
+# The users tests run local sessions as: the built-in pool runs code on this host only for them
+# (everyone else, "mallory" among them, gets a NO naming the rule).
+LOCAL_RUNNERS = ("alice", "bob", "operator", "one", "two", "ctx-user", "fuzzer", "after-fuzz")
+# Where tests keep the notebooks and data their sessions read: the shipped examples, the test data
+# and pytest's temporary folders (the broker's own data dir in there stays unreadable).
+LOCAL_READABLE = (examples_dir(), Path(__file__).parent / "data", Path(tempfile.gettempdir()))
+
+
+def local_pool_access() -> str:
+    """The TOML lines that give a pool of a pools file the access `broker_env` gives the built-in one."""
+    owners = ", ".join(f'"local:{name}"' for name in LOCAL_RUNNERS)
+    paths = ", ".join(f'"{path}"' for path in LOCAL_READABLE)
+    hosts = '"127.0.0.1", "localhost"'
+    return f"allowed_owners = [{owners}]\nallowed_paths = [{paths}]\nallowed_hosts = [{hosts}]\n"
+
+
 def broker_env(**overrides: str) -> dict[str, str]:
     env = {
         "EB_POOL_CORES": "4",
         "EB_POOL_MEMORY_GIB": "16",
         "EB_ACK_WAIT_S": "5",
+        "EB_POOL_ALLOWED_OWNERS": ",".join(f"local:{name}" for name in LOCAL_RUNNERS),
+        "EB_POOL_ALLOWED_PATHS": ",".join(str(path) for path in LOCAL_READABLE),
+        # The tests' HTTP servers (slow data, fake platforms) listen on the loopback address.
+        "EB_POOL_ALLOWED_HOSTS": "127.0.0.1,localhost",
     }
     env.update(overrides)
     return env

@@ -105,7 +105,8 @@ class Drivers:
 
     def spec_for(self, run: tables.Run) -> LaunchSpec:
         work_dir = self.work_root / run.session_id
-        work_dir.mkdir(parents=True, exist_ok=True)
+        # Private: a run's files are its owner's, and other runs of the same user id must not read them.
+        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return LaunchSpec(
             session_id=run.session_id,
             executable=run.spec["executable"],

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
+from pathlib import Path
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -13,8 +17,9 @@ from services.launcher.store import SCHEMA
 from shared.bus.retention import Retention, with_pruning
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
-from shared.platforms.registry import load_platform
-from shared.pools import load_pools
+from shared.ops import contexts
+from shared.platforms.registry import capabilities, load_platform
+from shared.pools import PoolsConfig, load_pools
 from shared.service import ServiceEntry
 from shared.settings import Settings
 from shared.telemetry import setup_tracing, tracer_provider
@@ -30,8 +35,12 @@ def build(settings: Settings, tracing: TracerProvider | None = None) -> tuple[Se
     store = Store(service_dir / "launcher.sqlite", SCHEMA, synchronous=settings.sqlite_synchronous)
     config = load_pools(settings)
     # One plugin instance per platform that some configured pool runs on, one consumer per pool.
-    platforms = {name: load_platform(name) for name in config.platforms()}
-    drivers = Drivers(None, platforms, service_dir / "sessions")
+    work_root = settings.work_root()
+    platforms = {
+        name: load_platform(name, **_on_host_settings(name, config, settings, work_root))
+        for name in config.platforms()
+    }
+    drivers = Drivers(None, platforms, work_root)
     handlers = [LauncherHandlers(drivers, pool.name, pool.platform) for pool in config.pools]
     wired = with_pruning(
         wiring(handlers), launcher_pruner(drivers.work_root), Retention(settings.retention_days)
@@ -41,7 +50,49 @@ def build(settings: Settings, tracing: TracerProvider | None = None) -> tuple[Se
     return runtime, drivers
 
 
+def _on_host_settings(name: str, config: PoolsConfig, settings: Settings, work_root: Path) -> dict[str, Any]:
+    """What a platform that runs user code on this host must know of its pools and of the broker:
+    the locations its pools allow (together: a platform serves all its pools) and what to hide."""
+    if not capabilities(name).runs_on_host:
+        return {}
+    pools = [pool for pool in config.pools if pool.platform == name]
+    return {
+        "allowed_paths": sorted({path for pool in pools for path in pool.allowed_paths}),
+        "allowed_hosts": sorted({host for pool in pools for host in pool.allowed_hosts}),
+        "hidden_paths": _hidden_paths(settings, work_root),
+    }
+
+
+def _hidden_paths(settings: Settings, work_root: Path) -> list[Path]:
+    """What a sandboxed run must not see: the services' files, the other runs (the default work
+    root's parent holds other brokers' runs too) and the operator's saved credentials."""
+    hidden = [settings.data_dir.resolve(), work_root, contexts.config_home()]
+    if settings.local_work_dir is None:
+        hidden.append(work_root.parent)
+    return hidden
+
+
+def make_private_folder(path: Path, *, private_parent: bool) -> None:
+    """Make ``path`` (and its parents), 0700; refuse a folder of another user or a link.
+
+    The default work root is ``eb-work-<uid>/<digest>`` under the shared temporary folder, where
+    another user could have made ``eb-work-<uid>`` first to read or replace the sessions' files:
+    then ``private_parent`` checks that one too.
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for folder in (path, path.parent) if private_parent else (path,):
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            raise RuntimeError(
+                f"the work folder {folder} is not a folder of this user; "
+                "choose another with EB_LOCAL_WORK_DIR"
+            )
+        if info.st_mode & 0o077:
+            os.chmod(folder, 0o700)
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
+    make_private_folder(settings.work_root(), private_parent=settings.local_work_dir is None)
     runtime, drivers = build(settings, setup_tracing(settings.otel_service_prefix + SERVICE))
     await runtime.start()
     await drivers.resume_all()

@@ -57,6 +57,12 @@ class PoolChoice:
     metrics: tuple[dict[str, Any], ...] = ()
     executable_kinds: frozenset[str] = frozenset()
     data_kinds: frozenset[str] = frozenset()
+    # For a pool whose platform runs user code on the broker's host: the owner tokens it runs it
+    # for (empty: nobody). None: the platform runs code elsewhere, for anyone.
+    allowed_owners: frozenset[str] | None = None
+
+    def admits(self, owner: str) -> bool:
+        return self.allowed_owners is None or owner in self.allowed_owners
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,9 @@ def decide_request(
 
     executable = request.executable
     pools, problems = _pools_that_can_run(request, policy.pools, now)
+    pools, refusals = _pools_for_owner(pools, owner, now)
+    if not pools:
+        problems.extend(refusals)
     if executable is not None and executable.kind == JUPYTER_NOTEBOOK_KIND:
         location = getattr(executable, "location", None) or ""
         if not _is_absolute_location(location):
@@ -312,6 +321,25 @@ def _pools_that_can_run(
         )
         for kind in unstaged
     ]
+
+
+def _pools_for_owner(
+    pools: tuple[PoolChoice, ...], owner: str, now: datetime
+) -> tuple[tuple[PoolChoice, ...], list[MessageItem]]:
+    """The pools that run code for ``owner``, and why each of the others does not."""
+    admitted = tuple(p for p in pools if p.admits(owner))
+    refusals = [
+        _error(
+            now,
+            "urn:not-allowed",
+            "Pool ${pool} runs code on the broker's host only for owners listed in its allowed_owners, "
+            "and you are not one of them",
+            pool=p.name,
+        )
+        for p in pools
+        if not p.admits(owner)
+    ]
+    return admitted, refusals
 
 
 def _platforms(pools: Sequence[PoolChoice]) -> str:

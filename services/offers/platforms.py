@@ -34,6 +34,7 @@ def pool_choices(pools: Sequence[Pool]) -> tuple[PoolChoice, ...]:
                 tuple(pool.metrics),
                 executable_kinds=can.executable_kinds,
                 data_kinds=can.data_kinds,
+                allowed_owners=pool.allowed_owner_tokens() if can.runs_on_host else None,
             )
         )
     return tuple(choices)

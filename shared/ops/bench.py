@@ -40,6 +40,8 @@ from shared.ops.embedded import SERVICES, EmbeddedBroker, NatsServer
 from shared.ops.faults import zero_time_request
 
 POOL_CORES = 64
+# The local user the benchmarks submit as; the built-in pool runs code on this host only for it.
+BENCH_USER = "bench"
 # The services whose Python is the hot path of a request (the launcher idles in the offers scenario).
 PROFILED_SERVICES = ("offers", "scheduler")
 
@@ -227,13 +229,14 @@ async def run_overbooking(data_dir: Path, requests: int, concurrency: int, cores
         "EB_POOL_MEMORY_GIB": str(cores * 4),
         "EB_MAX_OFFERS": "4",
         **UNLIMITED_OWNER,
+        "EB_POOL_ALLOWED_OWNERS": f"local:{BENCH_USER}",
     }
     broker = EmbeddedBroker(data_dir=data_dir / "broker", env=env)
     await asyncio.to_thread(broker.start)
     began = time.perf_counter()
     try:
         await wait_for_services(broker.url, SERVICES, timeout=60, credentials=broker.operator())
-        async with BrokerClient(broker.url, broker.login("bench"), reconnect=True) as client:
+        async with BrokerClient(broker.url, broker.login(BENCH_USER), reconnect=True) as client:
             answered, accepted, lost = await _accept_everything(client, requests, concurrency)
     finally:
         await asyncio.to_thread(broker.stop)
@@ -298,6 +301,8 @@ async def run_bench(
         "EB_MAX_OFFERS": "1",
         "EB_OFFER_EXPIRY_S": "300",
         **UNLIMITED_OWNER,
+        # The built-in pool runs code on this host only for the owners it allows.
+        "EB_POOL_ALLOWED_OWNERS": f"local:{BENCH_USER}",
     }
     broker = EmbeddedBroker(data_dir=data_dir / "broker", env=env)
     profiler = ServiceProfiler(profile_dir, f"{scenario}-c{concurrency}") if profile_dir else None
@@ -318,7 +323,7 @@ async def run_bench(
                 profiler.abort()
                 profiler, profile_error = None, str(error)
         cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
-        async with BrokerClient(broker.url, broker.login("bench"), reconnect=True) as client:
+        async with BrokerClient(broker.url, broker.login(BENCH_USER), reconnect=True) as client:
             began = time.perf_counter()
             latencies, answered, accepted, lost = await _offers(client, requests, concurrency, lifecycle)
             phases: dict[str, dict[str, float]] = {}

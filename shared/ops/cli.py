@@ -29,6 +29,7 @@ from rich.table import Table
 
 from shared import subjects
 from shared.asyncapi import installed_document
+from shared.auth import owners
 from shared.auth.credentials import Credentials
 from shared.bus.streams import StreamLimits, ensure_streams
 from shared.client import (
@@ -40,7 +41,7 @@ from shared.client import (
     read_request_file,
     wait_for_services,
 )
-from shared.examples import example
+from shared.examples import example, examples_dir
 from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
@@ -290,10 +291,30 @@ def callout(nats_url: NatsUrl = DEFAULT_NATS_URL) -> None:
         raise typer.Exit(1) from None
 
 
+def operator_pool_env(operator: str) -> dict[str, str]:
+    """The built-in pool's access for the operator, unless the environment already says otherwise.
+
+    The local pool runs code on this host, so only the operator may use it (others: `EB_POOL_ALLOWED_OWNERS`),
+    with notebooks and data from the shipped examples and the folder `broker up` was started in.
+    """
+    env: dict[str, str] = {}
+    if "EB_POOL_ALLOWED_OWNERS" not in os.environ:
+        env["EB_POOL_ALLOWED_OWNERS"] = str(owners.local(operator))
+    if "EB_POOL_ALLOWED_PATHS" not in os.environ:
+        env["EB_POOL_ALLOWED_PATHS"] = ",".join([str(examples_dir()), str(Path.cwd())])
+    return env
+
+
 def start_embedded(
     data_dir: Path, nats_url: str | None, nats_port: int, http_port: int | None = None
 ) -> EmbeddedBroker:
-    broker = EmbeddedBroker(data_dir=data_dir, nats_url=nats_url, nats_port=nats_port, http_port=http_port)
+    broker = EmbeddedBroker(
+        data_dir=data_dir,
+        nats_url=nats_url,
+        nats_port=nats_port,
+        http_port=http_port,
+        env=operator_pool_env(default_owner()),
+    )
     try:
         broker.start()
     except (OSError, RuntimeError, TimeoutError) as exc:
@@ -350,6 +371,10 @@ def up(
             "  broker submit/watch/accept use it from any terminal (--context or EB_CONTEXT: another)"
         )
         console.print(f"  other users: broker users add NAME --data-dir {data_dir}")
+        if "EB_POOLS" not in os.environ:
+            variable = "EB_POOL_ALLOWED_OWNERS"
+            allowed = broker.env.get(variable) or os.environ.get(variable) or "nobody"
+            console.print(f"  the local pool runs code on this machine only for: {allowed} ({variable})")
     if broker.http_url:
         console.print(f"  dashboard and HTTP API: [bold]{broker.http_url}/[/bold] (OpenAPI at /openapi.json)")
     stopping = False

@@ -30,6 +30,26 @@ from shared.ops.secured import CALLOUT, GATEWAY, SecuredBus, write_secret
 from shared.settings import Settings
 
 SERVICES = ("offers", "scheduler", "launcher")
+
+#: Variables that belong to one process: no other process `broker up` starts is given them, so a
+#: secret stays with the service that uses it (the launcher's platform tokens never reach the HTTP
+#: API, the administrator's password never reaches the launcher and the sessions it starts).
+#: Variables of no one in particular (the bus, the pools, tracing, an unknown plugin's) go to all.
+OWN_VARIABLES: dict[str, tuple[str, ...]] = {
+    "launcher": ("EB_CANFAR_", "EB_DIRAC_", "EB_JBO_", "EB_LOCAL_"),
+    "scheduler": ("EB_RUCIO_",),
+    "offers": ("EB_ADMIN_", "EB_HTTP_", "EB_LOGIN_", "EB_EVENT_TOKEN_", "EB_PUBLIC_READS"),
+}
+
+
+def service_environment(name: str, variables: dict[str, str]) -> dict[str, str]:
+    """``variables`` without those that belong to another process (`OWN_VARIABLES`)."""
+    foreign = tuple(
+        prefix for owner, prefixes in OWN_VARIABLES.items() if owner != name for prefix in prefixes
+    )
+    return {key: value for key, value in variables.items() if not key.startswith(foreign)}
+
+
 BARE_USER = "bare"
 
 
@@ -154,7 +174,10 @@ class ServiceProcess:
     def start(self) -> None:
         log = self.data_dir / f"{self.name}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env, "EB_DATA_DIR": str(self.data_dir), "EB_NATS_URL": self.nats_url}
+        env = service_environment(
+            self.name,
+            {**os.environ, **self.env, "EB_DATA_DIR": str(self.data_dir), "EB_NATS_URL": self.nats_url},
+        )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shared.ops.cli", *self.command],
             stdout=open(log, "ab"),  # noqa: SIM115 - the child owns the handle

@@ -244,6 +244,8 @@ async def run_faults(
         # One owner stands for many users here: the per-owner limits are not what is tested.
         "EB_MAX_HOLDS_PER_OWNER": str(max(sessions * 4, 200)),
         "EB_MAX_LIVE_SESSIONS_PER_OWNER": str(max(sessions * 2, 100)),
+        # The built-in pool runs code on this host only for the owners it allows.
+        "EB_POOL_ALLOWED_OWNERS": f"local:{OWNER}",
     }
     broker = EmbeddedBroker(data_dir=data_dir, env=env)
     started = time.monotonic()

@@ -107,6 +107,8 @@ class Platform(Protocol):
     # class, never from an instance: the offers service learns them without building the plugin.
     executable_kinds: ClassVar[frozenset[str]]
     data_kinds: ClassVar[frozenset[str]]
+    # Optional (default False): True for a platform that runs user code on the broker's own host, so
+    # that its pools run it only for the owners they allow.
 
     async def prepare(self, spec: LaunchSpec) -> None:
         """Stage the inputs (fetch the notebook, check the image); raise PlatformError."""

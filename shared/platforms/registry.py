@@ -38,6 +38,9 @@ class Capabilities:
 
     executable_kinds: frozenset[str]
     data_kinds: frozenset[str]
+    # Whether the platform runs user code on the broker's own host: its pools then run it only for
+    # the owners they allow (`Pool.allowed_owners`).
+    runs_on_host: bool = False
 
 
 def installed_platforms() -> list[str]:
@@ -89,7 +92,18 @@ def declared_capabilities(plugin: Any, label: str | None = None) -> Capabilities
     return Capabilities(
         executable_kinds=_kinds(plugin, "executable_kinds", where, may_be_empty=False),
         data_kinds=_kinds(plugin, "data_kinds", where, may_be_empty=True),
+        runs_on_host=_runs_on_host(plugin, where),
     )
+
+
+def _runs_on_host(plugin: Any, where: str) -> bool:
+    try:
+        declared = inspect.getattr_static(plugin, "runs_on_host")
+    except AttributeError:
+        return False
+    if not isinstance(declared, bool):
+        raise InvalidPlugin(f"the platform plugin {where} declares runs_on_host as {declared!r}, not a bool")
+    return declared
 
 
 def _kinds(plugin: Any, attribute: str, where: str, *, may_be_empty: bool) -> frozenset[str]:

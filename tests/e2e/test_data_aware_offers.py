@@ -20,6 +20,7 @@ from shared.messages import PreparationMeasured
 from shared.models import DOCKER_CONTAINER_KIND, LOCAL_COMMAND_KIND, OfferSetResponse
 from shared.ops.embedded import EmbeddedBroker
 from shared.subjects import LauncherFact
+from tests.conftest import local_pool_access
 from tests.e2e.helpers import one_core_request
 from tests.fakes.rucio import FakeRucio, RucioCatalogue
 from tests.fakes.serve import serve_asgi
@@ -38,7 +39,7 @@ memory_gib = 16
 grid_s = 1
 prepare_s = 2
 staging_delay_s = 60
-{rucio}
+{access}{rucio}
 [pools.transfer]
 JPSRC_STORM = 2.0
 SPSRC_STORM = 3.0
@@ -60,7 +61,7 @@ def start_broker(
 ) -> EmbeddedBroker:
     tmp_path.mkdir(parents=True, exist_ok=True)
     pools = tmp_path / "pools.toml"
-    pools.write_text(POOLS.format(rucio="", platform=platform))
+    pools.write_text(POOLS.format(rucio="", platform=platform, access=local_pool_access()))
     env = {"EB_POOLS": str(pools)}
     if rucio_url:
         env |= {"EB_RUCIO_URL": rucio_url, "EB_RUCIO_TOKEN": "test-token"}

@@ -13,6 +13,7 @@ import pytest
 from shared.client import BrokerClient
 from shared.models import LOCAL_COMMAND_KIND, SIMPLE_COMPUTE_KIND, OfferSetResponse
 from shared.ops.embedded import EmbeddedBroker
+from tests.conftest import local_pool_access
 from tests.e2e.helpers import login_env, run_cli
 
 STORAGE_KIND = (
@@ -31,7 +32,7 @@ cores = 2
 memory_gib = 4
 storage_gib = 10
 grid_s = 1
-[pools.limits]
+{local_pool_access()}[pools.limits]
 duration_s = 600
 [[pools.costs]]
 kind = "{COST_KIND}"
@@ -48,7 +49,7 @@ memory_gib = 16
 storage_gib = 100
 grid_s = 1
 max_offers = 2
-"""
+{local_pool_access()}"""
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 
 from shared.client import BrokerClient
 from shared.ops.embedded import EmbeddedBroker
+from shared.settings import Settings
 from tests.e2e.helpers import HAPPY_PHASES, NOTEBOOKS, hello_request, notebook_request, phase_event_counts
 
 pytestmark = pytest.mark.faults
@@ -43,7 +44,7 @@ async def test_a_session_survives_a_launcher_killed_while_it_runs(
     assert (await client.accept(session_id)).applied
 
     launcher = broker.services["launcher"]
-    work_dir = broker.data_dir / "launcher" / "sessions" / session_id
+    work_dir = Settings(data_dir=broker.data_dir).work_root() / session_id
     seen: list[str] = []
 
     async def follow() -> None:

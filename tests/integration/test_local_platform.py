@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import nbformat
 import pytest
 
 from services.launcher.platforms.local.platform import LocalPlatform
+from shared.models import LOCAL_COMMAND_KIND, SIMPLE_DATA_KIND
 from shared.platforms.contract import PlatformContract, PlatformFactory, launch, wait_for_final
 from shared.platforms.port import LaunchSpec, Platform, PlatformError, RunState
 from shared.platforms.registry import UnknownPlatform, load_platform
@@ -31,6 +33,14 @@ KINDS = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/execu
 NOTEBOOK_KIND = f"{KINDS}/jupyter-notebook.yaml"
 DOCKER_KIND = f"{KINDS}/docker-container.yaml"
 RUN_TIMEOUT = 60.0
+
+
+def local_platform(**settings: Any) -> LocalPlatform:
+    """The plugin as a pool that allows the test notebooks, pytest's folders and the loopback host
+    (the tests' HTTP server) would run it; not sandboxed: these tests watch the run's processes
+    from outside, pid by pid (test_local_containment.py runs it sandboxed)."""
+    allowed = {"allowed_paths": [NOTEBOOKS, Path(tempfile.gettempdir())], "allowed_hosts": ["127.0.0.1"]}
+    return LocalPlatform(**(allowed | {"sandbox": False} | settings))
 
 
 def make_spec(tmp_path: Path, executable: dict[str, Any], cores: int = 2) -> LaunchSpec:
@@ -77,7 +87,7 @@ class TestLocalPlatformContract(PlatformContract):
 
     @pytest.fixture
     def platform_factory(self) -> PlatformFactory:
-        return LocalPlatform
+        return local_platform
 
     @pytest.fixture
     def good_spec(self, tmp_path: Path) -> LaunchSpec:
@@ -127,34 +137,34 @@ def notebook_server() -> Iterator[str]:
 
 async def test_prepare_fetches_a_notebook_over_http(tmp_path: Path, notebook_server: str) -> None:
     spec = notebook_spec(tmp_path, f"{notebook_server}/ok.ipynb")
-    await LocalPlatform().prepare(spec)
+    await local_platform().prepare(spec)
     fetched = read_notebook(spec.work_dir / "input.ipynb", as_version=4)
     assert fetched.cells == read_notebook(NOTEBOOKS / "ok.ipynb", as_version=4).cells
 
 
 async def test_prepare_accepts_a_file_url(tmp_path: Path) -> None:
     spec = notebook_spec(tmp_path, (NOTEBOOKS / "ok.ipynb").as_uri())
-    await LocalPlatform().prepare(spec)
+    await local_platform().prepare(spec)
     assert (spec.work_dir / "input.ipynb").is_file()
 
 
 async def test_http_404_is_a_platform_error(tmp_path: Path, notebook_server: str) -> None:
     url = f"{notebook_server}/missing.ipynb"
     with pytest.raises(PlatformError, match=f"HTTP 404 fetching {url}") as caught:
-        await LocalPlatform().prepare(notebook_spec(tmp_path, url))
+        await local_platform().prepare(notebook_spec(tmp_path, url))
     assert not caught.value.transient
 
 
 @pytest.mark.parametrize(
     ("location", "expected"),
     [
-        ("/nowhere/at/all.ipynb", "notebook not found at /nowhere/at/all.ipynb"),
+        ("/nowhere/at/all.ipynb", "'/nowhere/at/all.ipynb' is not inside a folder this pool allows"),
         ("relative/path.ipynb", "must be an absolute path"),
     ],
 )
 async def test_bad_locations_are_platform_errors(tmp_path: Path, location: str, expected: str) -> None:
     with pytest.raises(PlatformError, match=expected):
-        await LocalPlatform().prepare(notebook_spec(tmp_path, location))
+        await local_platform().prepare(notebook_spec(tmp_path, location))
 
 
 @pytest.mark.parametrize(
@@ -169,13 +179,15 @@ async def test_bad_locations_are_platform_errors(tmp_path: Path, location: str, 
 async def test_an_invalid_notebook_is_a_platform_error(tmp_path: Path, content: str) -> None:
     path = tmp_path / "invalid.ipynb"
     path.write_text(content)
-    with pytest.raises(PlatformError, match=f"{path} is not a valid Jupyter notebook: .+"):
-        await LocalPlatform().prepare(notebook_spec(tmp_path, str(path)))
+    with pytest.raises(PlatformError) as caught:
+        await local_platform().prepare(notebook_spec(tmp_path, str(path)))
+    # What is wrong, never what the file holds (it may be a file the user could not read).
+    assert caught.value.message == f"{path} is not a valid Jupyter notebook (version 4, UTF-8 JSON)"
 
 
 async def test_the_output_notebook_holds_the_cell_outputs(tmp_path: Path) -> None:
     spec = notebook_spec(tmp_path, str(NOTEBOOKS / "ok.ipynb"), cores=3)
-    platform = LocalPlatform()
+    platform = local_platform()
     handle = await launch(platform, spec)
     status = await wait_for_final(platform, spec, handle, RUN_TIMEOUT)
     assert status.state == RunState.SUCCEEDED, status.message
@@ -198,7 +210,7 @@ async def test_the_output_notebook_holds_the_cell_outputs(tmp_path: Path) -> Non
 
 async def test_a_failing_cell_is_named_and_the_partial_notebook_kept(tmp_path: Path) -> None:
     spec = notebook_spec(tmp_path, str(NOTEBOOKS / "failing.ipynb"))
-    platform = LocalPlatform()
+    platform = local_platform()
     status = await wait_for_final(platform, spec, await launch(platform, spec), RUN_TIMEOUT)
     assert status.state == RunState.FAILED
     assert status.message == "cell 1 (counting from 0) failed: ValueError: deliberate failure for the tests"
@@ -210,7 +222,7 @@ async def test_a_failing_cell_is_named_and_the_partial_notebook_kept(tmp_path: P
 
 async def test_a_runner_that_dies_without_a_result_is_failed_and_release_cleans_up(tmp_path: Path) -> None:
     spec = notebook_spec(tmp_path, str(NOTEBOOKS / "slow.ipynb"))
-    platform = LocalPlatform()
+    platform = local_platform()
     handle = await launch(platform, spec)
     contract = TestLocalPlatformContract()
     await contract.wait_until_busy(platform, spec, handle)
@@ -244,7 +256,7 @@ async def test_docker_containers_need_a_container_engine(tmp_path: Path, contain
             "command": ["true"],
         },
     )
-    platform = LocalPlatform()
+    platform = local_platform()
     if not container_engine:
         with pytest.raises(PlatformError, match="no container engine is reachable"):
             await platform.prepare(spec)
@@ -258,12 +270,12 @@ async def test_docker_containers_need_a_container_engine(tmp_path: Path, contain
 async def test_other_executable_kinds_are_refused(tmp_path: Path) -> None:
     kind = f"{KINDS}/singularity-container.yaml"
     with pytest.raises(PlatformError, match=f"cannot run executables of kind {kind}"):
-        await LocalPlatform().prepare(make_spec(tmp_path, {"kind": kind}))
+        await local_platform().prepare(make_spec(tmp_path, {"kind": kind}))
 
 
 async def test_start_without_prepare_is_a_platform_error(tmp_path: Path) -> None:
     with pytest.raises(PlatformError, match="not prepared"):
-        await LocalPlatform().start(notebook_spec(tmp_path, str(NOTEBOOKS / "ok.ipynb")))
+        await local_platform().start(notebook_spec(tmp_path, str(NOTEBOOKS / "ok.ipynb")))
 
 
 def test_the_registry_loads_local_and_ignores_unknown_settings() -> None:
@@ -280,7 +292,7 @@ def test_the_registry_names_the_installed_platforms_for_an_unknown_one() -> None
 async def test_cancel_right_after_start_stops_the_runner(tmp_path: Path) -> None:
     # Before the runner has a kernel (or even its signal handlers): the plain SIGTERM path.
     spec = notebook_spec(tmp_path, str(NOTEBOOKS / "slow.ipynb"))
-    platform = LocalPlatform()
+    platform = local_platform()
     handle = await launch(platform, spec)
     await platform.cancel(spec, handle)
     status = await platform.poll(spec, handle)
@@ -322,7 +334,7 @@ async def test_docker_runs_follow_the_container_lifecycle(
             "command": ["-c", "x"],
         },
     )
-    platform = LocalPlatform()
+    platform = local_platform()
     handle = await launch(platform, spec)
     assert json.loads(handle) == {"type": "container", "container": f"eb-{spec.session_id}"}
     assert (await platform.poll(spec, handle)).state == RunState.RUNNING
@@ -332,7 +344,7 @@ async def test_docker_runs_follow_the_container_lifecycle(
     await platform.release(spec, handle)
     # After removal the outcome and the logs survive in the work dir.
     (bin_dir / "exited").unlink()
-    after = await LocalPlatform().poll(spec, handle)
+    after = await local_platform().poll(spec, handle)
     assert (after.state, after.message) == (RunState.FAILED, "the container exited with code 3")
     assert after.outputs["container_log"] == str(spec.work_dir / "container.log")
     assert (spec.work_dir / "container.log").read_text() == "container output\n"
@@ -361,7 +373,7 @@ class TestLocalCommandContract(PlatformContract):
 
     @pytest.fixture
     def platform_factory(self) -> PlatformFactory:
-        return LocalPlatform
+        return local_platform
 
     @pytest.fixture
     def good_spec(self, tmp_path: Path) -> LaunchSpec:
@@ -389,7 +401,7 @@ class TestLocalCommandContract(PlatformContract):
 
 
 async def run_command(spec: LaunchSpec) -> tuple[str, Any]:
-    platform = LocalPlatform()
+    platform = local_platform()
     handle = await launch(platform, spec)
     status = await wait_for_final(platform, spec, handle, RUN_TIMEOUT)
     await platform.release(spec, handle)
@@ -414,7 +426,7 @@ async def test_arguments_are_not_interpreted_by_a_shell(tmp_path: Path) -> None:
 
 async def test_a_failing_command_reports_its_exit_code_and_the_end_of_its_log(tmp_path: Path) -> None:
     script = "import sys; print('working'); print('something broke', file=sys.stderr); sys.exit(3)"
-    _, status = await run_command(command_spec(tmp_path, [sys.executable, "-c", script]))
+    _, status = await run_command(command_spec(tmp_path, [sys.executable, "-u", "-c", script]))
     assert status.state == RunState.FAILED
     assert status.message == "exit code 3\nworking\nsomething broke"
 
@@ -454,7 +466,7 @@ async def test_the_user_may_override_the_thread_limits(tmp_path: Path) -> None:
 
 async def test_cancel_kills_the_children_the_command_spawned(tmp_path: Path) -> None:
     spec = command_spec(tmp_path, ["sh", "-c", "sleep 30 & echo $! > child.pid; wait"])
-    platform = LocalPlatform()
+    platform = local_platform()
     handle = await launch(platform, spec)
     deadline = time.monotonic() + RUN_TIMEOUT
     while not (spec.work_dir / "child.pid").exists() or not (spec.work_dir / "child.pid").read_text():
@@ -473,7 +485,7 @@ async def test_cancel_kills_the_children_the_command_spawned(tmp_path: Path) -> 
 
 async def test_a_sigterm_to_the_wrapper_alone_reaches_the_command(tmp_path: Path) -> None:
     spec = command_spec(tmp_path, ["sh", "-c", "sleep 30 & wait"])
-    platform = LocalPlatform()
+    platform = local_platform()
     handle = await launch(platform, spec)
     await TestLocalCommandContract().wait_until_busy(platform, spec, handle)
     runner = json.loads(handle)["pid"]
@@ -491,7 +503,7 @@ async def test_a_sigterm_to_the_wrapper_alone_reaches_the_command(tmp_path: Path
 
 async def test_a_command_runner_killed_without_a_result_points_at_command_log(tmp_path: Path) -> None:
     spec = command_spec(tmp_path, [sys.executable, "-c", "import time; time.sleep(30)"])
-    platform = LocalPlatform()
+    platform = local_platform()
     handle = await launch(platform, spec)
     await TestLocalCommandContract().wait_until_busy(platform, spec, handle)
     os.killpg(json.loads(handle)["pid"], signal.SIGKILL)
@@ -515,12 +527,12 @@ async def test_a_malformed_command_is_refused_at_prepare(
     tmp_path: Path, executable: dict[str, Any], expected: str
 ) -> None:
     with pytest.raises(PlatformError, match=expected):
-        await LocalPlatform().prepare(make_spec(tmp_path, {"kind": COMMAND_KIND, **executable}))
+        await local_platform().prepare(make_spec(tmp_path, {"kind": COMMAND_KIND, **executable}))
 
 
 async def test_a_retried_start_forgets_the_earlier_result(tmp_path: Path) -> None:
     spec = command_spec(tmp_path, ["true"])
-    platform = LocalPlatform()
+    platform = local_platform()
     first, _ = await run_command(spec)
     second = await platform.start(spec)
     assert json.loads(second)["pid"] != json.loads(first)["pid"]
@@ -531,7 +543,7 @@ async def test_a_retried_start_forgets_the_earlier_result(tmp_path: Path) -> Non
 async def test_cancel_right_after_start_of_a_command(tmp_path: Path) -> None:
     # Possibly before the wrapper has its SIGTERM handler, or has started the command at all.
     spec = command_spec(tmp_path, ["sleep", "30"])
-    platform = LocalPlatform()
+    platform = local_platform()
     handle = await launch(platform, spec)
     await platform.cancel(spec, handle)
     status = await platform.poll(spec, handle)
@@ -562,7 +574,7 @@ from services.launcher.platforms.local.platform import LocalPlatform
 
 async def main() -> None:
     spec = LaunchSpec.model_validate_json(sys.argv[1])
-    platform = LocalPlatform()
+    platform = LocalPlatform()  # sandboxed where bwrap works: the sandbox outlives the launcher too
     await platform.prepare(spec)
     print(await platform.start(spec), flush=True)
     await asyncio.sleep(3600)
@@ -580,7 +592,7 @@ async def test_a_command_outlives_a_killed_launcher_and_a_new_one_reads_its_resu
     handle = (await launcher.stdout.readline()).decode()
     launcher.kill()  # SIGKILL, while the command runs
     await launcher.wait()
-    restarted = LocalPlatform()
+    restarted = local_platform()
     assert (await restarted.poll(spec, handle)).state == RunState.RUNNING
     # Not a child of this process, and still watched: the exit is seen at once.
     exited = restarted.exited(spec, handle)
@@ -594,7 +606,7 @@ async def test_a_command_outlives_a_killed_launcher_and_a_new_one_reads_its_resu
 
 async def test_exited_resolves_when_the_run_ends_and_at_once_after(tmp_path: Path) -> None:
     spec = command_spec(tmp_path, ["sleep", "0.3"])
-    platform = LocalPlatform()
+    platform = local_platform()
     handle = await launch(platform, spec)
     exited = platform.exited(spec, handle)
     assert exited is not None and not exited.done()
@@ -633,7 +645,7 @@ async def test_the_program_is_found_in_the_commands_path_and_keeps_its_argv0(tmp
 
 async def test_a_result_being_written_is_not_read_as_unreadable(tmp_path: Path) -> None:
     spec = command_spec(tmp_path, ["sleep", "30"])
-    platform = LocalPlatform()
+    platform = local_platform()
     handle = await launch(platform, spec)
     # What a reader could see while the wrapper writes its record in place.
     (spec.work_dir / "result.json").write_text('{"state": "SUCC')
@@ -646,7 +658,7 @@ async def test_a_result_being_written_is_not_read_as_unreadable(tmp_path: Path) 
 
 async def test_a_half_written_result_left_by_a_dead_run_is_unreadable(tmp_path: Path) -> None:
     spec = command_spec(tmp_path, ["sleep", "30"])
-    platform = LocalPlatform()
+    platform = local_platform()
     handle = await launch(platform, spec)
     await TestLocalCommandContract().wait_until_busy(platform, spec, handle)
     os.killpg(json.loads(handle)["pid"], signal.SIGKILL)
@@ -671,3 +683,63 @@ def test_exit_messages_follow_the_shell_convention(status: int, message: str) ->
     from services.launcher.platforms.local.command import exit_message
 
     assert exit_message(status) == message
+
+
+@pytest.fixture
+def redirecting_server() -> Iterator[str]:
+    """Answers every GET with a redirect to the same port on `localhost` (a loopback name)."""
+
+    class Redirect(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{self.server.server_address[1]}/ok.ipynb")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_redirect_to_an_internal_host_is_refused(tmp_path: Path, redirecting_server: str) -> None:
+    # 127.0.0.1 is allowed by name; the redirect's `localhost` is not, though it is the same address.
+    with pytest.raises(PlatformError, match="the host localhost has the internal address") as caught:
+        await local_platform().prepare(notebook_spec(tmp_path, f"{redirecting_server}/start.ipynb"))
+    assert not caught.value.transient
+
+
+async def test_an_internal_url_is_refused_unless_the_pool_allows_its_host(
+    tmp_path: Path, notebook_server: str
+) -> None:
+    with pytest.raises(PlatformError, match=r"internal address 127\.0\.0\.1") as caught:
+        await local_platform(allowed_hosts=[]).prepare(notebook_spec(tmp_path, f"{notebook_server}/ok.ipynb"))
+    assert not caught.value.transient
+
+
+def data_item(location: str) -> dict[str, Any]:
+    return {"kind": SIMPLE_DATA_KIND, "meta": {"name": "input"}, "location": location}
+
+
+async def test_data_is_staged_only_from_allowed_folders_and_links_stay_links(tmp_path: Path) -> None:
+    allowed, secret = tmp_path / "allowed", tmp_path / "secret"
+    (allowed / "cube").mkdir(parents=True)
+    secret.mkdir()
+    (secret / "key").write_text("the broker's")
+    (allowed / "cube" / "part").write_text("data")
+    (allowed / "cube" / "leak").symlink_to(secret / "key")
+    platform = local_platform(allowed_paths=[allowed])
+    spec = make_spec(tmp_path, {"kind": LOCAL_COMMAND_KIND, "command": ["true"]})
+    spec.work_dir.mkdir()
+    for location in (str(secret / "key"), f"{allowed}/../secret/key", (secret / "key").as_uri()):
+        with pytest.raises(PlatformError, match="not inside a folder this pool allows"):
+            await platform.prepare_data(spec, data_item(location))
+    await platform.prepare_data(spec, data_item(str(allowed / "cube")))
+    staged = spec.work_dir / "data" / "input"
+    assert (staged / "part").read_text() == "data"
+    # Copied as a link, not as the file it names: what it reads is decided where the run reads it.
+    assert (staged / "leak").is_symlink()

@@ -782,3 +782,36 @@ def test_the_request_table_covers_every_state_and_keeps_the_stored_spelling() ->
     assert [state.value for state in RequestState] == ["QUOTING", "ANSWERED"]
     with pytest.raises(TypeError):
         REQUEST_TRANSITIONS[RequestState.ANSWERED] = frozenset({RequestState.QUOTING})  # type: ignore[index]
+
+
+# -- pools that run code on the broker's host -----------------------------------------------------
+
+
+def on_host(name: str, allowed: set[str]) -> PoolChoice:
+    return PoolChoice(name, "local", 2, executable_kinds=frozenset({JUPYTER_NOTEBOOK_KIND}),
+                      allowed_owners=frozenset(allowed))  # fmt: skip
+
+
+def test_an_owner_no_on_host_pool_allows_gets_a_no_naming_the_rule() -> None:
+    policy = with_pools(on_host("here", {"bob"}), on_host("there", set()))
+    outcome = decide_request(request_bytes(), "r", OWNER, NOW, policy)
+    assert isinstance(outcome, Rejected)
+    refusals = messages_of(outcome.offerset)
+    assert [m.kind for m in refusals] == ["urn:not-allowed", "urn:not-allowed"]
+    texts = [assert_rendered(m) for m in refusals]
+    rule = "runs code on the broker's host only for owners listed in its allowed_owners"
+    assert texts[0].startswith(f"Pool here {rule}")
+    assert "Pool there" in texts[1]
+
+
+def test_only_the_pools_that_allow_the_owner_are_asked() -> None:
+    policy = with_pools(
+        on_host("mine", {OWNER}),
+        on_host("not-mine", {"bob"}),
+        pool("elsewhere", {JUPYTER_NOTEBOOK_KIND}, set()),  # runs code elsewhere: for anyone
+    )
+    outcome = decide_request(request_bytes(), "r", OWNER, NOW, policy)
+    assert isinstance(outcome, NeedsQuote), _messages(outcome)
+    assert outcome.pools == ("mine", "elsewhere")
+    other = decide_request(request_bytes(), "r", "carol", NOW, policy)
+    assert isinstance(other, NeedsQuote) and other.pools == ("elsewhere",)

@@ -20,21 +20,34 @@ The result is written with one `write` by the shell (no `rename`: that would cos
 per session). A reader therefore treats a `result.json` it cannot parse as "not written yet" while the
 wrapper lives, and as unreadable once the run's process group is gone (`local.py`).
 
-Trust: the command is arbitrary user code with the broker's privileges, as a local notebook is.
+Trust: the command is arbitrary user code running as the broker's user, as a local notebook is. It
+gets a clean environment, the booking's limits and, where bwrap works, a sandbox (`containment`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import stat
 import subprocess
 from collections.abc import Iterable, Mapping
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
-from services.launcher.platforms.files import write_json_atomically
+from services.launcher.platforms.files import read_json_object, write_json_atomically
+from services.launcher.platforms.local.containment import (
+    LIMITS_FILE,
+    TMP_DIR,
+    Limits,
+    apply_limits,
+    find_prlimit,
+    memory_exceeded,
+    prlimit_prefix,
+    run_environment,
+)
 from services.launcher.platforms.local.runner import CANCEL_MARKER, CANCELLED_MESSAGE
 from shared.platforms.port import LaunchSpec, PlatformError, RunState, RunStatus
 
@@ -119,12 +132,13 @@ def _own_environment(spec: LaunchSpec) -> dict[str, str]:
 
 
 def command_environment(spec: LaunchSpec, thread_variables: Iterable[str]) -> dict[str, str]:
-    """os.environ, then the booking's thread limits, then the launcher's and the user's variables.
+    """The allow-list of os.environ and the run's places, the booking's thread limits, then the
+    launcher's and the user's variables (`containment.run_environment`).
 
     The limits come before the user's own variables so that a user can still lower (or raise) them,
     as for notebooks.
     """
-    return dict(os.environ) | dict.fromkeys(thread_variables, str(spec.cores)) | _own_environment(spec)
+    return run_environment(os.environ, spec.work_dir, thread_variables, spec.cores, _own_environment(spec))
 
 
 async def prepare_command(spec: LaunchSpec) -> None:
@@ -161,7 +175,10 @@ def exec_error(program: str, env: Mapping[str, str], cwd: Path) -> str | None:
     return f"command not found: {program}"
 
 
-async def start_command(spec: LaunchSpec, thread_variables: Iterable[str]) -> subprocess.Popen[bytes]:
+async def start_command(
+    spec: LaunchSpec, thread_variables: Iterable[str], limits: Limits, sandbox: list[str]
+) -> subprocess.Popen[bytes]:
+    """Start the wrapper; ``sandbox`` is the bwrap prefix of the command (empty: no sandbox)."""
     work_dir = spec.work_dir
     argv = command_argv(spec)
     env = command_environment(spec, thread_variables)
@@ -178,18 +195,29 @@ async def start_command(spec: LaunchSpec, thread_variables: Iterable[str]) -> su
             print(error, file=log)
         write_json_atomically(work_dir / RESULT_FILE, {"state": RunState.FAILED.value, "message": error})
         argv = []
-    wrapper = [SHELL, "-c", WRAPPER_SCRIPT, WRAPPER_NAME, *argv]
-    return await spawn_detached(wrapper, work_dir, env, log_path)
+    wrapper = [SHELL, "-c", WRAPPER_SCRIPT, WRAPPER_NAME, *(sandbox + argv if argv else [])]
+    return await spawn_detached(wrapper, work_dir, env, log_path, limits)
 
 
 async def spawn_detached(
-    argv: list[str], work_dir: Path, env: dict[str, str], log_path: Path
+    argv: list[str], work_dir: Path, env: dict[str, str], log_path: Path, limits: Limits
 ) -> subprocess.Popen[bytes]:
-    """Start a run's process with its output appended to ``log_path``.
+    """Start a run's process with its output appended to ``log_path``, under ``limits``.
 
-    In a worker thread: Popen (vfork) costs the launcher little CPU, but it waits until the child
-    has executed its program, and under load that wait is better spent running the event loop.
+    In a worker thread: Popen costs the launcher little CPU, but it waits until the child has
+    executed its program, and under load that wait is better spent running the event loop. The
+    limits are set before the run's own program starts: by `prlimit` (util-linux), which then
+    executes it in the same process, or where there is none by a `preexec_fn` (it only calls
+    `setrlimit`, so the fork-in-a-threaded-process caveat does not bite). They are recorded in the
+    work dir so that the run's end can be explained.
     """
+    prlimit = _prlimit()
+    if prlimit is not None:
+        argv = prlimit_prefix(prlimit, limits) + argv
+    limit_self = None if prlimit is not None else partial(apply_limits, limits)
+    (work_dir / TMP_DIR).mkdir(mode=0o700, exist_ok=True)
+    # Plain write: a lost record only makes a memory failure's message less specific.
+    (work_dir / LIMITS_FILE).write_text(json.dumps({"memory_bytes": limits.memory_bytes}))
     with log_path.open("ab") as log:
         # Its own session: cancel signals the whole group, and a launcher crash leaves it running.
         return await asyncio.to_thread(
@@ -201,7 +229,13 @@ async def spawn_detached(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=limit_self,
         )
+
+
+@cache
+def _prlimit() -> str | None:
+    return find_prlimit()
 
 
 # -- reading the result back ------------------------------------------------------------------------
@@ -220,7 +254,28 @@ def command_status(result: Mapping[str, Any], work_dir: Path, outputs: dict[str,
     else:
         tail = log_tail(work_dir / COMMAND_LOG_FILE)
         message = f"{exit_message(code)}\n{tail}" if tail else exit_message(code)
+        limit = memory_limit_hit(work_dir, tail, _signal_name(code))
+        if limit is not None:
+            message = f"the command exceeded its memory limit of {limit}: {message}"
     return RunStatus(state=RunState(state), message=message, outputs=outputs)
+
+
+def memory_limit_hit(work_dir: Path, tail: str, killed_by: str | None) -> str | None:
+    """The memory limit a failed run had, as "N GiB", when its end looks like hitting it; else None."""
+    limits = read_json_object(work_dir / LIMITS_FILE)
+    memory = limits.get("memory_bytes") if limits is not None else None
+    if not isinstance(memory, int) or not memory_exceeded(tail, killed_by):
+        return None
+    return f"{memory / 2**30:g} GiB"
+
+
+def _signal_name(status: int) -> str | None:
+    if status <= 128:
+        return None
+    try:
+        return signal.Signals(status - 128).name
+    except ValueError:
+        return None
 
 
 def exit_message(status: int) -> str:

@@ -12,9 +12,9 @@ import re
 import shutil
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from services.launcher.platforms.local.fetch import Fetcher
+from services.launcher.platforms.local.locations import LocationRefused, LocationRules, local_path
 from shared.platforms.port import LaunchSpec, PlatformError, component_keys
 
 SIMPLE_DATA_SUFFIX = "kinds/data/simple-data-resource.yaml"
@@ -45,7 +45,9 @@ async def prepare_storage(spec: LaunchSpec, storage: dict[str, Any]) -> None:
     await _mount(spec, storage, path)
 
 
-async def prepare_data(spec: LaunchSpec, data: dict[str, Any], fetcher: Fetcher, *, max_bytes: int) -> None:
+async def prepare_data(
+    spec: LaunchSpec, data: dict[str, Any], fetcher: Fetcher, rules: LocationRules, *, max_bytes: int
+) -> None:
     kind = str(data.get("kind", ""))
     if not kind.endswith(SIMPLE_DATA_SUFFIX):
         raise PlatformError(f"the local platform cannot stage data of kind {kind}")
@@ -60,10 +62,13 @@ async def prepare_data(spec: LaunchSpec, data: dict[str, Any], fetcher: Fetcher,
         if location.startswith(("http://", "https://")):
             await fetcher.save(location, partial, max_bytes, "data")
         else:
-            source = (
-                Path(unquote(urlparse(location).path)) if location.startswith("file://") else Path(location)
-            )
-            if not source.is_absolute() or not source.exists():
+            if not location.startswith("file:") and not Path(location).is_absolute():
+                raise PlatformError(f"data location {location!r} must be an absolute path or a URL")
+            try:
+                source = local_path(location, rules, "the data")
+            except LocationRefused as refused:
+                raise PlatformError(refused.message) from None
+            if not source.exists():
                 raise PlatformError(f"data not found at {location}")
             await asyncio.to_thread(_copy, source, partial)
         await asyncio.to_thread(os.replace, partial, target)
@@ -72,7 +77,8 @@ async def prepare_data(spec: LaunchSpec, data: dict[str, Any], fetcher: Fetcher,
 
 def _copy(source: Path, target: Path) -> None:
     if source.is_dir():
-        shutil.copytree(source, target, dirs_exist_ok=True)
+        # Links are copied as links: following them could read files outside the allowed folder.
+        shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
     else:
         shutil.copyfile(source, target)
 

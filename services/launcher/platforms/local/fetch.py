@@ -1,7 +1,9 @@
 """Fetching a notebook or a data resource over http(s) for the local platform, on the shared layer.
 
-Redirects are followed (these are user-given URLs, not an API); 429 and 5xx answers, timeouts and
-connection errors are retried within the platform's retry policy. Sizes are counted while streaming.
+Redirects are followed (these are user-given URLs, not an API), every hop checked against the pool's
+rules (`locations.GuardedTransport`: no internal host unless allowed); 429 and 5xx answers,
+timeouts and connection errors are retried within the platform's retry policy. Sizes are counted
+while streaming. Messages name the URL and the failure, never the content.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ from typing import TypeVar
 
 import httpx
 
+from services.launcher.platforms.local.locations import (
+    GuardedTransport,
+    LocationRefused,
+    LocationRules,
+    check_host,
+)
 from services.launcher.platforms.local.settings import LocalSettings
 from shared.http.client import HttpApi, HttpStatusError, TooLarge, read_at_most, write_to
 from shared.http.retry import GaveUp, HttpLayerError
@@ -24,13 +32,15 @@ RULES = RetryRules(retry_statuses=frozenset({429, 500, 502, 503, 504}))
 
 
 class Fetcher:
-    def __init__(self, settings: LocalSettings) -> None:
+    def __init__(self, settings: LocalSettings, rules: LocationRules) -> None:
+        self._rules = rules
         self._api = HttpApi.for_settings(
             settings,
             "",
             rules=RULES,
             tracer_name="execution_broker.platforms.local",
             follow_redirects=True,
+            transport=GuardedTransport(rules),
         )
 
     async def read(self, url: str, max_bytes: int, noun: str) -> bytes:
@@ -42,7 +52,11 @@ class Fetcher:
 
     async def _get(self, url: str, consume: Callable[[httpx.Response], Awaitable[T]], noun: str) -> T:
         try:
+            # Checked here too, so that a refused first host is refused at once, not retried.
+            await check_host(url, self._rules, noun)
             return await self._api.receive(url, consume, what=f"GET {url}")
+        except LocationRefused as refused:
+            raise PlatformError(refused.message) from None
         except TooLarge as error:
             raise PlatformError(f"{noun} at {url} is larger than {error.max_bytes} bytes") from None
         except GaveUp as gave_up:

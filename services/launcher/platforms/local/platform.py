@@ -21,17 +21,19 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
-from urllib.parse import unquote, urlparse
 
 import nbformat
 
 from services.launcher.platforms.files import read_json_object
 from services.launcher.platforms.local import data as local_data
+from services.launcher.platforms.local import runner as runner_module
 from services.launcher.platforms.local.command import (
     COMMAND_LOG_FILE,
     command_status,
+    memory_limit_hit,
     prepare_command,
     spawn_detached,
     start_command,
@@ -39,7 +41,15 @@ from services.launcher.platforms.local.command import (
 from services.launcher.platforms.local.command import (
     RESULT_FILE as RESULT_FILE,  # re-exported: the plugin's file names live here too
 )
+from services.launcher.platforms.local.containment import (
+    Limits,
+    limits_for,
+    run_environment,
+    sandbox_prefix,
+    usable_bwrap,
+)
 from services.launcher.platforms.local.fetch import Fetcher
+from services.launcher.platforms.local.locations import LocationRefused, LocationRules, local_path
 from services.launcher.platforms.local.runner import (
     CANCEL_MARKER,
     CANCELLED_MESSAGE,
@@ -57,7 +67,10 @@ from shared.platforms.port import (
     RunStatus,
 )
 
-RUNNER_MODULE = "services.launcher.platforms.local.runner"
+# Run by its file with `python -I`: the runner needs no PYTHONPATH (the run's environment has none
+# of the launcher's), and isolated mode keeps the runner's own folder (with a `platform.py`) off
+# sys.path.
+RUNNER_SCRIPT = str(Path(runner_module.__file__).resolve())
 INPUT_FILE = "input.ipynb"
 OUTPUT_FILE = "output.ipynb"
 LOG_FILE = "runner.log"
@@ -85,12 +98,20 @@ class LocalPlatform(PlatformBase):
     )
     # Staged by `local_data`: files and http(s) URLs; other data kinds are refused there.
     data_kinds: ClassVar[frozenset[str]] = frozenset({SIMPLE_DATA_KIND})
+    # User code runs on the broker's host: only for the owners a pool allows (offers checks).
+    runs_on_host: ClassVar[bool] = True
 
     def __init__(self, **settings: Any) -> None:
         # The registry passes every configured setting; unknown ones are ignored on purpose.
         self.settings = LocalSettings.from_keywords(settings)
         self._max_notebook_bytes = self.settings.max_notebook_bytes
-        self._fetcher = Fetcher(self.settings)
+        self._rules = LocationRules.of(
+            self.settings.allowed_paths, self.settings.allowed_hosts, self.settings.hidden_paths
+        )
+        self._fetcher = Fetcher(self.settings, self._rules)
+        # The bwrap prefix's program, probed at the first start (None: no sandbox); see containment.
+        self._bwrap: str | None = None
+        self._bwrap_probed = False
         # Runners this instance started, kept only to reap them (no zombies); never needed to poll.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -110,7 +131,28 @@ class LocalPlatform(PlatformBase):
         await local_data.prepare_storage(spec, storage)
 
     async def prepare_data(self, spec: LaunchSpec, data: dict[str, Any]) -> None:
-        await local_data.prepare_data(spec, data, self._fetcher, max_bytes=self.settings.max_data_bytes)
+        await local_data.prepare_data(
+            spec, data, self._fetcher, self._rules, max_bytes=self.settings.max_data_bytes
+        )
+
+    def _limits(self, spec: LaunchSpec) -> Limits:
+        slot_seconds = (spec.slot_end - datetime.now(UTC)).total_seconds()
+        return limits_for(
+            spec.cores,
+            spec.memory_gib,
+            slot_seconds,
+            open_files=self.settings.max_open_files,
+            processes=self.settings.max_processes,
+        )
+
+    async def _sandbox(self, spec: LaunchSpec) -> list[str]:
+        """The bwrap prefix for a run in ``spec.work_dir``; empty where there is no sandbox."""
+        if not self._bwrap_probed:
+            self._bwrap = await asyncio.to_thread(usable_bwrap) if self.settings.sandbox else None
+            self._bwrap_probed = True
+        if self._bwrap is None:
+            return []
+        return sandbox_prefix(self._bwrap, spec.work_dir, self.settings.hidden_paths)
 
     def preparation_estimate(self, spec: LaunchSpec) -> float:
         return 2.0
@@ -120,7 +162,9 @@ class LocalPlatform(PlatformBase):
         if kind == "notebook":
             return await self._start_notebook(spec)
         if kind == "command":
-            process = await start_command(spec, THREAD_LIMIT_VARIABLES)
+            process = await start_command(
+                spec, THREAD_LIMIT_VARIABLES, self._limits(spec), await self._sandbox(spec)
+            )
             self._children[process.pid] = process
             return _process_handle(process.pid, log=COMMAND_LOG_FILE)
         return await _start_container(spec)
@@ -184,24 +228,26 @@ class LocalPlatform(PlatformBase):
         content = await self._fetch(location)
         try:
             notebook = await asyncio.to_thread(_validated_notebook, content)
-        except Exception as error:
+        except Exception:
+            # Only what kind of problem: a parser's message may quote the content, which may be a
+            # file the user could not read otherwise.
             raise PlatformError(
-                f"{location} is not a valid Jupyter notebook: {_first_line(error)}"
-            ) from error
+                f"{location} is not a valid Jupyter notebook (version 4, UTF-8 JSON)"
+            ) from None
         spec.work_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(nbformat.write, notebook, spec.work_dir / INPUT_FILE)
 
     async def _fetch(self, location: str) -> bytes:
         if location.startswith(("http://", "https://")):
             return await self._fetcher.read(location, self._max_notebook_bytes, "notebook")
-        if location.startswith("file://"):
-            path = Path(unquote(urlparse(location).path))
-        elif Path(location).is_absolute():
-            path = Path(location)
-        else:
+        if not location.startswith("file:") and not Path(location).is_absolute():
             raise PlatformError(
                 f"notebook location {location!r} must be an absolute path, a file:// URL or an http(s) URL"
             )
+        try:
+            path = local_path(location, self._rules, "the notebook")
+        except LocationRefused as refused:
+            raise PlatformError(refused.message) from None
         if not path.is_file():
             raise PlatformError(f"notebook not found at {location}")
         if path.stat().st_size > self._max_notebook_bytes:
@@ -216,14 +262,20 @@ class LocalPlatform(PlatformBase):
         for stale in (RESULT_FILE, CANCEL_MARKER, KERNEL_FILE):
             (work_dir / stale).unlink(missing_ok=True)
         # Booking limits first, so the user's own environment can still lower (or raise) them.
-        env = os.environ | dict.fromkeys(THREAD_LIMIT_VARIABLES, str(spec.cores)) | spec.environment
+        env = run_environment(os.environ, work_dir, THREAD_LIMIT_VARIABLES, spec.cores, spec.environment)
+        sandbox = await self._sandbox(spec)
         command = [
-            sys.executable, "-m", RUNNER_MODULE,
+            sys.executable, "-I", RUNNER_SCRIPT,
             "--input", str(work_dir / INPUT_FILE),
             "--output", str(work_dir / OUTPUT_FILE),
             "--result", str(work_dir / RESULT_FILE),
         ]  # fmt: skip
-        process = await spawn_detached(command, work_dir, env, work_dir / LOG_FILE)
+        if sandbox:
+            # In its own pid namespace the kernel's pid means nothing out here: the run is stopped
+            # through its process group, whose end takes the whole namespace with it.
+            command.append("--no-kernel-file")
+        limits = self._limits(spec)
+        process = await spawn_detached(sandbox + command, work_dir, env, work_dir / LOG_FILE, limits)
         self._children[process.pid] = process
         return _process_handle(process.pid, log=LOG_FILE)
 
@@ -418,6 +470,10 @@ def _status_from_result(work_dir: Path) -> RunStatus | None:
     if state not in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
         return RunStatus(state=RunState.FAILED, message=f"unreadable {RESULT_FILE}", outputs=outputs)
     message = result.get("message") or (None if state == RunState.SUCCEEDED else f"the run ended {state}")
+    if state == RunState.FAILED and isinstance(message, str):
+        limit = memory_limit_hit(work_dir, message, None)
+        if limit is not None:
+            message = f"the notebook exceeded its memory limit of {limit}: {message}"
     return RunStatus(state=RunState(state), message=message, outputs=outputs)
 
 

@@ -81,7 +81,7 @@ def _failure_message(error: BaseException, failed_cell: list[int]) -> str:
     return f"notebook execution failed: {type(error).__name__}: {error}"
 
 
-async def _execute(nb: Any, work_dir: Path, kernel_file: Path, failed_cell: list[int]) -> None:
+async def _execute(nb: Any, work_dir: Path, kernel_file: Path | None, failed_cell: list[int]) -> None:
     from nbclient import NotebookClient
 
     client = NotebookClient(
@@ -99,7 +99,7 @@ async def _execute(nb: Any, work_dir: Path, kernel_file: Path, failed_cell: list
         # runner's process group would not reach it: record it for the plugin.
         provisioner = getattr(client.km, "provisioner", None)
         pid = getattr(provisioner, "pid", None)
-        if isinstance(pid, int):
+        if isinstance(pid, int) and kernel_file is not None:
             write_json_atomically(kernel_file, {"pid": pid, "start_time": proc_start_time(pid)})
 
     client.on_cell_error = on_cell_error
@@ -107,7 +107,7 @@ async def _execute(nb: Any, work_dir: Path, kernel_file: Path, failed_cell: list
     await client.async_execute()
 
 
-def run(input_path: Path, output_path: Path, result_path: Path) -> int:
+def run(input_path: Path, output_path: Path, result_path: Path, *, kernel_file: bool = True) -> int:
     import nbformat
 
     work_dir = result_path.parent
@@ -120,7 +120,8 @@ def run(input_path: Path, output_path: Path, result_path: Path) -> int:
             [spec_root, *filter(None, [os.environ.get("JUPYTER_PATH")])]
         )
         try:
-            asyncio.run(_execute(nb, work_dir, work_dir / KERNEL_FILE, failed_cell))
+            kernel = work_dir / KERNEL_FILE if kernel_file else None
+            asyncio.run(_execute(nb, work_dir, kernel, failed_cell))
         except Exception as error:
             state, message = "FAILED", _failure_message(error, failed_cell)
         finally:
@@ -139,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--result", type=Path, required=True)
+    # In a sandbox with its own pid namespace, the kernel's pid would mislead the plugin.
+    parser.add_argument("--no-kernel-file", action="store_true")
     args = parser.parse_args(argv)
     try:
-        return run(args.input, args.output, args.result)
+        return run(args.input, args.output, args.result, kernel_file=not args.no_kernel_file)
     except Exception as error:
         # Anything outside the notebook itself (unreadable input, disk full): still leave a result.
         write_result(args.result, "FAILED", f"the local runner failed: {type(error).__name__}: {error}")
