@@ -68,12 +68,17 @@ def local_pool_access() -> str:
     return f"allowed_owners = [{owners}]\nallowed_paths = [{paths}]\nallowed_hosts = [{hosts}]\n"
 
 
+def allowed_owners(*more: str) -> str:
+    """``EB_POOL_ALLOWED_OWNERS`` of `broker_env`, with `more` owners (an OIDC user's, say)."""
+    return ",".join([*(f"local:{name}" for name in LOCAL_RUNNERS), *more])
+
+
 def broker_env(**overrides: str) -> dict[str, str]:
     env = {
         "EB_POOL_CORES": "4",
         "EB_POOL_MEMORY_GIB": "16",
         "EB_ACK_WAIT_S": "5",
-        "EB_POOL_ALLOWED_OWNERS": ",".join(f"local:{name}" for name in LOCAL_RUNNERS),
+        "EB_POOL_ALLOWED_OWNERS": allowed_owners(),
         "EB_POOL_ALLOWED_PATHS": ",".join(str(path) for path in LOCAL_READABLE),
         # The tests' HTTP servers (slow data, fake platforms) listen on the loopback address.
         "EB_POOL_ALLOWED_HOSTS": "127.0.0.1,localhost",

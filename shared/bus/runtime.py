@@ -40,6 +40,7 @@ from shared import subjects
 from shared.bus.acks import DoubleAcks
 from shared.bus.login import ServiceLogin, service_login
 from shared.bus.pulling import BatchPuller
+from shared.bus.redact import excerpt
 from shared.bus.store import OutboxRow, Store, Transaction
 from shared.bus.streams import ConsumerSpec, StreamLimits, check_streams, ensure_consumer, ensure_streams
 from shared.bus.upkeep import reconcile_outbox, upkeep_loop
@@ -61,7 +62,6 @@ PROBE_TIMEOUT_S = 2.0
 # How nats-py words a subject the server refused (it reports it to error_cb, lower-cased).
 PERMISSIONS_VIOLATION = "permissions violation"
 # A dead letter quotes at most this much of the message it records, and of the reason.
-DEAD_LETTER_PREVIEW_CHARS = 512
 DEAD_LETTER_REASON_CHARS = 1000
 
 
@@ -432,7 +432,7 @@ class ServiceRuntime:
                 subject=row.subject,
                 reason=f"refused by the server: {reason}"[:DEAD_LETTER_REASON_CHARS],
                 deliveries=0,
-                payload_preview=row.payload[:DEAD_LETTER_PREVIEW_CHARS].decode("utf-8", "replace"),
+                payload_preview=excerpt(row.payload),
             )
             await tx.publish(dead_subject, letter.to_bytes(), f"dead:{row.msg_id}", trace_headers=row.headers)
             if self.wiring.on_refused is not None:
@@ -598,7 +598,7 @@ class ServiceRuntime:
                 subject=incoming.subject,
                 reason=failure.reason,
                 deliveries=incoming.deliveries,
-                payload_preview=incoming.body[:DEAD_LETTER_PREVIEW_CHARS].decode("utf-8", "replace"),
+                payload_preview=excerpt(incoming.body),
             )
             await tx.publish(subjects.dead_letter(self.service), letter.to_bytes(), f"dead:{incoming.msg_id}")
             if on_dead is not None:

@@ -48,7 +48,7 @@ from shared.models import OfferSetResponse, to_jsonable
 from shared.ops import callout as callout_process
 from shared.ops import contexts
 from shared.ops.bench_floor import FloorTransport
-from shared.ops.embedded import SERVICES, EmbeddedBroker, free_port, wait_for_port
+from shared.ops.embedded import PRIVATE_UMASK, SERVICES, EmbeddedBroker, free_port, wait_for_port
 from shared.ops.secured import SecuredBus
 from shared.ops.users import DEFAULT_DATA_DIR, DataDir
 from shared.ops.users import app as users_app
@@ -213,6 +213,7 @@ def service(
     nats_url: NatsUrl = DEFAULT_NATS_URL,
 ) -> None:
     """Run one service in the foreground until SIGTERM or Ctrl-C."""
+    os.umask(PRIVATE_UMASK)  # stores, logs and keys: this process's user's alone
     if name not in SERVICES:
         err.print(f"[red]error:[/red] unknown service {name!r}; choose one of {', '.join(SERVICES)}")
         raise typer.Exit(2)
@@ -274,6 +275,7 @@ def streams(nats_url: NatsUrl = DEFAULT_NATS_URL) -> None:
 @app.command(hidden=True)
 def callout(nats_url: NatsUrl = DEFAULT_NATS_URL) -> None:
     """Run the auth callout of the installation in EB_DATA_DIR in the foreground."""
+    os.umask(PRIVATE_UMASK)  # stores, logs and keys: this process's user's alone
     logging.basicConfig(level=logging.INFO, format="%(asctime)s callout %(levelname)s %(name)s: %(message)s")
     settings = Settings(nats_url=nats_url)
 
@@ -358,6 +360,7 @@ def up(
     """Start nats-server (JetStream), its auth callout and the three services; Ctrl-C or SIGTERM
     stops everything. You become the broker's operator: an admin identity named after your login,
     with a fresh password in a context that client commands use unless told otherwise."""
+    os.umask(PRIVATE_UMASK)  # stores, logs and keys: this process's user's alone
     broker = start_embedded(data_dir.resolve(), nats_url, nats_port, http_port or None)
     console.print(f"broker up: NATS at [bold]{broker.url}[/bold], data in {data_dir.resolve()}")
     if broker.nats is not None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import nats
 
@@ -51,6 +51,17 @@ def service_environment(name: str, variables: dict[str, str]) -> dict[str, str]:
 
 
 BARE_USER = "bare"
+
+
+#: Every file and folder the broker's processes make is theirs alone (0600, 0700): stores, streams,
+#: logs, keys. Set for the processes the embedded broker starts, and by `broker service|callout|up`.
+PRIVATE_UMASK = 0o077
+
+
+def private_log(path: Path) -> BinaryIO:
+    """A log file to append to, made 0600 if new; the child process owns the handle."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def free_port() -> int:
@@ -125,7 +136,7 @@ class NatsServer:
                 probe.bind(("127.0.0.1", self.port))
             except OSError:
                 raise OSError(f"port {self.port} is already in use") from None
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         log = self.log_file or (self.store_dir.parent / "nats-server.log")
         config = self.config_file or self._bare_config()
         self.proc = subprocess.Popen(
@@ -141,9 +152,10 @@ class NatsServer:
                 "-sd",
                 str(self.store_dir),
             ],
-            stdout=open(log, "ab"),  # noqa: SIM115 - the child owns the handle
+            stdout=private_log(log),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=PRIVATE_UMASK,
         )
         wait_for_port(self.port, 15, self.proc)
 
@@ -173,17 +185,18 @@ class ServiceProcess:
 
     def start(self) -> None:
         log = self.data_dir / f"{self.name}.log"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         env = service_environment(
             self.name,
             {**os.environ, **self.env, "EB_DATA_DIR": str(self.data_dir), "EB_NATS_URL": self.nats_url},
         )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shared.ops.cli", *self.command],
-            stdout=open(log, "ab"),  # noqa: SIM115 - the child owns the handle
+            stdout=private_log(log),
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            umask=PRIVATE_UMASK,
         )
 
     def alive(self) -> bool:

@@ -11,9 +11,12 @@ import httpx
 import pytest
 
 from shared.auth import owners
+from tests.conftest import allowed_owners
 from tests.e2e.helpers import hello_request
 from tests.e2e.http_support import JSON, HttpBroker, start_http_broker, update
 from tests.fakes.oidc import DEFAULT_AUDIENCE, FakeOidcProvider
+
+OIDC_ALICE = "0b6e7f5c-oidc-alice"
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +31,8 @@ def http(tmp_path_factory: pytest.TempPathFactory, provider: FakeOidcProvider) -
         tmp_path_factory.mktemp("http-oidc-broker"),
         EB_OIDC_ISSUER=provider.issuer,
         EB_OIDC_AUDIENCE=DEFAULT_AUDIENCE,
+        # The OIDC alice may run code on the local pool too: what is tested is whose session it is.
+        EB_POOL_ALLOWED_OWNERS=allowed_owners(str(owners.oidc(provider.issuer, OIDC_ALICE))),
     )
     try:
         yield running
@@ -48,7 +53,7 @@ def offers_of(client: httpx.Client) -> list[str]:
 
 
 def test_an_oidc_alice_is_not_the_local_alice(http: HttpBroker, provider: FakeOidcProvider) -> None:
-    token = provider.mint("0b6e7f5c-oidc-alice", preferred_username="alice")
+    token = provider.mint(OIDC_ALICE, preferred_username="alice")
     with http.client() as alice, bearer(http, token) as impostor:
         me = impostor.get("/whoami", headers=JSON).json()
         assert me["username"] == "alice"  # shown as the provider says

@@ -60,6 +60,7 @@ class SecuredBus:
             pool_cores=4,
             pool_memory_gib=16,
             ack_wait_s=5,
+            pool_allowed_owners=f"local:{OPERATOR}",  # the test's client runs a command on the local pool
         )
 
     def violations(self) -> list[str]:

@@ -256,10 +256,18 @@ async def test_bobs_session_is_unchanged_and_runs_after_the_attacks(scene: Scene
     assert all(event.session_id == scene.session_id for event in events)
 
 
-def test_the_secrets_on_disk_are_private(scene: Scene) -> None:
+def test_everything_on_disk_is_private(scene: Scene) -> None:
+    """After a whole session: keys, configuration, identities, stores, streams and logs are the
+    broker's user's alone (folders 0700, files 0600 or stricter)."""
     bus = scene.broker.bus
     assert bus.folder.stat().st_mode & 0o777 == 0o700
     for path in Path(bus.folder).iterdir():
         assert path.stat().st_mode & 0o777 == 0o600, path
-    identities = scene.broker.data_dir / "identities.db"
-    assert identities.stat().st_mode & 0o777 == 0o600
+    assert (scene.broker.data_dir / "identities.db").stat().st_mode & 0o777 == 0o600
+    seen = 0
+    for path in scene.broker.data_dir.rglob("*"):
+        if path.is_symlink():
+            continue
+        seen += 1
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others: {oct(path.stat().st_mode)}"
+    assert seen > 20  # stores, streams and logs were there to check

@@ -15,11 +15,12 @@ from shared.auth import owners
 from shared.auth.credentials import Credentials
 from shared.client import BrokerClient, BrokerRefused, read_request_file, wait_for_services
 from shared.ops.embedded import SERVICES, EmbeddedBroker
-from tests.conftest import broker_env
+from tests.conftest import allowed_owners, broker_env
 from tests.e2e.helpers import HELLO_REQUEST
 from tests.fakes.oidc import DEFAULT_AUDIENCE, FakeOidcProvider
 
 pytestmark = pytest.mark.security
+CAROL_SUB = "c4r01-sub"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,12 @@ def provider() -> Iterator[FakeOidcProvider]:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory, provider: FakeOidcProvider) -> Iterator[EmbeddedBroker]:
-    env = broker_env(EB_OIDC_ISSUER=provider.issuer, EB_OIDC_AUDIENCE=DEFAULT_AUDIENCE)
+    carol = str(owners.oidc(provider.issuer, CAROL_SUB))  # the local pool runs her code too
+    env = broker_env(
+        EB_OIDC_ISSUER=provider.issuer,
+        EB_OIDC_AUDIENCE=DEFAULT_AUDIENCE,
+        EB_POOL_ALLOWED_OWNERS=allowed_owners(carol),
+    )
     running = EmbeddedBroker(data_dir=tmp_path_factory.mktemp("oidc") / "broker", env=env)
     running.start()
     try:
@@ -49,8 +55,8 @@ async def test_an_oidc_user_submits_as_issuer_and_sub(
 ) -> None:
     # She prefers the name of a local user; the bus still makes her her provider's sub.
     broker.login("alice")
-    carol = token_login(provider.mint("c4r01-sub", preferred_username="alice"))
-    assert carol.owner == owners.oidc(provider.issuer, "c4r01-sub")
+    carol = token_login(provider.mint(CAROL_SUB, preferred_username="alice"))
+    assert carol.owner == owners.oidc(provider.issuer, CAROL_SUB)
     async with BrokerClient(broker.url, carol) as client:
         assert client.owner != owners.local("alice").token
         offerset = await client.submit(read_request_file(HELLO_REQUEST))
