@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,22 +16,13 @@ from shared.client import BrokerClient, wait_for_services
 from shared.examples import examples_dir
 from shared.ops.embedded import SERVICES, EmbeddedBroker, NatsServer
 from tests.asyncapi_schema import load_schema
+from tests.debian import debian_program
 
 
 @pytest.fixture(scope="session")
 def bwrap() -> str:
     """bubblewrap (the local platform's sandbox), installed with apt-get when missing (we run as root)."""
-    if shutil.which("bwrap") is None:
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            pytest.skip("bwrap is missing and cannot be installed here (needs root and apt-get)")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "bubblewrap"], check=True, env=env, capture_output=True, timeout=900
-        )
-    found = shutil.which("bwrap")
-    assert found is not None
-    return found
+    return debian_program("bwrap", "bubblewrap")
 
 
 @pytest.fixture

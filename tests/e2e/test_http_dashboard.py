@@ -5,14 +5,12 @@ which must block nothing they need."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.debian import debian_program
 from tests.e2e.helpers import ROOT
 from tests.e2e.http_support import ALICE, HttpBroker, start_http_broker
 
@@ -40,13 +38,7 @@ document.addEventListener("securitypolicyviolation",
 def chromium() -> Path:
     """Debian's chromium, installed with apt-get when missing (we run as root); never `playwright install`."""
     if not CHROMIUM.exists():
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            pytest.skip("/usr/bin/chromium is missing and cannot be installed here (needs root and apt-get)")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "chromium"], check=True, env=env, capture_output=True, timeout=900
-        )
+        debian_program("chromium", "chromium")
     return CHROMIUM
 
 
