@@ -109,13 +109,9 @@ class OffersHandlers:
             by_pool: dict[str, list[str]] = {}
             for session_id, pool in (pools or {}).items():
                 by_pool.setdefault(pool, []).append(session_id)
+            too_large = f"release:too-large:{request_id}"
             for pool, session_ids in sorted(by_pool.items()):
-                await tx.publish(
-                    subjects.scheduler_command(pool, SchedulerVerb.RELEASE),
-                    ReleaseHolds(session_ids=sorted(session_ids), reason="answer too large").to_bytes(),
-                    f"release:too-large:{request_id}:{pool}",
-                    trace_headers=trace,
-                )
+                await release_holds(tx, pool, sorted(session_ids), "answer too large", too_large, trace)
             offerset = domain.too_large_offerset(
                 domain.offerset_id_for(request_id), size, tx.now, self.policy
             )
@@ -164,14 +160,9 @@ class OffersHandlers:
             # Answered already (a repeat, or a quote after the deadline): nothing changes, but holds
             # made for an answer that was given without them are freed at once.
             if stored is not None and quoted.holds and not await tables.offered_in(tx, quoted.request_id):
-                await tx.publish(
-                    subjects.scheduler_command(quoted.pool, SchedulerVerb.RELEASE),
-                    ReleaseHolds(
-                        session_ids=[hold.session_id for hold in quoted.holds], reason="quote too late"
-                    ).to_bytes(),
-                    f"release:late:{quoted.request_id}:{quoted.pool}",
-                    trace_headers=stored.trace,
-                )
+                held = [hold.session_id for hold in quoted.holds]
+                late = f"release:late:{quoted.request_id}"
+                await release_holds(tx, quoted.pool, held, "quote too late", late, stored.trace)
             return
         expected = set(stored.pools or [quoted.pool])
         if expected == {quoted.pool}:
@@ -225,14 +216,9 @@ class OffersHandlers:
             silent = sorted(set(stored.pools) - {answer.pool for answer in answered})
             for answer in answered:
                 if answer.holds:
-                    await tx.publish(
-                        subjects.scheduler_command(answer.pool, SchedulerVerb.RELEASE),
-                        ReleaseHolds(
-                            session_ids=[hold.session_id for hold in answer.holds], reason="quote timeout"
-                        ).to_bytes(),
-                        f"release:overdue:{stored.request_id}:{answer.pool}",
-                        trace_headers=stored.trace,
-                    )
+                    held = [hold.session_id for hold in answer.holds]
+                    overdue = f"release:overdue:{stored.request_id}"
+                    await release_holds(tx, answer.pool, held, "quote timeout", overdue, stored.trace)
             message = MessageItem.error(
                 "urn:service-unavailable",
                 "No answer from pool ${pools} within ${seconds} s: the scheduler is unavailable; "
@@ -430,13 +416,19 @@ class OffersHandlers:
         if not session_ids:
             return
         for pool, ids in (await tables.pools_of(tx, session_ids)).items():
-            pool = pool or self.policy.pool
-            await tx.publish(
-                subjects.scheduler_command(pool, SchedulerVerb.RELEASE),
-                ReleaseHolds(session_ids=ids, reason=reason).to_bytes(),
-                f"{msg_id}:{pool}",
-                trace_headers=trace,
-            )
+            await release_holds(tx, pool or self.policy.pool, ids, reason, msg_id, trace)
+
+
+async def release_holds(
+    tx: Transaction, pool: str, session_ids: list[str], reason: str, msg_id: str, trace: dict[str, str] | None
+) -> None:
+    """Tell `pool` to free these holds; the message id is ``<msg_id>:<pool>`` (one per pool)."""
+    await tx.publish(
+        subjects.scheduler_command(pool, SchedulerVerb.RELEASE),
+        ReleaseHolds(session_ids=session_ids, reason=reason).to_bytes(),
+        f"{msg_id}:{pool}",
+        trace_headers=trace,
+    )
 
 
 # -- wiring -----------------------------------------------------------------------------------------
