@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from shared.auth import owners
 from shared.auth.permissions import inbox_prefix
+from shared.bus.permissions import inbox_prefix as service_inbox
 
 
 class CredentialsError(ValueError):
@@ -68,7 +69,7 @@ class Credentials:
         """The private reply inbox: a user's is named after its owner; an nkey's after its seed file
         (``offers.nk``: ``_INBOX_offers``, what `shared.bus.permissions` allows each service)."""
         if self.nkey_seed_file is not None:
-            return f"_INBOX_{self.nkey_seed_file.stem}"
+            return service_inbox(self.nkey_seed_file.stem)
         return inbox_prefix(self.owner.token)
 
     def connect_options(self) -> dict[str, Any]:

@@ -61,8 +61,7 @@ class NatsBus:
         self._nc = await nats.connect(
             self.nats_url,
             name="eb-offers-http",
-            nkeys_seed=str(self.seed_file),
-            inbox_prefix=f"_INBOX_{self.seed_file.stem}",
+            **Credentials(nkey_seed_file=self.seed_file).connect_options(),
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             error_cb=quiet,
