@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     # fast: nats-server syncs to disk every 2 minutes and SQLite at checkpoints (a machine crash can
     # lose what was acknowledged since); safe: both sync every write (docs/reliability.md).
     durability: Literal["fast", "safe"] = "fast"
+    # Where the services keep their state: unset, one SQLite file each under the data dir (the
+    # embedded default); a PostgreSQL URL (postgresql://user:password@host:port/database), one schema
+    # each in that database (shared/bus/backends.py). Secret: it may hold the password.
+    database_url: SecretStr | None = None
 
     @property
     def sqlite_synchronous(self) -> str:

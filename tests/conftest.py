@@ -17,6 +17,7 @@ from shared.examples import examples_dir
 from shared.ops.embedded import SERVICES, EmbeddedBroker, NatsServer
 from tests.asyncapi_schema import load_schema
 from tests.debian import debian_program
+from tests.postgres import PostgresServer, start_postgres
 
 
 @pytest.fixture(scope="session")
@@ -126,3 +127,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL for the whole run, started the first time a test asks for it."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A fresh database of its own for one test: its URL, with the password (never print it)."""
+    return postgres.database()

@@ -437,7 +437,7 @@ class ServiceRuntime:
             await tx.publish(dead_subject, letter.to_bytes(), f"dead:{row.msg_id}", trace_headers=row.headers)
             if self.wiring.on_refused is not None:
                 try:
-                    with tx.savepoint():  # the answer is a courtesy: the dead letter stands without it
+                    async with tx.savepoint():  # the answer is a courtesy: the dead letter stands without it
                         await self.wiring.on_refused(tx, row, reason)
                 except Exception:
                     log.exception("%s: no other answer for refused %s", self.service, row.subject)
@@ -475,7 +475,7 @@ class ServiceRuntime:
         try:
             try:
                 async with self.store.transaction(datetime.now(UTC)) as tx:
-                    done = tx.seen_among([incoming.msg_id for incoming in incomings])
+                    done = await tx.seen_among([incoming.msg_id for incoming in incomings])
                     for msg, incoming in zip(msgs, incomings, strict=True):
                         if incoming.msg_id in done:
                             continue  # applied before (or earlier in this batch): only ack it
@@ -557,7 +557,7 @@ class ServiceRuntime:
             set_status_on_exception=False,
         ) as span:
             try:
-                with tx.savepoint():
+                async with tx.savepoint():
                     await handler(tx, incoming)
                     await tx.remember(incoming.msg_id)
             except TransientError as exc:

@@ -15,7 +15,8 @@ import pytest
 
 from shared import subjects
 from shared.bus.runtime import ServiceRuntime
-from shared.bus.store import Store, Transaction
+from shared.bus.sqlite import SqliteStore
+from shared.bus.store import Transaction
 from shared.bus.streams import StreamLimits, ensure_streams
 from shared.bus.upkeep import reconcile_outbox, stream_uses, upkeep_loop, warn_filling
 from shared.bus.wiring import Wiring
@@ -35,7 +36,7 @@ def runtime_on(nats_url: str, path: Path) -> ServiceRuntime:
     return ServiceRuntime(
         Wiring("svc"),
         nats_url,
-        Store(path, ""),
+        SqliteStore(path, ""),
         setup_tracing("svc"),
         stream_limits=StreamLimits(2**22, 2**23),
     )
@@ -106,7 +107,7 @@ async def test_the_upkeep_loop_truncates_the_wal_and_checks_the_streams(
     await ensure_streams(js, StreamLimits(commands_max_bytes=2**20, events_max_bytes=2**20))
     for i in range(int(0.9 * 2**20 / 1100)):
         await js.publish(f"eb.sessions.o.s{i}.RUNNING", b"x" * 1000)
-    store = Store(tmp_path / "svc.sqlite", "CREATE TABLE IF NOT EXISTS notes (body TEXT);")
+    store = SqliteStore(tmp_path / "svc.sqlite", "CREATE TABLE IF NOT EXISTS notes (body TEXT);")
     await store.open()
     try:
         async with store.transaction() as tx:

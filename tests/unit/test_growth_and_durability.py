@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared import subjects
-from shared.bus.store import Store
+from shared.bus.sqlite import SqliteStore
 from shared.bus.streams import StreamLimits, stream_configs
 from shared.bus.upkeep import FILL_WARNING, StreamUse, filling
 from shared.ops.secured import SecuredBus
@@ -68,7 +68,7 @@ def test_a_stream_past_four_fifths_of_its_bytes_is_filling() -> None:
 
 @pytest.mark.parametrize(("synchronous", "pragma"), [("NORMAL", 1), ("FULL", 2)])
 async def test_the_store_syncs_as_its_durability_says(tmp_path: Path, synchronous: str, pragma: int) -> None:
-    store = Store(tmp_path / "s.sqlite", SCHEMA, synchronous=synchronous)
+    store = SqliteStore(tmp_path / "s.sqlite", SCHEMA, synchronous=synchronous)
     await store.open()
     try:
         assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == pragma
@@ -78,7 +78,7 @@ async def test_the_store_syncs_as_its_durability_says(tmp_path: Path, synchronou
 
 def test_a_store_refuses_an_unknown_synchronous_mode() -> None:
     with pytest.raises(ValueError, match="synchronous"):
-        Store(":memory:", SCHEMA, synchronous="OFF; DROP TABLE notes")
+        SqliteStore(":memory:", SCHEMA, synchronous="OFF; DROP TABLE notes")
 
 
 def wal_size(database: Path) -> int:
@@ -87,7 +87,7 @@ def wal_size(database: Path) -> int:
 
 async def test_a_truncating_checkpoint_empties_the_wal(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
-    store = Store(path, SCHEMA)
+    store = SqliteStore(path, SCHEMA)
     await store.open()
     try:
         async with store.transaction(NOW) as tx:
@@ -106,7 +106,7 @@ async def test_a_truncating_checkpoint_empties_the_wal(tmp_path: Path) -> None:
 
 
 async def test_sent_since_lists_only_what_the_stream_confirmed_lately(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.sqlite", SCHEMA)
+    store = SqliteStore(tmp_path / "s.sqlite", SCHEMA)
     await store.open()
     try:
         async with store.transaction(NOW) as tx:
