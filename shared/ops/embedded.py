@@ -42,11 +42,19 @@ OWN_VARIABLES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Variables of the three services alone, which keep state: where it is (a URL that may hold the
+#: database's password). The auth callout keeps none, so it is not given them.
+STATE_VARIABLES = ("EB_DATABASE_",)
+
+
 def service_environment(name: str, variables: dict[str, str]) -> dict[str, str]:
-    """``variables`` without those that belong to another process (`OWN_VARIABLES`)."""
+    """``variables`` without those that belong to another process (`OWN_VARIABLES`,
+    `STATE_VARIABLES`)."""
     foreign = tuple(
         prefix for owner, prefixes in OWN_VARIABLES.items() if owner != name for prefix in prefixes
     )
+    if name not in SERVICES:
+        foreign += STATE_VARIABLES
     return {key: value for key, value in variables.items() if not key.startswith(foreign)}
 
 
