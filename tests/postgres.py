@@ -137,13 +137,17 @@ class PostgresServer:
                     raise
                 time.sleep(0.1)
 
-    def database(self, prefix: str = "t") -> str:
-        """A new database owned by the broker's role; its URL (with the password: never print it)."""
+    def database(self, prefix: str = "t", *, icu_locale: str | None = None) -> str:
+        """A new database owned by the broker's role, sorting text as ``C`` (or as the ICU locale
+        given); its URL (with the password: never print it)."""
         name = f"{prefix}{next(self._names)}"
+        locale = sql.SQL("LOCALE 'C'")
+        if icu_locale is not None:
+            locale = sql.SQL("LOCALE 'C' LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(icu_locale))
         with self._admin() as conn:
             conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 LOCALE 'C'").format(
-                    sql.Identifier(name), sql.Identifier(BROKER)
+                sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 {}").format(
+                    sql.Identifier(name), sql.Identifier(BROKER), locale
                 )
             )
         return self._url(BROKER, self._broker_password, name)

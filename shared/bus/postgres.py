@@ -195,16 +195,24 @@ class PostgresStore(Store):
     async def _check_collation(conn: AsyncConnection[Any]) -> None:
         """Refuse a database whose text does not sort byte by byte, as SQLite's does: the services
         compare ISO 8601 times as text, which a language's collation may order otherwise."""
+        # The provider column is PostgreSQL 15's (ICU or libc; 17 adds its own "builtin" C locales,
+        # also in code point order): read through to_jsonb, so older servers give NULL, not an error.
         cursor = await conn.execute(
-            "SELECT datcollate FROM pg_database WHERE datname = current_database()", prepare=False
+            "SELECT datcollate, to_jsonb(d) ->> 'datlocprovider', to_jsonb(d) ->> 'daticulocale' "
+            "FROM pg_database d WHERE datname = current_database()"
         )
         row = await cursor.fetchone()
-        collation = str(row[0]) if row is not None else "?"
-        if collation not in BYTEWISE_COLLATIONS:
-            raise RuntimeError(
-                f"the database's collation is {collation!r}; the broker needs one of "
-                f"{sorted(BYTEWISE_COLLATIONS)}: CREATE DATABASE … LOCALE 'C' TEMPLATE template0"
-            )
+        collation, provider, icu = (row[0], row[1], row[2]) if row is not None else ("?", None, None)
+        if provider == "i":
+            found = f"ICU {icu!r}"
+        elif collation not in BYTEWISE_COLLATIONS:
+            found = repr(collation)
+        else:
+            return
+        raise RuntimeError(
+            f"the database's collation is {found}; the broker needs one that sorts text byte by byte "
+            f"({', '.join(sorted(BYTEWISE_COLLATIONS))}): CREATE DATABASE … LOCALE 'C' TEMPLATE template0"
+        )
 
     async def apply_schema(self) -> None:
         async with self._lock:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from services.scheduler import store as scheduler_tables
@@ -20,6 +21,7 @@ from services.scheduler.states import ReservationState
 from shared.bus.postgres import PostgresStore, pyformat
 from shared.bus.sqlite import SqliteStore
 from shared.bus.store import Schema, Store, Transaction
+from tests.postgres import PostgresServer
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 NOTES = """
@@ -242,3 +244,39 @@ async def test_scheduler_times_keep_their_microseconds(stores: Stores) -> None:
             assert not await scheduler_tables.record_preparation(tx, "s1", 9.0, {})
     finally:
         await store.close()
+
+
+# -- PostgreSQL alone: a database on the network -----------------------------------------------------------
+
+
+async def test_a_postgres_store_replaces_connections_the_server_cut(postgres_url: str) -> None:
+    """The database restarts or an operator ends the store's sessions: the transaction (or read) in
+    flight fails, and the next one runs on a new connection."""
+    store = PostgresStore(postgres_url, "svc", NOTES)
+    await store.open()
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as other:
+            cut = other.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'eb-svc'"
+            ).fetchall()
+        assert cut == [(True,), (True,)]  # the writer's and the reader's
+        with pytest.raises(psycopg.OperationalError):
+            async with store.transaction(NOW) as tx:
+                await note(tx, "lost")
+        with pytest.raises(psycopg.OperationalError):
+            await store.read("SELECT key FROM notes")
+        async with store.transaction(NOW) as tx:
+            await note(tx, "kept")
+        assert await keys(store) == ["kept"]
+    finally:
+        await store.close()
+
+
+async def test_a_postgres_database_that_does_not_sort_text_bytewise_is_refused(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.database(icu_locale="en-US")
+    store = PostgresStore(url, "svc", NOTES)
+    with pytest.raises(RuntimeError, match=r"collation is ICU 'en-US'.*LOCALE 'C'"):
+        await store.open()
+    await store.close()
