@@ -13,13 +13,12 @@ transaction or read; the transaction it broke failed, and the message is redeliv
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zlib import crc32
 
@@ -154,12 +153,12 @@ class PostgresStore(Store):
         shown); ``name``: the PostgreSQL schema the service's tables live in."""
         if not _SCHEMA_NAME.fullmatch(name):
             raise ValueError(f"a store's schema name is a lower-case identifier, not {name!r}")
+        super().__init__()
         self._url = url
         self.name = name
         self._schema = schema_for(schema, self.dialect)
         self._writer: AsyncConnection[Any] | None = None
         self._reader: AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"<PostgresStore schema {self.name}>"  # never the URL: it may hold a password
@@ -230,6 +229,12 @@ class PostgresStore(Store):
                 await conn.close()
         self._writer = self._reader = None
 
+    @property
+    def writer(self) -> AsyncConnection[Any]:
+        if self._writer is None:
+            raise RuntimeError("store is not open")
+        return self._writer
+
     async def _writer_ready(self) -> AsyncConnection[Any]:
         if self._writer is None:
             raise RuntimeError("store is not open")
@@ -244,37 +249,18 @@ class PostgresStore(Store):
             self._reader = await self._connect()
         return self._reader
 
-    @asynccontextmanager
-    async def transaction(self, now: datetime | None = None) -> AsyncIterator[Transaction]:
-        async with self._lock:
-            conn = await self._writer_ready()
-            tx = PostgresTransaction(now or datetime.now(UTC), conn=conn)
-            await conn.execute("BEGIN")
-            try:
-                yield tx
-            except BaseException:
-                await self._end(conn, "ROLLBACK")
-                tx.outbox.clear()
-                tx.rolled_back()
-                raise
-            else:
-                try:
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    # A COMMIT that fails (a lost connection, a serialisation failure) has ended
-                    # nothing for sure: roll back what may be left.
-                    await self._end(conn, "ROLLBACK")
-                    tx.outbox.clear()
-                    tx.rolled_back()
-                    raise
-                for callback in tx.committed:
-                    callback()
+    async def _begin(self, now: datetime) -> Transaction:
+        conn = await self._writer_ready()
+        await conn.execute("BEGIN")
+        return PostgresTransaction(now, conn=conn)
 
-    @staticmethod
-    async def _end(conn: AsyncConnection[Any], statement: str) -> None:
-        """End the transaction if the connection still can; a broken one ended it already."""
-        if not conn.closed:
-            await conn.execute(statement)
+    async def _end(self, statement: str) -> None:
+        await self.writer.execute(statement)
+
+    async def _abort(self) -> None:
+        # A broken connection ended its transaction already; ROLLBACK with none open only warns.
+        if not self.writer.closed:
+            await self.writer.execute("ROLLBACK")
 
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """A read on the second connection: it sees only what is committed."""

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +96,12 @@ class SqliteStore(Store):
         of an fsync per commit (``EB_DURABILITY=safe``)."""
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS)}, not {synchronous!r}")
+        super().__init__()
         self._memory = str(path) == MEMORY
         self._path = Path(path)
         self._schema = schema_for(schema, self.dialect)
         self._synchronous = synchronous
         self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
 
     @property
     def path(self) -> Path:
@@ -160,31 +160,17 @@ class SqliteStore(Store):
             raise RuntimeError("store is not open")
         return self._conn
 
-    @asynccontextmanager
-    async def transaction(self, now: datetime | None = None) -> AsyncIterator[Transaction]:
-        async with self._lock:
-            tx = SqliteTransaction(now or datetime.now(UTC), conn=self.conn)
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield tx
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                tx.outbox.clear()
-                tx.rolled_back()
-                raise
-            else:
-                try:
-                    self.conn.execute("COMMIT")
-                except BaseException:
-                    # A failed COMMIT (a deferred constraint, a full disk) leaves the transaction
-                    # open: end it, or the next BEGIN would fail too.
-                    if self.conn.in_transaction:
-                        self.conn.execute("ROLLBACK")
-                    tx.outbox.clear()
-                    tx.rolled_back()
-                    raise
-                for callback in tx.committed:
-                    callback()
+    async def _begin(self, now: datetime) -> Transaction:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return SqliteTransaction(now, conn=self.conn)
+
+    async def _end(self, statement: str) -> None:
+        self.conn.execute(statement)
+
+    async def _abort(self) -> None:
+        # A failed COMMIT leaves the transaction open: end it, or the next BEGIN would fail too.
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """A read outside any transaction (WAL readers never block the writer)."""

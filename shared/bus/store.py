@@ -11,12 +11,13 @@ placeholders, ``INSERT … ON CONFLICT``); `Schema` carries the few statements t
 
 from __future__ import annotations
 
+import asyncio
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from opentelemetry import propagate
@@ -154,6 +155,9 @@ class Store(ABC):
     #: "sqlite" or "postgres": for the few statements a caller must write per dialect.
     dialect: str
 
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
     @abstractmethod
     async def open(self) -> None:
         """Connect, and create the tables that are missing."""
@@ -165,10 +169,36 @@ class Store(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
-    @abstractmethod
-    def transaction(self, now: datetime | None = None) -> AbstractAsyncContextManager[Transaction]:
+    @asynccontextmanager
+    async def transaction(self, now: datetime | None = None) -> AsyncIterator[Transaction]:
         """One unit of work, committed when the block ends, rolled back (with its in-memory undo
-        callbacks) when it raises."""
+        callbacks) when it raises; the next one starts when it has ended."""
+        async with self._lock:
+            tx = await self._begin(now or datetime.now(UTC))
+            try:
+                yield tx
+                # A COMMIT that fails (a deferred constraint, a full disk, a lost connection) is
+                # handled as a failure of the block: the transaction is ended and undone.
+                await self._end("COMMIT")
+            except BaseException:
+                await self._abort()
+                tx.outbox.clear()
+                tx.rolled_back()
+                raise
+            for callback in tx.committed:
+                callback()
+
+    @abstractmethod
+    async def _begin(self, now: datetime) -> Transaction:
+        """Begin a transaction on the writing connection; it, to work in."""
+
+    @abstractmethod
+    async def _end(self, statement: str) -> None:
+        """Send COMMIT or ROLLBACK on the writing connection."""
+
+    @abstractmethod
+    async def _abort(self) -> None:
+        """Roll back whatever is still open after a failure (nothing, if the failure ended it)."""
 
     @abstractmethod
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
