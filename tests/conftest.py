@@ -95,10 +95,14 @@ def broker_factory(tmp_path: Path) -> Iterator[object]:
 
 
 @pytest.fixture
-def broker(broker_factory: object) -> EmbeddedBroker:
+def broker(broker_factory: object, request: pytest.FixtureRequest) -> EmbeddedBroker:
+    """The broker with its state in SQLite files; in PostgreSQL for a test parametrized with
+    ``@pytest.mark.parametrize("broker", ["sqlite", "postgres"], indirect=True)``."""
     start = broker_factory
     assert callable(start)
-    result = start()
+    store = getattr(request, "param", "sqlite")
+    env = {"EB_DATABASE_URL": request.getfixturevalue("postgres_url")} if store == "postgres" else {}
+    result = start(**env)
     assert isinstance(result, EmbeddedBroker)
     return result
 

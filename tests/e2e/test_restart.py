@@ -33,6 +33,7 @@ async def test_a_request_pending_while_a_service_is_dead_gets_its_offers(
     assert broker.dead_services() == []
 
 
+@pytest.mark.parametrize("broker", ["sqlite", "postgres"], indirect=True)
 async def test_a_session_survives_a_launcher_killed_while_it_runs(
     broker: EmbeddedBroker, client: BrokerClient
 ) -> None:
