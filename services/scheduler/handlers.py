@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import timedelta
 
@@ -222,8 +221,8 @@ class SchedulerHandlers:
         steps = {f"data:{name}": item.seconds for name, item in items.items()}
         sources = {name: item.source for name, item in items.items()}
         holds: list[Hold] = []
-        for slot in result.slots:
-            session_id = str(uuid.uuid4())
+        for index, slot in enumerate(result.slots):
+            session_id = domain.hold_session_id(self.pool, quote.request_id, quote.requested_at, index)
             reservation = Reservation(
                 session_id, slot.start, slot.end, slot.cores, slot.memory_gib, slot.storage_gib
             )

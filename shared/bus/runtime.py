@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -41,6 +42,7 @@ from shared.bus.acks import DoubleAcks
 from shared.bus.login import ServiceLogin, service_login
 from shared.bus.pulling import BatchPuller
 from shared.bus.redact import excerpt
+from shared.bus.replay import REPLAY_WINDOW_S, Position, position, recent, sequence, window_start
 from shared.bus.store import OutboxRow, Store, Transaction
 from shared.bus.streams import ConsumerSpec, StreamLimits, check_streams, ensure_consumer, ensure_streams
 from shared.bus.upkeep import reconcile_outbox, upkeep_loop
@@ -115,6 +117,16 @@ class Failure:
     msg: Msg
     incoming: Incoming
     reason: str
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A committed transaction that applied a list of messages: the messages that failed (their
+    index in the list, and why), and how many ran their handler (those the inbox did not know)."""
+
+    tx: Transaction
+    failures: list[tuple[int, str]]
+    applied: int
 
 
 def retry_delay(deliveries: int) -> float:
@@ -227,6 +239,7 @@ class ServiceRuntime:
         js = self.jetstream
         await (ensure_streams(js, self.stream_limits) if self.manage_streams else check_streams(js))
         await reconcile_outbox(js, self.store, self.service)
+        await self._replay_inbox()
         for subscription in self._subscriptions:
             spec = subscription.spec
             await ensure_consumer(js, spec)
@@ -444,6 +457,97 @@ class ServiceRuntime:
 
         await self.unit_of_work(bury)
 
+    # -- start-up replay --------------------------------------------------------------------------
+
+    async def _replay_inbox(self) -> int:
+        """Apply again what each durable delivered in the last minutes and this store has forgotten.
+
+        A machine crash can take the last committed transactions of a ``fast`` store with it
+        (`shared.bus.replay`); the messages that caused them were acknowledged, so no durable
+        brings them back. Each is read again from the stream and goes through the durables' own
+        path (`_apply_all`): one the inbox remembers is skipped (the normal case: nothing happens),
+        one whose transaction was lost is applied again, and what it publishes carries the message
+        ids of the first time, which the stream drops as duplicates. Runs before the durables and
+        timers start, so the state they see includes what was restored. How many were applied."""
+        restored = 0
+        for subscription in self._subscriptions:
+            consumer = subscription.consumer
+            try:
+                restored += await self._replay(consumer)
+            except Exception:
+                # The check is a safety net: a service that cannot run it still serves (said loudly).
+                log.exception(
+                    "%s: could not read back the recent messages of %s at start",
+                    self.service,
+                    consumer.durable,
+                    extra={"event": "inbox_replay_failed", "durable": consumer.durable},
+                )
+        if restored:
+            log.warning(
+                "%s: %d messages received in the last %.0f s had been forgotten (a crash of its machine "
+                "lost their transactions?); they were applied again",
+                self.service,
+                restored,
+                REPLAY_WINDOW_S,
+                extra={"event": "inbox_restored", "restored": restored},
+            )
+        return restored
+
+    async def _replay(self, consumer: Consumer) -> int:
+        where = await position(self.jetstream, consumer)
+        if where is None or where.delivered == 0:
+            return 0
+        restored = 0
+        since = window_start(datetime.now(UTC))
+        chunks = recent(self.connection, consumer, since, where.delivered, self.batch_size)
+        async with aclosing(chunks):
+            async for msgs in chunks:
+                restored += await self._replay_chunk(consumer, where, msgs)
+        return restored
+
+    async def _replay_chunk(self, consumer: Consumer, where: Position, msgs: list[Msg]) -> int:
+        incomings = [incoming_of(msg) for msg in msgs]
+        try:
+            applied = await self._apply_all(consumer, incomings)
+        except Exception as exc:  # the commit failed: each message on its own, as `_batch_failed`
+            if len(msgs) > 1:
+                return sum([await self._replay_chunk(consumer, where, [msg]) for msg in msgs])
+            reason = f"{type(exc).__name__}: {exc}"[:DEAD_LETTER_REASON_CHARS]
+            await self._replay_failed(consumer, where, msgs[0], incomings[0], reason)
+            return 0
+        # Confirmed before the durables start; what fails now stays in the outbox for the relay.
+        await self._send(applied.tx.outbox)
+        for index, reason in applied.failures:
+            await self._replay_failed(consumer, where, msgs[index], incomings[index], reason)
+        return applied.applied
+
+    async def _replay_failed(
+        self, consumer: Consumer, where: Position, msg: Msg, incoming: Incoming, reason: str
+    ) -> None:
+        """A message that failed when applied again. Not remembered, so the inbox stays truthful.
+
+        Above the durable's ack floor the message may still be the durable's (delivered, not yet
+        acknowledged, or nak'ed for a retry): it will deliver it again with its real delivery count
+        and retry or dead-letter it as `_retry_or_bury` does. Burying it here would dead-letter, and
+        answer the sender with a failure, a message that may yet succeed; so it is left alone (one
+        acknowledged in the moment before the crash and failing now is then lost: logged).
+
+        At or below the ack floor the durable is done with it: nothing will ever bring it back.
+        It is dead-lettered and its sender answered at once, as after its last delivery: waiting
+        is not possible, and silence would be worse. The dead letter's id is that of a first
+        burial, so a letter the stream holds already is not stored twice."""
+        if sequence(msg) > where.acked:
+            log.warning(
+                "%s: %s failed when applied again at start (%s); left to %s, which may deliver it again",
+                self.service,
+                incoming.subject,
+                reason,
+                consumer.durable,
+            )
+            return
+        why = f"applied again at start after a lost transaction: {reason}"[:DEAD_LETTER_REASON_CHARS]
+        await self._bury(incoming, why, consumer.on_dead)
+
     # -- consumption -----------------------------------------------------------------------------
 
     async def _fetch_loop(self, subscription: Subscription, puller: BatchPuller) -> None:
@@ -470,32 +574,21 @@ class ServiceRuntime:
         # A batch slower than ack_wait would be redelivered while still being applied: keep telling
         # the server it is in progress.
         heartbeat = asyncio.create_task(self._keep_alive(msgs, subscription.spec.ack_wait_s))
-        failures: list[Failure] = []
+        applied: Applied | None = None
         failed: Exception | None = None
         try:
-            try:
-                async with self.store.transaction(datetime.now(UTC)) as tx:
-                    done = tx.seen_among([incoming.msg_id for incoming in incomings])
-                    for msg, incoming in zip(msgs, incomings, strict=True):
-                        if incoming.msg_id in done:
-                            continue  # applied before (or earlier in this batch): only ack it
-                        handler = subscription.consumer.route(incoming.subject)
-                        if handler is None:  # not a subject this consumer acts on: ack it
-                            done.add(incoming.msg_id)
-                            continue
-                        reason = await self._apply(tx, handler, incoming)
-                        if reason is None:
-                            done.add(incoming.msg_id)
-                        else:
-                            failures.append(Failure(msg, incoming, reason))
-            except Exception as exc:
-                log.exception("%s: could not commit a batch of %d", self.service, len(msgs))
-                failed = exc
+            applied = await self._apply_all(subscription.consumer, incomings)
+        except Exception as exc:
+            log.exception("%s: could not commit a batch of %d", self.service, len(msgs))
+            failed = exc
         finally:
             heartbeat.cancel()
-        if failed is not None:
+        if applied is None:
+            assert failed is not None
             await self._batch_failed(subscription, msgs, incomings, failed)
             return
+        failures = [Failure(msgs[i], incomings[i], reason) for i, reason in applied.failures]
+        tx = applied.tx
         # Committed: what is left is round trips. They run in the background so this loop can fetch
         # and apply the next batch meanwhile (bounded, so a slow server applies back-pressure).
         await self._completions.acquire()
@@ -503,6 +596,28 @@ class ServiceRuntime:
         task = asyncio.create_task(self._complete(subscription, msgs, tx.outbox, publishing, failures))
         self._completing.add(task)
         task.add_done_callback(self._completing.discard)
+
+    async def _apply_all(self, consumer: Consumer, incomings: Sequence[Incoming]) -> Applied:
+        """Apply messages in order in ONE transaction, each under its own savepoint; those the inbox
+        remembers are skipped. The same path for the durables and the start-up replay."""
+        failures: list[tuple[int, str]] = []
+        count = 0
+        async with self.store.transaction(datetime.now(UTC)) as tx:
+            done = tx.seen_among([incoming.msg_id for incoming in incomings])
+            for index, incoming in enumerate(incomings):
+                if incoming.msg_id in done:
+                    continue  # applied before (or earlier in this batch): only ack it
+                handler = consumer.route(incoming.subject)
+                if handler is None:  # not a subject this consumer acts on: ack it
+                    done.add(incoming.msg_id)
+                    continue
+                reason = await self._apply(tx, handler, incoming)
+                if reason is None:
+                    done.add(incoming.msg_id)
+                    count += 1
+                else:
+                    failures.append((index, reason))
+        return Applied(tx, failures, count)
 
     async def _batch_failed(
         self, subscription: Subscription, msgs: list[Msg], incomings: list[Incoming], exc: Exception
@@ -588,21 +703,29 @@ class ServiceRuntime:
         if incoming.deliveries < self.max_deliver:
             await self._nak(failure.msg, retry_delay(incoming.deliveries))
             return
+        if not await self._bury(incoming, failure.reason, on_dead):
+            await self._nak(failure.msg, retry_delay(incoming.deliveries))
+            return
+        await self._ack_all([failure.msg])
 
-        # Never succeeded: record it on the dead-letter subject, answer the sender, stop redelivery.
+    async def _bury(self, incoming: Incoming, reason: str, on_dead: DeadHandler | None) -> bool:
+        """Never succeeded: record it on the dead-letter subject (with a message id of its own, so a
+        second burial is dropped by the stream), answer the sender and remember it. False if that
+        could not be committed."""
+
         async def bury(tx: Transaction) -> None:
             if await tx.seen(incoming.msg_id):
                 return
             letter = DeadLetter(
                 service=self.service,
                 subject=incoming.subject,
-                reason=failure.reason,
+                reason=reason,
                 deliveries=incoming.deliveries,
                 payload_preview=excerpt(incoming.body),
             )
             await tx.publish(subjects.dead_letter(self.service), letter.to_bytes(), f"dead:{incoming.msg_id}")
             if on_dead is not None:
-                await on_dead(tx, incoming, failure.reason)
+                await on_dead(tx, incoming, reason)
             await tx.remember(incoming.msg_id)
 
         # Under the message's own trace, so the dead letter and the answer join the request's trace.
@@ -611,11 +734,10 @@ class ServiceRuntime:
             await self.unit_of_work(bury)
         except Exception:
             log.exception("%s: could not dead-letter %s", self.service, incoming.subject)
-            await self._nak(failure.msg, retry_delay(incoming.deliveries))
-            return
+            return False
         finally:
             otel_context.detach(token)
-        await self._ack_all([failure.msg])
+        return True
 
     async def _ack_all(self, msgs: Sequence[Msg]) -> None:
         if self._acks is None:
