@@ -6,6 +6,8 @@ Run beside the handlers by the runtime (`ServiceRuntime.start`):
   published again. A stream that still holds one answers "duplicate" (its duplicate window spans the
   look-back) and stores nothing; one the stream lost, because its machine crashed before nats-server
   wrote it to disk (``EB_DURABILITY=fast`` syncs every two minutes), is stored again, and reported;
+* at start as well, the inbox half (`shared.bus.replay`, run by `ServiceRuntime._replay_inbox`):
+  messages received over the same look-back that the service's store forgot are applied again;
 * every hour, the SQLite WAL is checkpointed with truncation, so it does not keep the size of the
   busiest moment;
 * every few minutes, the streams' use against their ``max_bytes``: above `FILL_WARNING` a warning

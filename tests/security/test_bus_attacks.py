@@ -189,6 +189,8 @@ async def test_mallory_cannot_pull_from_or_redefine_a_service_durable(
     settings = Settings()
     durables = sorted(service_consumers(entry.wiring(settings) for entry in installed_services().values()))
     assert durables, "the services declare their durables"
+    # The readers of the services' start-up replay too: one Mallory made first would block it.
+    assert any(name.endswith("-replay0") for name in durables)
     for durable in durables:
         for subject in (
             f"$JS.API.CONSUMER.MSG.NEXT.{COMMANDS}.{durable}",
