@@ -16,7 +16,7 @@ import pytest
 from shared.client import BrokerClient
 from shared.ops.embedded import EmbeddedBroker
 from shared.settings import Settings
-from tests.e2e.helpers import HAPPY_PHASES, NOTEBOOKS, notebook_request, phase_event_counts
+from tests.e2e.helpers import HAPPY_PHASES, NOTEBOOKS, notebook_request, offered_session, phase_event_counts
 
 pytestmark = pytest.mark.faults
 
@@ -38,11 +38,7 @@ def copy_database(source: Path, target: Path) -> None:
 async def test_a_session_runs_to_its_end_after_the_scheduler_and_launcher_forgot_its_book_and_launch(
     broker: EmbeddedBroker, client: BrokerClient, tmp_path: Path
 ) -> None:
-    offerset = await client.submit(notebook_request(NOTEBOOKS / "sleep4.ipynb", duration="PT2M"))
-    assert offerset.result == "YES", offerset.meta
-    assert offerset.offers and offerset.offers[0].meta
-    session_id = offerset.offers[0].meta.uuid
-    assert session_id is not None
+    session_id = await offered_session(client, notebook_request(NOTEBOOKS / "sleep4.ipynb", duration="PT2M"))
 
     # The holds are the scheduler's; it has neither booked nor launched anything yet.
     for name in VICTIMS:

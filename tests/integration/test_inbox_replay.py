@@ -19,6 +19,7 @@ from shared.bus.runtime import Incoming, ServiceRuntime
 from shared.bus.store import Store, Transaction
 from shared.bus.wiring import Consumer, Route, Wiring
 from shared.telemetry import setup_tracing
+from tests.integration.test_bus_runtime import eventually
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS applied (msg_id TEXT, body TEXT);"
 SUBJECT = subjects.launcher_command("test", subjects.LauncherVerb.LAUNCH)
@@ -82,14 +83,6 @@ async def stored(nc: nats.NATS, subject: str) -> int:
     return sum((info.state.subjects or {}).values())
 
 
-async def until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
 async def run_until_applied(
     nats_url: str, folder: Path, nc: nats.NATS, sends: list[tuple[str, str, str]]
 ) -> None:
@@ -103,7 +96,7 @@ async def run_until_applied(
         async def done() -> bool:
             return {body for _, body, _ in sends} <= set(await applied(runtime.store))
 
-        await until(done)
+        await eventually(done)
         await asyncio.sleep(0.3)  # the acks and the output's PubAck
     finally:
         await runtime.stop()
