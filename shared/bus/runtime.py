@@ -122,11 +122,21 @@ class Failure:
 @dataclass(frozen=True)
 class Applied:
     """A committed transaction that applied a list of messages: the messages that failed (their
-    index in the list, and why), and how many ran their handler (those the inbox did not know)."""
+    index in the list, and why), and those that ran their handler (the inbox did not know them)."""
 
     tx: Transaction
     failures: list[tuple[int, str]]
-    applied: int
+    applied: list[int]
+
+
+@dataclass
+class Replayed:
+    """What the start-up replay read back, and applied again: ``restored`` had been acknowledged
+    (their transactions were lost), ``unacknowledged`` were above the durable's ack floor."""
+
+    read: int = 0
+    restored: int = 0
+    unacknowledged: int = 0
 
 
 def retry_delay(deliveries: int) -> float:
@@ -469,11 +479,12 @@ class ServiceRuntime:
         one whose transaction was lost is applied again, and what it publishes carries the message
         ids of the first time, which the stream drops as duplicates. Runs before the durables and
         timers start, so the state they see includes what was restored. How many were applied."""
-        restored = 0
+        began = asyncio.get_running_loop().time()
+        counts = Replayed()
         for subscription in self._subscriptions:
             consumer = subscription.consumer
             try:
-                restored += await self._replay(consumer)
+                await self._replay(consumer, counts)
             except Exception:
                 # The check is a safety net: a service that cannot run it still serves (said loudly).
                 log.exception(
@@ -482,44 +493,62 @@ class ServiceRuntime:
                     consumer.durable,
                     extra={"event": "inbox_replay_failed", "durable": consumer.durable},
                 )
-        if restored:
+        log.info(
+            "%s: read back %d recent messages at start in %.2f s; %d delivered but not acknowledged "
+            "before the stop were applied now, ahead of their redelivery",
+            self.service,
+            counts.read,
+            asyncio.get_running_loop().time() - began,
+            counts.unacknowledged,
+        )
+        if counts.restored:
             log.warning(
-                "%s: %d messages received in the last %.0f s had been forgotten (a crash of its machine "
-                "lost their transactions?); they were applied again",
+                "%s: %d acknowledged messages of the last %.0f s had been forgotten (a crash of its "
+                "machine lost their transactions?); they were applied again",
                 self.service,
-                restored,
+                counts.restored,
                 REPLAY_WINDOW_S,
-                extra={"event": "inbox_restored", "restored": restored},
+                extra={"event": "inbox_restored", "restored": counts.restored},
             )
-        return restored
+        return counts.restored
 
-    async def _replay(self, consumer: Consumer) -> int:
+    async def _replay(self, consumer: Consumer, counts: Replayed) -> None:
         where = await position(self.jetstream, consumer)
         if where is None or where.delivered == 0:
-            return 0
-        restored = 0
+            return
         since = window_start(datetime.now(UTC))
         chunks = recent(self.connection, consumer, since, where.delivered, self.batch_size)
         async with aclosing(chunks):
             async for msgs in chunks:
-                restored += await self._replay_chunk(consumer, where, msgs)
-        return restored
+                counts.read += len(msgs)
+                await self._replay_chunk(consumer, where, msgs, counts)
 
-    async def _replay_chunk(self, consumer: Consumer, where: Position, msgs: list[Msg]) -> int:
+    async def _replay_chunk(
+        self, consumer: Consumer, where: Position, msgs: list[Msg], counts: Replayed
+    ) -> None:
         incomings = [incoming_of(msg) for msg in msgs]
         try:
             applied = await self._apply_all(consumer, incomings)
         except Exception as exc:  # the commit failed: each message on its own, as `_batch_failed`
             if len(msgs) > 1:
-                return sum([await self._replay_chunk(consumer, where, [msg]) for msg in msgs])
+                for msg in msgs:
+                    await self._replay_chunk(consumer, where, [msg], counts)
+                return
             reason = f"{type(exc).__name__}: {exc}"[:DEAD_LETTER_REASON_CHARS]
             await self._replay_failed(consumer, where, msgs[0], incomings[0], reason)
-            return 0
+            return
         # Confirmed before the durables start; what fails now stays in the outbox for the relay.
         await self._send(applied.tx.outbox)
+        for index in applied.applied:
+            # At or below the ack floor it was acknowledged, so its transaction had committed and was
+            # lost; above it, it may as well have been in flight when the service stopped (a killed
+            # process), and the durable would have delivered it again.
+            if sequence(msgs[index]) <= where.acked:
+                counts.restored += 1
+            else:
+                counts.unacknowledged += 1
         for index, reason in applied.failures:
             await self._replay_failed(consumer, where, msgs[index], incomings[index], reason)
-        return applied.applied
 
     async def _replay_failed(
         self, consumer: Consumer, where: Position, msg: Msg, incoming: Incoming, reason: str
@@ -601,7 +630,7 @@ class ServiceRuntime:
         """Apply messages in order in ONE transaction, each under its own savepoint; those the inbox
         remembers are skipped. The same path for the durables and the start-up replay."""
         failures: list[tuple[int, str]] = []
-        count = 0
+        ran: list[int] = []
         async with self.store.transaction(datetime.now(UTC)) as tx:
             done = tx.seen_among([incoming.msg_id for incoming in incomings])
             for index, incoming in enumerate(incomings):
@@ -614,10 +643,10 @@ class ServiceRuntime:
                 reason = await self._apply(tx, handler, incoming)
                 if reason is None:
                     done.add(incoming.msg_id)
-                    count += 1
+                    ran.append(index)
                 else:
                     failures.append((index, reason))
-        return Applied(tx, failures, count)
+        return Applied(tx, failures, ran)
 
     async def _batch_failed(
         self, subscription: Subscription, msgs: list[Msg], incomings: list[Incoming], exc: Exception
