@@ -65,6 +65,11 @@ PROBE_TIMEOUT_S = 2.0
 PERMISSIONS_VIOLATION = "permissions violation"
 # A dead letter quotes at most this much of the message it records, and of the reason.
 DEAD_LETTER_REASON_CHARS = 1000
+#: How long inbox ids and sent outbox rows are kept: past the duplicate window, ``max_deliver`` times
+#: the back-off, and far past the start-up checks' look-back (a message the inbox no longer knew
+#: would be applied again by the replay).
+KEEP_DELIVERED = timedelta(days=1)
+assert KEEP_DELIVERED.total_seconds() > 10 * REPLAY_WINDOW_S
 
 
 def refused_for_good(outcome: BaseException) -> bool:
@@ -796,7 +801,7 @@ class ServiceRuntime:
                     await self._relay(rows)
                 await self.store.checkpoint()
                 if now - last_prune > timedelta(hours=1):
-                    await self.store.prune(now, keep=timedelta(days=1))
+                    await self.store.prune(now, keep=KEEP_DELIVERED)
                     last_prune = now
             except asyncio.CancelledError:
                 raise
