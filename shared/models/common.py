@@ -5,8 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Tag
+from pydantic import Discriminator, Field, Tag
 
+from shared import iso8601
 from shared.lifecycle import Phase
 from shared.models.base import (
     KindNormaliser,
@@ -32,7 +33,7 @@ from shared.models.kinds import (
     STRING_VALUE_UPDATE_KIND,
     normalise_kind,
 )
-from shared.models.limits import MAX_ITEMS, at_most
+from shared.models.limits import MAX_DURATION, MAX_ITEMS, at_most
 from shared.models.messages import MessageItem
 
 
@@ -185,15 +186,21 @@ class MinMax(WireModel):
 
 # -- schedules: ISO-8601 values stay strings on the wire; shared.iso8601 interprets them -------------
 
+#: A duration as the request writes it; the offers service refuses one longer than `MAX_DURATION`.
+Duration = Annotated[
+    str | None,
+    Field(description=f"An ISO-8601 duration of at most {iso8601.format_duration(MAX_DURATION)}"),
+]
+
 
 class StartDurationInstant(WireModel):
     start: str | None = None
-    duration: str | None = None
+    duration: Duration = None
 
 
 class StartDurationInterval(WireModel):
     start: str | None = None
-    duration: str | None = None
+    duration: Duration = None
 
 
 class LifecycleSchedule(WireModel):
@@ -204,7 +211,7 @@ class LifecycleSchedule(WireModel):
 
 class RequestedScheduleItem(WireModel):
     start: str | None = None
-    duration: str | None = None
+    duration: Duration = None
 
 
 class RequestedScheduleBlock(WireModel):
