@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import ConfigDict, Discriminator, Field, Tag
 
 from shared import iso8601
 from shared.lifecycle import Phase
@@ -35,6 +35,7 @@ from shared.models.kinds import (
 )
 from shared.models.limits import MAX_DURATION, MAX_ITEMS, at_most
 from shared.models.messages import MessageItem
+from shared.models.serialise import DOCUMENT_LIMITS
 
 
 class LifecyclePhase(StrEnum):
@@ -109,6 +110,8 @@ class StringValueUpdate(WireModel):
 
 class EnumValueUpdate(WireModel):
     """The body of `POST /sessions/{uuid}`: e.g. `path: phase`, `value: ACCEPTED`."""
+
+    model_config = ConfigDict(json_schema_extra=dict(DOCUMENT_LIMITS))
 
     kind: Literal["uri:enum-value-update"] = ENUM_VALUE_UPDATE_KIND
     path: str

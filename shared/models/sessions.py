@@ -19,17 +19,14 @@ from shared.models.executables import Executable
 from shared.models.kinds import OFFERSET_KIND, SCHEDULED_SESSION_KIND, SESSION_KINDS
 from shared.models.limits import MAX_ANSWER_BYTES, MAX_COMPONENTS, MAX_ITEMS, MAX_MESSAGES, at_most
 from shared.models.resources import ComputeResource, DataResource, StorageResource
-from shared.models.serialise import MAX_DOCUMENT_BYTES
-
-#: The schema keyword (an extension) that states the largest document, in bytes, of a model.
-MAX_BYTES_KEYWORD = "x-max-bytes"
+from shared.models.serialise import DOCUMENT_LIMITS
 
 
 class ExecutionRequest(WireModel):
     """The body of `POST /requests` (and `/direct`)."""
 
-    # A document is refused whole past this size (HTTP 413, or `NO` on the bus), before it is parsed.
-    model_config = ConfigDict(json_schema_extra={MAX_BYTES_KEYWORD: MAX_DOCUMENT_BYTES})
+    # Refused whole past these (HTTP 413 or 422, or `NO` on the bus), before any field is read.
+    model_config = ConfigDict(json_schema_extra=dict(DOCUMENT_LIMITS))
 
     executable: Executable | None = None
     compute: ComputeResource | None = None
@@ -74,7 +71,7 @@ class OfferSetResponse(Component):
     # What an answer may hold (`shared.models.limits`): past the size it is a `NO` saying so.
     model_config = ConfigDict(
         json_schema_extra={
-            MAX_BYTES_KEYWORD: MAX_ANSWER_BYTES,
+            "x-max-bytes": MAX_ANSWER_BYTES,
             "description": f"The answer to a request: at most {MAX_ANSWER_BYTES} bytes, and at most "
             f"{MAX_MESSAGES} problems in `meta.messages` (one more message counts the rest).",
         }

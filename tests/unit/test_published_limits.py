@@ -13,8 +13,7 @@ import pytest
 from shared import iso8601
 from shared.asyncapi import document
 from shared.models import limits
-from shared.models.serialise import MAX_DOCUMENT_BYTES
-from shared.models.sessions import MAX_BYTES_KEYWORD
+from shared.models.serialise import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_DEPTH
 from shared.service import installed_services
 from shared.settings import Settings
 from tests.e2e.test_pools import POOLS as TWO_POOLS
@@ -67,10 +66,14 @@ EXPECTED: dict[str, list[Expectation]] = {
         ("StartDurationInterval", ("duration",), "description", iso8601.format_duration(limits.MAX_DURATION)),
     ],
     "MAX_MESSAGES": [("OfferSetResponse", (), "description", str(limits.MAX_MESSAGES))],
-    "MAX_ANSWER_BYTES": [("OfferSetResponse", (), MAX_BYTES_KEYWORD, limits.MAX_ANSWER_BYTES)],
+    "MAX_ANSWER_BYTES": [("OfferSetResponse", (), "x-max-bytes", limits.MAX_ANSWER_BYTES)],
 }
-#: Not in `limits`, but checked whole before parsing: the size of a request document.
-DOCUMENT = ("ExecutionRequest", (), MAX_BYTES_KEYWORD, MAX_DOCUMENT_BYTES)
+#: Not in `limits`, but checked before any field (`load_document`): a document's size and depth.
+DOCUMENTS: list[Expectation] = [
+    (model, (), keyword, value)
+    for model in ("ExecutionRequest", "EnumValueUpdate")
+    for keyword, value in (("x-max-bytes", MAX_DOCUMENT_BYTES), ("x-max-depth", MAX_DOCUMENT_DEPTH))
+]
 
 
 def constants() -> set[str]:
@@ -116,16 +119,20 @@ def check(schemas: dict[str, Schema], expectations: list[Expectation]) -> None:
 
 
 def all_expectations() -> list[Expectation]:
-    return [e for group in EXPECTED.values() for e in group] + [DOCUMENT]
+    return [e for group in EXPECTED.values() for e in group] + DOCUMENTS
 
 
 async def test_the_openapi_document_states_every_limit(tmp_path: Path) -> None:
     async with app_client(tmp_path) as (client, _):
         served = (await client.get("/openapi.json")).json()
     check(served["components"]["schemas"], all_expectations())
-    for path in ("/requests", "/direct"):
-        body = served["paths"][path]["post"]["requestBody"]
-        assert str(MAX_DOCUMENT_BYTES) in body["description"]
+    bodies = [
+        op["requestBody"] for path in served["paths"].values() for op in path.values() if "requestBody" in op
+    ]
+    assert len(bodies) >= 3  # at least the requests, the direct requests and the session updates
+    for body in bodies:
+        assert f"{MAX_DOCUMENT_BYTES} bytes" in body["description"]
+        assert f"{MAX_DOCUMENT_DEPTH} levels" in body["description"]
 
 
 def test_the_asyncapi_document_states_every_limit(tmp_path: Path) -> None:
