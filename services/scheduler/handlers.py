@@ -20,6 +20,7 @@ from services.scheduler.ledger import Ledger
 from services.scheduler.rucio import ReplicaSource, resolve_needs
 from services.scheduler.states import BOOKED_ONCE, Release, ReservationState, freed
 from shared import iso8601, subjects
+from shared.bus import upkeep
 from shared.bus.events import publish_phase, resend_smaller
 from shared.bus.runtime import Incoming
 from shared.bus.store import OutboxRow, Store, Transaction, current_trace_headers
@@ -461,6 +462,7 @@ def wiring(pools: Mapping[str, SchedulerHandlers], answer_pools: Responder) -> W
                 for phase in sorted(OWN_PHASES)
             ),
             Publication(subjects.DEAD_LETTER, DeadLetter, {"service": SERVICE}),
+            *upkeep.publications(SERVICE),
         ),
         replies=(Reply(subjects.POOLS_INFO, answer_pools),),
         timers=tuple(Timer(f"scheduler-{name}-timers", 0.2, h.tick) for name, h in pools.items()),

@@ -45,7 +45,13 @@ from shared.bus.redact import excerpt
 from shared.bus.replay import REPLAY_WINDOW_S, Position, position, recent, sequence, window_start
 from shared.bus.store import OutboxRow, Store, Transaction
 from shared.bus.streams import ConsumerSpec, StreamLimits, check_streams, ensure_consumer, ensure_streams
-from shared.bus.upkeep import reconcile_outbox, upkeep_loop
+from shared.bus.upkeep import (
+    StreamUse,
+    announce_filling,
+    announces_filling,
+    reconcile_outbox,
+    upkeep_loop,
+)
 from shared.bus.wiring import Consumer, DeadHandler, Handler, Ticker, Wiring
 from shared.messages import DeadLetter
 from shared.settings import Settings
@@ -177,10 +183,12 @@ class ServiceRuntime:
         login: ServiceLogin | None = None,
         manage_streams: bool = True,
         stream_limits: StreamLimits | None = None,
+        upkeep_every: Mapping[str, float] | None = None,
     ) -> None:
         """``login``: the service's own NATS user (None: connect without credentials).
         ``manage_streams``: create and update the streams at start; False only checks them, for a
-        service whose user may not (`shared.bus.permissions`)."""
+        service whose user may not (`shared.bus.permissions`). ``upkeep_every``: the upkeep's
+        intervals in seconds, by name (`shared.bus.upkeep.upkeep_loop`; tests shorten them)."""
         self.wiring = wiring
         self.service = wiring.service
         self.store = store
@@ -190,6 +198,7 @@ class ServiceRuntime:
         self.login = login
         self.manage_streams = manage_streams
         self.stream_limits = stream_limits
+        self.upkeep_every = upkeep_every
         # This runtime is the service framework (docs/architecture.md says why not faststream): it
         # talks to nats-py directly and does its own W3C trace propagation, one span per message.
         self._nc: Client | None = None
@@ -272,13 +281,24 @@ class ServiceRuntime:
         self._tasks.append(asyncio.create_task(self._relay_loop(), name=f"{self.service}-relay"))
         self._tasks.append(
             asyncio.create_task(
-                upkeep_loop(self.service, self.store, js, self._stopping), name=f"{self.service}-upkeep"
+                upkeep_loop(
+                    self.service,
+                    self.store,
+                    js,
+                    self._stopping,
+                    every=self.upkeep_every,
+                    announce=self._announce_filling if announces_filling(self.wiring) else None,
+                ),
+                name=f"{self.service}-upkeep",
             )
         )
         for timer in self.wiring.timers:
             self._tasks.append(
                 asyncio.create_task(self._tick_loop(timer.every_s, timer.ticker), name=timer.name)
             )
+
+    async def _announce_filling(self, full: Sequence[StreamUse]) -> None:
+        await self.unit_of_work(lambda tx: announce_filling(tx, self.service, full))
 
     @property
     def connection(self) -> Client:

@@ -132,6 +132,12 @@ def test_the_facts_are_published_by_the_service_that_knows_them(permissions: dic
     assert publishers(permissions, subjects.UPDATE_RESULT.filter()) == {"offers"}
     for name in SERVICES:
         assert publishers(permissions, subjects.dead_letter(name)) == {name}
+        assert publishers(permissions, subjects.ops_event(name, subjects.OpsFact.STREAM_FILLING)) == {name}
+
+
+def test_no_service_reads_the_operations_subjects(permissions: dict[str, Permissions]) -> None:
+    for name, granted in permissions.items():
+        assert not any(overlaps(allowed, subjects.OPS.filter()) for allowed in granted.subscribe.allow), name
 
 
 def test_no_service_speaks_for_a_user(permissions: dict[str, Permissions]) -> None:
