@@ -14,6 +14,9 @@ MAX_DOCUMENT_BYTES: Final = 1024 * 1024
 
 #: Deepest nesting of mappings and lists a document may have (a request needs about eight levels).
 MAX_DOCUMENT_DEPTH: Final = 64
+#: What the schema of a document a client sends says of it (JSON Schema has no keyword for either):
+#: extension keywords, so a client can read the limits `load_document` checks before any field.
+DOCUMENT_LIMITS: Final = {"x-max-bytes": MAX_DOCUMENT_BYTES, "x-max-depth": MAX_DOCUMENT_DEPTH}
 
 # Byte order marks of the encodings a client might send by mistake; JSON on the wire is UTF-8.
 _FOREIGN_BOMS: Final = (

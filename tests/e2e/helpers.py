@@ -13,7 +13,7 @@ from typing import Any
 import nats
 
 from shared import subjects
-from shared.client import read_request_file
+from shared.client import BrokerClient, read_request_file
 from shared.models import JUPYTER_NOTEBOOK_KIND, SIMPLE_COMPUTE_KIND
 from shared.ops.embedded import EmbeddedBroker
 
@@ -122,3 +122,13 @@ async def phase_event_counts(broker: EmbeddedBroker, session_id: str) -> dict[st
         await nc.close()
     stored = info.state.subjects or {}
     return {subject.rsplit(".", 1)[-1]: count for subject, count in stored.items()}
+
+
+async def offered_session(client: BrokerClient, request: dict[str, Any]) -> str:
+    """Submit `request`, which must be answered YES; the session id of its first offer."""
+    offerset = await client.submit(request)
+    assert offerset.result == "YES", offerset.meta
+    assert offerset.offers and offerset.offers[0].meta
+    session_id = offerset.offers[0].meta.uuid
+    assert session_id is not None
+    return session_id

@@ -46,6 +46,22 @@ async def test_a_quote_with_capacity_holds_slots_in_the_table_and_the_ledger(sto
         assert {h.session_id for h in quoted.holds} <= {r.id for r in scheduler.handlers.ledger}
 
 
+async def test_a_quote_applied_again_on_a_store_that_lost_it_holds_the_same_sessions() -> None:
+    """The start-up replay applies a quote again when a crash lost the transaction that held its
+    slots; the answer it re-produces is dropped by the stream as a duplicate, so the holds must
+    carry the ids the offer set already announced. Another request gets other ids."""
+    pool = TINY.model_copy(update={"cores": 2, "max_offers": 2})
+    window = {"latest_start": LATER + timedelta(hours=1), "max_offers": 2}
+    async with scheduler_unit(pool) as first:
+        announced = await first.quote("r1", LATER, **window)
+    async with scheduler_unit(pool) as restarted:  # the same quote on a store without it
+        again = await restarted.quote("r1", LATER, **window)
+        other = await restarted.quote("r2", LATER, **window)
+    assert len(announced.holds) == 2
+    assert [h.session_id for h in again.holds] == [h.session_id for h in announced.holds]
+    assert not {h.session_id for h in other.holds} & {h.session_id for h in announced.holds}
+
+
 async def test_a_quote_over_the_pools_limits_is_refused_with_every_reason(stores: StoreMaker) -> None:
     pool = TINY.model_copy(update={"limits": PoolLimits(cores=1, memory_gib=2, duration_s=3600)})
     async with scheduler_unit(pool, stores=stores) as scheduler:

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from shared import subjects
 from shared.bus.sqlite import SqliteStore
 from shared.bus.streams import StreamLimits, stream_configs
-from shared.bus.upkeep import FILL_WARNING, StreamUse, filling
+from shared.bus.upkeep import FILL_WARNING, StreamUse, announce_filling, filling, filling_msg_id, step
+from shared.messages import StreamFilling
 from shared.ops.secured import SecuredBus
 from shared.settings import Settings
 
@@ -64,6 +65,43 @@ def test_a_stream_past_four_fifths_of_its_bytes_is_filling() -> None:
         StreamUse("c", 10**12, -1),  # no limit: never filling
     ]
     assert [u.stream for u in filling(uses)] == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("used", "expected"), [(800, 0.8), (899, 0.8), (900, 0.9), (999, 0.9), (1000, 1.0), (1200, 1.0)]
+)
+def test_a_filling_stream_is_announced_at_each_tenth_from_the_warning_on(used: int, expected: float) -> None:
+    assert step(StreamUse("s", used, 1000)) == expected
+
+
+def test_a_filling_event_id_names_the_stream_the_step_and_the_hour() -> None:
+    at = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+    use = StreamUse("s", 850, 1000)
+    assert filling_msg_id(use, at) == filling_msg_id(StreamUse("s", 899, 1000), at + timedelta(minutes=55))
+    assert filling_msg_id(use, at) != filling_msg_id(use, at + timedelta(hours=1))
+    assert filling_msg_id(use, at) != filling_msg_id(StreamUse("s", 900, 1000), at)
+    assert filling_msg_id(use, at) != filling_msg_id(StreamUse("t", 850, 1000), at)
+
+
+async def test_a_service_announces_a_filling_stream_once_per_step_and_hour(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "svc.sqlite", "")
+    await store.open()
+    at = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+    full = [StreamUse(subjects.EVENTS_STREAM, 850, 1000, messages=7)]
+    try:
+        queued = []
+        for now, use in ((at, full), (at + timedelta(minutes=30), full), (at + timedelta(hours=1), full)):
+            async with store.transaction(now) as tx:
+                queued.append(await announce_filling(tx, "svc", use))
+        async with store.transaction(at) as tx:
+            queued.append(await announce_filling(tx, "svc", [StreamUse(subjects.EVENTS_STREAM, 950, 1000)]))
+            (row,) = tx.outbox
+        assert queued == [1, 0, 1, 1]
+        assert row.subject == subjects.ops_event("svc", subjects.OpsFact.STREAM_FILLING)
+        event = StreamFilling.model_validate_json(row.payload)
+        assert (event.threshold, event.fraction, event.bytes, event.max_bytes) == (0.9, 0.95, 950, 1000)
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize(("synchronous", "pragma"), [("NORMAL", 1), ("FULL", 2)])
