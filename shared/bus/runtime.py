@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import nats
+import stamina
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import BadSubjectError, MaxPayloadError
@@ -40,9 +41,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from shared import subjects
 from shared.bus.acks import DoubleAcks
 from shared.bus.login import ServiceLogin, service_login
+from shared.bus.publishing import TRANSIENT, publish_once
 from shared.bus.pulling import BatchPuller
 from shared.bus.redact import excerpt
 from shared.bus.replay import REPLAY_WINDOW_S, Position, position, recent, sequence, window_start
+from shared.bus.servers import server_urls
 from shared.bus.store import OutboxRow, Store, Transaction
 from shared.bus.streams import ConsumerSpec, StreamLimits, check_streams, ensure_consumer, ensure_streams
 from shared.bus.upkeep import (
@@ -69,6 +72,8 @@ PUBLISH_TIMEOUT_S = 5.0
 PROBE_TIMEOUT_S = 2.0
 # How nats-py words a subject the server refused (it reports it to error_cb, lower-cased).
 PERMISSIONS_VIOLATION = "permissions violation"
+# How long a starting service keeps declaring its streams and durables through timeouts and 503s.
+DECLARE_DEADLINE_S = 120.0
 # A dead letter quotes at most this much of the message it records, and of the reason.
 DEAD_LETTER_REASON_CHARS = 1000
 #: How long inbox ids and sent outbox rows are kept: past the duplicate window, ``max_deliver`` times
@@ -251,7 +256,7 @@ class ServiceRuntime:
         for prepare in self.wiring.on_start:
             await prepare(self.store)
         self._nc = await nats.connect(
-            self.nats_url,
+            server_urls(self.nats_url),
             name=f"eb-{self.service}",
             max_reconnect_attempts=-1,  # a service rides out a server restart
             reconnect_time_wait=1,
@@ -261,12 +266,15 @@ class ServiceRuntime:
         self._acks = DoubleAcks(self.connection)
         await self._acks.start()
         js = self.jetstream
-        await (ensure_streams(js, self.stream_limits) if self.manage_streams else check_streams(js))
-        await reconcile_outbox(js, self.store, self.service)
-        await self._replay_inbox()
+        # A service restarted while its cluster elects a leader (or while nats-server restarts)
+        # meets timeouts and 503s here: each step is repeatable, so the lot is tried again.
+        async for attempt in stamina.retry_context(
+            on=TRANSIENT, attempts=None, timeout=DECLARE_DEADLINE_S, wait_max=2.0
+        ):
+            with attempt:
+                await self._declare(js)
         for subscription in self._subscriptions:
             spec = subscription.spec
-            await ensure_consumer(js, spec)
             # One fetch loop per durable: two pull requests waiting on one durable can stall.
             puller = BatchPuller(self.connection, spec.stream, spec.durable, self.batch_size)
             await puller.start()
@@ -299,6 +307,15 @@ class ServiceRuntime:
 
     async def _announce_filling(self, full: Sequence[StreamUse]) -> None:
         await self.unit_of_work(lambda tx: announce_filling(tx, self.service, full))
+
+    async def _declare(self, js: JetStreamContext) -> None:
+        """Check (or create) the streams, restore the outbox, apply what the store forgot, reconcile
+        every durable; each step can be repeated, so the lot is retried through an election."""
+        await (ensure_streams(js, self.stream_limits) if self.manage_streams else check_streams(js))
+        await reconcile_outbox(js, self.store, self.service)
+        await self._replay_inbox()
+        for subscription in self._subscriptions:
+            await ensure_consumer(js, subscription.spec)
 
     @property
     def connection(self) -> Client:
@@ -363,17 +380,21 @@ class ServiceRuntime:
         got no PubAck at all. nats-py's asynchronous publish cannot report a stream's error answer
         (it raises in its reply callback, and the future is never resolved), so a row the stream
         refuses (400: larger than its ``max_msg_size``) would look like a timeout for ever: the
-        probe sees the refusal and dead-letters the row. The first probe that fails for another
-        reason ends the pass: the server is away, and the next pass tries again."""
+        probe sees the refusal and dead-letters the row. A probe rides out a leader election
+        (`publish_once`); the first one that still fails after that ends the pass: the server is
+        away, and the next pass tries again."""
         unanswered = [row for row, outcome in await self._send(rows) if isinstance(outcome, TimeoutError)]
         for row in unanswered:
             try:
-                await self.jetstream.publish(
+                # Retried with the row's own id through a leader election (`shared.bus.publishing`).
+                await publish_once(
+                    self.jetstream,
                     row.subject,
                     row.payload,
-                    timeout=PROBE_TIMEOUT_S,
+                    row.msg_id,
+                    headers=row.headers,
                     stream=subjects.stream_for(row.subject),
-                    headers={**row.headers, "Nats-Msg-Id": row.msg_id},
+                    attempt_timeout_s=PROBE_TIMEOUT_S,
                 )
             except Exception as exc:
                 if not refused_for_good(exc):
