@@ -266,6 +266,8 @@ def _translate_volumes(
             )
         )
         return []
+    if not declared and not (isinstance(mounts, list) and any(isinstance(m, str) for m in mounts)):
+        return []  # an empty declaration names nothing: no form to translate, none mixed
     for path, items in (("volumes", declared), (where, mounts)):
         if isinstance(items, list) and len(items) > MAX_COMPONENTS:
             problems.append(
@@ -402,10 +404,34 @@ def _check_bounds(document: dict[str, Any], forms: str, now: datetime | None) ->
         )
 
 
+def _components(document: Mapping[str, Any]) -> Iterator[Any]:
+    compute = document.get("compute")
+    yield document.get("executable")
+    yield compute
+    lists = [document.get("storage"), document.get("data")]
+    if isinstance(compute, dict):
+        lists.append(compute.get("volumes"))
+    for items in lists:
+        if isinstance(items, list) and len(items) <= MAX_COMPONENTS:
+            yield from items
+
+
+def _looks_current(document: Mapping[str, Any]) -> bool:
+    """No mark of an older form anywhere: the common case, decided without copying anything."""
+    if "computer" in document or "volumes" in document:
+        return False
+    return not any(
+        isinstance(item, str) or (isinstance(item, dict) and ("type" in item or "name" in item))
+        for item in _components(document)
+    )
+
+
 def translate(document: Mapping[str, Any], now: datetime | None = None) -> Translation:
     """`document` in the 1.0.7 form, with a WARN per legacy rule applied; raise `Untranslatable`
     (and nothing else) when it mixes generations or names a volume it does not declare."""
     result = dict(document)
+    if _looks_current(result):
+        return Translation(result, ())
     problems: list[MessageItem] = []
     renamed = _rename_compute(result, problems, now)
     compute_path = "computer" if renamed else "compute"

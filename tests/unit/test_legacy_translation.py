@@ -171,6 +171,13 @@ def test_both_legacy_forms_at_once_translate_together() -> None:
     assert request.compute.volumes[0].kind == SIMPLE_VOLUME_KIND
 
 
+def test_an_empty_declaration_beside_current_mounts_is_dropped() -> None:
+    mounts = [{"kind": SIMPLE_VOLUME_KIND, "resource": "s"}]
+    translation = translate({"compute": {"volumes": mounts}, "volumes": []}, NOW)
+    assert translation.document == {"compute": {"volumes": mounts}}
+    assert translation.warnings == ()
+
+
 # -- what cannot be translated: a specific NO -------------------------------------------------------
 
 
