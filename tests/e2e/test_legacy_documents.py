@@ -15,7 +15,7 @@ from shared.models import OfferSetResponse
 from shared.ops.embedded import EmbeddedBroker
 from tests.e2e.helpers import HAPPY_PHASES
 
-LEGACY = Path(__file__).resolve().parents[1] / "data" / "requests" / "legacy"
+REQUESTS = Path(__file__).resolve().parents[1] / "data" / "requests"
 MALFORMED = Path(__file__).resolve().parents[1] / "data" / "malformed"
 TRANSLATED = "urn:legacy-form-translated"
 ATTEMPTS = 15
@@ -49,9 +49,11 @@ def messages(offerset: OfferSetResponse) -> list[tuple[str, str, str]]:
     )
 
 
+EARLIER = "the earlier form (before Nov 2025)"
+V1_0 = "the v1.0 form (Nov 2025 to Mar 2026)"
 LEGACY_DOCUMENTS = [
-    ("earlier-form-notebook.yaml", "the earlier form (before Nov 2025)", "'computer' is now 'compute'"),
-    ("v1.0-top-level-volumes.yaml", "the v1.0 form (Nov 2025 to Mar 2026)", "(scratch-volume)"),
+    ("legacy-earlier-form-notebook.yaml", EARLIER, "'computer' is now 'compute'"),
+    ("legacy-v1.0-top-level-volumes.yaml", V1_0, "(scratch-volume)"),
 ]
 
 
@@ -64,7 +66,7 @@ async def test_legacy_generations_run_to_completed_and_mixed_ones_get_a_no(
     assert [kind for kind, _, _ in messages(mixed)] == ["urn:mixed-generations"]
 
     for name, form, change in LEGACY_DOCUMENTS:
-        offerset = await alice.submit(read_request_file(LEGACY / name))
+        offerset = await alice.submit(read_request_file(REQUESTS / name))
         assert offerset.result == "YES", (name, messages(offerset))
         warns = [text for kind, level, text in messages(offerset) if kind == TRANSLATED and level == "WARN"]
         assert any(form in text and change in text for text in warns), (name, messages(offerset))

@@ -34,7 +34,7 @@ from shared.models.limits import MAX_COMPONENTS
 from shared.models.serialise import MAX_DOCUMENT_DEPTH
 from tests.unit.offers_policy import NOW, POLICY
 
-LEGACY = Path(__file__).resolve().parents[1] / "data" / "requests" / "legacy"
+REQUESTS = Path(__file__).resolve().parents[1] / "data" / "requests"
 OLD = "https://www.purl.org/ivoa.net/EB/schema/types/"
 NOTEBOOK = {"kind": JUPYTER_NOTEBOOK_KIND, "meta": {"name": "nb"}, "location": "/srv/hello.ipynb"}
 
@@ -110,7 +110,8 @@ def test_a_flat_name_moves_into_meta() -> None:
 
 
 def test_the_earlier_example_is_translated_with_a_warn_per_rule() -> None:
-    request = parse_execution_request(read_request_file(LEGACY / "earlier-form-notebook.yaml"), now=NOW)
+    document = read_request_file(REQUESTS / "legacy-earlier-form-notebook.yaml")
+    request = parse_execution_request(document, now=NOW)
     assert request.executable is not None and request.executable.kind == JUPYTER_NOTEBOOK_KIND
     assert request.executable.meta is not None and request.executable.meta.name == "hello-notebook-2025"
     assert request.compute is not None and request.compute.meta is not None
@@ -148,7 +149,8 @@ def test_named_volumes_are_mounted_in_the_order_compute_names_them() -> None:
 
 
 def test_the_v1_0_example_parses_to_a_mount_of_its_storage() -> None:
-    request = parse_execution_request(read_request_file(LEGACY / "v1.0-top-level-volumes.yaml"), now=NOW)
+    document = read_request_file(REQUESTS / "legacy-v1.0-top-level-volumes.yaml")
+    request = parse_execution_request(document, now=NOW)
     assert request.compute is not None
     mounts = request.compute.volumes or []
     assert [(m.path, m.mode, m.resource) for m in mounts] == [("/scratch", "READWRITE", "scratch")]
@@ -327,7 +329,7 @@ def test_a_translated_request_refused_for_another_reason_lists_the_warn_first() 
 
 
 def test_the_offers_service_answers_a_legacy_request_yes_with_the_warn() -> None:
-    raw = json.dumps(read_request_file(LEGACY / "earlier-form-notebook.yaml")).encode()
+    raw = json.dumps(read_request_file(REQUESTS / "legacy-earlier-form-notebook.yaml")).encode()
     decision = decide_request(raw, "req-legacy", "alice", NOW, POLICY)
     assert isinstance(decision, NeedsQuote), decision
     # As the store keeps it until the pools have quoted.
@@ -351,7 +353,7 @@ def test_the_offers_service_answers_a_legacy_request_yes_with_the_warn() -> None
 
 
 def test_the_offers_service_answers_a_mixed_request_no() -> None:
-    raw = (LEGACY.parents[1] / "malformed" / "type-instead-of-kind.json").read_bytes()
+    raw = (REQUESTS.parent / "malformed" / "type-instead-of-kind.json").read_bytes()
     decision = decide_request(raw, "req-mixed", "alice", datetime(2026, 1, 1, tzinfo=UTC), POLICY)
     assert isinstance(decision, Rejected)
     assert decision.offerset.meta is not None
