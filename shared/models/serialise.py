@@ -131,7 +131,7 @@ def _lone_surrogate(text: str) -> str | None:
     return None
 
 
-def _check_structure(document: Any) -> None:
+def check_structure(document: Any) -> None:
     """Refuse what would hurt later stages: deep nesting, and strings that cannot be UTF-8 encoded.
 
     Iterative, so that the check itself cannot exhaust the stack.
@@ -214,7 +214,7 @@ def load_document(raw: bytes | str, content_type: str | None = None) -> Any:
     if not isinstance(document, dict):
         raise DocumentError(f"the document must be a mapping (an object), not {_kind_of(document)}")
     if not (was_json and _plainly_sound_json(text)):
-        _check_structure(document)
+        check_structure(document)
     return document
 
 

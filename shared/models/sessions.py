@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, ConfigDict
+from pydantic.json_schema import SkipJsonSchema
 
 from shared.models.base import KindNormaliser, UtcDateTime, WireModel, one_of
 from shared.models.common import (
@@ -18,6 +19,7 @@ from shared.models.common import (
 from shared.models.executables import Executable
 from shared.models.kinds import OFFERSET_KIND, SCHEDULED_SESSION_KIND, SESSION_KINDS
 from shared.models.limits import MAX_ANSWER_BYTES, MAX_COMPONENTS, MAX_ITEMS, MAX_MESSAGES, at_most
+from shared.models.messages import MessageItem
 from shared.models.resources import ComputeResource, DataResource, StorageResource
 from shared.models.serialise import DOCUMENT_LIMITS
 
@@ -37,6 +39,10 @@ class ExecutionRequest(WireModel):
     costs: Annotated[list[CostItem] | None, at_most(MAX_ITEMS)] = None
     #: Metric requirements the client asks for.
     metrics: Annotated[list[MetricItem] | None, at_most(MAX_ITEMS)] = None
+    #: What the parser translated from an older generation of the schema (`shared.models.legacy`), as
+    #: WARN messages for the answer: kept with the request until its offer set is built. Never read
+    #: from a client's document (the parser drops the key) and not part of the published schema.
+    translated: SkipJsonSchema[list[MessageItem] | None] = None
 
 
 class SimpleSessionConnector(WireModel):

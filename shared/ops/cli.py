@@ -46,6 +46,7 @@ from shared.examples import example, examples_dir
 from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
+from shared.models import schema as model_schema
 from shared.ops import callout as callout_process
 from shared.ops import contexts
 from shared.ops.bench_floor import FloorTransport
@@ -797,6 +798,26 @@ def asyncapi_cmd(
         typer.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
     else:
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+@app.command("schema")
+def schema_cmd(
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            help="One component: its name (DockerContainer, SimpleComputeResource, executable, "
+            "MessageItem …) or kind URI. Default: the whole request document.",
+        ),
+    ] = None,
+) -> None:
+    """The JSON Schema (draft 2020-12) of the data model, for other services to reuse (docs/models.md)."""
+    try:
+        document = model_schema.json_schema(kind)
+    except model_schema.UnknownComponent as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
 @app.command()
