@@ -111,9 +111,10 @@ class CalloutConfig:
     #: and is asked again); no login lasts longer than `max_ttl_s`, whatever its token says.
     password_ttl_s: int = 12 * 3600
     max_ttl_s: int = 24 * 3600
-    #: Below nats-server's default authorization timeout of 2 s, so a slow verifier is a refusal
-    #: with a reason rather than a silent timeout.
-    verify_timeout_s: float = 1.5
+    #: Below the authorization timeout the secured configuration gives nats-server (5 s,
+    #: ``shared.ops.secured.AUTH_TIMEOUT_S``), so a slow verifier is a refusal with a reason rather
+    #: than a silent timeout; long enough for an Argon2id check on a machine under load.
+    verify_timeout_s: float = 4.0
     max_in_flight: int = 64
     #: The durable names of every service's consumers (from their wiring tables).
     service_consumers: frozenset[str] = field(default_factory=frozenset)

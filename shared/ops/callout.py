@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 
 import nats
@@ -20,7 +21,7 @@ from shared.auth.callout import Admit, CalloutConfig, CalloutResponder, Decision
 from shared.auth.oidc import OidcVerifier
 from shared.auth.verifiers import OidcTokens
 from shared.bus.servers import server_urls
-from shared.ops.secured import APP_ACCOUNT, CALLOUT, SecuredBus, service_consumers
+from shared.ops.secured import APP_ACCOUNT, CALLOUT, SecuredBus, service_consumers, write_secret
 from shared.service import installed_services
 from shared.settings import Settings
 
@@ -83,8 +84,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     )
     try:
         await answer.start(nc)
+        await nc.flush()  # the server has the subscription: logins from now on reach us
+        write_secret(bus.callout_ready_file, str(os.getpid()).encode())
         log.info("auth callout answering on %s", settings.nats_url)
         await stop.wait()
     finally:
+        bus.callout_ready_file.unlink(missing_ok=True)
         await answer.stop()
         await nc.close()

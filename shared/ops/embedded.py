@@ -64,6 +64,8 @@ def service_environment(name: str, variables: dict[str, str]) -> dict[str, str]:
 
 
 BARE_USER = "bare"
+#: How long `start` waits for the auth callout to subscribe (its process imports the plugins first).
+CALLOUT_READY_TIMEOUT_S = 60.0
 
 
 #: Every file and folder the broker's processes make is theirs alone (0600, 0700): stores, streams,
@@ -320,8 +322,10 @@ class EmbeddedBroker:
                     "EB_MANAGE_STREAMS": "false",
                 }
             service_env["offers"]["EB_HTTP_NATS_NKEY_SEED_FILE"] = str(bus.keys.seed_file(GATEWAY))
+            bus.callout_ready_file.unlink(missing_ok=True)
             self.callout = ServiceProcess(CALLOUT, self.url, self.data_dir, dict(self.env))
             self.callout.start()
+            self._wait_for_callout(CALLOUT_READY_TIMEOUT_S)
         for name in SERVICES:
             env = {**self.env, **service_env[name]}
             if name == "offers" and self.http_port is not None:
@@ -329,6 +333,16 @@ class EmbeddedBroker:
             service = ServiceProcess(name, self.url, self.data_dir, env)
             service.start()
             self.services[name] = service
+
+    def _wait_for_callout(self, timeout: float) -> None:
+        """Until the callout answers logins, so that `start` returning means a user can log in."""
+        deadline = time.monotonic() + timeout
+        while not self.bus.callout_ready_file.exists():
+            if self.callout is not None and not self.callout.alive():
+                raise RuntimeError(f"the auth callout exited: see {self.data_dir / 'callout.log'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the auth callout did not answer within {timeout:.0f} s")
+            time.sleep(0.05)
 
     def _write_bus_config(self) -> Path:
         """Keys and server configuration, written by ``broker bus-config`` in the services' own

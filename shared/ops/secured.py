@@ -52,8 +52,10 @@ CALLOUT = "callout"
 OPERATOR = "operator"
 #: The callout accepts OIDC access tokens up to 16 KiB; the server's default protocol line is 4 KiB.
 MAX_CONTROL_LINE = 20 * 1024
-#: nats-server waits this long for the callout (its default); the callout answers within 1.5 s.
-AUTH_TIMEOUT_S = 2
+#: nats-server waits this long for the callout; the callout answers within 4 s (its
+#: ``verify_timeout_s``). nats-server's default of 2 s refused valid logins on a loaded machine, where
+#: one Argon2id check took over 1.5 s.
+AUTH_TIMEOUT_S = 5
 
 
 def write_secret(path: Path, data: bytes) -> None:
@@ -150,6 +152,11 @@ class SecuredBus:
     @property
     def config_file(self) -> Path:
         return self.folder / CONFIG_FILE
+
+    @property
+    def callout_ready_file(self) -> Path:
+        """Present while a callout answers: a login tried before it subscribed would be refused."""
+        return self.folder / "callout.ready"
 
     @property
     def operator_seed_file(self) -> Path:
