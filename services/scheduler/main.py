@@ -20,7 +20,7 @@ from services.scheduler.store import SCHEMA
 from shared.bus.retention import Retention, with_pruning
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
-from shared.pools import PoolsConfig, load_pools
+from shared.pools import PoolsConfig, served_pools
 from shared.service import ServiceEntry
 from shared.settings import Settings
 from shared.telemetry import setup_tracing, tracer_provider
@@ -37,7 +37,7 @@ def build(
     store = Store(
         settings.service_dir(SERVICE) / "scheduler.sqlite", SCHEMA, synchronous=settings.sqlite_synchronous
     )
-    config = load_pools(settings)
+    config = served_pools(settings)
     rucio_url = settings.rucio_url or config.rucio_url
     replicas = RucioClient(rucio_url, settings.rucio_token) if rucio_url else None
     ledgers: dict[str, Ledger] = {}
@@ -49,7 +49,7 @@ def build(
         await msg.respond(json.dumps(await pools_report(store, config)).encode())
 
     wired = with_pruning(
-        wiring(pools, answer_pools), tables.prune_finished, Retention(settings.retention_days)
+        wiring(pools, answer_pools, settings.site), tables.prune_finished, Retention(settings.retention_days)
     )
     runtime = ServiceRuntime.configured(wired, store, tracer, settings)
     return runtime, config, pools

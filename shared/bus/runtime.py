@@ -39,6 +39,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from shared import subjects
 from shared.bus.acks import DoubleAcks
 from shared.bus.login import ServiceLogin, service_login
+from shared.bus.permissions import api_prefix
 from shared.bus.pulling import BatchPuller
 from shared.bus.redact import excerpt
 from shared.bus.store import OutboxRow, Store, Transaction
@@ -150,6 +151,7 @@ class ServiceRuntime:
         login: ServiceLogin | None = None,
         manage_streams: bool = True,
         stream_limits: StreamLimits | None = None,
+        js_domain: str | None = None,
     ) -> None:
         """``login``: the service's own NATS user (None: connect without credentials).
         ``manage_streams``: create and update the streams at start; False only checks them, for a
@@ -163,6 +165,8 @@ class ServiceRuntime:
         self.login = login
         self.manage_streams = manage_streams
         self.stream_limits = stream_limits
+        #: The JetStream domain of the streams (a service at a site uses the hub's; None: local).
+        self.js_domain = js_domain
         # This runtime is the service framework (docs/architecture.md says why not faststream): it
         # talks to nats-py directly and does its own W3C trace propagation, one span per message.
         self._nc: Client | None = None
@@ -206,6 +210,7 @@ class ServiceRuntime:
             login=service_login(settings, wiring.service),
             manage_streams=settings.manage_streams,
             stream_limits=StreamLimits.of(settings),
+            js_domain=settings.js_domain,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -231,7 +236,9 @@ class ServiceRuntime:
             spec = subscription.spec
             await ensure_consumer(js, spec)
             # One fetch loop per durable: two pull requests waiting on one durable can stall.
-            puller = BatchPuller(self.connection, spec.stream, spec.durable, self.batch_size)
+            puller = BatchPuller(
+                self.connection, spec.stream, spec.durable, self.batch_size, api_prefix(self.js_domain)
+            )
             await puller.start()
             self._pullers.append(puller)
             self._tasks.append(
@@ -273,7 +280,7 @@ class ServiceRuntime:
     def jetstream(self) -> JetStreamContext:
         # One context for the connection's life: building one per publish showed in the profile.
         if self._jetstream is None:
-            self._jetstream = self.connection.jetstream()
+            self._jetstream = self.connection.jetstream(domain=self.js_domain)
         return self._jetstream
 
     async def stop(self) -> None:

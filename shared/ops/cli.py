@@ -46,7 +46,7 @@ from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
 from shared.ops import callout as callout_process
-from shared.ops import contexts
+from shared.ops import contexts, site, site_cli
 from shared.ops.bench_floor import FloorTransport
 from shared.ops.embedded import PRIVATE_UMASK, SERVICES, EmbeddedBroker, free_port, wait_for_port
 from shared.ops.secured import SecuredBus
@@ -62,6 +62,8 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="An IVOA Execution Broker on NATS JetStream."
 )
 app.add_typer(users_app, name="users")
+app.command("site-key")(site_cli.site_key)
+app.command("site")(site_cli.site)
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
@@ -247,7 +249,11 @@ def bus_config() -> None:
     except Exception as exc:
         err.print(f"[red]error:[/red] the services cannot be built with these settings: {exc}")
         raise typer.Exit(1) from None
-    console.print(str(bus.write_config(wirings, sync_always=settings.durability == "safe")))
+    try:
+        console.print(str(site.write_bus_config(bus, wirings, settings)))
+    except site.SiteError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -308,7 +314,11 @@ def operator_pool_env(operator: str) -> dict[str, str]:
 
 
 def start_embedded(
-    data_dir: Path, nats_url: str | None, nats_port: int, http_port: int | None = None
+    data_dir: Path,
+    nats_url: str | None,
+    nats_port: int,
+    http_port: int | None = None,
+    leafnode_port: int | None = None,
 ) -> EmbeddedBroker:
     broker = EmbeddedBroker(
         data_dir=data_dir,
@@ -316,6 +326,7 @@ def start_embedded(
         nats_port=nats_port,
         http_port=http_port,
         env=operator_pool_env(default_owner()),
+        leafnode_port=leafnode_port,
     )
     try:
         broker.start()
@@ -356,12 +367,18 @@ def up(
     context: Annotated[
         str, typer.Option("--context", help="The name of the context written for you, the operator.")
     ] = contexts.DEFAULT_CONTEXT,
+    leafnode_port: Annotated[
+        int | None,
+        typer.Option(
+            "--leafnode-port", help="Listen for sites' leaf nodes here (broker site-key admits them)."
+        ),
+    ] = None,
 ) -> None:
     """Start nats-server (JetStream), its auth callout and the three services; Ctrl-C or SIGTERM
     stops everything. You become the broker's operator: an admin identity named after your login,
     with a fresh password in a context that client commands use unless told otherwise."""
     os.umask(PRIVATE_UMASK)  # stores, logs and keys: this process's user's alone
-    broker = start_embedded(data_dir.resolve(), nats_url, nats_port, http_port or None)
+    broker = start_embedded(data_dir.resolve(), nats_url, nats_port, http_port or None, leafnode_port)
     console.print(f"broker up: NATS at [bold]{broker.url}[/bold], data in {data_dir.resolve()}")
     if broker.nats is not None:
         operator = default_owner()
