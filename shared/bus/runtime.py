@@ -194,6 +194,7 @@ class ServiceRuntime:
         self._publish_order = asyncio.Lock()
         self._acks: DoubleAcks | None = None
         self._stopping = asyncio.Event()
+        self._publishes_failing = False
 
     @classmethod
     def configured(
@@ -413,13 +414,18 @@ class ServiceRuntime:
             except Exception:
                 log.exception("%s: could not dead-letter refused outbox row %s", self.service, row.msg_id)
         if failed:
-            log.warning(
+            # Once per outage, not once a second for as long as the bus is away (a site's cut link).
+            report = log.debug if self._publishes_failing else log.warning
+            report(
                 "%s: %d of %d outbox publishes failed, the relay will retry: %s",
                 self.service,
                 len(failed),
                 len(rows),
                 failed[0][1],
             )
+        elif sent and self._publishes_failing:
+            log.warning("%s: outbox publishes are confirmed again", self.service)
+        self._publishes_failing = bool(failed) or (self._publishes_failing and not sent)
         return failed
 
     async def _refuse(self, row: OutboxRow, reason: str) -> None:

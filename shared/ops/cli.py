@@ -50,6 +50,7 @@ from shared.ops import contexts, site, site_cli
 from shared.ops.bench_floor import FloorTransport
 from shared.ops.embedded import PRIVATE_UMASK, SERVICES, EmbeddedBroker, free_port, wait_for_port
 from shared.ops.secured import SecuredBus
+from shared.ops.supervise import supervise
 from shared.ops.users import DEFAULT_DATA_DIR, DataDir
 from shared.ops.users import app as users_app
 from shared.service import installed_services, load_service
@@ -397,25 +398,7 @@ def up(
             console.print(f"  the local pool runs code on this machine only for: {allowed} ({variable})")
     if broker.http_url:
         console.print(f"  dashboard and HTTP API: [bold]{broker.http_url}/[/bold] (OpenAPI at /openapi.json)")
-    stopping = False
-
-    def request_stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    try:
-        while not stopping:
-            dead = broker.dead_services()
-            for name in dead:
-                err.print(f"[yellow]{name} exited; restarting it[/yellow]")
-                broker.process(name).start()
-            time.sleep(0.5)
-    finally:
-        console.print("stopping…")
-        broker.stop()
-        console.print("stopped")
+    supervise(broker.dead_services, lambda name: broker.process(name).start(), broker.stop, console, err)
 
 
 # -- client commands ------------------------------------------------------------------------------

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +15,7 @@ from shared.ops.embedded import PRIVATE_UMASK
 from shared.ops.secured import SecuredBus
 from shared.ops.site import SITE_SERVICES, SiteError, SiteRegistry, write_site_key
 from shared.ops.site_broker import SiteBroker
+from shared.ops.supervise import supervise
 from shared.ops.users import DEFAULT_DATA_DIR, DataDir
 
 console = Console(soft_wrap=True)
@@ -90,21 +89,4 @@ def site(
     console.print(
         f"site {broker.name} up: leaf server {broker.url} linked to {hub}, data in {broker.data_dir}"
     )
-    stopping = False
-
-    def request_stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    try:
-        while not stopping:
-            for dead in broker.dead():
-                err.print(f"[yellow]{dead} exited; restarting it[/yellow]")
-                broker.restart(dead)
-            time.sleep(0.5)
-    finally:
-        console.print("stopping…")
-        broker.stop()
-        console.print("stopped")
+    supervise(broker.dead, broker.restart, broker.stop, console, err)

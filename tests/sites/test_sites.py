@@ -170,6 +170,9 @@ async def test_a_site_reaches_only_its_own_pools_subjects(
         await nc.close()
     stored = await _stored_subjects(hub)
     assert not [subject for subject in stored if "at-hub" in subject or "forged" in subject]
+    # The site's own server admits only its keys.
+    with pytest.raises(nats.errors.Error):
+        await nats.connect(site.url, allow_reconnect=False, connect_timeout=2)
     # The site's key is a leaf's only: as a client of the hub it is refused.
     with pytest.raises(nats.errors.Error):
         await nats.connect(hub.url, nkeys_seed=str(site.key_file), allow_reconnect=False, connect_timeout=2)
