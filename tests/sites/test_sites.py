@@ -26,7 +26,7 @@ from shared.ops.secured import SecuredBus
 from shared.ops.site import HUB_DOMAIN, SITE_SERVICES, SiteRegistry
 from shared.ops.site_broker import SiteBroker
 from tests.conftest import broker_env, local_pool_access
-from tests.e2e.helpers import HAPPY_PHASES, one_core_request, phase_event_counts
+from tests.e2e.helpers import HAPPY_PHASES, follow_until_running, one_core_request, phase_event_counts
 from tests.sites.link import Link
 
 #: The quote deadline at the hub: a request for a pool whose site is cut off is answered NO by then.
@@ -194,28 +194,14 @@ async def _stored_subjects(hub: EmbeddedBroker) -> list[str]:
 async def test_a_cut_link_delays_a_sites_events_and_its_pools_answer_no(
     federation: Federation, alice: BrokerClient
 ) -> None:
-    offerset = await alice.submit(one_core_request(sleeper(3)))
-    session_id = (offerset.offers or [])[0].meta.uuid  # type: ignore[union-attr]
-    assert session_id is not None
-    assert (await alice.accept(session_id)).applied
-    seen: list[str] = []
-
-    async def follow() -> None:
-        async for event in alice.events(session_id, until_done=True):
-            seen.append(event.phase)
-
-    follower = asyncio.create_task(follow())
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while Phase.RUNNING.value not in seen:
-        assert loop.time() < deadline, seen
-        await asyncio.sleep(0.1)
+    followed = await follow_until_running(alice, one_core_request(sleeper(3)))
+    session_id, seen = followed.session_id, followed.seen
     federation.link.cut()
     try:
         await _while_cut(federation, alice, session_id, seen)
     finally:
         federation.link.mend()
-    await asyncio.wait_for(follower, timeout=30)
+    await asyncio.wait_for(followed.follower, timeout=30)
     assert tuple(seen) == HAPPY_PHASES
     counts = await phase_event_counts(federation.hub, session_id)
     assert set(HAPPY_PHASES) <= set(counts) and all(n == 1 for n in counts.values()), counts
