@@ -29,6 +29,7 @@ from tests.conftest import broker_env, local_pool_access
 from tests.e2e.helpers import HAPPY_PHASES, follow_until_running, one_core_request, phase_event_counts
 from tests.sites.link import Link
 
+pytestmark = pytest.mark.e2e
 #: The quote deadline at the hub: a request for a pool whose site is cut off is answered NO by then.
 QUOTE_TIMEOUT_S = 3.0
 SITE = "ral"
@@ -191,6 +192,7 @@ async def _stored_subjects(hub: EmbeddedBroker) -> list[str]:
         await nc.close()
 
 
+@pytest.mark.faults
 async def test_a_cut_link_delays_a_sites_events_and_its_pools_answer_no(
     federation: Federation, alice: BrokerClient
 ) -> None:
