@@ -5,8 +5,11 @@ process of its own; the link between site and hub is a relay the tests can cut (
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +24,7 @@ from shared.bus.permissions import inbox_prefix
 from shared.client import BrokerClient, wait_for_services
 from shared.lifecycle import Phase
 from shared.models import LOCAL_COMMAND_KIND
-from shared.ops.embedded import SERVICES, EmbeddedBroker, free_port
+from shared.ops.embedded import SERVICES, EmbeddedBroker, free_port, nats_server_binary
 from shared.ops.secured import SecuredBus
 from shared.ops.site import HUB_DOMAIN, SITE_SERVICES, SiteRegistry
 from shared.ops.site_broker import SiteBroker
@@ -231,3 +234,32 @@ def _waiting(store: Path, subject: str) -> bool:
     with sqlite3.connect(store) as db:
         query = "SELECT count(*) FROM outbox WHERE subject = ? AND sent_at IS NULL"
         return bool(db.execute(query, (subject,)).fetchone()[0])
+
+
+def test_a_login_cannot_join_the_hub_as_a_leaf_node(federation: Federation, tmp_path: Path) -> None:
+    """The callout admits people, not servers: alice's good password on the leafnode port is refused."""
+    hub = federation.hub
+    assert hub.leafnode_port is not None
+    login = hub.login("alice").password
+    assert login is not None
+    password = login.get_secret_value()
+    config = tmp_path / "rogue.json"
+    remote = {"url": f"nats://alice:{password}@127.0.0.1:{hub.leafnode_port}", "account": "APP"}
+    port = free_port()
+    document = {"listen": f"127.0.0.1:{port}", "accounts": {"APP": {}}, "leafnodes": {"remotes": [remote]}}
+    config.write_text(json.dumps(document))
+    log = tmp_path / "rogue.log"
+    with log.open("wb") as out:
+        rogue = subprocess.Popen(
+            [nats_server_binary(), "-c", str(config)], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while "Authorization Violation" not in log.read_text():
+            assert rogue.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        # Refused for being a leaf, not for the password (it is alice's own).
+        assert "a leaf node connects with a site key" in (hub.data_dir / "callout.log").read_text()
+    finally:
+        rogue.terminate()
+        rogue.wait(10)
