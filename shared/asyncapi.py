@@ -16,12 +16,11 @@ from importlib.metadata import version as distribution_version
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue, models_json_schema
-from pydantic_core import core_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from shared import subjects
 from shared.bus.wiring import Wiring
-from shared.models.common import kind_discriminator
+from shared.models.schema import KindedSchemas
 from shared.service import installed_services
 from shared.settings import Settings
 from shared.subjects import Kind, Pattern
@@ -69,32 +68,6 @@ _HEADERS = {
 _HEADERS_NAME = "JetStreamHeaders"
 
 
-class _KindedSchemas(GenerateJsonSchema):
-    """pydantic's JSON Schema, with the variants of each IVOA union told apart by their ``kind``.
-
-    The models choose a variant with a function (`kind_discriminator`, which first maps old kind URIs
-    to current ones), and pydantic writes such a union as a bare ``oneOf``: a document that fits
-    several variants' shapes would match none. Here each variant also requires its current kind, so
-    exactly one matches (the broker also accepts the older aliases of a kind; the schema names the
-    current ones).
-    """
-
-    def tagged_union_schema(self, schema: core_schema.TaggedUnionSchema) -> JsonSchemaValue:
-        if schema["discriminator"] is not kind_discriminator:
-            return super().tagged_union_schema(schema)
-        return {
-            "oneOf": [
-                {
-                    "allOf": [
-                        self.generate_inner(choice),
-                        {"properties": {"kind": {"const": tag}}, "required": ["kind"]},
-                    ]
-                }
-                for tag, choice in schema["choices"].items()
-            ]
-        }
-
-
 @dataclass(frozen=True)
 class _Use:
     """One declaration naming a pattern: a route, a publication or a reply of one service."""
@@ -124,7 +97,7 @@ def document(wirings: Sequence[Wiring], *, version: str, host: str = "localhost:
     # that wrote it, so the schema is the contract at both ends (and keeps formats such as date-time).
     modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in models]
     refs, definitions = models_json_schema(
-        modes, ref_template="#/components/schemas/{model}", schema_generator=_KindedSchemas
+        modes, ref_template="#/components/schemas/{model}", schema_generator=KindedSchemas
     )
     schemas = dict(definitions.get("$defs", {}))
     if _HEADERS_NAME in schemas:

@@ -21,9 +21,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
+from nats.js.errors import NoStreamResponseError
 
 from shared import subjects
 from shared.auth.credentials import Credentials
+from shared.bus.publishing import ELECTION_DEADLINE_S, publish_once
+from shared.bus.servers import server_urls, unreported
 from shared.lifecycle import Phase, is_terminal
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import (
@@ -100,17 +103,14 @@ class BrokerClient:
         self._nc: Client | None = None
 
     async def connect(self) -> None:
-        async def quiet(_: Exception) -> None:
-            return None
-
         try:
             self._nc = await nats.connect(
-                self.nats_url,
+                server_urls(self.nats_url),
                 connect_timeout=self.connect_timeout,
                 max_reconnect_attempts=-1 if self.reconnect else 1,
                 allow_reconnect=self.reconnect,
                 reconnect_time_wait=0.5,
-                error_cb=quiet,
+                error_cb=unreported,
                 name="eb-client",
                 **self.credentials.connect_options(),
             )
@@ -158,10 +158,17 @@ class BrokerClient:
                 if remaining <= 0:
                     raise BrokerTimeout(f"no answer on {answer_subject} within {timeout:.0f} s")
                 try:
-                    await self.nc.jetstream().publish(
-                        subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=min(5.0, remaining)
+                    # Through a leader election (`shared.bus.publishing`); an interactive client gives
+                    # up on no responders after one election's time: no broker is set up there.
+                    await publish_once(
+                        self.nc.jetstream(),
+                        subject,
+                        payload,
+                        msg_id,
+                        attempt_timeout_s=min(5.0, remaining),
+                        deadline_s=remaining if self.reconnect else min(remaining, ELECTION_DEADLINE_S),
                     )
-                except nats.errors.NoRespondersError:
+                except (nats.errors.NoRespondersError, NoStreamResponseError):
                     if not self.reconnect:  # nothing stores the subject: no broker set up here
                         raise BrokerUnavailable(
                             self.nats_url, "NATS answers but the broker's streams do not exist"
@@ -350,7 +357,11 @@ async def wait_for_services(
     while pending:
         try:
             nc = await nats.connect(
-                nats_url, connect_timeout=1, allow_reconnect=False, **credentials.connect_options()
+                server_urls(nats_url),
+                connect_timeout=1,
+                allow_reconnect=False,
+                error_cb=unreported,
+                **credentials.connect_options(),
             )
         except Exception as exc:
             last_error = str(exc) or type(exc).__name__

@@ -160,3 +160,18 @@ class DeadLetter(Message):
     reason: str
     deliveries: int
     payload_preview: str
+
+
+class StreamFilling(Message):
+    """any service → operators (``eb.ops.<service>.stream_filling``): a stream has passed
+    ``threshold`` of its byte limit; when full it drops its oldest messages."""
+
+    stream: str
+    bytes: int
+    max_bytes: int
+    #: ``bytes / max_bytes``, rounded to three places.
+    fraction: float
+    messages: int
+    #: The step passed: 0.8, 0.9 or 1.0 (one event per stream, step and hour).
+    threshold: float
+    noticed_at: datetime

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     # directories are kept (the events stream keeps its history as long).
     commands_max_bytes: int = Field(default=1 * 2**30, ge=2**20, le=2**50)
     events_max_bytes: int = Field(default=4 * 2**30, ge=2**20, le=2**50)
+    # Copies of each stream on a JetStream cluster (`broker up --cluster 3` sets 3); the consumers
+    # follow their stream's. 1 on a single server.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     retention_days: float = Field(default=30.0, gt=0, le=36500)
     # Per-owner limits, so one user cannot fill the pools' ledgers or the read model alone.
     max_live_sessions_per_owner: int = Field(default=100, ge=1, le=1_000_000)
@@ -95,6 +98,10 @@ class Settings(BaseSettings):
     # fast: nats-server syncs to disk every 2 minutes and SQLite at checkpoints (a machine crash can
     # lose what was acknowledged since); safe: both sync every write (docs/reliability.md).
     durability: Literal["fast", "safe"] = "fast"
+    # Where the services keep their state: unset, one SQLite file each under the data dir (the
+    # embedded default); a PostgreSQL URL (postgresql://user:password@host:port/database), one schema
+    # each in that database (shared/bus/backends.py). Secret: it may hold the password.
+    database_url: SecretStr | None = None
 
     @property
     def sqlite_synchronous(self) -> str:

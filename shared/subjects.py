@@ -8,6 +8,10 @@ position: they call the typed ``parse_*`` functions, which reject a subject of t
 Commands (imperative, one consumer acts on them) live in the commands stream; events (facts, any
 number of readers, history kept) live in the events stream. Core request/reply subjects (health,
 pools) are not stored.
+
+Operations subjects (``eb.ops.<service>.<fact>``, e.g. a stream filling up) are events about the
+installation, not about a user's work: their third token is the service that noticed, and only
+operators read them (``eb.ops.>``); no user's permissions name them (`shared.auth.permissions`).
 """
 
 from __future__ import annotations
@@ -134,6 +138,9 @@ SCHEDULER_EVENT = _p("eb.scheduler.{pool}.evt.{fact}", _E, EVENTS_STREAM, "A fac
 LAUNCHER_COMMAND = _p("eb.launcher.{pool}.cmd.{verb}", _C, COMMANDS_STREAM, "A command to a pool's launcher")
 LAUNCHER_EVENT = _p("eb.launcher.{pool}.evt.{fact}", _E, EVENTS_STREAM, "A fact from a pool's launcher")
 DEAD_LETTER = _p("eb.dead.{service}", _E, EVENTS_STREAM, "A message a service could never process")
+OPS = _p(
+    "eb.ops.{service}.{fact}", _E, EVENTS_STREAM, "An operational fact a service noticed, for operators only"
+)
 HEALTH = _p("eb.health.{service}", _R, None, "Answers while the service is up and consuming")
 POOLS_INFO = _p("eb.info.pools", _R, None, "The pools, their configuration and current use")
 
@@ -148,6 +155,7 @@ PATTERNS: tuple[Pattern, ...] = (
     LAUNCHER_COMMAND,
     LAUNCHER_EVENT,
     DEAD_LETTER,
+    OPS,
     HEALTH,
     POOLS_INFO,
 )
@@ -181,6 +189,11 @@ class LauncherVerb(StrEnum):
 
 class LauncherFact(StrEnum):
     MEASURED = "measured"
+
+
+class OpsFact(StrEnum):
+    #: A stream holds most of its ``max_bytes`` (`shared.bus.upkeep`).
+    STREAM_FILLING = "stream_filling"
 
 
 # -- building subjects ----------------------------------------------------------------------------
@@ -229,6 +242,10 @@ def launcher_event(pool: str, fact: LauncherFact) -> str:
 
 def dead_letter(service: str) -> str:
     return DEAD_LETTER.format(service=service)
+
+
+def ops_event(service: str, fact: OpsFact) -> str:
+    return OPS.format(service=service, fact=fact.value)
 
 
 def health(service: str) -> str:

@@ -17,6 +17,7 @@ from shared.examples import examples_dir
 from shared.ops.embedded import SERVICES, EmbeddedBroker, NatsServer
 from tests.asyncapi_schema import load_schema
 from tests.debian import debian_program
+from tests.postgres import PostgresServer, start_postgres
 
 
 @pytest.fixture(scope="session")
@@ -94,10 +95,14 @@ def broker_factory(tmp_path: Path) -> Iterator[object]:
 
 
 @pytest.fixture
-def broker(broker_factory: object) -> EmbeddedBroker:
+def broker(broker_factory: object, request: pytest.FixtureRequest) -> EmbeddedBroker:
+    """The broker with its state in SQLite files; in PostgreSQL for a test parametrized with
+    ``@pytest.mark.parametrize("broker", ["sqlite", "postgres"], indirect=True)``."""
     start = broker_factory
     assert callable(start)
-    result = start()
+    store = getattr(request, "param", "sqlite")
+    env = {"EB_DATABASE_URL": request.getfixturevalue("postgres_url")} if store == "postgres" else {}
+    result = start(**env)
     assert isinstance(result, EmbeddedBroker)
     return result
 
@@ -126,3 +131,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL for the whole run, started the first time a test asks for it."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A fresh database of its own for one test: its URL, with the password (never print it)."""
+    return postgres.database()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from services.launcher import store as tables
 from services.launcher.driver import Drivers
 from shared import subjects
+from shared.bus import upkeep
 from shared.bus.events import publish_phase, resend_smaller
 from shared.bus.runtime import Incoming
 from shared.bus.store import OutboxRow, Transaction, current_trace_headers
@@ -169,6 +170,7 @@ def wiring(pools: Sequence[LauncherHandlers]) -> Wiring:
                 for handlers in pools
             ),
             Publication(subjects.DEAD_LETTER, DeadLetter, {"service": SERVICE}),
+            *upkeep.publications(SERVICE),
         ),
     )
 

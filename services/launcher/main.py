@@ -14,9 +14,9 @@ from services.launcher.driver import Drivers
 from services.launcher.handlers import SERVICE, LauncherHandlers, wiring
 from services.launcher.pruning import launcher_pruner
 from services.launcher.store import SCHEMA
+from shared.bus.backends import service_store
 from shared.bus.retention import Retention, with_pruning
 from shared.bus.runtime import ServiceRuntime
-from shared.bus.store import Store
 from shared.ops import contexts
 from shared.platforms.registry import capabilities, load_platform
 from shared.pools import PoolsConfig, served_pools
@@ -31,8 +31,7 @@ def build(settings: Settings, tracing: TracerProvider | None = None) -> tuple[Se
     ``tracing`` receives its spans (by default a provider that exports nothing).
     """
     tracer = tracing or tracer_provider(settings.otel_service_prefix + SERVICE)
-    service_dir = settings.service_dir(SERVICE).resolve()
-    store = Store(service_dir / "launcher.sqlite", SCHEMA, synchronous=settings.sqlite_synchronous)
+    store = service_store(settings, SERVICE, SCHEMA)
     config = served_pools(settings)
     # One plugin instance per platform that some configured pool runs on, one consumer per pool.
     work_root = settings.work_root()

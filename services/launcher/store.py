@@ -54,8 +54,8 @@ def _run(r: Any) -> Run:
 
 async def insert(tx: Transaction, run: Run) -> bool:
     changed = await tx.execute(
-        "INSERT OR IGNORE INTO runs(session_id, owner, platform, phase, spec, trace, updated) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO runs(session_id, owner, platform, phase, spec, trace, updated) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (
             run.session_id,
             run.owner,

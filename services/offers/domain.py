@@ -255,7 +255,7 @@ def decide_request(
 
     cores, memory = _compute_ranges(request.compute)
     if problems:
-        return Rejected(no_offerset(offerset_id, problems, now, policy))
+        return Rejected(no_offerset(offerset_id, [*(request.translated or []), *problems], now, policy))
 
     quote = QuoteSlots(
         request_id=request_id,
@@ -403,14 +403,19 @@ def build_offerset(
             )
             for pool, reason in pairs
         ]
-        return no_offerset(offerset_id, messages, now, policy)
+        return no_offerset(offerset_id, [*(request.translated or []), *messages], now, policy)
     offers = [
         build_session(request, hold, f"{name}-offer-{index}", expires_at, now, policy)
         for index, hold in enumerate(holds)
     ]
     return OfferSetResponse(
         meta=ComponentMetadata(
-            uuid=offerset_id, name=name, url=f"{policy.public_url}/offersets/{offerset_id}", created=now
+            uuid=offerset_id,
+            name=name,
+            url=f"{policy.public_url}/offersets/{offerset_id}",
+            created=now,
+            # A legacy document's answer says what was translated (`shared.models.legacy`).
+            messages=request.translated,
         ),
         result="YES",
         offers=offers,

@@ -12,6 +12,7 @@ from services.offers import store as tables
 from services.offers.domain import NeedsQuote, OfferPolicy, RequestState
 from services.offers.limits import OwnerLimits
 from shared import subjects
+from shared.bus import upkeep
 from shared.bus.events import publish_phase, resend_smaller
 from shared.bus.runtime import Incoming
 from shared.bus.store import OutboxRow, Transaction, current_trace_headers
@@ -493,6 +494,7 @@ def wiring(handlers: OffersHandlers, pools: Sequence[str]) -> Wiring:
                 )
             ),
             Publication(subjects.DEAD_LETTER, DeadLetter, {"service": SERVICE}),
+            *upkeep.publications(SERVICE),
         ),
         timers=(
             Timer("offers-expiry", 1.0, handlers.expire_offers),

@@ -14,9 +14,10 @@ from services.offers.http.settings import HttpSettings
 from services.offers.limits import OwnerLimits
 from services.offers.platforms import pool_choices
 from services.offers.store import SCHEMA, prune_finished
+from shared.bus.backends import service_store
 from shared.bus.retention import Retention, with_pruning
 from shared.bus.runtime import ServiceRuntime
-from shared.bus.store import Store
+from shared.bus.sqlite import SqliteStore
 from shared.pools import load_pools
 from shared.service import ServiceEntry
 from shared.settings import Settings
@@ -32,9 +33,7 @@ def build(
     """
     http = http or HttpSettings()
     tracer = tracing or tracer_provider(settings.otel_service_prefix + SERVICE)
-    store = Store(
-        settings.service_dir(SERVICE) / "offers.sqlite", SCHEMA, synchronous=settings.sqlite_synchronous
-    )
+    store = service_store(settings, SERVICE, SCHEMA)
     pools = load_pools(settings)
     first = pools.pools[0]
     policy = OfferPolicy(
@@ -70,7 +69,12 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             # Imported here: a service without HTTP does not load FastAPI and uvicorn.
             from services.offers.http.server import HttpServer
 
-            server = HttpServer(http, settings.nats_url, runtime.store.path, settings.data_dir)
+            # Its reads on a connection of their own: the SQLite file, or a second PostgreSQL store.
+            store = runtime.store
+            database = (
+                store.path if isinstance(store, SqliteStore) else service_store(settings, SERVICE, SCHEMA)
+            )
+            server = HttpServer(http, settings.nats_url, database, settings.data_dir)
             await server.start()
         await stop.wait()
     finally:

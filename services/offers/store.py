@@ -2,8 +2,9 @@
 
 Every SQL statement of the service is here, and every query returns named rows. The handlers run
 them in their ``Transaction``; the HTTP API runs the same functions on a ``ReadModel``, a
-connection of its own (WAL: its readers never block the writer). Both give ``sqlite3.Row``s, so a
-row is read by column name, once, in the row type's constructor below.
+connection of its own (its readers never block the writer). Both give rows read by column name,
+once, in the row type's constructor below. The SQL is the part both SQLite and PostgreSQL speak;
+only the triggers that keep ``owner_use`` are written per dialect (`SCHEMA`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 import aiosqlite
 
 from services.offers.domain import RequestState, SessionView
-from shared.bus.store import Transaction
+from shared.bus.store import Row, Schema, Store, Transaction
 from shared.lifecycle import TERMINAL, Phase
 from shared.messages import SlotsQuoted
 from shared.models import ExecutionRequest, OfferSetResponse, dump_text
@@ -32,7 +33,11 @@ _LIVE = (
 )
 _HELD_OR_LIVE = f"phase IN ('{Phase.OFFERED.value}', {_LIVE[1:-1]})"
 
-SCHEMA = f"""
+
+def _tables(sessions_order: str) -> str:
+    """The tables and indexes, the same in both dialects but for ``sessions_order``: a column that
+    numbers the sessions as they are inserted, which SQLite's ``rowid`` already does."""
+    return f"""
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -70,12 +75,13 @@ CREATE TABLE IF NOT EXISTS sessions (
     outputs TEXT NOT NULL DEFAULT '{{}}',
     connectors TEXT NOT NULL DEFAULT '[]',
     trace TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL{sessions_order}
 );
 CREATE INDEX IF NOT EXISTS offersets_by_request ON offersets(request_id);
 CREATE INDEX IF NOT EXISTS sessions_offered ON sessions(expires_at) WHERE phase = 'OFFERED';
 CREATE INDEX IF NOT EXISTS sessions_by_offerset ON sessions(offerset_id);
 CREATE INDEX IF NOT EXISTS sessions_by_owner ON sessions(owner);
+CREATE INDEX IF NOT EXISTS requests_quoting ON requests(created_at) WHERE state = 'QUOTING';
 -- Each owner's holds and live sessions, kept by triggers so the per-owner limits cost one look-up
 -- per request instead of a count of the owner's sessions (thousands for a busy owner).
 CREATE TABLE IF NOT EXISTS owner_use (
@@ -83,6 +89,19 @@ CREATE TABLE IF NOT EXISTS owner_use (
     holds INTEGER NOT NULL,
     live INTEGER NOT NULL
 );
+"""
+
+
+# A database from before the triggers: its owners' counts, once (an owner with a row is kept by them).
+_BACKFILL = f"""
+INSERT INTO owner_use(owner, holds, live)
+    SELECT owner, SUM(CASE WHEN phase = 'OFFERED' THEN 1 ELSE 0 END),
+        SUM(CASE WHEN phase IN {_LIVE} THEN 1 ELSE 0 END)
+    FROM sessions WHERE {_HELD_OR_LIVE} GROUP BY owner
+    ON CONFLICT DO NOTHING;
+"""
+
+_SQLITE_TRIGGERS = f"""
 CREATE TRIGGER IF NOT EXISTS owner_use_insert AFTER INSERT ON sessions WHEN NEW.{_HELD_OR_LIVE}
 BEGIN
     INSERT INTO owner_use(owner, holds, live) VALUES (NEW.owner, NEW.phase = 'OFFERED', NEW.phase IN {_LIVE})
@@ -103,20 +122,53 @@ BEGIN
     UPDATE owner_use SET holds = holds - (OLD.phase = 'OFFERED'), live = live - (OLD.phase IN {_LIVE})
     WHERE owner = OLD.owner;
 END;
--- A database from before the triggers: its owners' counts, once (an owner with a row is kept by them).
-INSERT OR IGNORE INTO owner_use(owner, holds, live)
-    SELECT owner, SUM(phase = 'OFFERED'), SUM(phase IN {_LIVE}) FROM sessions WHERE {_HELD_OR_LIVE}
-    GROUP BY owner;
-CREATE INDEX IF NOT EXISTS requests_quoting ON requests(created_at) WHERE state = 'QUOTING';
 """
+
+# The same three triggers as one PL/pgSQL function: PostgreSQL's triggers call a function, and its
+# booleans are cast to count. Its search path is the service's schema, fixed when it is created.
+_POSTGRES_TRIGGERS = f"""
+CREATE OR REPLACE FUNCTION owner_use_count() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    held INTEGER := 0;
+    live_now INTEGER := 0;
+BEGIN
+    IF TG_OP <> 'DELETE' THEN
+        held := (NEW.phase = 'OFFERED')::int;
+        live_now := (NEW.phase IN {_LIVE})::int;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        held := held - (OLD.phase = 'OFFERED')::int;
+        live_now := live_now - (OLD.phase IN {_LIVE})::int;
+    END IF;
+    IF held = 0 AND live_now = 0 THEN
+        RETURN NULL;
+    ELSIF TG_OP = 'DELETE' THEN
+        UPDATE owner_use SET holds = holds + held, live = live + live_now WHERE owner = OLD.owner;
+    ELSE
+        INSERT INTO owner_use AS u(owner, holds, live) VALUES (NEW.owner, held, live_now)
+        ON CONFLICT(owner) DO UPDATE SET holds = u.holds + excluded.holds, live = u.live + excluded.live;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE OR REPLACE TRIGGER owner_use AFTER INSERT OR UPDATE OF phase OR DELETE ON sessions
+    FOR EACH ROW EXECUTE FUNCTION owner_use_count();
+"""
+
+SCHEMA = Schema(
+    sqlite=_tables("") + _SQLITE_TRIGGERS + _BACKFILL,
+    # PostgreSQL has no rowid: an identity column of that name numbers the sessions instead.
+    postgres=_tables(",\n    rowid BIGINT GENERATED ALWAYS AS IDENTITY") + _POSTGRES_TRIGGERS + _BACKFILL,
+)
 
 
 class Reads(Protocol):
     """What a query needs: the handlers' ``Transaction`` and the HTTP API's ``ReadModel`` both are."""
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None: ...
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]: ...
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -162,8 +214,8 @@ async def insert_request(
     trace: dict[str, str],
 ) -> None:
     await tx.execute(
-        "INSERT OR IGNORE INTO requests(request_id, owner, offerset_id, state, request_json, "
-        "expires_at, pools, trace, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO requests(request_id, owner, offerset_id, state, request_json, "
+        "expires_at, pools, trace, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (
             request_id,
             owner,
@@ -221,7 +273,7 @@ async def set_request_state(tx: Transaction, request_id: str, state: RequestStat
 async def add_quote(tx: Transaction, quoted: SlotsQuoted) -> None:
     """One pool's answer, kept until every pool asked has answered (a repeat is ignored)."""
     await tx.execute(
-        "INSERT OR IGNORE INTO quotes(request_id, pool, answer) VALUES (?, ?, ?)",
+        "INSERT INTO quotes(request_id, pool, answer) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (quoted.request_id, quoted.pool, quoted.model_dump_json()),
     )
 
@@ -248,16 +300,18 @@ async def save_offerset(
     meta = offerset.meta
     assert meta is not None and meta.uuid is not None
     await tx.execute(
-        "INSERT OR REPLACE INTO offersets(offerset_id, request_id, owner, result, document, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO offersets(offerset_id, request_id, owner, result, document, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(offerset_id) DO UPDATE SET request_id = excluded.request_id, "
+        "owner = excluded.owner, result = excluded.result, document = excluded.document, "
+        "created_at = excluded.created_at",
         (meta.uuid, request_id, owner, offerset.result, document or dump_text(offerset), tx.now.isoformat()),
     )
     trace_text = json.dumps(trace)
     for offer in offerset.offers or []:
         assert offer.meta is not None and offer.meta.uuid is not None
         await tx.execute(
-            "INSERT OR IGNORE INTO sessions(session_id, offerset_id, pool, owner, phase, expires_at, "
-            "document, trace, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions(session_id, offerset_id, pool, owner, phase, expires_at, "
+            "document, trace, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 offer.meta.uuid,
                 meta.uuid,
@@ -275,7 +329,7 @@ async def save_offerset(
 _VIEW_COLUMNS = "session_id, owner, phase, expires_at, offerset_id"
 
 
-def _session_view(r: sqlite3.Row) -> SessionView:
+def _session_view(r: Row) -> SessionView:
     return SessionView(
         session_id=r["session_id"],
         owner=r["owner"],
@@ -395,7 +449,7 @@ _SESSION_COLUMNS = (
 )
 
 
-def _session_row(r: sqlite3.Row) -> SessionRow:
+def _session_row(r: Row) -> SessionRow:
     return SessionRow(
         session_id=r["session_id"],
         offerset_id=r["offerset_id"],
@@ -462,7 +516,7 @@ async def prune_finished(tx: Transaction, cutoff: datetime, limit: int) -> int:
     changed before ``cutoff``; at most ``limit`` of each."""
     before = cutoff.isoformat()
     deleted = await tx.execute(
-        "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions "
+        "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM sessions "
         f"WHERE phase IN {_FINISHED} AND updated_at < ? LIMIT ?)",
         (before, limit),
     )
@@ -473,12 +527,13 @@ async def prune_finished(tx: Transaction, cutoff: datetime, limit: int) -> int:
         (answered, before, limit),
     )
     deleted += await tx.execute(
-        "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests "
+        "DELETE FROM requests WHERE request_id IN (SELECT request_id FROM requests "
         "WHERE state = ? AND created_at < ? LIMIT ?)",
         (answered, before, limit),
     )
     deleted += await tx.execute(
-        "DELETE FROM offersets WHERE rowid IN (SELECT rowid FROM offersets o WHERE o.created_at < ? "
+        "DELETE FROM offersets WHERE offerset_id IN (SELECT offerset_id FROM offersets o "
+        "WHERE o.created_at < ? "
         "AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.offerset_id = o.offerset_id) LIMIT ?)",
         (before, limit),
     )
@@ -513,8 +568,11 @@ async def owner_use(db: Reads, owner: str) -> OwnerUse:
 # -- local identities of before shared/auth/identities.py (read once, to move them there) --------------
 
 
-async def legacy_identities(db: Reads) -> list[tuple[str, str]]:
-    """(user name, password hash) of every row of the old ``identities`` table, if there is one."""
+async def legacy_identities(db: ReadModel) -> list[tuple[str, str]]:
+    """(user name, password hash) of every row of the old ``identities`` table, if there is one (only
+    an old SQLite file can have it: no PostgreSQL database predates its move)."""
+    if db.dialect != "sqlite":
+        return []
     if await db.fetchone("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'identities'") is None:
         return []
     rows = await db.fetchall("SELECT username, password_hash FROM identities ORDER BY username")
@@ -534,21 +592,30 @@ async def forget_legacy_identities(db: ReadModel, usernames: Sequence[str]) -> N
 
 class ReadModel:
     """The offers tables on a connection of the HTTP API's own, read with the functions above; it
-    writes nothing but the old identities table, once, to empty it (see ``forget_legacy_identities``)."""
+    writes nothing but the old identities table, once, to empty it (see ``forget_legacy_identities``).
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    On SQLite, the service's file opened again (aiosqlite: the HTTP API's reads leave the event
+    loop to a thread); on PostgreSQL, a second store on the service's schema, which it opens."""
+
+    def __init__(self, source: Path | Store) -> None:
+        self._source = source
+        self.dialect = "sqlite" if isinstance(source, Path) else source.dialect
         self._conn: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        if not isinstance(self._source, Path):
+            await self._source.open()
+            return
+        conn = await aiosqlite.connect(self._source, isolation_level=None)
         conn.row_factory = sqlite3.Row
         await conn.execute("PRAGMA busy_timeout=5000")
-        await conn.executescript(SCHEMA)
+        await conn.executescript(SCHEMA.sqlite)
         self._conn = conn
 
     async def close(self) -> None:
-        if self._conn is not None:
+        if not isinstance(self._source, Path):
+            await self._source.close()
+        elif self._conn is not None:
             await self._conn.close()
             self._conn = None
 
@@ -558,14 +625,23 @@ class ReadModel:
             raise RuntimeError("read model is not open")
         return self._conn
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        if not isinstance(self._source, Path):
+            rows = await self._source.read(sql, params)
+            return rows[0] if rows else None
         async with self.conn.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+            row: Row | None = await cursor.fetchone()
+            return row
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        if not isinstance(self._source, Path):
+            return await self._source.read(sql, params)
         async with self.conn.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        if not isinstance(self._source, Path):
+            async with self._source.transaction() as tx:
+                return await tx.execute(sql, params)
         async with self.conn.execute(sql, params) as cursor:
             return cursor.rowcount

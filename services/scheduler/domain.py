@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import accumulate
 from typing import NamedTuple
+from uuid import UUID, uuid5
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,8 @@ import numpy.typing as npt
 # Grid points are whole multiples of the grid since the Unix epoch, whatever the request's zone.
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+#: Hold (session) ids are derived from the quote they answer (`hold_session_id`).
+_HOLD_NAMESPACE = UUID("0b6f1d7e-3c52-4e8a-a1f4-5d2c9e7b8a61")
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,3 +464,14 @@ def plan_on_usage(
             )
         )
     return PlanResult(tuple(slots), ())
+
+
+def hold_session_id(pool: str, request_id: str, requested_at: datetime, index: int) -> str:
+    """The session id of the ``index``-th slot held on a pool for the request sent at
+    ``requested_at``: derived from the quote, not drawn at random, so that a quote applied again
+    (the start-up replay, after a crash of the machine lost the transaction that held it) holds its
+    slots under the ids the offer set already announced. The quoted answer it re-produces is a
+    duplicate the stream drops, so random ids would leave the client's offers naming holds the
+    scheduler no longer has. Offers accepts a request id once; the time tells apart a request id
+    used again after its first request was pruned."""
+    return str(uuid5(_HOLD_NAMESPACE, f"{pool}\n{request_id}\n{requested_at.isoformat()}\n{index}"))

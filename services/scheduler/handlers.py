@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import timedelta
 
@@ -21,6 +20,7 @@ from services.scheduler.ledger import Ledger
 from services.scheduler.rucio import ReplicaSource, resolve_needs
 from services.scheduler.states import BOOKED_ONCE, Release, ReservationState, freed
 from shared import iso8601, subjects
+from shared.bus import upkeep
 from shared.bus.events import publish_phase, resend_smaller
 from shared.bus.runtime import Incoming
 from shared.bus.store import OutboxRow, Store, Transaction, current_trace_headers
@@ -222,8 +222,8 @@ class SchedulerHandlers:
         steps = {f"data:{name}": item.seconds for name, item in items.items()}
         sources = {name: item.source for name, item in items.items()}
         holds: list[Hold] = []
-        for slot in result.slots:
-            session_id = str(uuid.uuid4())
+        for index, slot in enumerate(result.slots):
+            session_id = domain.hold_session_id(self.pool, quote.request_id, quote.requested_at, index)
             reservation = Reservation(
                 session_id, slot.start, slot.end, slot.cores, slot.memory_gib, slot.storage_gib
             )
@@ -466,6 +466,7 @@ def wiring(
                 for phase in sorted(OWN_PHASES)
             ),
             Publication(subjects.DEAD_LETTER, DeadLetter, {"service": SERVICE}),
+            *upkeep.publications(SERVICE),
         ),
         replies=(Reply(subjects.POOLS_INFO, answer_pools),),
         timers=tuple(Timer(f"scheduler-{name}-timers", 0.2, h.tick) for name, h in pools.items()),

@@ -17,6 +17,7 @@ from services.scheduler.ledger import Ledger
 from services.scheduler.rucio import RucioClient
 from services.scheduler.states import ReservationState
 from services.scheduler.store import SCHEMA
+from shared.bus.backends import service_store
 from shared.bus.retention import Retention, with_pruning
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
@@ -34,9 +35,7 @@ def build(
     ``tracing`` receives its spans (by default a provider that exports nothing).
     """
     tracer = tracing or tracer_provider(settings.otel_service_prefix + SERVICE)
-    store = Store(
-        settings.service_dir(SERVICE) / "scheduler.sqlite", SCHEMA, synchronous=settings.sqlite_synchronous
-    )
+    store = service_store(settings, SERVICE, SCHEMA)
     config = served_pools(settings)
     rucio_url = settings.rucio_url or config.rucio_url
     replicas = RucioClient(rucio_url, settings.rucio_token) if rucio_url else None

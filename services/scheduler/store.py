@@ -1,6 +1,8 @@
 """The scheduler's one table: every hold and booking of its pool, with its state.
 
-Times are epoch seconds so that overlap queries are plain numeric range scans.
+Times are epoch seconds so that overlap queries are plain numeric range scans: DOUBLE PRECISION,
+which PostgreSQL keeps as 8 bytes (its REAL has 4) and SQLite as REAL. ``end`` is quoted in every
+statement: it is a reserved word of PostgreSQL.
 """
 
 from __future__ import annotations
@@ -28,18 +30,18 @@ CREATE TABLE IF NOT EXISTS reservations (
     request_id TEXT NOT NULL,
     owner TEXT NOT NULL,
     state TEXT NOT NULL,            -- a ReservationState: held | booked | launched | ended | released
-    start REAL NOT NULL,
-    end REAL NOT NULL,
+    start DOUBLE PRECISION NOT NULL,
+    "end" DOUBLE PRECISION NOT NULL,
     cores INTEGER NOT NULL,
     memory_gib INTEGER NOT NULL,
     storage_gib INTEGER NOT NULL DEFAULT 0,
     prepare_s INTEGER NOT NULL,
-    expires_at REAL,
-    launch_at REAL,
+    expires_at DOUBLE PRECISION,
+    launch_at DOUBLE PRECISION,
     launch TEXT,
     sources TEXT NOT NULL DEFAULT '{{}}',
     trace TEXT,
-    updated REAL NOT NULL
+    updated DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS learned (
     pool TEXT PRIMARY KEY,
@@ -47,11 +49,11 @@ CREATE TABLE IF NOT EXISTS learned (
 );
 CREATE TABLE IF NOT EXISTS preparations (
     session_id TEXT PRIMARY KEY,
-    seconds REAL NOT NULL,
+    seconds DOUBLE PRECISION NOT NULL,
     steps TEXT NOT NULL,
-    measured_at REAL NOT NULL
+    measured_at DOUBLE PRECISION NOT NULL
 );
-CREATE INDEX IF NOT EXISTS reservations_active ON reservations(pool, end, start)
+CREATE INDEX IF NOT EXISTS reservations_active ON reservations(pool, "end", start)
     WHERE {_ACTIVE};
 CREATE INDEX IF NOT EXISTS reservations_due ON reservations(launch_at) WHERE state = {_BOOKED};
 CREATE INDEX IF NOT EXISTS reservations_holds ON reservations(expires_at) WHERE state = {_HELD};
@@ -109,7 +111,7 @@ def _row(r: Any) -> Row:
 async def active(store: Store, pool: str) -> list[Reservation]:
     """Every hold and booking of a pool that still takes capacity: the ledger is rebuilt from these."""
     rows = await store.read(
-        "SELECT session_id, start, end, cores, memory_gib, storage_gib FROM reservations "
+        'SELECT session_id, start, "end", cores, memory_gib, storage_gib FROM reservations '
         f"WHERE pool = ? AND {_ACTIVE}",
         (pool,),
     )
@@ -137,8 +139,8 @@ async def insert_hold(
     sources: dict[str, str | None] | None = None,
 ) -> None:
     await tx.execute(
-        "INSERT INTO reservations(session_id, pool, request_id, owner, state, start, end, cores, memory_gib, "
-        "storage_gib, prepare_s, expires_at, sources, updated) "
+        'INSERT INTO reservations(session_id, pool, request_id, owner, state, start, "end", cores, '
+        "memory_gib, storage_gib, prepare_s, expires_at, sources, updated) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             reservation.id,
@@ -222,7 +224,7 @@ async def expired_holds(tx: Transaction, pool: str, grace_s: int) -> list[str]:
 
 async def usage(store: Store, pool: str) -> list[tuple[ReservationState, Reservation]]:
     rows = await store.read(
-        "SELECT state, session_id, start, end, cores, memory_gib, storage_gib FROM reservations "
+        'SELECT state, session_id, start, "end", cores, memory_gib, storage_gib FROM reservations '
         f"WHERE pool = ? AND {_ACTIVE}",
         (pool,),
     )
@@ -234,7 +236,8 @@ async def record_preparation(
 ) -> bool:
     """Record a session's measured preparation; False if it was recorded before (a repeated fact)."""
     inserted = await tx.execute(
-        "INSERT OR IGNORE INTO preparations(session_id, seconds, steps, measured_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO preparations(session_id, seconds, steps, measured_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
         (session_id, seconds, json.dumps(steps), ts(tx.now)),
     )
     return inserted == 1
@@ -259,13 +262,13 @@ async def prune_finished(tx: Transaction, cutoff: datetime, limit: int) -> int:
     which holds only what does, is unchanged."""
     done = (ReservationState.ENDED.value, ReservationState.RELEASED.value)
     deleted = await tx.execute(
-        "DELETE FROM reservations WHERE rowid IN (SELECT rowid FROM reservations "
+        "DELETE FROM reservations WHERE session_id IN (SELECT session_id FROM reservations "
         "WHERE state IN (?, ?) AND updated < ? LIMIT ?)",
         (*done, ts(cutoff), limit),
     )
     deleted += await tx.execute(
-        "DELETE FROM preparations WHERE rowid IN "
-        "(SELECT rowid FROM preparations WHERE measured_at < ? LIMIT ?)",
+        "DELETE FROM preparations WHERE session_id IN "
+        "(SELECT session_id FROM preparations WHERE measured_at < ? LIMIT ?)",
         (ts(cutoff), limit),
     )
     return deleted

@@ -9,6 +9,8 @@ Least privilege, so that a leaked service key can do no more than the service it
 - make the JetStream API calls its runtime makes, and only for its own durables: STREAM.INFO of
   the streams, create/update (``CONSUMER.DURABLE.CREATE``, what nats-py sends for a consumer with
   only a durable name), INFO and MSG.NEXT of each durable, and acks (``$JS.ACK.<stream>.<durable>.>``);
+- read the last minutes of its own filter subjects at start (`replay_api`): an ephemeral consumer
+  per filter subject, created with that filter named in the request's subject, and pulled from;
 - subscribe to its own inbox prefix, its reply subjects and its health subject, nothing else: pull
   consumers deliver into the inbox.
 
@@ -102,6 +104,19 @@ def durable_api(stream: str, durable: str) -> tuple[str, ...]:
     )
 
 
+def replay_api(stream: str, readers: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """The JetStream subjects the start-up replay (`shared.bus.replay`) publishes to: create each
+    reader on exactly its filter subject (the server refuses a request whose filter differs from
+    the one its subject names), and pull from it. No ack: the readers acknowledge nothing."""
+    api: list[str] = []
+    for name, subject in readers:
+        api += [
+            f"{JS_API}.CONSUMER.CREATE.{stream}.{name}.{subject}",
+            f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{name}",
+        ]
+    return tuple(api)
+
+
 def service_permissions(wiring: Wiring, *, inbox_prefix: str, js_domain: str | None = None) -> Permissions:
     """What the service of ``wiring`` may publish and subscribe to, and nothing more; its
     JetStream calls in ``js_domain`` (a service at a site uses the hub's: `shared.ops.site`)."""
@@ -110,6 +125,7 @@ def service_permissions(wiring: Wiring, *, inbox_prefix: str, js_domain: str | N
     publish += [f"{JS_API}.STREAM.INFO.{stream}" for stream in streams()]
     for consumer in wiring.consumers:
         publish += durable_api(consumer.stream, consumer.durable)
+        publish += replay_api(consumer.stream, consumer.replay_readers)
     deny: tuple[str, ...] = DESTRUCTIVE_API
     if js_domain is not None:
         publish = [in_domain(subject, js_domain) for subject in publish]

@@ -21,11 +21,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import nats
+import stamina
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import BadSubjectError, MaxPayloadError
@@ -40,11 +42,20 @@ from shared import subjects
 from shared.bus.acks import DoubleAcks
 from shared.bus.login import ServiceLogin, service_login
 from shared.bus.permissions import api_prefix
+from shared.bus.publishing import TRANSIENT, publish_once
 from shared.bus.pulling import BatchPuller
 from shared.bus.redact import excerpt
+from shared.bus.replay import REPLAY_WINDOW_S, Position, position, recent, sequence, window_start
+from shared.bus.servers import server_urls
 from shared.bus.store import OutboxRow, Store, Transaction
 from shared.bus.streams import ConsumerSpec, StreamLimits, check_streams, ensure_consumer, ensure_streams
-from shared.bus.upkeep import reconcile_outbox, upkeep_loop
+from shared.bus.upkeep import (
+    StreamUse,
+    announce_filling,
+    announces_filling,
+    reconcile_outbox,
+    upkeep_loop,
+)
 from shared.bus.wiring import Consumer, DeadHandler, Handler, Ticker, Wiring
 from shared.messages import DeadLetter
 from shared.settings import Settings
@@ -62,8 +73,15 @@ PUBLISH_TIMEOUT_S = 5.0
 PROBE_TIMEOUT_S = 2.0
 # How nats-py words a subject the server refused (it reports it to error_cb, lower-cased).
 PERMISSIONS_VIOLATION = "permissions violation"
+# How long a starting service keeps declaring its streams and durables through timeouts and 503s.
+DECLARE_DEADLINE_S = 120.0
 # A dead letter quotes at most this much of the message it records, and of the reason.
 DEAD_LETTER_REASON_CHARS = 1000
+#: How long inbox ids and sent outbox rows are kept: past the duplicate window, ``max_deliver`` times
+#: the back-off, and far past the start-up checks' look-back (a message the inbox no longer knew
+#: would be applied again by the replay).
+KEEP_DELIVERED = timedelta(days=1)
+assert KEEP_DELIVERED.total_seconds() > 10 * REPLAY_WINDOW_S
 
 
 def refused_for_good(outcome: BaseException) -> bool:
@@ -118,6 +136,26 @@ class Failure:
     reason: str
 
 
+@dataclass(frozen=True)
+class Applied:
+    """A committed transaction that applied a list of messages: the messages that failed (their
+    index in the list, and why), and those that ran their handler (the inbox did not know them)."""
+
+    tx: Transaction
+    failures: list[tuple[int, str]]
+    applied: list[int]
+
+
+@dataclass
+class Replayed:
+    """What the start-up replay read back, and applied again: ``restored`` had been acknowledged
+    (their transactions were lost), ``unacknowledged`` were above the durable's ack floor."""
+
+    read: int = 0
+    restored: int = 0
+    unacknowledged: int = 0
+
+
 def retry_delay(deliveries: int) -> float:
     """Back off 1, 2, 4 … seconds, capped, so a struggling peer is not hammered."""
     return float(min(30, 2 ** max(0, deliveries - 1)))
@@ -152,10 +190,12 @@ class ServiceRuntime:
         manage_streams: bool = True,
         stream_limits: StreamLimits | None = None,
         js_domain: str | None = None,
+        upkeep_every: Mapping[str, float] | None = None,
     ) -> None:
         """``login``: the service's own NATS user (None: connect without credentials).
         ``manage_streams``: create and update the streams at start; False only checks them, for a
-        service whose user may not (`shared.bus.permissions`)."""
+        service whose user may not (`shared.bus.permissions`). ``upkeep_every``: the upkeep's
+        intervals in seconds, by name (`shared.bus.upkeep.upkeep_loop`; tests shorten them)."""
         self.wiring = wiring
         self.service = wiring.service
         self.store = store
@@ -167,6 +207,7 @@ class ServiceRuntime:
         self.stream_limits = stream_limits
         #: The JetStream domain of the streams (a service at a site uses the hub's; None: local).
         self.js_domain = js_domain
+        self.upkeep_every = upkeep_every
         # This runtime is the service framework (docs/architecture.md says why not faststream): it
         # talks to nats-py directly and does its own W3C trace propagation, one span per message.
         self._nc: Client | None = None
@@ -221,7 +262,7 @@ class ServiceRuntime:
         for prepare in self.wiring.on_start:
             await prepare(self.store)
         self._nc = await nats.connect(
-            self.nats_url,
+            server_urls(self.nats_url),
             name=f"eb-{self.service}",
             max_reconnect_attempts=-1,  # a service rides out a server restart
             reconnect_time_wait=1,
@@ -231,11 +272,15 @@ class ServiceRuntime:
         self._acks = DoubleAcks(self.connection)
         await self._acks.start()
         js = self.jetstream
-        await (ensure_streams(js, self.stream_limits) if self.manage_streams else check_streams(js))
-        await reconcile_outbox(js, self.store, self.service)
+        # A service restarted while its cluster elects a leader (or while nats-server restarts)
+        # meets timeouts and 503s here: each step is repeatable, so the lot is tried again.
+        async for attempt in stamina.retry_context(
+            on=TRANSIENT, attempts=None, timeout=DECLARE_DEADLINE_S, wait_max=2.0
+        ):
+            with attempt:
+                await self._declare(js)
         for subscription in self._subscriptions:
             spec = subscription.spec
-            await ensure_consumer(js, spec)
             # One fetch loop per durable: two pull requests waiting on one durable can stall.
             puller = BatchPuller(
                 self.connection, spec.stream, spec.durable, self.batch_size, api_prefix(self.js_domain)
@@ -252,13 +297,33 @@ class ServiceRuntime:
         self._tasks.append(asyncio.create_task(self._relay_loop(), name=f"{self.service}-relay"))
         self._tasks.append(
             asyncio.create_task(
-                upkeep_loop(self.service, self.store, js, self._stopping), name=f"{self.service}-upkeep"
+                upkeep_loop(
+                    self.service,
+                    self.store,
+                    js,
+                    self._stopping,
+                    every=self.upkeep_every,
+                    announce=self._announce_filling if announces_filling(self.wiring) else None,
+                ),
+                name=f"{self.service}-upkeep",
             )
         )
         for timer in self.wiring.timers:
             self._tasks.append(
                 asyncio.create_task(self._tick_loop(timer.every_s, timer.ticker), name=timer.name)
             )
+
+    async def _announce_filling(self, full: Sequence[StreamUse]) -> None:
+        await self.unit_of_work(lambda tx: announce_filling(tx, self.service, full))
+
+    async def _declare(self, js: JetStreamContext) -> None:
+        """Check (or create) the streams, restore the outbox, apply what the store forgot, reconcile
+        every durable; each step can be repeated, so the lot is retried through an election."""
+        await (ensure_streams(js, self.stream_limits) if self.manage_streams else check_streams(js))
+        await reconcile_outbox(js, self.store, self.service)
+        await self._replay_inbox()
+        for subscription in self._subscriptions:
+            await ensure_consumer(js, subscription.spec)
 
     @property
     def connection(self) -> Client:
@@ -323,17 +388,21 @@ class ServiceRuntime:
         got no PubAck at all. nats-py's asynchronous publish cannot report a stream's error answer
         (it raises in its reply callback, and the future is never resolved), so a row the stream
         refuses (400: larger than its ``max_msg_size``) would look like a timeout for ever: the
-        probe sees the refusal and dead-letters the row. The first probe that fails for another
-        reason ends the pass: the server is away, and the next pass tries again."""
+        probe sees the refusal and dead-letters the row. A probe rides out a leader election
+        (`publish_once`); the first one that still fails after that ends the pass: the server is
+        away, and the next pass tries again."""
         unanswered = [row for row, outcome in await self._send(rows) if isinstance(outcome, TimeoutError)]
         for row in unanswered:
             try:
-                await self.jetstream.publish(
+                # Retried with the row's own id through a leader election (`shared.bus.publishing`).
+                await publish_once(
+                    self.jetstream,
                     row.subject,
                     row.payload,
-                    timeout=PROBE_TIMEOUT_S,
+                    row.msg_id,
+                    headers=row.headers,
                     stream=subjects.stream_for(row.subject),
-                    headers={**row.headers, "Nats-Msg-Id": row.msg_id},
+                    attempt_timeout_s=PROBE_TIMEOUT_S,
                 )
             except Exception as exc:
                 if not refused_for_good(exc):
@@ -450,12 +519,122 @@ class ServiceRuntime:
             await tx.publish(dead_subject, letter.to_bytes(), f"dead:{row.msg_id}", trace_headers=row.headers)
             if self.wiring.on_refused is not None:
                 try:
-                    with tx.savepoint():  # the answer is a courtesy: the dead letter stands without it
+                    async with tx.savepoint():  # the answer is a courtesy: the dead letter stands without it
                         await self.wiring.on_refused(tx, row, reason)
                 except Exception:
                     log.exception("%s: no other answer for refused %s", self.service, row.subject)
 
         await self.unit_of_work(bury)
+
+    # -- start-up replay --------------------------------------------------------------------------
+
+    async def _replay_inbox(self) -> int:
+        """Apply again what each durable delivered in the last minutes and this store has forgotten.
+
+        A machine crash can take the last committed transactions of a ``fast`` store with it
+        (`shared.bus.replay`); the messages that caused them were acknowledged, so no durable
+        brings them back. Each is read again from the stream and goes through the durables' own
+        path (`_apply_all`): one the inbox remembers is skipped (the normal case: nothing happens),
+        one whose transaction was lost is applied again, and what it publishes carries the message
+        ids of the first time, which the stream drops as duplicates. Runs before the durables and
+        timers start, so the state they see includes what was restored. How many were applied."""
+        began = asyncio.get_running_loop().time()
+        counts = Replayed()
+        for subscription in self._subscriptions:
+            consumer = subscription.consumer
+            try:
+                await self._replay(consumer, counts)
+            except Exception:
+                # The check is a safety net: a service that cannot run it still serves (said loudly).
+                log.exception(
+                    "%s: could not read back the recent messages of %s at start",
+                    self.service,
+                    consumer.durable,
+                    extra={"event": "inbox_replay_failed", "durable": consumer.durable},
+                )
+        log.info(
+            "%s: read back %d recent messages at start in %.2f s; %d delivered but not acknowledged "
+            "before the stop were applied now, ahead of their redelivery",
+            self.service,
+            counts.read,
+            asyncio.get_running_loop().time() - began,
+            counts.unacknowledged,
+        )
+        if counts.restored:
+            log.warning(
+                "%s: %d acknowledged messages of the last %.0f s had been forgotten (a crash of its "
+                "machine lost their transactions?); they were applied again",
+                self.service,
+                counts.restored,
+                REPLAY_WINDOW_S,
+                extra={"event": "inbox_restored", "restored": counts.restored},
+            )
+        return counts.restored
+
+    async def _replay(self, consumer: Consumer, counts: Replayed) -> None:
+        where = await position(self.jetstream, consumer)
+        if where is None or where.delivered == 0:
+            return
+        since = window_start(datetime.now(UTC))
+        chunks = recent(self.connection, consumer, since, where.delivered, self.batch_size, self.js_domain)
+        async with aclosing(chunks):
+            async for msgs in chunks:
+                counts.read += len(msgs)
+                await self._replay_chunk(consumer, where, msgs, counts)
+
+    async def _replay_chunk(
+        self, consumer: Consumer, where: Position, msgs: list[Msg], counts: Replayed
+    ) -> None:
+        incomings = [incoming_of(msg) for msg in msgs]
+        try:
+            applied = await self._apply_all(consumer, incomings)
+        except Exception as exc:  # the commit failed: each message on its own, as `_batch_failed`
+            if len(msgs) > 1:
+                for msg in msgs:
+                    await self._replay_chunk(consumer, where, [msg], counts)
+                return
+            reason = f"{type(exc).__name__}: {exc}"[:DEAD_LETTER_REASON_CHARS]
+            await self._replay_failed(consumer, where, msgs[0], incomings[0], reason)
+            return
+        # Confirmed before the durables start; what fails now stays in the outbox for the relay.
+        await self._send(applied.tx.outbox)
+        for index in applied.applied:
+            # At or below the ack floor it was acknowledged, so its transaction had committed and was
+            # lost; above it, it may as well have been in flight when the service stopped (a killed
+            # process), and the durable would have delivered it again.
+            if sequence(msgs[index]) <= where.acked:
+                counts.restored += 1
+            else:
+                counts.unacknowledged += 1
+        for index, reason in applied.failures:
+            await self._replay_failed(consumer, where, msgs[index], incomings[index], reason)
+
+    async def _replay_failed(
+        self, consumer: Consumer, where: Position, msg: Msg, incoming: Incoming, reason: str
+    ) -> None:
+        """A message that failed when applied again. Not remembered, so the inbox stays truthful.
+
+        Above the durable's ack floor the message may still be the durable's (delivered, not yet
+        acknowledged, or nak'ed for a retry): it will deliver it again with its real delivery count
+        and retry or dead-letter it as `_retry_or_bury` does. Burying it here would dead-letter, and
+        answer the sender with a failure, a message that may yet succeed; so it is left alone (one
+        acknowledged in the moment before the crash and failing now is then lost: logged).
+
+        At or below the ack floor the durable is done with it: nothing will ever bring it back.
+        It is dead-lettered and its sender answered at once, as after its last delivery: waiting
+        is not possible, and silence would be worse. The dead letter's id is that of a first
+        burial, so a letter the stream holds already is not stored twice."""
+        if sequence(msg) > where.acked:
+            log.warning(
+                "%s: %s failed when applied again at start (%s); left to %s, which may deliver it again",
+                self.service,
+                incoming.subject,
+                reason,
+                consumer.durable,
+            )
+            return
+        why = f"applied again at start after a lost transaction: {reason}"[:DEAD_LETTER_REASON_CHARS]
+        await self._bury(incoming, why, consumer.on_dead)
 
     # -- consumption -----------------------------------------------------------------------------
 
@@ -483,32 +662,21 @@ class ServiceRuntime:
         # A batch slower than ack_wait would be redelivered while still being applied: keep telling
         # the server it is in progress.
         heartbeat = asyncio.create_task(self._keep_alive(msgs, subscription.spec.ack_wait_s))
-        failures: list[Failure] = []
+        applied: Applied | None = None
         failed: Exception | None = None
         try:
-            try:
-                async with self.store.transaction(datetime.now(UTC)) as tx:
-                    done = tx.seen_among([incoming.msg_id for incoming in incomings])
-                    for msg, incoming in zip(msgs, incomings, strict=True):
-                        if incoming.msg_id in done:
-                            continue  # applied before (or earlier in this batch): only ack it
-                        handler = subscription.consumer.route(incoming.subject)
-                        if handler is None:  # not a subject this consumer acts on: ack it
-                            done.add(incoming.msg_id)
-                            continue
-                        reason = await self._apply(tx, handler, incoming)
-                        if reason is None:
-                            done.add(incoming.msg_id)
-                        else:
-                            failures.append(Failure(msg, incoming, reason))
-            except Exception as exc:
-                log.exception("%s: could not commit a batch of %d", self.service, len(msgs))
-                failed = exc
+            applied = await self._apply_all(subscription.consumer, incomings)
+        except Exception as exc:
+            log.exception("%s: could not commit a batch of %d", self.service, len(msgs))
+            failed = exc
         finally:
             heartbeat.cancel()
-        if failed is not None:
+        if applied is None:
+            assert failed is not None
             await self._batch_failed(subscription, msgs, incomings, failed)
             return
+        failures = [Failure(msgs[i], incomings[i], reason) for i, reason in applied.failures]
+        tx = applied.tx
         # Committed: what is left is round trips. They run in the background so this loop can fetch
         # and apply the next batch meanwhile (bounded, so a slow server applies back-pressure).
         await self._completions.acquire()
@@ -516,6 +684,28 @@ class ServiceRuntime:
         task = asyncio.create_task(self._complete(subscription, msgs, tx.outbox, publishing, failures))
         self._completing.add(task)
         task.add_done_callback(self._completing.discard)
+
+    async def _apply_all(self, consumer: Consumer, incomings: Sequence[Incoming]) -> Applied:
+        """Apply messages in order in ONE transaction, each under its own savepoint; those the inbox
+        remembers are skipped. The same path for the durables and the start-up replay."""
+        failures: list[tuple[int, str]] = []
+        ran: list[int] = []
+        async with self.store.transaction(datetime.now(UTC)) as tx:
+            done = await tx.seen_among([incoming.msg_id for incoming in incomings])
+            for index, incoming in enumerate(incomings):
+                if incoming.msg_id in done:
+                    continue  # applied before (or earlier in this batch): only ack it
+                handler = consumer.route(incoming.subject)
+                if handler is None:  # not a subject this consumer acts on: ack it
+                    done.add(incoming.msg_id)
+                    continue
+                reason = await self._apply(tx, handler, incoming)
+                if reason is None:
+                    done.add(incoming.msg_id)
+                    ran.append(index)
+                else:
+                    failures.append((index, reason))
+        return Applied(tx, failures, ran)
 
     async def _batch_failed(
         self, subscription: Subscription, msgs: list[Msg], incomings: list[Incoming], exc: Exception
@@ -570,7 +760,7 @@ class ServiceRuntime:
             set_status_on_exception=False,
         ) as span:
             try:
-                with tx.savepoint():
+                async with tx.savepoint():
                     await handler(tx, incoming)
                     await tx.remember(incoming.msg_id)
             except TransientError as exc:
@@ -601,21 +791,29 @@ class ServiceRuntime:
         if incoming.deliveries < self.max_deliver:
             await self._nak(failure.msg, retry_delay(incoming.deliveries))
             return
+        if not await self._bury(incoming, failure.reason, on_dead):
+            await self._nak(failure.msg, retry_delay(incoming.deliveries))
+            return
+        await self._ack_all([failure.msg])
 
-        # Never succeeded: record it on the dead-letter subject, answer the sender, stop redelivery.
+    async def _bury(self, incoming: Incoming, reason: str, on_dead: DeadHandler | None) -> bool:
+        """Never succeeded: record it on the dead-letter subject (with a message id of its own, so a
+        second burial is dropped by the stream), answer the sender and remember it. False if that
+        could not be committed."""
+
         async def bury(tx: Transaction) -> None:
             if await tx.seen(incoming.msg_id):
                 return
             letter = DeadLetter(
                 service=self.service,
                 subject=incoming.subject,
-                reason=failure.reason,
+                reason=reason,
                 deliveries=incoming.deliveries,
                 payload_preview=excerpt(incoming.body),
             )
             await tx.publish(subjects.dead_letter(self.service), letter.to_bytes(), f"dead:{incoming.msg_id}")
             if on_dead is not None:
-                await on_dead(tx, incoming, failure.reason)
+                await on_dead(tx, incoming, reason)
             await tx.remember(incoming.msg_id)
 
         # Under the message's own trace, so the dead letter and the answer join the request's trace.
@@ -624,11 +822,10 @@ class ServiceRuntime:
             await self.unit_of_work(bury)
         except Exception:
             log.exception("%s: could not dead-letter %s", self.service, incoming.subject)
-            await self._nak(failure.msg, retry_delay(incoming.deliveries))
-            return
+            return False
         finally:
             otel_context.detach(token)
-        await self._ack_all([failure.msg])
+        return True
 
     async def _ack_all(self, msgs: Sequence[Msg]) -> None:
         if self._acks is None:
@@ -658,7 +855,7 @@ class ServiceRuntime:
                     await self._relay(rows)
                 await self.store.checkpoint()
                 if now - last_prune > timedelta(hours=1):
-                    await self.store.prune(now, keep=timedelta(days=1))
+                    await self.store.prune(now, keep=KEEP_DELIVERED)
                     last_prune = now
             except asyncio.CancelledError:
                 raise

@@ -1,53 +1,48 @@
-"""The SQLite half of exactly-once: state change, inbox row and outbox rows in one transaction.
+"""The store port: the half of exactly-once that lives in a database. A service changes its state,
+records the message's id in its inbox and queues what it will say in its outbox, all in one
+transaction (`Transaction`); the relay sends the outbox and marks what the stream confirmed.
 
-Each service owns one SQLite file (WAL). All writes go through ``Store.transaction()``, which
-serialises them with a lock: a service is the single writer of its own state, so decisions such as
-"is there capacity for this hold" can never race with each other.
-
-The connection is the standard library's, used on the event loop's thread. A statement on a local
-WAL file takes microseconds and a commit with ``synchronous=NORMAL`` does not wait for the disk, so
-handing each one to a worker thread (what aiosqlite does) cost more in thread wake-ups than the
-statement itself: measured, it was the largest single cost per message. The methods stay ``async``
-so handlers do not change if a store ever has to do real I/O.
+Two implementations keep the same contract (tests/store/test_contract.py): SQLite, one file per
+service and the embedded default (`shared.bus.sqlite`), and PostgreSQL, one schema per service in a
+database the operator runs (`shared.bus.postgres`), chosen by ``EB_DATABASE_URL``
+(`shared.bus.backends`). The SQL the services write is the part of the language both speak (``?``
+placeholders, ``INSERT … ON CONFLICT``); `Schema` carries the few statements that must differ.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import propagate
 
-_BASE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS inbox (
-    msg_id TEXT PRIMARY KEY,
-    seen_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    subject TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    msg_id TEXT NOT NULL,
-    headers TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    sent_at TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox(id) WHERE sent_at IS NULL;
-"""
 
-Row = sqlite3.Row
+class Row(Protocol):
+    """A result row, read by column name (``row["owner"]``) or position (``row[0]``)."""
 
-#: The path of a store that lives in memory only, SQLite's own name for it: each `Store` opened with
-#: it has a database of its own, gone when closed (for tests of the handlers, with no files).
-MEMORY = ":memory:"
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+    def keys(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A service's tables in each dialect; a plain string is a schema both dialects accept."""
+
+    sqlite: str
+    postgres: str
+
+
+def schema_for(schema: Schema | str, dialect: str) -> str:
+    if isinstance(schema, str):
+        return schema
+    return schema.postgres if dialect == "postgres" else schema.sqlite
 
 
 @dataclass(frozen=True)
@@ -60,10 +55,9 @@ class OutboxRow:
 
 
 @dataclass
-class Transaction:
+class Transaction(ABC):
     """One unit of work: reads and writes of the service's tables plus the messages it will send."""
 
-    conn: sqlite3.Connection
     now: datetime
     outbox: list[OutboxRow] = field(default_factory=list)
     committed: list[Callable[[], object]] = field(default_factory=list)
@@ -86,50 +80,53 @@ class Transaction:
         while len(self.undo) > mark:
             self.undo.pop()()
 
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
+    def marks(self) -> tuple[int, int, int]:
+        """Where the outbox and the callbacks stand, for a savepoint to cut back to."""
+        return len(self.outbox), len(self.committed), len(self.undo)
+
+    def cut_back(self, marks: tuple[int, int, int]) -> None:
+        """Forget what was queued since ``marks``: its savepoint rolled back."""
+        outbox_mark, committed_mark, undo_mark = marks
+        del self.outbox[outbox_mark:]
+        del self.committed[committed_mark:]
+        self.rolled_back(undo_mark)
+
+    @abstractmethod
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
         """Undo just this part of the transaction if it raises: one message's effects in a batch."""
-        outbox_mark, committed_mark, undo_mark = len(self.outbox), len(self.committed), len(self.undo)
-        self.conn.execute("SAVEPOINT part")
-        try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK TO part")
-            self.conn.execute("RELEASE part")
-            del self.outbox[outbox_mark:]
-            del self.committed[committed_mark:]
-            self.rolled_back(undo_mark)
-            raise
-        else:
-            self.conn.execute("RELEASE part")
 
+    @abstractmethod
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self.conn.execute(sql, params).rowcount
+        """Run one statement; the number of rows it changed."""
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        self.conn.executemany(sql, rows)
+    @abstractmethod
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = self.conn.execute(sql, params).fetchone()
-        return row
+    @abstractmethod
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return list(self.conn.execute(sql, params).fetchall())
+    @abstractmethod
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    @abstractmethod
+    async def insert_returning_id(self, sql: str, params: Sequence[Any]) -> int:
+        """Run an INSERT into a table with an ``id`` the database numbers; that id."""
 
     async def seen(self, msg_id: str) -> bool:
         return await self.fetchone("SELECT 1 FROM inbox WHERE msg_id = ?", (msg_id,)) is not None
 
-    def seen_among(self, msg_ids: Sequence[str]) -> set[str]:
+    async def seen_among(self, msg_ids: Sequence[str]) -> set[str]:
         """Which of a batch's message ids the inbox already holds: one query for the batch."""
         if not msg_ids:
             return set()
         marks = ",".join("?" * len(msg_ids))
-        rows = self.conn.execute(f"SELECT msg_id FROM inbox WHERE msg_id IN ({marks})", list(msg_ids))
+        rows = await self.fetchall(f"SELECT msg_id FROM inbox WHERE msg_id IN ({marks})", list(msg_ids))
         return {row[0] for row in rows}
 
     async def remember(self, msg_id: str) -> None:
-        self.conn.execute(
-            "INSERT OR IGNORE INTO inbox(msg_id, seen_at) VALUES (?, ?)", (msg_id, self.now.isoformat())
+        await self.execute(
+            "INSERT INTO inbox(msg_id, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (msg_id, self.now.isoformat()),
         )
 
     async def publish(
@@ -137,12 +134,11 @@ class Transaction:
     ) -> None:
         """Queue a message; it is sent after commit, and resent after a crash until acknowledged."""
         headers = dict(trace_headers) if trace_headers is not None else current_trace_headers()
-        cursor = self.conn.execute(
+        row_id = await self.insert_returning_id(
             "INSERT INTO outbox(subject, payload, msg_id, headers, created_at) VALUES (?, ?, ?, ?, ?)",
             (subject, payload, msg_id, json.dumps(headers), self.now.isoformat()),
         )
-        assert cursor.lastrowid is not None
-        self.outbox.append(OutboxRow(cursor.lastrowid, subject, payload, msg_id, headers))
+        self.outbox.append(OutboxRow(row_id, subject, payload, msg_id, headers))
 
 
 def current_trace_headers() -> dict[str, str]:
@@ -151,117 +147,78 @@ def current_trace_headers() -> dict[str, str]:
     return carrier
 
 
-#: SQLite's ``synchronous`` settings a store may run with (`Settings.sqlite_synchronous`).
-SYNCHRONOUS = frozenset({"NORMAL", "FULL"})
+class Store(ABC):
+    """A service's tables, inbox and outbox: every write goes through `transaction`, one at a time
+    (the service is the single writer of its own state, so decisions such as "is there capacity
+    for this hold" never race with each other)."""
 
+    #: "sqlite" or "postgres": for the few statements a caller must write per dialect.
+    dialect: str
 
-class Store:
-    def __init__(self, path: Path | str, schema: str, *, synchronous: str = "NORMAL") -> None:
-        """``synchronous``: NORMAL survives a killed process; FULL also a machine crash, at the cost
-        of an fsync per commit (``EB_DURABILITY=safe``)."""
-        if synchronous not in SYNCHRONOUS:
-            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS)}, not {synchronous!r}")
-        self._memory = str(path) == MEMORY
-        self._path = Path(path)
-        self._schema = schema
-        self._synchronous = synchronous
-        self._conn: sqlite3.Connection | None = None
+    def __init__(self) -> None:
         self._lock = asyncio.Lock()
 
-    @property
-    def path(self) -> Path:
-        return self._path
-
+    @abstractmethod
     async def open(self) -> None:
-        if not self._memory:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: transactions are begun and ended explicitly below.
-        conn = sqlite3.connect(
-            MEMORY if self._memory else self._path, isolation_level=None, check_same_thread=False
-        )
-        conn.row_factory = sqlite3.Row
-        # WAL + NORMAL survives a killed process (not power loss), which is the failure we test;
-        # FULL (durability "safe") also syncs the WAL at every commit.
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        # Checkpoints copy the WAL into the database and fsync it: tens of milliseconds with the
-        # event loop blocked, measured as the offers service stalling in disk wait under load. They
-        # run on a worker thread instead (see `checkpoint`), which the runtime calls every second.
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.executescript(_BASE_SCHEMA + self._schema)
-        self._conn = conn
+        """Connect, and create the tables that are missing."""
 
-    async def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    @abstractmethod
+    async def apply_schema(self) -> None:
+        """Create the tables, indexes and triggers that are missing: done at `open`, harmless again."""
 
-    async def checkpoint(self, *, truncate: bool = False) -> tuple[int, int, int] | None:
-        """Move the WAL into the database from a worker thread with its own connection. PASSIVE
-        never blocks the writer; what it cannot copy yet waits for the next call. ``truncate`` also
-        empties the WAL file (otherwise it keeps the size of its busiest moment); it waits up to a
-        second for readers and writers, so it runs rarely (`shared.bus.upkeep`).
-
-        SQLite's answer (busy, WAL pages, pages copied); None for a store in memory."""
-        if self._memory:
-            return None  # no WAL, and another connection would open a database of its own
-        mode = "TRUNCATE" if truncate else "PASSIVE"
-
-        def run() -> tuple[int, int, int]:
-            with contextlib.closing(sqlite3.connect(self._path, timeout=1.0)) as conn:
-                busy, pages, copied = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-                return int(busy), int(pages), int(copied)
-
-        return await asyncio.to_thread(run)
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("store is not open")
-        return self._conn
+    @abstractmethod
+    async def close(self) -> None: ...
 
     @asynccontextmanager
     async def transaction(self, now: datetime | None = None) -> AsyncIterator[Transaction]:
+        """One unit of work, committed when the block ends, rolled back (with its in-memory undo
+        callbacks) when it raises; the next one starts when it has ended."""
         async with self._lock:
-            tx = Transaction(self.conn, now or datetime.now(UTC))
-            self.conn.execute("BEGIN IMMEDIATE")
+            tx = await self._begin(now or datetime.now(UTC))
             try:
                 yield tx
+                # A COMMIT that fails (a deferred constraint, a full disk, a lost connection) is
+                # handled as a failure of the block: the transaction is ended and undone.
+                await self._end("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                await self._abort()
                 tx.outbox.clear()
                 tx.rolled_back()
                 raise
-            else:
-                try:
-                    self.conn.execute("COMMIT")
-                except BaseException:
-                    # A failed COMMIT (a deferred constraint, a full disk) leaves the transaction
-                    # open: end it, or the next BEGIN would fail too.
-                    if self.conn.in_transaction:
-                        self.conn.execute("ROLLBACK")
-                    tx.outbox.clear()
-                    tx.rolled_back()
-                    raise
-                for callback in tx.committed:
-                    callback()
+            for callback in tx.committed:
+                callback()
 
+    @abstractmethod
+    async def _begin(self, now: datetime) -> Transaction:
+        """Begin a transaction on the writing connection; it, to work in."""
+
+    @abstractmethod
+    async def _end(self, statement: str) -> None:
+        """Send COMMIT or ROLLBACK on the writing connection."""
+
+    @abstractmethod
+    async def _abort(self) -> None:
+        """Roll back whatever is still open after a failure (nothing, if the failure ended it)."""
+
+    @abstractmethod
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        """A read outside any transaction (WAL readers never block the writer)."""
-        return list(self.conn.execute(sql, params).fetchall())
+        """A read outside any transaction: it sees what is committed."""
+
+    @abstractmethod
+    async def mark_sent(self, ids: Sequence[int], now: datetime) -> None: ...
+
+    async def checkpoint(self, *, truncate: bool = False) -> tuple[int, int, int] | None:
+        """Housekeeping of the database's own log, if it needs the service's help (SQLite's WAL)."""
+        return None
 
     async def unsent(self, *, older_than: datetime | None = None, limit: int = 500) -> list[OutboxRow]:
         """Rows not yet confirmed by the stream, oldest first (the relay's work)."""
-        cutoff = (older_than or datetime.max.replace(tzinfo=UTC)).isoformat()
-        rows = await self.read(
-            "SELECT * FROM outbox WHERE sent_at IS NULL AND created_at < ? ORDER BY id LIMIT ?",
-            (cutoff, limit),
-        )
-        return [
-            OutboxRow(r["id"], r["subject"], bytes(r["payload"]), r["msg_id"], json.loads(r["headers"]))
-            for r in rows
-        ]
+        where, params = "sent_at IS NULL", []
+        if older_than is not None:
+            where += " AND created_at < ?"
+            params.append(older_than.isoformat())
+        rows = await self.read(f"SELECT * FROM outbox WHERE {where} ORDER BY id LIMIT ?", (*params, limit))
+        return [outbox_row(r) for r in rows]
 
     async def sent_since(self, since: datetime, *, limit: int = 20_000) -> list[OutboxRow]:
         """Rows the stream confirmed after ``since``, oldest first: what a crash of the stream's
@@ -270,23 +227,15 @@ class Store:
             "SELECT * FROM outbox WHERE sent_at IS NOT NULL AND sent_at >= ? ORDER BY id LIMIT ?",
             (since.isoformat(), limit),
         )
-        return [
-            OutboxRow(r["id"], r["subject"], bytes(r["payload"]), r["msg_id"], json.loads(r["headers"]))
-            for r in rows
-        ]
-
-    async def mark_sent(self, ids: Sequence[int], now: datetime) -> None:
-        if not ids:
-            return
-        marks = ",".join("?" * len(ids))
-        # Under the lock: on the shared connection this statement would otherwise join (and could be
-        # rolled back with) a transaction that another task has open.
-        async with self._lock:
-            self.conn.execute(f"UPDATE outbox SET sent_at = ? WHERE id IN ({marks})", [now.isoformat(), *ids])
+        return [outbox_row(r) for r in rows]
 
     async def prune(self, now: datetime, keep: timedelta) -> None:
         """Inbox ids only need to outlive redeliveries; sent outbox rows only need to outlive audits."""
         cutoff = (now - keep).isoformat()
-        async with self._lock:
-            self.conn.execute("DELETE FROM inbox WHERE seen_at < ?", (cutoff,))
-            self.conn.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (cutoff,))
+        async with self.transaction(now) as tx:
+            await tx.execute("DELETE FROM inbox WHERE seen_at < ?", (cutoff,))
+            await tx.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (cutoff,))
+
+
+def outbox_row(r: Row) -> OutboxRow:
+    return OutboxRow(r["id"], r["subject"], bytes(r["payload"]), r["msg_id"], json.loads(r["headers"]))

@@ -35,14 +35,17 @@ MAX_AGE_S = {subjects.COMMANDS_STREAM: 7 * 24 * 3600.0, subjects.EVENTS_STREAM: 
 @dataclass(frozen=True)
 class StreamLimits:
     """Each stream's byte limit (``EB_COMMANDS_MAX_BYTES``, ``EB_EVENTS_MAX_BYTES``): a full stream
-    drops its oldest messages (``DiscardPolicy.OLD``), so a warning comes first (`shared.bus.upkeep`)."""
+    drops its oldest messages (``DiscardPolicy.OLD``), so a warning comes first (`shared.bus.upkeep`).
+    ``replicas`` (``EB_STREAM_REPLICAS``): the copies a JetStream cluster keeps of each stream; the
+    services' durable consumers leave ``num_replicas`` unset and so follow their stream's."""
 
     commands_max_bytes: int = 1 * 2**30
     events_max_bytes: int = 4 * 2**30
+    replicas: int = 1
 
     @classmethod
     def of(cls, settings: Settings) -> StreamLimits:
-        return cls(settings.commands_max_bytes, settings.events_max_bytes)
+        return cls(settings.commands_max_bytes, settings.events_max_bytes, settings.stream_replicas)
 
     def max_bytes(self, stream: str) -> int:
         return self.commands_max_bytes if stream == subjects.COMMANDS_STREAM else self.events_max_bytes
@@ -61,6 +64,7 @@ def stream_configs(limits: StreamLimits | None = None) -> list[StreamConfig]:
             max_bytes=limits.max_bytes(name),
             duplicate_window=DUPLICATE_WINDOW_S,
             discard=DiscardPolicy.OLD,
+            num_replicas=limits.replicas,
         )
         for name, max_age in MAX_AGE_S.items()
     ]

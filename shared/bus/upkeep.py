@@ -6,12 +6,17 @@ Run beside the handlers by the runtime (`ServiceRuntime.start`):
   published again. A stream that still holds one answers "duplicate" (its duplicate window spans the
   look-back) and stores nothing; one the stream lost, because its machine crashed before nats-server
   wrote it to disk (``EB_DURABILITY=fast`` syncs every two minutes), is stored again, and reported;
+* at start as well, the inbox half (`shared.bus.replay`, run by `ServiceRuntime._replay_inbox`):
+  messages received over the same look-back that the service's store forgot are applied again;
 * every hour, the SQLite WAL is checkpointed with truncation, so it does not keep the size of the
   busiest moment;
 * every few minutes, the streams' use against their ``max_bytes``: above `FILL_WARNING` a warning
   is logged (a structured one, ``event=stream_filling``), because a full stream drops its oldest
-  messages. No bus subject carries it: the grammar (`shared.subjects`) has none for operations
-  beyond the dead letters, which are about messages, not streams.
+  messages, and, for a service whose wiring declares it (`publications`), a `StreamFilling` event is
+  published through the outbox on ``eb.ops.<service>.stream_filling``, which operators subscribe to
+  (``eb.ops.>``). Its ``Nats-Msg-Id`` names the stream, the step passed (80, 90, 100 %) and the hour:
+  a service says each once (its outbox remembers), and the stream's duplicate window keeps one of
+  the copies the services send within it.
 
 Pruning finished sessions is each service's own (a `Timer` of its wiring, see `shared.bus.retention`).
 """
@@ -21,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -29,13 +35,18 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from shared import subjects
-from shared.bus.store import OutboxRow, Store
+from shared.bus.store import OutboxRow, Store, Transaction
 from shared.bus.streams import DUPLICATE_WINDOW_S, MAX_AGE_S
+from shared.bus.wiring import Publication, Wiring
+from shared.messages import StreamFilling
+from shared.subjects import OpsFact
 
 log = logging.getLogger(__name__)
 
 #: Warn when a stream holds more than this share of its ``max_bytes``.
 FILL_WARNING = 0.8
+#: The warnings' steps: one event per stream for each tenth passed from `FILL_WARNING` on, per hour.
+FILL_STEP = 0.1
 #: nats-server's default sync interval: what ``fast`` durability can lose on a machine crash.
 SERVER_SYNC_INTERVAL_S = 120.0
 #: How far back the start-up check republishes: the sync interval with a margin, and well inside
@@ -50,6 +61,7 @@ class StreamUse:
     stream: str
     bytes: int
     max_bytes: int
+    messages: int = 0
 
     @property
     def share(self) -> float:
@@ -69,7 +81,8 @@ async def stream_uses(js: JetStreamContext) -> list[StreamUse]:
             info = await js.stream_info(name)
         except NotFoundError:
             continue
-        uses.append(StreamUse(name, int(info.state.bytes or 0), int(info.config.max_bytes or -1)))
+        state = info.state
+        uses.append(StreamUse(name, int(state.bytes or 0), int(info.config.max_bytes or -1), state.messages))
     return uses
 
 
@@ -88,6 +101,53 @@ def warn_filling(service: str, uses: Sequence[StreamUse]) -> list[StreamUse]:
             extra={"event": "stream_filling", "stream": use.stream, "share": round(use.share, 3)},
         )
     return full
+
+
+def publications(service: str) -> tuple[Publication, ...]:
+    """What the upkeep of ``service`` publishes, for its wiring table (hence its permissions, the
+    AsyncAPI document and the streams' subjects)."""
+    fact = {"service": service, "fact": OpsFact.STREAM_FILLING.value}
+    return (Publication(subjects.OPS, StreamFilling, fact),)
+
+
+def announces_filling(wiring: Wiring) -> bool:
+    subject = subjects.ops_event(wiring.service, OpsFact.STREAM_FILLING)
+    return any(p.subject == subject for p in wiring.publishes)
+
+
+def step(use: StreamUse) -> float:
+    """The last step of `FILL_STEP` passed from `FILL_WARNING` on: 0.8 at 85 %, 1.0 when full."""
+    tenths = math.floor(round(use.share / FILL_STEP, 6))
+    return min(1.0, round(tenths * FILL_STEP, 1))
+
+
+def filling_msg_id(use: StreamUse, now: datetime) -> str:
+    """The same for every service and check within the hour: the stream keeps one of them."""
+    return f"ops:stream_filling:{use.stream}:{round(100 * step(use))}:{now.astimezone(UTC):%Y%m%dT%H}"
+
+
+async def announce_filling(tx: Transaction, service: str, full: Sequence[StreamUse]) -> int:
+    """Queue one `StreamFilling` per stream in ``full`` not yet announced by this service this hour
+    at its step; how many were queued."""
+    subject = subjects.ops_event(service, OpsFact.STREAM_FILLING)
+    queued = 0
+    for use in full:
+        msg_id = filling_msg_id(use, tx.now)
+        # The outbox keeps sent rows for a while: the one place that remembers across restarts.
+        if await tx.fetchone("SELECT 1 FROM outbox WHERE msg_id = ?", (msg_id,)) is not None:
+            continue
+        event = StreamFilling(
+            stream=use.stream,
+            bytes=use.bytes,
+            max_bytes=use.max_bytes,
+            fraction=round(use.share, 3),
+            messages=use.messages,
+            threshold=step(use),
+            noticed_at=tx.now,
+        )
+        await tx.publish(subject, event.to_bytes(), msg_id)
+        queued += 1
+    return queued
 
 
 @dataclass(frozen=True)
@@ -149,8 +209,10 @@ async def upkeep_loop(
     stopping: asyncio.Event,
     *,
     every: Mapping[str, float] | None = None,
+    announce: Callable[[Sequence[StreamUse]], Awaitable[object]] | None = None,
 ) -> None:
-    """Checkpoint-with-truncation and the fill check, each at its own interval, until ``stopping``."""
+    """Checkpoint-with-truncation and the fill check, each at its own interval, until ``stopping``;
+    ``announce`` is given the streams past the warning (to publish `StreamFilling` events)."""
     intervals = {"checkpoint": CHECKPOINT_EVERY_S, "fill": FILL_CHECK_EVERY_S, **(every or {})}
     loop = asyncio.get_running_loop()
     due = {"checkpoint": loop.time() + intervals["checkpoint"], "fill": loop.time()}
@@ -158,7 +220,9 @@ async def upkeep_loop(
         try:
             if loop.time() >= due["fill"]:
                 due["fill"] = loop.time() + intervals["fill"]
-                warn_filling(service, await stream_uses(js))
+                full = warn_filling(service, await stream_uses(js))
+                if full and announce is not None:
+                    await announce(full)
             if loop.time() >= due["checkpoint"]:
                 due["checkpoint"] = loop.time() + intervals["checkpoint"]
                 await store.checkpoint(truncate=True)

@@ -87,6 +87,15 @@ class Consumer:
     def filter_subjects(self) -> tuple[str, ...]:
         return tuple(route.subject for route in self.routes)
 
+    @property
+    def replay_readers(self) -> tuple[tuple[str, str], ...]:
+        """The ephemeral consumers (name, filter subject) the runtime reads this durable's recent
+        messages through at start (`shared.bus.replay`). One per filter subject: a create request
+        names its filter in its subject only when it has one, and that is what lets a service's
+        permissions allow it only its own filters. The names are fixed, so the permissions (and the
+        users' denials) can name them exactly."""
+        return tuple((f"{self.durable}-replay{i}", subject) for i, subject in enumerate(self.filter_subjects))
+
     def route(self, subject: str) -> Handler | None:
         """The handler of a delivered subject (None: not one of ours, acked and ignored)."""
         if len(self.routes) == 1:

@@ -5,7 +5,9 @@ URI space).
 
 Field names follow the schema exactly; `kind` URIs are normalised to their current form on input.
 Serialise with `to_jsonable` / `dump_json` / `dump_yaml` so that nulls are omitted and times are
-written as ISO-8601 `...Z` strings.
+written as ISO-8601 `...Z` strings. Older document forms are translated by `translate` (done by
+`parse_execution_request`); `json_schema` writes the JSON Schema of the request or of one component.
+The package stands alone, with no bus or service dependency: see docs/models.md.
 """
 
 from shared.models.base import StrictBool, StrictFloat, StrictInt, UtcDateTime, WireModel, format_datetime
@@ -89,6 +91,7 @@ from shared.models.kinds import (
     VOLUME_KINDS,
     normalise_kind,
 )
+from shared.models.legacy import Translation, Untranslatable, translate
 from shared.models.messages import MessageItem, MessageLevel, render_template
 from shared.models.parsing import InvalidRequest, format_path, parse_execution_request
 from shared.models.resources import (
@@ -113,6 +116,7 @@ from shared.models.resources import (
     StorageResource,
     VolumeMount,
 )
+from shared.models.schema import UnknownComponent, json_schema
 from shared.models.serialise import (
     MAX_DOCUMENT_BYTES,
     DocumentError,
@@ -235,6 +239,9 @@ __all__ = [
     "StrictInt",
     "StringValueOption",
     "StringValueUpdate",
+    "Translation",
+    "UnknownComponent",
+    "Untranslatable",
     "Update",
     "UtcDateTime",
     "VolumeMount",
@@ -244,9 +251,11 @@ __all__ = [
     "dump_yaml",
     "format_datetime",
     "format_path",
+    "json_schema",
     "load_document",
     "normalise_kind",
     "parse_execution_request",
     "render_template",
     "to_jsonable",
+    "translate",
 ]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Tag
+from pydantic import ConfigDict, Discriminator, Field, Tag
 
+from shared import iso8601
 from shared.lifecycle import Phase
 from shared.models.base import (
     KindNormaliser,
@@ -32,8 +33,9 @@ from shared.models.kinds import (
     STRING_VALUE_UPDATE_KIND,
     normalise_kind,
 )
-from shared.models.limits import MAX_ITEMS, at_most
+from shared.models.limits import MAX_DURATION, MAX_ITEMS, at_most
 from shared.models.messages import MessageItem
+from shared.models.serialise import DOCUMENT_LIMITS
 
 
 class LifecyclePhase(StrEnum):
@@ -108,6 +110,8 @@ class StringValueUpdate(WireModel):
 
 class EnumValueUpdate(WireModel):
     """The body of `POST /sessions/{uuid}`: e.g. `path: phase`, `value: ACCEPTED`."""
+
+    model_config = ConfigDict(json_schema_extra=dict(DOCUMENT_LIMITS))
 
     kind: Literal["uri:enum-value-update"] = ENUM_VALUE_UPDATE_KIND
     path: str
@@ -185,15 +189,21 @@ class MinMax(WireModel):
 
 # -- schedules: ISO-8601 values stay strings on the wire; shared.iso8601 interprets them -------------
 
+#: A duration as the request writes it; the offers service refuses one longer than `MAX_DURATION`.
+Duration = Annotated[
+    str | None,
+    Field(description=f"An ISO-8601 duration of at most {iso8601.format_duration(MAX_DURATION)}"),
+]
+
 
 class StartDurationInstant(WireModel):
     start: str | None = None
-    duration: str | None = None
+    duration: Duration = None
 
 
 class StartDurationInterval(WireModel):
     start: str | None = None
-    duration: str | None = None
+    duration: Duration = None
 
 
 class LifecycleSchedule(WireModel):
@@ -204,7 +214,7 @@ class LifecycleSchedule(WireModel):
 
 class RequestedScheduleItem(WireModel):
     start: str | None = None
-    duration: str | None = None
+    duration: Duration = None
 
 
 class RequestedScheduleBlock(WireModel):

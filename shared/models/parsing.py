@@ -16,20 +16,22 @@ from typing import Any, Final
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from shared.models.codes import (
+    DUPLICATE_RESOURCE,
+    EXECUTABLE_REQUIRED,
+    INVALID_VALUE,
+    MISSING_VALUE,
+    RESOURCE_NOT_FOUND,
+    SYNTAX_FAIL,
+    TOO_LARGE,
+    UNKNOWN_TYPE,
+)
 from shared.models.kinds import KNOWN_KINDS
+from shared.models.legacy import Untranslatable, translate
 from shared.models.limits import MAX_CORES, MAX_GIB, MAX_MESSAGES
 from shared.models.messages import MessageItem
 from shared.models.serialise import MAX_DOCUMENT_BYTES, DocumentError, DocumentTooLarge, load_document
 from shared.models.sessions import ExecutionRequest
-
-SYNTAX_FAIL: Final = "urn:input-syntax-fail"
-TOO_LARGE: Final = "urn:input-too-large"
-UNKNOWN_TYPE: Final = "uri:unknown-type"
-EXECUTABLE_REQUIRED: Final = "urn:executable-required"
-INVALID_VALUE: Final = "urn:invalid-value"
-MISSING_VALUE: Final = "urn:missing-required-value"
-DUPLICATE_RESOURCE: Final = "urn:duplicate-resource"
-RESOURCE_NOT_FOUND: Final = "uri:resource-not-found"
 
 _MAX_VALUE_TEXT: Final = 80
 
@@ -325,7 +327,9 @@ def parse_execution_request(
     now: datetime | None = None,
     content_type: str | None = None,
 ) -> ExecutionRequest:
-    """Decode and validate an ExecutionRequest; raise `InvalidRequest` with specific messages.
+    """Decode, translate (`shared.models.legacy`) and validate an ExecutionRequest; raise
+    `InvalidRequest` with specific messages. A translated request says so in `translated` (WARNs),
+    and a refused one lists those WARNs first, since its paths are the 1.0.7 ones.
 
     `now` stamps the messages' `time` (domain code passes its clock; None leaves it unset).
     """
@@ -358,7 +362,14 @@ def parse_execution_request(
                 ]
             ) from None
 
-    messages: list[MessageItem] = []
+    # Only the parser sets it: a client cannot put words in the broker's mouth.
+    document.pop("translated", None)
+    try:
+        translation = translate(document, now)
+    except Untranslatable as untranslatable:
+        raise InvalidRequest(capped(untranslatable.messages, now)) from None
+    document = translation.document
+    messages: list[MessageItem] = list(translation.warnings)
     if document.get("executable") is None:
         messages.append(
             MessageItem.error(EXECUTABLE_REQUIRED, "The request must include an executable", time=now)
@@ -381,6 +392,8 @@ def parse_execution_request(
         )
         raise InvalidRequest(messages) from None
     messages += _check_semantics(request, now)
-    if messages:
+    if len(messages) > len(translation.warnings):
         raise InvalidRequest(capped(messages, now))
+    if translation.warnings:
+        request.translated = list(translation.warnings)
     return request

@@ -18,7 +18,15 @@ from shared.models.kinds import (
     SIMPLE_VOLUME_KIND,
     SKAO_DATA_KIND,
 )
-from shared.models.limits import MAX_COMPONENTS, MAX_ITEMS, ByteCount, at_most
+from shared.models.limits import (
+    MAX_COMPONENTS,
+    MAX_CORES,
+    MAX_GIB,
+    MAX_ITEMS,
+    ByteCount,
+    at_most,
+    pair_between,
+)
 
 # -- volumes --------------------------------------------------------------------------------------
 
@@ -44,9 +52,9 @@ class SimpleComputeResource(LifecycleComponent):
     kind: Annotated[str, KindNormaliser, one_of(frozenset({SIMPLE_COMPUTE_KIND}))] = SIMPLE_COMPUTE_KIND
     volumes: Annotated[list[VolumeMount] | None, at_most(MAX_COMPONENTS)] = None
     #: Number of cores: `min` is what the job needs, `max` what it can use.
-    cores: MinMax | None = None
+    cores: Annotated[MinMax | None, pair_between(1, MAX_CORES)] = None
     #: Memory in GiB.
-    memory: MinMax | None = None
+    memory: Annotated[MinMax | None, pair_between(1, MAX_GIB)] = None
 
 
 ComputeResource = Annotated[
@@ -63,7 +71,7 @@ class SimpleStorageResource(LifecycleComponent):
     #: Names or UUIDs of the data resources held in this storage.
     data: Annotated[list[str] | None, at_most(MAX_COMPONENTS)] = None
     #: Size in GiB.
-    size: MinMax | None = None
+    size: Annotated[MinMax | None, pair_between(0, MAX_GIB)] = None
 
 
 StorageResource = Annotated[

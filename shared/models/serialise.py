@@ -14,6 +14,9 @@ MAX_DOCUMENT_BYTES: Final = 1024 * 1024
 
 #: Deepest nesting of mappings and lists a document may have (a request needs about eight levels).
 MAX_DOCUMENT_DEPTH: Final = 64
+#: What the schema of a document a client sends says of it (JSON Schema has no keyword for either):
+#: extension keywords, so a client can read the limits `load_document` checks before any field.
+DOCUMENT_LIMITS: Final = {"x-max-bytes": MAX_DOCUMENT_BYTES, "x-max-depth": MAX_DOCUMENT_DEPTH}
 
 # Byte order marks of the encodings a client might send by mistake; JSON on the wire is UTF-8.
 _FOREIGN_BOMS: Final = (
@@ -128,7 +131,7 @@ def _lone_surrogate(text: str) -> str | None:
     return None
 
 
-def _check_structure(document: Any) -> None:
+def check_structure(document: Any) -> None:
     """Refuse what would hurt later stages: deep nesting, and strings that cannot be UTF-8 encoded.
 
     Iterative, so that the check itself cannot exhaust the stack.
@@ -211,7 +214,7 @@ def load_document(raw: bytes | str, content_type: str | None = None) -> Any:
     if not isinstance(document, dict):
         raise DocumentError(f"the document must be a mapping (an object), not {_kind_of(document)}")
     if not (was_json and _plainly_sound_json(text)):
-        _check_structure(document)
+        check_structure(document)
     return document
 
 

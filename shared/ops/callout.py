@@ -19,6 +19,7 @@ from shared.auth import identities
 from shared.auth.callout import Admit, CalloutConfig, CalloutResponder, Decision, Refuse, Verifiers
 from shared.auth.oidc import OidcVerifier
 from shared.auth.verifiers import OidcTokens
+from shared.bus.servers import server_urls
 from shared.ops.secured import APP_ACCOUNT, CALLOUT, SecuredBus, service_consumers
 from shared.service import installed_services
 from shared.settings import Settings
@@ -73,7 +74,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         log.warning("auth callout connection: %s", exc)
 
     nc = await nats.connect(
-        settings.nats_url,
+        server_urls(settings.nats_url),
         name="eb-callout",
         nkeys_seed=str(bus.keys.seed_file(CALLOUT)),
         max_reconnect_attempts=-1,

@@ -31,6 +31,7 @@ from shared import subjects
 from shared.asyncapi import installed_document
 from shared.auth import owners
 from shared.auth.credentials import Credentials
+from shared.bus.servers import server_urls
 from shared.bus.streams import StreamLimits, ensure_streams
 from shared.client import (
     BrokerClient,
@@ -45,9 +46,11 @@ from shared.examples import example, examples_dir
 from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
+from shared.models import schema as model_schema
 from shared.ops import callout as callout_process
 from shared.ops import contexts, site, site_cli
 from shared.ops.bench_floor import FloorTransport
+from shared.ops.cluster import ClusterSizeError, check_size
 from shared.ops.embedded import PRIVATE_UMASK, SERVICES, EmbeddedBroker, free_port, wait_for_port
 from shared.ops.secured import SecuredBus
 from shared.ops.supervise import supervise
@@ -267,7 +270,9 @@ def streams(nats_url: NatsUrl = DEFAULT_NATS_URL) -> None:
 
     async def main() -> None:
         try:
-            nc = await nats.connect(nats_url, allow_reconnect=False, **operator.connect_options())
+            nc = await nats.connect(
+                server_urls(nats_url), allow_reconnect=False, **operator.connect_options()
+            )
         except Exception as exc:
             raise BrokerUnavailable(nats_url, str(exc) or type(exc).__name__) from None
         try:
@@ -319,14 +324,18 @@ def start_embedded(
     nats_url: str | None,
     nats_port: int,
     http_port: int | None = None,
+    cluster: int = 1,
     leafnode_port: int | None = None,
 ) -> EmbeddedBroker:
+    if cluster > 1:  # creating the streams waits out the new cluster's first election: expected
+        logging.getLogger("stamina").setLevel(logging.ERROR)
     broker = EmbeddedBroker(
         data_dir=data_dir,
         nats_url=nats_url,
         nats_port=nats_port,
         http_port=http_port,
         env=operator_pool_env(default_owner()),
+        cluster=cluster,
         leafnode_port=leafnode_port,
     )
     try:
@@ -368,6 +377,14 @@ def up(
     context: Annotated[
         str, typer.Option("--context", help="The name of the context written for you, the operator.")
     ] = contexts.DEFAULT_CONTEXT,
+    cluster: Annotated[
+        int,
+        typer.Option(
+            "--cluster",
+            help="Nodes of a JetStream cluster on loopback (3, 5 or 7; ports from --nats-port up), "
+            "streams with as many replicas. 1: one nats-server.",
+        ),
+    ] = 1,
     leafnode_port: Annotated[
         int | None,
         typer.Option(
@@ -379,7 +396,17 @@ def up(
     stops everything. You become the broker's operator: an admin identity named after your login,
     with a fresh password in a context that client commands use unless told otherwise."""
     os.umask(PRIVATE_UMASK)  # stores, logs and keys: this process's user's alone
-    broker = start_embedded(data_dir.resolve(), nats_url, nats_port, http_port or None, leafnode_port)
+    try:
+        check_size(cluster)
+    except ClusterSizeError as exc:
+        usage_error(str(exc))
+    if cluster > 1 and nats_url:
+        usage_error("--cluster starts the nodes itself: leave out --nats-url")
+    if cluster > 1 and leafnode_port is not None:
+        usage_error("sites join a single-node hub for now: leave out --cluster or --leafnode-port")
+    broker = start_embedded(
+        data_dir.resolve(), nats_url, nats_port, http_port or None, cluster, leafnode_port
+    )
     console.print(f"broker up: NATS at [bold]{broker.url}[/bold], data in {data_dir.resolve()}")
     if broker.nats is not None:
         operator = default_owner()
@@ -635,13 +662,40 @@ def faults(
     durability: Annotated[
         str, typer.Option("--durability", help="fast or safe: the broker's EB_DURABILITY for the run.")
     ] = "fast",
+    cluster: Annotated[
+        int, typer.Option("--cluster", help="Run the broker on a JetStream cluster of this many nodes.")
+    ] = 1,
+    kill_nats_node: Annotated[
+        bool,
+        typer.Option("--kill-nats-node", help="With --cluster: SIGKILL a stream leader's node, restart it."),
+    ] = False,
+    stop_nats_node: Annotated[
+        bool,
+        typer.Option("--stop-nats-node", help="With --cluster: SIGKILL a stream leader's node for good."),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run sessions through a fresh embedded broker while killing services; audit exactly-once."""
     if durability not in ("fast", "safe"):
         err.print(f"[red]error:[/red] --durability is fast or safe, not {durability!r}")
         raise typer.Exit(2)
-    from shared.ops.faults import run_faults
+    from shared.ops.faults import NodeFault, run_faults
+
+    # The harness's own publishes ride out elections and restarts by design: its retries are counted
+    # in the report (longest_wait_s), not worth a warning line each.
+    logging.getLogger("stamina").setLevel(logging.ERROR)
+
+    try:
+        check_size(cluster)
+    except ClusterSizeError as exc:
+        usage_error(str(exc))
+    if kill_nats_node and stop_nats_node:
+        usage_error("choose one of --kill-nats-node and --stop-nats-node")
+    node_fault = NodeFault.KILL if kill_nats_node else NodeFault.STOP if stop_nats_node else None
+    if node_fault is not None and cluster == 1:
+        usage_error(f"--{node_fault.value}-nats-node needs a cluster: add --cluster 3")
+    if restart_nats and cluster > 1:
+        usage_error("--restart-nats restarts the single nats-server; on a cluster use --kill-nats-node")
 
     data_dir = Path(tempfile.mkdtemp(prefix="broker-faults-"))
 
@@ -657,6 +711,8 @@ def faults(
             restart_nats=restart_nats,
             seed=seed,
             durability=durability,
+            cluster=cluster,
+            node_fault=node_fault,
             progress=progress,
         )
     )
@@ -747,6 +803,26 @@ def asyncapi_cmd(
         typer.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
     else:
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+@app.command("schema")
+def schema_cmd(
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            help="One component: its name (DockerContainer, SimpleComputeResource, executable, "
+            "MessageItem …) or kind URI. Default: the whole request document.",
+        ),
+    ] = None,
+) -> None:
+    """The JSON Schema (draft 2020-12) of the data model, for other services to reuse (docs/models.md)."""
+    try:
+        document = model_schema.json_schema(kind)
+    except model_schema.UnknownComponent as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
 @app.command()

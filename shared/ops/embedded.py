@@ -21,11 +21,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import nats
+import stamina
+from nats.js.errors import APIError
 
 from shared.auth import identities, owners
 from shared.auth.credentials import Credentials
 from shared.auth.identities import IdentityExists, IdentityStore
+from shared.bus.publishing import TRANSIENT
+from shared.bus.servers import server_urls, unreported
 from shared.bus.streams import StreamLimits, ensure_streams
+from shared.ops.cluster import CLUSTER_REPLICAS, Node, check_size, write_node_configs
 from shared.ops.secured import CALLOUT, GATEWAY, SecuredBus, write_secret
 from shared.ops.site import hub_environment
 from shared.settings import Settings
@@ -43,11 +48,19 @@ OWN_VARIABLES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Variables of the three services alone, which keep state: where it is (a URL that may hold the
+#: database's password). The auth callout keeps none, so it is not given them.
+STATE_VARIABLES = ("EB_DATABASE_",)
+
+
 def service_environment(name: str, variables: dict[str, str]) -> dict[str, str]:
-    """``variables`` without those that belong to another process (`OWN_VARIABLES`)."""
+    """``variables`` without those that belong to another process (`OWN_VARIABLES`,
+    `STATE_VARIABLES`)."""
     foreign = tuple(
         prefix for owner, prefixes in OWN_VARIABLES.items() if owner != name for prefix in prefixes
     )
+    if name not in SERVICES:
+        foreign += STATE_VARIABLES
     return {key: value for key, value in variables.items() if not key.startswith(foreign)}
 
 
@@ -218,8 +231,11 @@ class ServiceProcess:
                 self.proc.wait(5)
 
 
+#: How long a new cluster may take to elect its leaders before the streams can be created.
+STREAMS_READY_S = 60.0
+
 #: The settings `EmbeddedBroker.stream_limits` reads.
-LIMIT_SETTINGS = ("commands_max_bytes", "events_max_bytes")
+LIMIT_SETTINGS = ("commands_max_bytes", "events_max_bytes", "stream_replicas")
 
 
 @dataclass
@@ -242,13 +258,18 @@ class EmbeddedBroker:
     leafnode_port: int | None = None
     #: Passwords of the identities `login` made, so it can hand them out again.
     _passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    #: Nodes of the JetStream cluster to start (`shared.ops.cluster`); 1: one server, as always.
+    cluster: int = 1
+    #: Every nats-server started: the one of `nats`, or each node of the cluster (`nats` is the first).
+    nats_nodes: list[NatsServer] = field(default_factory=list)
 
     @property
     def url(self) -> str:
+        """The bus's URL; a cluster's is its nodes' URLs, comma-separated (`shared.bus.servers`)."""
         if self.nats_url:
             return self.nats_url
-        assert self.nats is not None
-        return self.nats.url
+        assert self.nats_nodes
+        return ",".join(node.url for node in self.nats_nodes)
 
     @property
     def http_url(self) -> str | None:
@@ -288,9 +309,14 @@ class EmbeddedBroker:
         service_env: dict[str, dict[str, str]] = {name: {} for name in SERVICES}
         if not self.nats_url:
             bus = self.bus
+            if self.cluster > 1:
+                # Every process (the operator creating the streams, the services) agrees on R3.
+                self.env.setdefault("EB_STREAM_REPLICAS", str(CLUSTER_REPLICAS))
             config = self._write_bus_config()
-            self.nats = NatsServer(self.data_dir / "jetstream", port=self.nats_port, config_file=config)
-            self.nats.start()
+            self.nats_nodes = self._nats_nodes(config)
+            self.nats = self.nats_nodes[0]
+            for node in self.nats_nodes:
+                node.start()
             self._create_streams()
             for name in SERVICES:
                 service_env[name] = {
@@ -325,13 +351,39 @@ class EmbeddedBroker:
             raise RuntimeError(f"the bus configuration could not be written: {done.stderr.strip()[-2000:]}")
         return self.bus.config_file
 
+    def _nats_nodes(self, config: Path) -> list[NatsServer]:
+        """The one server of `config`, or the cluster's nodes, each with its own store and log."""
+        if self.cluster == 1:
+            return [NatsServer(self.data_dir / "jetstream", port=self.nats_port, config_file=config)]
+        check_size(self.cluster)
+        nodes = [
+            Node(f"n{i + 1}", self.nats_port + i if self.nats_port else free_port(), free_port())
+            for i in range(self.cluster)
+        ]
+        return [
+            NatsServer(
+                self.data_dir / f"jetstream-{node.name}",
+                port=node.client_port,
+                config_file=path,
+                log_file=self.data_dir / f"nats-server-{node.name}.log",
+            )
+            for node, path in zip(nodes, write_node_configs(self.bus, nodes), strict=True)
+        ]
+
     def _create_streams(self) -> None:
-        """The operator creates the streams; the services only check them (least privilege)."""
+        """The operator creates the streams; the services only check them (least privilege). A
+        cluster answers 503 or not at all until it has elected its meta leader: try again meanwhile."""
 
         async def create() -> None:
-            nc = await nats.connect(self.url, **self.operator().connect_options())
+            nc = await nats.connect(
+                server_urls(self.url), error_cb=unreported, **self.operator().connect_options()
+            )
             try:
-                await ensure_streams(nc.jetstream(), self.stream_limits())
+                async for attempt in stamina.retry_context(
+                    on=(*TRANSIENT, APIError), attempts=None, timeout=STREAMS_READY_S, wait_max=1.0
+                ):
+                    with attempt:
+                        await ensure_streams(nc.jetstream(), self.stream_limits())
             finally:
                 await nc.close()
 
@@ -360,8 +412,8 @@ class EmbeddedBroker:
             service.stop()
         if self.callout is not None:
             self.callout.stop()
-        if self.nats is not None:
-            self.nats.stop()
+        for node in self.nats_nodes:
+            node.stop()
 
     def dead_services(self) -> list[str]:
         """The services, and the callout, that have exited."""

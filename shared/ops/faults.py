@@ -3,28 +3,43 @@
 It runs against a fresh embedded broker and audits the events stream at the end, so operators can
 check the exactly-once promise themselves: every request answered once, every accepted session in
 exactly one terminal phase, every (session, phase) event stored exactly once.
+
+On a cluster (``cluster=3``) one nats-server node can be SIGKILLed too: the leader of one of the two
+streams, chosen at random, so that an election always follows. ``NodeFault.KILL`` restarts it on
+its store after a few seconds; ``NodeFault.STOP`` leaves it down to the end of the run.
+
+``longest_gap_s`` is the longest time the clients went without any answer while they were waiting
+for one: the longest interval between consecutive answers (offer sets and accept results, in the
+order they arrived), counted from the first request sent to the end of the last call (one that got
+no answer leaves the gap open until then). ``longest_wait_s`` is
+the longest wait of one call (a submit or an accept, resends included).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import signal
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
+import stamina
 from nats.js.api import DeliverPolicy
 
 from shared import subjects
 from shared.auth import owners
 from shared.auth.credentials import Credentials
+from shared.bus.publishing import TRANSIENT
+from shared.bus.servers import server_urls, unreported
 from shared.client import BrokerClient, BrokerTimeout, wait_for_services
 from shared.lifecycle import TERMINAL, Phase
 from shared.ops.embedded import SERVICES, EmbeddedBroker
@@ -37,6 +52,14 @@ OWNER = "faults"
 OWNER_TOKEN = owners.local(OWNER).token
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
+
+
+class NodeFault(Enum):
+    """What happens to one node of a cluster during the run."""
+
+    KILL = "kill"  # SIGKILL, restarted on its store a few seconds later
+    STOP = "stop"  # SIGKILL, left down to the end of the run
 
 
 def zero_time_request() -> dict[str, Any]:
@@ -65,6 +88,11 @@ class FaultReport:
     failed: int
     refused: int
     seconds: float
+    #: The longest time without any answer, and the longest single call (see the module's doc).
+    longest_gap_s: float = 0.0
+    longest_wait_s: float = 0.0
+    cluster: int = 1
+    nats_nodes_killed: int = 0
     kill_log: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -91,6 +119,29 @@ class _Flow:
     accepted: dict[str, str] = field(default_factory=dict)  # request id -> session id
     refused: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
+    #: When the first request was sent, when each answer came (monotonic), and each call's wait.
+    began: float | None = None
+    answers: list[float] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
+
+    async def timed(self, call: Awaitable[T]) -> T:
+        """Await one client call, noting when its answer came and how long it was waited for."""
+        sent = time.monotonic()
+        self.began = sent if self.began is None else min(self.began, sent)
+        result = await call
+        answered = time.monotonic()
+        self.answers.append(answered)
+        self.waits.append(answered - sent)
+        return result
+
+
+def longest_gap(began: float | None, answers: list[float], finished: float) -> float:
+    """The longest interval without an answer, from ``began`` to ``finished`` (when the last call
+    ended: a call that never got its answer leaves the gap open until then)."""
+    if began is None:
+        return 0.0
+    moments = [began, *sorted(answers), max(finished, began)]
+    return max(later - earlier for earlier, later in itertools.pairwise(moments))
 
 
 async def _one_session(client: BrokerClient, flow: _Flow, limit: asyncio.Semaphore, timeout: float) -> None:
@@ -98,7 +149,9 @@ async def _one_session(client: BrokerClient, flow: _Flow, limit: asyncio.Semapho
     flow.request_ids.append(request_id)
     async with limit:
         try:
-            offerset = await client.submit(zero_time_request(), request_id=request_id, timeout=timeout)
+            offerset = await flow.timed(
+                client.submit(zero_time_request(), request_id=request_id, timeout=timeout)
+            )
         except BrokerTimeout as exc:
             flow.errors.append(f"request {request_id}: {exc}")
             return
@@ -108,7 +161,7 @@ async def _one_session(client: BrokerClient, flow: _Flow, limit: asyncio.Semapho
         session_id = offerset.offers[0].meta.uuid
         assert session_id is not None
         try:
-            result = await client.accept(session_id)
+            result = await flow.timed(client.accept(session_id))
         except BrokerTimeout as exc:
             flow.errors.append(f"accept {session_id}: {exc}")
             return
@@ -116,6 +169,52 @@ async def _one_session(client: BrokerClient, flow: _Flow, limit: asyncio.Semapho
             flow.accepted[request_id] = session_id
         else:
             flow.errors.append(f"accept {session_id} refused: {[m.message for m in result.messages]}")
+
+
+@dataclass
+class _Killed:
+    nats_restarts: int = 0
+    nodes_killed: int = 0
+
+
+async def _stream_leader(broker: EmbeddedBroker, rng: random.Random) -> int:
+    """The index of the node leading one of the two streams (chosen at random), or a random node
+    if the cluster does not say in time."""
+    names = [f"n{i + 1}" for i in range(len(broker.nats_nodes))]
+    stream = rng.choice([subjects.COMMANDS_STREAM, subjects.EVENTS_STREAM])
+    with contextlib.suppress(Exception):
+        nc = await nats.connect(
+            server_urls(broker.url),
+            connect_timeout=2,
+            allow_reconnect=False,
+            error_cb=unreported,
+            **broker.operator().connect_options(),
+        )
+        try:
+            info = await nc.jetstream().stream_info(stream)
+            if info.cluster is not None and info.cluster.leader in names:
+                return names.index(info.cluster.leader)
+        finally:
+            await nc.close()
+    return rng.randrange(len(names))
+
+
+async def _kill_node(
+    broker: EmbeddedBroker, fault: NodeFault, rng: random.Random, log: list[str], began: float
+) -> bool:
+    """SIGKILL a stream leader's node; restart it on its store a few seconds later (KILL) or not
+    (STOP). True when it was restarted."""
+    index = await _stream_leader(broker, rng)
+    node = broker.nats_nodes[index]
+    node.stop(signal.SIGKILL)
+    if fault is NodeFault.STOP:
+        log.append(f"{time.monotonic() - began:6.1f}s SIGKILL nats node n{index + 1}, down to the end")
+        return False
+    down_for = rng.uniform(2.0, 5.0)
+    log.append(f"{time.monotonic() - began:6.1f}s SIGKILL nats node n{index + 1}, down {down_for:.1f}s")
+    await asyncio.sleep(down_for)
+    await asyncio.to_thread(node.start)
+    return True
 
 
 async def _killer(
@@ -126,52 +225,69 @@ async def _killer(
     rng: random.Random,
     log: list[str],
     stop: asyncio.Event,
-) -> int:
-    """Kill ``kills`` services at random moments spread over ``window`` seconds; restart each."""
-    nats_restarts = 0
+    node_fault: NodeFault | None = None,
+) -> _Killed:
+    """Kill ``kills`` services at random moments spread over ``window`` seconds; restart each. With
+    ``restart_nats`` the single nats-server, with ``node_fault`` one node of a cluster, goes too."""
+    killed = _Killed()
     moments = sorted(rng.uniform(0.05, 0.9) * window for _ in range(kills))
-    nats_moment = rng.uniform(0.3, 0.6) * window if restart_nats else None
     started = time.monotonic()
     # Every service is killed at least once when there are enough kills; the rest are random.
     targets = [SERVICES[i % len(SERVICES)] for i in range(min(kills, len(SERVICES)))]
     targets += [rng.choice(SERVICES) for _ in range(kills - len(targets))]
     rng.shuffle(targets)
     plan: list[tuple[float, str]] = list(zip(moments, targets, strict=True))
-    if nats_moment is not None:
-        plan.append((nats_moment, "nats-server"))
-        plan.sort()
+    if restart_nats:
+        plan.append((rng.uniform(0.3, 0.6) * window, "nats-server"))
+    if node_fault is not None:
+        plan.append((rng.uniform(0.1, 0.5) * window, "nats-node"))
+    plan.sort()
     for moment, target in plan:
         delay = moment - (time.monotonic() - started)
         if delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
         down_for = rng.uniform(0.2, 1.5)
-        if target == "nats-server":
+        if target == "nats-node":
+            assert node_fault is not None
+            killed.nodes_killed += 1
+            killed.nats_restarts += await _kill_node(broker, node_fault, rng, log, started)
+        elif target == "nats-server":
             assert broker.nats is not None
             broker.nats.stop(signal.SIGKILL)
             log.append(f"{time.monotonic() - started:6.1f}s SIGKILL nats-server, down {down_for:.1f}s")
             await asyncio.sleep(down_for)
             await asyncio.to_thread(broker.nats.start)
-            nats_restarts += 1
+            killed.nats_restarts += 1
         else:
             broker.services[target].kill()
             log.append(f"{time.monotonic() - started:6.1f}s SIGKILL {target}, down {down_for:.1f}s")
             await asyncio.sleep(down_for)
             broker.services[target].start()
-    return nats_restarts
+    return killed
+
+
+async def _through_elections(call: Callable[[], Awaitable[T]]) -> T:
+    """A JetStream API call, tried again while a cluster elects a leader (timeouts, 503s)."""
+    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=60.0, wait_max=1.0):
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: stamina re-raises the last failure")
 
 
 async def _audit(url: str, operator: Credentials) -> tuple[Counter[str], dict[str, list[str]]]:
     """Count every stored event subject; collect each session's phases in stream order."""
-    nc = await nats.connect(url, **operator.connect_options())
+    nc = await nats.connect(server_urls(url), error_cb=unreported, **operator.connect_options())
     counts: Counter[str] = Counter()
     phases: dict[str, list[str]] = defaultdict(list)
     try:
         js = nc.jetstream()
-        info = await js.stream_info(subjects.EVENTS_STREAM)
+        info = await _through_elections(lambda: js.stream_info(subjects.EVENTS_STREAM))
         last = info.state.last_seq
-        sub = await js.subscribe(
-            ">", stream=subjects.EVENTS_STREAM, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        sub = await _through_elections(
+            lambda: js.subscribe(
+                ">", stream=subjects.EVENTS_STREAM, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+            )
         )
         seq = 0
         while seq < last:
@@ -200,11 +316,20 @@ async def _wait_until_settled(url: str, operator: Credentials, sessions: set[str
     """Follow all session events until every accepted session has a terminal phase or time is up."""
     done: set[str] = set()
     nc = await nats.connect(
-        url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **operator.connect_options()
+        server_urls(url),
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        error_cb=unreported,
+        **operator.connect_options(),
     )
     try:
-        sub = await nc.jetstream().subscribe(
-            subjects.session_events(OWNER_TOKEN), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        sub = await _through_elections(
+            lambda: nc.jetstream().subscribe(
+                subjects.session_events(OWNER_TOKEN),
+                stream=subjects.EVENTS_STREAM,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL,
+            )
         )
         while not sessions <= done and time.monotonic() < deadline:
             try:
@@ -229,8 +354,14 @@ async def run_faults(
     seed: int | None = None,
     settle_timeout: float = 180.0,
     durability: str = "fast",
+    cluster: int = 1,
+    node_fault: NodeFault | None = None,
     progress: Progress = lambda _: None,
 ) -> FaultReport:
+    if node_fault is not None and cluster < 3:
+        raise ValueError("a nats node can be killed only in a cluster: set cluster to 3 or more")
+    if restart_nats and cluster > 1:
+        raise ValueError("--restart-nats restarts the single nats-server; on a cluster kill a node instead")
     rng = random.Random(seed)
     env = {
         # A pool big enough that every session can start at once: the test is about failures,
@@ -247,7 +378,7 @@ async def run_faults(
         # The built-in pool runs code on this host only for the owners it allows.
         "EB_POOL_ALLOWED_OWNERS": f"local:{OWNER}",
     }
-    broker = EmbeddedBroker(data_dir=data_dir, env=env)
+    broker = EmbeddedBroker(data_dir=data_dir, env=env, cluster=cluster)
     started = time.monotonic()
     kill_log: list[str] = []
     flow = _Flow()
@@ -257,18 +388,20 @@ async def run_faults(
         progress(
             f"broker up at {broker.url}; {sessions} sessions, {kills} kills"
             + (", one nats-server restart" if restart_nats else "")
+            + (f", one nats node: {node_fault.value}" if node_fault is not None else "")
         )
         stop_killing = asyncio.Event()
         # Spread the kills over the time the sessions are expected to take (≈ 25 sessions/s here).
         window = max(5.0, sessions / 25)
         killer = asyncio.create_task(
-            _killer(broker, kills, restart_nats, window, rng, kill_log, stop_killing)
+            _killer(broker, kills, restart_nats, window, rng, kill_log, stop_killing, node_fault)
         )
         limit = asyncio.Semaphore(concurrency)
         async with BrokerClient(broker.url, broker.login(OWNER), reconnect=True, resend_after=6.0) as client:
             await asyncio.gather(*(_one_session(client, flow, limit, timeout=120) for _ in range(sessions)))
+        calls_finished = time.monotonic()
         progress(f"{len(flow.accepted)} sessions accepted after {time.monotonic() - started:.1f} s")
-        nats_restarts = await killer
+        killed = await killer
         await _wait_until_settled(
             broker.url, broker.operator(), set(flow.accepted.values()), time.monotonic() + settle_timeout
         )
@@ -308,7 +441,7 @@ async def run_faults(
     return FaultReport(
         sessions=sessions,
         kills=kills,
-        nats_restarts=nats_restarts,
+        nats_restarts=killed.nats_restarts,
         answered=answered,
         lost=lost,
         duplicated=duplicated,
@@ -317,6 +450,10 @@ async def run_faults(
         failed=failed,
         refused=len(flow.refused),
         seconds=round(time.monotonic() - started, 1),
+        longest_gap_s=round(longest_gap(flow.began, flow.answers, calls_finished), 2),
+        longest_wait_s=round(max(flow.waits, default=0.0), 2),
+        cluster=cluster,
+        nats_nodes_killed=killed.nodes_killed,
         kill_log=kill_log,
         problems=problems,
     )

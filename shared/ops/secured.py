@@ -127,7 +127,10 @@ def gateway_permissions(service_consumers: Iterable[str]) -> Permissions:
 
 
 def service_consumers(wirings: Iterable[Wiring]) -> frozenset[str]:
-    return frozenset(c.durable for w in wirings for c in w.consumers)
+    """Every consumer name the services use: their durables and the readers of the start-up replay
+    (`Consumer.replay_readers`), which no user may create, redefine or pull from either."""
+    durables = (c for w in wirings for c in w.consumers)
+    return frozenset(name for c in durables for name in (c.durable, *(n for n, _ in c.replay_readers)))
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,16 @@ async def phase_event_counts(broker: EmbeddedBroker, session_id: str) -> dict[st
     return {subject.rsplit(".", 1)[-1]: count for subject, count in stored.items()}
 
 
+async def offered_session(client: BrokerClient, request: dict[str, Any]) -> str:
+    """Submit `request`, which must be answered YES; the session id of its first offer."""
+    offerset = await client.submit(request)
+    assert offerset.result == "YES", offerset.meta
+    assert offerset.offers and offerset.offers[0].meta
+    session_id = offerset.offers[0].meta.uuid
+    assert session_id is not None
+    return session_id
+
+
 @dataclass
 class Followed:
     """An accepted session whose phases a task collects as they come (`follow_until_running`)."""
@@ -140,9 +150,7 @@ async def follow_until_running(
     client: BrokerClient, request: dict[str, Any], timeout: float = 30
 ) -> Followed:
     """Submit ``request``, accept its first offer and follow its phases until it is RUNNING."""
-    offerset = await client.submit(request)
-    session_id = (offerset.offers or [])[0].meta.uuid  # type: ignore[union-attr]
-    assert session_id is not None
+    session_id = await offered_session(client, request)
     assert (await client.accept(session_id)).applied
     seen: list[str] = []
 

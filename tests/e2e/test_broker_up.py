@@ -3,6 +3,8 @@ another with no credentials given, found through the context `broker up` wrote."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -13,8 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats
 import pytest
 
+from shared.auth.credentials import Credentials
+from shared.bus.servers import server_urls
 from shared.ops.embedded import free_port
 from tests.e2e.helpers import HELLO_REQUEST, ROOT, cli_env, json_documents, run_cli
 
@@ -27,8 +32,8 @@ class Up:
     output: Path
 
 
-@pytest.fixture
-def up(tmp_path: Path) -> Iterator[Up]:
+@contextlib.contextmanager
+def broker_up(tmp_path: Path, *options: str) -> Iterator[Up]:
     config_home = tmp_path / "config"
     data_dir = tmp_path / "data"
     output = tmp_path / "up.out"
@@ -36,7 +41,7 @@ def up(tmp_path: Path) -> Iterator[Up]:
     with output.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "shared.ops.cli", "up", "--data-dir", str(data_dir),
-             "--nats-port", str(free_port()), "--http-port", "0"],
+             "--nats-port", str(free_port()), "--http-port", "0", *options],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
     running = Up(process, config_home, data_dir, output)
@@ -50,6 +55,12 @@ def up(tmp_path: Path) -> Iterator[Up]:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    with broker_up(tmp_path) as running:
+        yield running
 
 
 def test_the_person_who_ran_broker_up_submits_from_another_terminal_with_no_extra_step(up: Up) -> None:
@@ -73,3 +84,43 @@ def test_the_person_who_ran_broker_up_submits_from_another_terminal_with_no_extr
     )
     assert wrong.returncode == 1
     assert "refused user mallory" in wrong.stderr
+
+
+async def _replicas(url: str, operator_seed: Path) -> dict[str, int]:
+    """Each stream's and each durable's replicas, as the cluster reports them."""
+    nc = await nats.connect(server_urls(url), **Credentials(nkey_seed_file=operator_seed).connect_options())
+    try:
+        js = nc.jetstream()
+        found: dict[str, int] = {}
+        for stream in await js.streams_info():
+            assert stream.config.name is not None
+            found[stream.config.name] = 1 + len(stream.cluster.replicas or []) if stream.cluster else 1
+            for consumer in await js.consumers_info(stream.config.name):
+                assert consumer.cluster is not None and consumer.name is not None
+                found[consumer.name] = 1 + len(consumer.cluster.replicas or [])
+        return found
+    finally:
+        await nc.close()
+
+
+def test_broker_up_on_a_three_node_cluster_replicates_everything_and_serves_clients(tmp_path: Path) -> None:
+    with broker_up(tmp_path, "--cluster", "3") as up:
+        url = json.loads((up.config_home / "execution-broker" / "context" / "local.json").read_text())["url"]
+        assert len(server_urls(url)) == 3
+        replicas = asyncio.run(_replicas(url, up.data_dir / "bus" / "operator.nk"))
+        assert set(replicas) >= {"EB_COMMANDS", "EB_EVENTS", "offers-requests", "scheduler-local"}
+        assert set(replicas.values()) == {3}, replicas
+        secret = up.data_dir / "bus" / "cluster-route.secret"
+        assert secret.stat().st_mode & 0o777 == 0o600
+        done = run_cli(
+            "submit", str(HELLO_REQUEST), "--accept", "first", "--watch", "--json",
+            timeout=120, XDG_CONFIG_HOME=str(up.config_home),
+        )
+        assert done.returncode == 0, done.stderr
+        assert json_documents(done.stdout)[-1]["phase"] == "COMPLETED"
+
+
+def test_broker_up_refuses_a_cluster_that_cannot_lose_a_node() -> None:
+    done = run_cli("up", "--cluster", "2")
+    assert done.returncode == 2
+    assert "odd number of nodes from 3 to 7" in done.stderr

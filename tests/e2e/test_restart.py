@@ -9,7 +9,14 @@ import pytest
 from shared.client import BrokerClient
 from shared.ops.embedded import EmbeddedBroker
 from shared.settings import Settings
-from tests.e2e.helpers import HAPPY_PHASES, NOTEBOOKS, hello_request, notebook_request, phase_event_counts
+from tests.e2e.helpers import (
+    HAPPY_PHASES,
+    NOTEBOOKS,
+    hello_request,
+    notebook_request,
+    offered_session,
+    phase_event_counts,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -33,14 +40,11 @@ async def test_a_request_pending_while_a_service_is_dead_gets_its_offers(
     assert broker.dead_services() == []
 
 
+@pytest.mark.parametrize("broker", ["sqlite", "postgres"], indirect=True)
 async def test_a_session_survives_a_launcher_killed_while_it_runs(
     broker: EmbeddedBroker, client: BrokerClient
 ) -> None:
-    offerset = await client.submit(notebook_request(NOTEBOOKS / "sleep4.ipynb", duration="PT2M"))
-    assert offerset.result == "YES", offerset.meta
-    assert offerset.offers and offerset.offers[0].meta
-    session_id = offerset.offers[0].meta.uuid
-    assert session_id is not None
+    session_id = await offered_session(client, notebook_request(NOTEBOOKS / "sleep4.ipynb", duration="PT2M"))
     assert (await client.accept(session_id)).applied
 
     launcher = broker.services["launcher"]

@@ -1,7 +1,9 @@
 """A service's handlers as a unit of work, with no bus: messages in, tables and an outbox out.
 
-`Service` opens the service's tables in a store in memory and delivers a message the way the runtime
-does: to the handler its `Wiring` routes the subject to, inside one transaction at a given ``now``.
+`Service` opens the service's tables in a store (by default SQLite's in memory; with a
+`StoreMaker`, another: the handler tests run on PostgreSQL too, see tests/handlers/conftest.py) and
+delivers a message the way the runtime does: to the handler its `Wiring` routes the subject to,
+inside one transaction at a given ``now``.
 What the handler queued comes back as `Sent`: each outbox row decoded into the model the wiring
 declares for its subject, so a test also learns that the service says nothing it does not declare.
 """
@@ -18,13 +20,23 @@ from pydantic import BaseModel
 
 from shared import subjects
 from shared.bus.runtime import Incoming
-from shared.bus.store import MEMORY, OutboxRow, Row, Store, Transaction
+from shared.bus.sqlite import MEMORY, SqliteStore
+from shared.bus.store import OutboxRow, Row, Schema, Store, Transaction
 from shared.bus.wiring import Consumer, Handler, Route, Wiring
 from shared.lifecycle import Phase
 from shared.messages import Message, SessionEvent
 from shared.subjects import Pattern
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+#: A service's store: from its name and its tables' schema, a store not yet opened.
+StoreMaker = Callable[[str, Schema | str], Store]
+
+
+def in_memory(service: str, schema: Schema | str) -> Store:
+    return SqliteStore(MEMORY, schema)
+
+
 OWNER = "alice"
 
 H = TypeVar("H")
@@ -65,7 +77,7 @@ def _fits(pattern: Pattern, fixed: Mapping[str, str], subject: str) -> bool:
 
 @dataclass(repr=False)  # a failing test prints the service's name, not its whole wiring
 class Service(Generic[H]):
-    """One service's handlers on a store of their own in memory."""
+    """One service's handlers on a store of their own."""
 
     store: Store
     handlers: H
@@ -73,15 +85,17 @@ class Service(Generic[H]):
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     @classmethod
-    async def open(cls, schema: str, handlers: H, wiring: Wiring) -> Self:
-        store = Store(MEMORY, schema)
+    async def open(
+        cls, schema: Schema | str, handlers: H, wiring: Wiring, stores: StoreMaker | None = None
+    ) -> Self:
+        store = (stores or in_memory)(wiring.service, schema)
         await store.open()
         for start in wiring.on_start:
             await start(store)
         return cls(store, handlers, wiring)
 
     def __repr__(self) -> str:
-        return f"<{self.wiring.service} handlers on a store in memory>"
+        return f"<{self.wiring.service} handlers on {self.store.dialect}>"
 
     async def close(self) -> None:
         await self.store.close()

@@ -15,7 +15,7 @@ from shared.messages import BookSession, FailSession, QuoteSlots, ReleaseHolds, 
 from shared.models import IVOA_DATA_KIND, SIMPLE_DATA_KIND, MessageItem, OfferSetResponse
 from shared.models.limits import MAX_ANSWER_BYTES
 from shared.subjects import LauncherVerb, SchedulerFact, SchedulerVerb
-from tests.handlers.harness import NOW, OWNER, only, subjects_of
+from tests.handlers.harness import NOW, OWNER, StoreMaker, only, subjects_of
 from tests.handlers.units import EAST, WEST, Launcher, Offers, Scheduler, hold, notebook_request, offers_unit
 
 START = NOW + timedelta(minutes=10)
@@ -68,13 +68,13 @@ async def test_a_quote_that_could_never_be_processed_still_answers_the_request(o
     assert await offers.dead(subjects.scheduler_event(EAST, SchedulerFact.QUOTED), b"\xff", "bad") == []
 
 
-async def test_an_offer_set_too_large_for_the_bus_is_a_no_and_its_holds_are_freed() -> None:
+async def test_an_offer_set_too_large_for_the_bus_is_a_no_and_its_holds_are_freed(stores: StoreMaker) -> None:
     # 200 data items of 1.5 KB each: the request is well under 1 MiB, three offers of it are not.
     data = [
         {"kind": SIMPLE_DATA_KIND, "meta": {"name": f"d{i}", "description": "x" * 1500}, "location": "/d"}
         for i in range(200)
     ]
-    async with offers_unit() as offers:
+    async with offers_unit(stores=stores) as offers:
         await offers.request({**notebook_request(), "data": data})
         east = [hold(EAST, START + timedelta(minutes=i)) for i in range(2)]
         west = hold(WEST, START)

@@ -15,7 +15,7 @@ from shared.lifecycle import Phase
 from shared.messages import BookSession, CancelSession, QuoteSlots, ReleaseHolds, SessionEvent, UpdateResult
 from shared.models import DOCKER_CONTAINER_KIND, ENUM_VALUE_UPDATE_KIND, OfferSetResponse
 from shared.subjects import SchedulerVerb
-from tests.handlers.harness import NOW, OWNER, Sent, only, subjects_of
+from tests.handlers.harness import NOW, OWNER, Sent, StoreMaker, only, subjects_of
 from tests.handlers.units import (
     EAST,
     EXPIRES,
@@ -116,11 +116,11 @@ async def test_a_request_two_pools_can_run_asks_both_and_waits_for_both(offers: 
     assert await offers.quoted(WEST, holds=[west]) == []  # answered already
 
 
-async def test_a_request_only_one_pool_can_run_is_answered_by_that_pool_alone() -> None:
+async def test_a_request_only_one_pool_can_run_is_answered_by_that_pool_alone(stores: StoreMaker) -> None:
     docker_only = replace(
         TWO_POOLS, pools=(pool_choice(EAST), pool_choice(WEST, frozenset({DOCKER_CONTAINER_KIND})))
     )
-    async with offers_unit(docker_only) as offers:
+    async with offers_unit(docker_only, stores=stores) as offers:
         sent = await offers.request(notebook_request())
         assert subjects_of(sent) == [subjects.scheduler_command(EAST, SchedulerVerb.QUOTE)]
         offerset = offerset_of(await offers.quoted(EAST, holds=[hold(EAST, START)]))

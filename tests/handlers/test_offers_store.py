@@ -15,6 +15,8 @@ import pytest
 from services.offers import store as tables
 from services.offers.domain import RequestState
 from services.offers.store import SCHEMA, ReadModel, Reads
+from shared.bus.postgres import PostgresStore
+from shared.bus.sqlite import SqliteStore
 from shared.bus.store import Store
 from shared.lifecycle import Phase
 from shared.messages import SlotsQuoted
@@ -28,11 +30,19 @@ SESSION_ID = "0b8f4a5e-6c1d-4f2a-8e3b-1d2c3b4a5f60"
 TRACE = {"traceparent": "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"}
 
 
-@pytest.fixture
-async def both(tmp_path: Path) -> AsyncIterator[tuple[Store, ReadModel]]:
-    store = Store(tmp_path / "offers.sqlite", SCHEMA)
+@pytest.fixture(params=["sqlite", "postgres"])
+async def both(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Store, ReadModel]]:
+    """The handlers' store and the HTTP API's read model on a connection of its own: the SQLite
+    file opened again, or a second store on the same PostgreSQL schema."""
+    store: Store
+    if request.param == "sqlite":
+        store = SqliteStore(tmp_path / "offers.sqlite", SCHEMA)
+        read_model = ReadModel(store.path)
+    else:
+        url = request.getfixturevalue("postgres_url")
+        store = PostgresStore(url, "offers", SCHEMA)
+        read_model = ReadModel(PostgresStore(url, "offers", SCHEMA))
     await store.open()
-    read_model = ReadModel(store.path)
     await read_model.open()
     try:
         yield store, read_model

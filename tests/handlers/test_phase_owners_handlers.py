@@ -11,7 +11,7 @@ import pytest
 from services.scheduler.states import IllegalReservationChange, ReservationState
 from shared import subjects
 from shared.bus.events import publish_phase
-from shared.bus.store import MEMORY, Store
+from shared.bus.sqlite import MEMORY, SqliteStore
 from shared.lifecycle import IllegalTransition, Phase
 from shared.messages import (
     FailSession,
@@ -200,7 +200,7 @@ async def test_a_stop_of_a_launched_session_is_left_to_its_driver(launcher: Laun
 
 
 async def test_publish_phase_checks_every_change_against_the_lifecycle() -> None:
-    store = Store(MEMORY, "")
+    store = SqliteStore(MEMORY, "")
     await store.open()
     async with store.transaction(NOW) as tx:
         assert await publish_phase(tx, "s", OWNER, Phase.RUNNING, Phase.RELEASING, {}) is True

@@ -253,10 +253,10 @@ async def use_of(offers: Offers) -> offers_tables.OwnerUse:
 
 async def test_a_database_from_before_the_kept_counts_is_counted_once_at_open(offers: Offers) -> None:
     await offered(offers, "r1")
-    offers.store.conn.execute("DELETE FROM owner_use")  # as if written before the table existed
-    offers.store.conn.executescript(offers_tables.SCHEMA)
+    await offers.run(lambda tx: tx.execute("DELETE FROM owner_use"))  # as if from before the table
+    await offers.store.apply_schema()
     assert await use_of(offers) == offers_tables.OwnerUse(2, 0)
-    offers.store.conn.executescript(offers_tables.SCHEMA)  # and never counted twice
+    await offers.store.apply_schema()  # and never counted twice
     assert await use_of(offers) == offers_tables.OwnerUse(2, 0)
 
 

@@ -18,7 +18,7 @@ from shared.messages import LaunchSession, PreparationMeasured, SessionEvent
 from shared.models import SIMPLE_DATA_KIND
 from shared.pools import PoolLimits
 from shared.subjects import LauncherFact, LauncherVerb
-from tests.handlers.harness import NOW, OWNER, only, subjects_of
+from tests.handlers.harness import NOW, OWNER, StoreMaker, only, subjects_of
 from tests.handlers.units import HOLD_GRACE_S, TINY, Scheduler, scheduler_unit
 
 S = ReservationState
@@ -30,9 +30,9 @@ LAPSED = NOW + timedelta(minutes=5, seconds=HOLD_GRACE_S)
 # -- quotes ---------------------------------------------------------------------------------------
 
 
-async def test_a_quote_with_capacity_holds_slots_in_the_table_and_the_ledger() -> None:
+async def test_a_quote_with_capacity_holds_slots_in_the_table_and_the_ledger(stores: StoreMaker) -> None:
     pool = TINY.model_copy(update={"cores": 2, "max_offers": 3})
-    async with scheduler_unit(pool) as scheduler:
+    async with scheduler_unit(pool, stores=stores) as scheduler:
         quoted = await scheduler.quote("r1", LATER, latest_start=LATER + timedelta(hours=1), max_offers=5)
         assert (quoted.request_id, quoted.pool, quoted.reasons) == ("r1", TINY.name, [])
         assert len(quoted.holds) == 3  # the pool's max_offers caps the request's
@@ -46,9 +46,25 @@ async def test_a_quote_with_capacity_holds_slots_in_the_table_and_the_ledger() -
         assert {h.session_id for h in quoted.holds} <= {r.id for r in scheduler.handlers.ledger}
 
 
-async def test_a_quote_over_the_pools_limits_is_refused_with_every_reason() -> None:
+async def test_a_quote_applied_again_on_a_store_that_lost_it_holds_the_same_sessions() -> None:
+    """The start-up replay applies a quote again when a crash lost the transaction that held its
+    slots; the answer it re-produces is dropped by the stream as a duplicate, so the holds must
+    carry the ids the offer set already announced. Another request gets other ids."""
+    pool = TINY.model_copy(update={"cores": 2, "max_offers": 2})
+    window = {"latest_start": LATER + timedelta(hours=1), "max_offers": 2}
+    async with scheduler_unit(pool) as first:
+        announced = await first.quote("r1", LATER, **window)
+    async with scheduler_unit(pool) as restarted:  # the same quote on a store without it
+        again = await restarted.quote("r1", LATER, **window)
+        other = await restarted.quote("r2", LATER, **window)
+    assert len(announced.holds) == 2
+    assert [h.session_id for h in again.holds] == [h.session_id for h in announced.holds]
+    assert not {h.session_id for h in other.holds} & {h.session_id for h in announced.holds}
+
+
+async def test_a_quote_over_the_pools_limits_is_refused_with_every_reason(stores: StoreMaker) -> None:
     pool = TINY.model_copy(update={"limits": PoolLimits(cores=1, memory_gib=2, duration_s=3600)})
-    async with scheduler_unit(pool) as scheduler:
+    async with scheduler_unit(pool, stores=stores) as scheduler:
         quoted = await scheduler.quote(
             "r1", LATER, cores_min=2, cores_max=2, memory_min=3, memory_max=3, duration_s=7200
         )
@@ -68,8 +84,8 @@ async def test_a_quote_with_no_free_slot_says_why(scheduler: Scheduler) -> None:
     assert len(await scheduler.rows("SELECT * FROM reservations")) == 1
 
 
-async def test_a_quote_whose_window_closes_before_preparation_ends_is_refused() -> None:
-    async with scheduler_unit(TINY.model_copy(update={"prepare_s": 600})) as scheduler:
+async def test_a_quote_whose_window_closes_before_preparation_ends_is_refused(stores: StoreMaker) -> None:
+    async with scheduler_unit(TINY.model_copy(update={"prepare_s": 600}), stores=stores) as scheduler:
         quoted = await scheduler.quote("r1", NOW + timedelta(minutes=5))
         assert quoted.holds == []
         (reason,) = quoted.reasons

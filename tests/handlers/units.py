@@ -32,7 +32,7 @@ from shared.messages import BookSession, CancelSession, Hold, Message, QuoteSlot
 from shared.models import ENUM_VALUE_UPDATE_KIND, JUPYTER_NOTEBOOK_KIND, SIMPLE_COMPUTE_KIND
 from shared.pools import Pool
 from shared.subjects import LauncherVerb, SchedulerFact, SchedulerVerb
-from tests.handlers.harness import NOW, OWNER, Sent, Service, only
+from tests.handlers.harness import NOW, OWNER, Sent, Service, StoreMaker, in_memory, only
 from tests.unit.offers_policy import LOCAL, POLICY
 
 # -- the scheduler --------------------------------------------------------------------------------
@@ -106,10 +106,12 @@ async def _no_pool_reports(msg: Msg) -> None:
 
 
 @asynccontextmanager
-async def scheduler_unit(pool: Pool = TINY, hold_grace_s: int = HOLD_GRACE_S) -> AsyncIterator[Scheduler]:
+async def scheduler_unit(
+    pool: Pool = TINY, hold_grace_s: int = HOLD_GRACE_S, stores: StoreMaker = in_memory
+) -> AsyncIterator[Scheduler]:
     handlers = SchedulerHandlers(pool, hold_grace_s)
     wiring = scheduler_service.wiring({pool.name: handlers}, _no_pool_reports)
-    unit = await Scheduler.open(scheduler_tables.SCHEMA, handlers, wiring)
+    unit = await Scheduler.open(scheduler_tables.SCHEMA, handlers, wiring, stores)
     try:
         yield unit
     finally:
@@ -151,9 +153,9 @@ class Launcher(Service[LauncherHandlers]):
 
 
 @asynccontextmanager
-async def launcher_unit(pool: str = TINY.name) -> AsyncIterator[Launcher]:
+async def launcher_unit(pool: str = TINY.name, stores: StoreMaker = in_memory) -> AsyncIterator[Launcher]:
     handlers = LauncherHandlers(RecordingDrivers(), pool, "local")
-    unit = await Launcher.open(launcher_tables.SCHEMA, handlers, launcher_service.wiring([handlers]))
+    unit = await Launcher.open(launcher_tables.SCHEMA, handlers, launcher_service.wiring([handlers]), stores)
     try:
         yield unit
     finally:
@@ -235,10 +237,12 @@ class Offers(Service[OffersHandlers]):
 
 
 @asynccontextmanager
-async def offers_unit(policy: OfferPolicy = TWO_POOLS) -> AsyncIterator[Offers]:
+async def offers_unit(
+    policy: OfferPolicy = TWO_POOLS, stores: StoreMaker = in_memory
+) -> AsyncIterator[Offers]:
     handlers = OffersHandlers(policy)
     wiring = offers_service.wiring(handlers, [p.name for p in policy.pools])
-    unit = await Offers.open(offers_tables.SCHEMA, handlers, wiring)
+    unit = await Offers.open(offers_tables.SCHEMA, handlers, wiring, stores)
     try:
         yield unit
     finally:

@@ -19,7 +19,8 @@ from shared import subjects
 from shared.bus.acks import DoubleAcks
 from shared.bus.pulling import BatchPuller, JetStreamUnreachable
 from shared.bus.runtime import Incoming, ServiceRuntime
-from shared.bus.store import Store, Transaction
+from shared.bus.sqlite import SqliteStore
+from shared.bus.store import Transaction
 from shared.bus.streams import ConsumerSpec, ensure_consumer, ensure_streams
 from shared.bus.wiring import Consumer, Route, Wiring
 from shared.messages import QuoteSlots, SlotsQuoted
@@ -34,14 +35,14 @@ SCHEMA = "CREATE TABLE IF NOT EXISTS applied (msg_id TEXT, body TEXT);"
 
 
 async def test_a_failing_part_undoes_only_itself(tmp_path: Path) -> None:
-    store = Store(tmp_path / "svc.sqlite", SCHEMA)
+    store = SqliteStore(tmp_path / "svc.sqlite", SCHEMA)
     await store.open()
     committed: list[str] = []
     undone: list[str] = []
     async with store.transaction() as tx:
         for name in ("first", "broken", "third"):
             try:
-                with tx.savepoint():
+                async with tx.savepoint():
                     await tx.execute("INSERT INTO applied(msg_id, body) VALUES (?, ?)", (name, name))
                     await tx.publish(f"eb.sessions.o.{name}.RUNNING", b"{}", f"out:{name}")
                     tx.after_commit(lambda name=name: committed.append(name))  # type: ignore[misc]
@@ -60,7 +61,7 @@ async def test_a_failing_part_undoes_only_itself(tmp_path: Path) -> None:
 
 
 async def test_a_rolled_back_transaction_runs_every_undo_newest_first(tmp_path: Path) -> None:
-    store = Store(tmp_path / "svc.sqlite", SCHEMA)
+    store = SqliteStore(tmp_path / "svc.sqlite", SCHEMA)
     await store.open()
     undone: list[int] = []
     with pytest.raises(RuntimeError):
@@ -169,7 +170,7 @@ async def test_a_batch_with_a_failing_message_applies_the_others_once_and_retrie
     js = nc.jetstream()
     for n in range(1, 7):
         await js.publish("eb.launcher.batch.cmd.work", f"m{n}".encode(), headers={"Nats-Msg-Id": f"id-{n}"})
-    store = Store(tmp_path / "svc.sqlite", SCHEMA)
+    store = SqliteStore(tmp_path / "svc.sqlite", SCHEMA)
     work = Route(subjects.LAUNCHER_COMMAND, handle, None, {"pool": "batch"})
     runtime = ServiceRuntime(
         Wiring("svc", consumers=(Consumer("svc-batch", (work,)),)),
@@ -192,9 +193,7 @@ async def test_a_batch_with_a_failing_message_applies_the_others_once_and_retrie
         assert [r[0] for r in rows] == [f"m{n}" for n in range(1, 7)]  # each applied once
         assert attempts == {"m1": 1, "m2": 1, "m3": 2, "m4": 1, "m5": 1, "m6": 1}
         assert info.num_ack_pending == 0
-        published = await js.stream_info(
-            subjects.EVENTS_STREAM, subjects_filter="eb.sessions.*.*.RUNNING"
-        )
+        published = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter="eb.sessions.*.*.RUNNING")
         assert sum((published.state.subjects or {}).values()) == 6
     finally:
         await runtime.stop()
@@ -208,7 +207,7 @@ async def test_quotes_in_one_batch_never_share_capacity(tmp_path: Path) -> None:
     changes at once, not at commit); a rolled-back quote gives its capacity back."""
     pool = Pool(name="tiny", platform="local", cores=1, memory_gib=4, grid_s=1, prepare_s=0, max_offers=1)
     handlers = SchedulerHandlers(pool, hold_grace_s=60)
-    store = Store(tmp_path / "scheduler.sqlite", scheduler_tables.SCHEMA)
+    store = SqliteStore(tmp_path / "scheduler.sqlite", scheduler_tables.SCHEMA)
     await store.open()
     await handlers.load(store)
     now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=10)
@@ -233,10 +232,11 @@ async def test_quotes_in_one_batch_never_share_capacity(tmp_path: Path) -> None:
         return Incoming(subject, body.to_bytes(), {}, request_id, 1)
 
     async with store.transaction(now - timedelta(seconds=10)) as tx:
-        with pytest.raises(RuntimeError), tx.savepoint():
-            await handlers.quote(tx, quote("rolled-back"))
-            assert len(handlers.ledger) == 1
-            raise RuntimeError("this message fails after holding")
+        with pytest.raises(RuntimeError):
+            async with tx.savepoint():
+                await handlers.quote(tx, quote("rolled-back"))
+                assert len(handlers.ledger) == 1
+                raise RuntimeError("this message fails after holding")
         await handlers.quote(tx, quote("a"))  # gets the core the rolled-back quote gave back
         await handlers.quote(tx, quote("b"))
         await handlers.quote(tx, quote("c"))

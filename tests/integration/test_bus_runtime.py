@@ -15,6 +15,7 @@ from nats.js.api import ConsumerConfig
 
 from shared import subjects
 from shared.bus.runtime import Incoming, ServiceRuntime
+from shared.bus.sqlite import SqliteStore
 from shared.bus.store import OutboxRow, Store, Transaction
 from shared.bus.streams import ensure_streams
 from shared.bus.wiring import Consumer, Route, Wiring
@@ -44,7 +45,7 @@ class Recorder:
 async def start_runtime(
     nats_url: str, tmp_path: Path, recorder: Recorder, *, ack_wait: float = 5, max_deliver: int = 3
 ) -> ServiceRuntime:
-    store = Store(tmp_path / "svc.sqlite", SCHEMA)
+    store = SqliteStore(tmp_path / "svc.sqlite", SCHEMA)
     work = Route(subjects.LAUNCHER_COMMAND, recorder.handle, None, {"pool": "test"})
     runtime = ServiceRuntime(
         Wiring("svc", consumers=(Consumer("svc-work", (work,), on_dead=recorder.on_dead),)),
@@ -167,7 +168,7 @@ async def test_poison_message_goes_to_dead_letters_with_reason(
 async def test_relay_resends_rows_left_unsent_by_a_crash(
     nats_url: str, tmp_path: Path, nc: nats.NATS
 ) -> None:
-    store = Store(tmp_path / "svc.sqlite", SCHEMA)
+    store = SqliteStore(tmp_path / "svc.sqlite", SCHEMA)
     await store.open()
     # As if the process died after committing but before publishing: the row is old and unsent.
     async with store.transaction(datetime.now(UTC) - timedelta(seconds=30)) as tx:
@@ -276,7 +277,7 @@ async def test_rows_the_server_refuses_are_dead_lettered_and_the_others_sent(
 ) -> None:
     """Rows larger than the server's max_payload leave the outbox for the dead-letter subject, with
     their reason, at once; the rows between them are sent; nothing is retried for ever."""
-    store = Store(tmp_path / "svc.sqlite", SCHEMA)
+    store = SqliteStore(tmp_path / "svc.sqlite", SCHEMA)
     await store.open()
     too_large = b"x" * (nc.max_payload + 1)
     async with store.transaction(datetime.now(UTC) - timedelta(seconds=30)) as tx:
@@ -295,7 +296,7 @@ async def test_rows_the_server_refuses_are_dead_lettered_and_the_others_sent(
     runtime = ServiceRuntime(
         Wiring("svc", on_refused=on_refused),
         nats_url,
-        Store(tmp_path / "svc.sqlite", SCHEMA),
+        SqliteStore(tmp_path / "svc.sqlite", SCHEMA),
         setup_tracing("svc"),
     )
     await runtime.start()
@@ -356,7 +357,7 @@ async def test_a_batch_that_cannot_commit_is_retried_message_by_message(
     runtime = ServiceRuntime(
         Wiring("svc", consumers=(Consumer("svc-work", (work,), on_dead=breaker.on_dead),)),
         nats_url,
-        Store(tmp_path / "svc.sqlite", POISON_SCHEMA),
+        SqliteStore(tmp_path / "svc.sqlite", POISON_SCHEMA),
         setup_tracing("svc"),
         ack_wait_s=5,
         max_deliver=2,

@@ -14,6 +14,7 @@ import pytest
 from services.launcher import store as tables
 from services.launcher.driver import Drivers
 from services.launcher.platforms.local.platform import LocalPlatform
+from shared.bus.sqlite import SqliteStore
 from shared.bus.store import Store, Transaction
 from shared.lifecycle import Phase
 from shared.messages import LaunchSession
@@ -49,7 +50,7 @@ class FakeRuntime:
 
 @pytest.fixture
 async def runtime(tmp_path: Path) -> AsyncIterator[FakeRuntime]:
-    store = Store(tmp_path / "launcher.sqlite", tables.SCHEMA)
+    store = SqliteStore(tmp_path / "launcher.sqlite", tables.SCHEMA)
     await store.open()
     yield FakeRuntime(store)
     await store.close()

@@ -129,6 +129,8 @@ async def test_mallory_cannot_read_bobs_answers_or_events_live(mallory: tuple[Cl
         f"{subjects.OFFERSET.filter()}",
         "_INBOX.>",  # other clients' replies under the shared prefix
         f"_INBOX_{BOB}.>",  # Bob's private inbox
+        "eb.ops.>",  # the operators' events (a stream filling up)
+        subjects.ops_event(MALLORY, subjects.OpsFact.STREAM_FILLING),
     ):
         await nc.subscribe(subject)
         await refusals.refused("subscription", subject)
@@ -147,6 +149,8 @@ async def test_mallory_cannot_replay_bobs_history_through_any_jetstream_api(
         f"$JS.API.CONSUMER.CREATE.{EVENTS}": body,
         f"$JS.API.CONSUMER.CREATE.{EVENTS}.{name}": body,
         f"$JS.API.CONSUMER.DURABLE.CREATE.{EVENTS}.{name}": body,
+        # Nor the operators' events through a consumer of the events stream.
+        f"$JS.API.CONSUMER.CREATE.{EVENTS}.{name}.eb.ops.>": body,
         # Stored messages by sequence or by subject, and the stream's subject list.
         f"$JS.API.STREAM.MSG.GET.{EVENTS}": json.dumps({"last_by_subj": bob_events}),
         f"$JS.API.DIRECT.GET.{EVENTS}": json.dumps({"last_by_subj": bob_events}),
@@ -189,6 +193,8 @@ async def test_mallory_cannot_pull_from_or_redefine_a_service_durable(
     settings = Settings()
     durables = sorted(service_consumers(entry.wiring(settings) for entry in installed_services().values()))
     assert durables, "the services declare their durables"
+    # The readers of the services' start-up replay too: one Mallory made first would block it.
+    assert any(name.endswith("-replay0") for name in durables)
     for durable in durables:
         for subject in (
             f"$JS.API.CONSUMER.MSG.NEXT.{COMMANDS}.{durable}",

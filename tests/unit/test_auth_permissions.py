@@ -73,6 +73,16 @@ def test_users_publish_no_service_subject(mine: str, value: str) -> None:
     assert not may_subscribe(p, subjects.DEAD_LETTER.filter())
 
 
+@given(tokens, ids)
+def test_users_cannot_read_the_operations_subjects(mine: str, value: str) -> None:
+    """``eb.ops.>`` is the operators': not live, and not through a consumer of the events stream."""
+    p = user_permissions(mine, service_consumers=SERVICE_CONSUMERS)
+    ops = (subjects.OPS.filter(), subjects.ops_event(mine, subjects.OpsFact.STREAM_FILLING), "eb.ops.>")
+    for subject in ops:
+        assert not may_subscribe(p, subject), subject
+        assert not may_publish(p, consumer_create(subjects.EVENTS_STREAM, value, subject)), subject
+
+
 @given(tokens, tokens, ids)
 def test_jetstream_reads_go_through_consumers_filtered_on_the_owner(
     mine: str, theirs: str, name: str

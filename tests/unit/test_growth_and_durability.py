@@ -11,9 +11,10 @@ import pytest
 from pydantic import ValidationError
 
 from shared import subjects
-from shared.bus.store import Store
+from shared.bus.sqlite import SqliteStore
 from shared.bus.streams import StreamLimits, stream_configs
-from shared.bus.upkeep import FILL_WARNING, StreamUse, filling
+from shared.bus.upkeep import FILL_WARNING, StreamUse, announce_filling, filling, filling_msg_id, step
+from shared.messages import StreamFilling
 from shared.ops.secured import SecuredBus
 from shared.settings import Settings
 
@@ -66,9 +67,46 @@ def test_a_stream_past_four_fifths_of_its_bytes_is_filling() -> None:
     assert [u.stream for u in filling(uses)] == ["b"]
 
 
+@pytest.mark.parametrize(
+    ("used", "expected"), [(800, 0.8), (899, 0.8), (900, 0.9), (999, 0.9), (1000, 1.0), (1200, 1.0)]
+)
+def test_a_filling_stream_is_announced_at_each_tenth_from_the_warning_on(used: int, expected: float) -> None:
+    assert step(StreamUse("s", used, 1000)) == expected
+
+
+def test_a_filling_event_id_names_the_stream_the_step_and_the_hour() -> None:
+    at = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+    use = StreamUse("s", 850, 1000)
+    assert filling_msg_id(use, at) == filling_msg_id(StreamUse("s", 899, 1000), at + timedelta(minutes=55))
+    assert filling_msg_id(use, at) != filling_msg_id(use, at + timedelta(hours=1))
+    assert filling_msg_id(use, at) != filling_msg_id(StreamUse("s", 900, 1000), at)
+    assert filling_msg_id(use, at) != filling_msg_id(StreamUse("t", 850, 1000), at)
+
+
+async def test_a_service_announces_a_filling_stream_once_per_step_and_hour(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "svc.sqlite", "")
+    await store.open()
+    at = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+    full = [StreamUse(subjects.EVENTS_STREAM, 850, 1000, messages=7)]
+    try:
+        queued = []
+        for now, use in ((at, full), (at + timedelta(minutes=30), full), (at + timedelta(hours=1), full)):
+            async with store.transaction(now) as tx:
+                queued.append(await announce_filling(tx, "svc", use))
+        async with store.transaction(at) as tx:
+            queued.append(await announce_filling(tx, "svc", [StreamUse(subjects.EVENTS_STREAM, 950, 1000)]))
+            (row,) = tx.outbox
+        assert queued == [1, 0, 1, 1]
+        assert row.subject == subjects.ops_event("svc", subjects.OpsFact.STREAM_FILLING)
+        event = StreamFilling.model_validate_json(row.payload)
+        assert (event.threshold, event.fraction, event.bytes, event.max_bytes) == (0.9, 0.95, 950, 1000)
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize(("synchronous", "pragma"), [("NORMAL", 1), ("FULL", 2)])
 async def test_the_store_syncs_as_its_durability_says(tmp_path: Path, synchronous: str, pragma: int) -> None:
-    store = Store(tmp_path / "s.sqlite", SCHEMA, synchronous=synchronous)
+    store = SqliteStore(tmp_path / "s.sqlite", SCHEMA, synchronous=synchronous)
     await store.open()
     try:
         assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == pragma
@@ -78,7 +116,7 @@ async def test_the_store_syncs_as_its_durability_says(tmp_path: Path, synchronou
 
 def test_a_store_refuses_an_unknown_synchronous_mode() -> None:
     with pytest.raises(ValueError, match="synchronous"):
-        Store(":memory:", SCHEMA, synchronous="OFF; DROP TABLE notes")
+        SqliteStore(":memory:", SCHEMA, synchronous="OFF; DROP TABLE notes")
 
 
 def wal_size(database: Path) -> int:
@@ -87,7 +125,7 @@ def wal_size(database: Path) -> int:
 
 async def test_a_truncating_checkpoint_empties_the_wal(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
-    store = Store(path, SCHEMA)
+    store = SqliteStore(path, SCHEMA)
     await store.open()
     try:
         async with store.transaction(NOW) as tx:
@@ -106,7 +144,7 @@ async def test_a_truncating_checkpoint_empties_the_wal(tmp_path: Path) -> None:
 
 
 async def test_sent_since_lists_only_what_the_stream_confirmed_lately(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.sqlite", SCHEMA)
+    store = SqliteStore(tmp_path / "s.sqlite", SCHEMA)
     await store.open()
     try:
         async with store.transaction(NOW) as tx:

@@ -20,16 +20,19 @@ EVERYTHING = {
     "EB_HTTP_NATS_NKEY_SEED_FILE": "/data/bus/http.nk",
     "EB_LOGIN_WINDOW_S": "60",
     "EB_TOY_TOKEN": "an unknown plugin's",
+    "EB_DATABASE_URL": "postgresql://broker:db-password@db/broker",
 }
 SHARED = {"PATH", "EB_POOLS", "EB_OIDC_ISSUER", "OTEL_EXPORTER_OTLP_ENDPOINT", "EB_TOY_TOKEN"}
+#: Where the services keep their state: all three, and only they.
+STATE = {"EB_DATABASE_URL"}
 
 
 def test_each_service_gets_the_shared_variables_and_only_its_own_secrets() -> None:
-    assert set(service_environment("launcher", EVERYTHING)) == SHARED | {
+    assert set(service_environment("launcher", EVERYTHING)) == SHARED | STATE | {
         "EB_CANFAR_TOKEN", "EB_DIRAC_TOKEN_FILE", "EB_JBO_TOKEN", "EB_LOCAL_SANDBOX",
     }  # fmt: skip
-    assert set(service_environment("scheduler", EVERYTHING)) == SHARED | {"EB_RUCIO_TOKEN"}
-    assert set(service_environment("offers", EVERYTHING)) == SHARED | {
+    assert set(service_environment("scheduler", EVERYTHING)) == SHARED | STATE | {"EB_RUCIO_TOKEN"}
+    assert set(service_environment("offers", EVERYTHING)) == SHARED | STATE | {
         "EB_ADMIN_PASSWORD", "EB_HTTP_SECRET", "EB_HTTP_NATS_NKEY_SEED_FILE", "EB_LOGIN_WINDOW_S",
     }  # fmt: skip
 

@@ -132,6 +132,12 @@ def test_the_facts_are_published_by_the_service_that_knows_them(permissions: dic
     assert publishers(permissions, subjects.UPDATE_RESULT.filter()) == {"offers"}
     for name in SERVICES:
         assert publishers(permissions, subjects.dead_letter(name)) == {name}
+        assert publishers(permissions, subjects.ops_event(name, subjects.OpsFact.STREAM_FILLING)) == {name}
+
+
+def test_no_service_reads_the_operations_subjects(permissions: dict[str, Permissions]) -> None:
+    for name, granted in permissions.items():
+        assert not any(overlaps(allowed, subjects.OPS.filter()) for allowed in granted.subscribe.allow), name
 
 
 def test_no_service_speaks_for_a_user(permissions: dict[str, Permissions]) -> None:
@@ -140,12 +146,15 @@ def test_no_service_speaks_for_a_user(permissions: dict[str, Permissions]) -> No
 
 
 def durable_of(allow: str) -> tuple[str, str] | None:
-    """The (stream, durable) a JetStream grant names, or None for a stream-level grant."""
+    """The (stream, durable) a JetStream grant names, or None for a stream-level grant. A grant for
+    a start-up replay reader (`Consumer.replay_readers`) names the reader's durable."""
     tokens = allow.split(".")
     if allow.startswith(f"{JS_ACK}."):
         return tokens[2], tokens[3]
+    if allow.startswith(f"{JS_API}.CONSUMER.CREATE."):
+        return tokens[4], tokens[5].rsplit("-replay", 1)[0]
     if allow.startswith(f"{JS_API}.CONSUMER."):
-        return tokens[-2], tokens[-1]
+        return tokens[-2], tokens[-1].rsplit("-replay", 1)[0]
     return None
 
 
@@ -167,6 +176,30 @@ def test_the_jetstream_calls_name_only_the_services_own_durables(
                 f"{JS_ACK}.{stream}.{durable}.>",
             ):
                 assert needed in p.publish.allow, (name, needed)
+
+
+def test_the_start_up_replay_reads_only_the_services_own_filter_subjects(
+    wirings: dict[str, Wiring], permissions: dict[str, Permissions]
+) -> None:
+    """Each replay reader may be created on exactly one filter subject of its durable, named in the
+    create subject (the server checks the request against it), and pulled from; nothing else."""
+    for name, p in permissions.items():
+        creates = {a for a in p.publish.allow if a.startswith(f"{JS_API}.CONSUMER.CREATE.")}
+        pulls = {
+            a for a in p.publish.allow if a.startswith(f"{JS_API}.CONSUMER.MSG.NEXT.") and "-replay" in a
+        }
+        readers = [(c.stream, reader) for c in wirings[name].consumers for reader in c.replay_readers]
+        assert creates == {f"{JS_API}.CONSUMER.CREATE.{stream}.{n}.{f}" for stream, (n, f) in readers}, name
+        assert pulls == {f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{n}" for stream, (n, _) in readers}, name
+        assert not any(a.startswith(f"{JS_ACK}.") and "-replay" in a for a in p.publish.allow)
+        foreign = subjects.offerset("mallory", "r1")  # a subject no service consumes
+        for consumer in wirings[name].consumers:
+            reader, own = consumer.replay_readers[0]
+            create = f"{JS_API}.CONSUMER.CREATE.{consumer.stream}"
+            assert not may_publish(p, f"{create}.{reader}")  # no filter named: any filter
+            assert not may_publish(p, f"{create}.{reader}.{foreign}")
+            assert not may_publish(p, f"{create}.{consumer.durable}.{own}")
+            assert not may_publish(p, f"{create}.other.{own}")
 
 
 def test_no_service_may_create_change_delete_or_purge_a_stream_or_a_foreign_durable(

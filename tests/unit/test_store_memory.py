@@ -1,4 +1,5 @@
-"""`Store(MEMORY)`: the same transactions and outbox as a store on disk, with no file (handler tests)."""
+"""`SqliteStore(MEMORY)`: the same transactions and outbox as a store on disk, with no file (handler
+tests)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.bus.store import MEMORY, Store
+from shared.bus.sqlite import MEMORY, SqliteStore
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SCHEMA = "CREATE TABLE IF NOT EXISTS notes (id TEXT PRIMARY KEY);"
@@ -18,7 +19,7 @@ async def test_a_store_in_memory_commits_rolls_back_and_writes_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # a path taken literally would create ./:memory: here
-    store = Store(MEMORY, SCHEMA)
+    store = SqliteStore(MEMORY, SCHEMA)
     await store.open()
     async with store.transaction(NOW) as tx:
         await tx.execute("INSERT INTO notes(id) VALUES ('kept')")
@@ -38,7 +39,7 @@ async def test_a_store_in_memory_commits_rolls_back_and_writes_no_file(
 
 
 async def test_each_store_in_memory_has_a_database_of_its_own() -> None:
-    first, second = Store(MEMORY, SCHEMA), Store(MEMORY, SCHEMA)
+    first, second = SqliteStore(MEMORY, SCHEMA), SqliteStore(MEMORY, SCHEMA)
     await first.open()
     await second.open()
     async with first.transaction(NOW) as tx:

@@ -16,6 +16,7 @@ from shared.subjects import (
     EVENTS_STREAM,
     LauncherFact,
     LauncherVerb,
+    OpsFact,
     SchedulerFact,
     SchedulerVerb,
     SubjectError,
@@ -78,6 +79,7 @@ BUILT: list[tuple[str, str, str]] = [
     ("launcher_command", subjects.launcher_command("local", LauncherVerb.LAUNCH), COMMANDS_STREAM),
     ("launcher_event", subjects.launcher_event("local", LauncherFact.MEASURED), EVENTS_STREAM),
     ("dead_letter", subjects.dead_letter("offers"), EVENTS_STREAM),
+    ("ops_event", subjects.ops_event("offers", OpsFact.STREAM_FILLING), EVENTS_STREAM),
 ]
 
 
@@ -113,7 +115,19 @@ def test_health_subjects_are_core_nats_and_stored_by_no_stream() -> None:
 
 # Tokens that are also literal words in some subject pattern: a builder given one of them as an id
 # must still route by position, not by substring.
-TRICKY = ["replies", "updates", "cmd", "evt", "offersets", "dead", "requests", "sessions", "scheduler", "x"]
+TRICKY = [
+    "replies",
+    "updates",
+    "cmd",
+    "evt",
+    "offersets",
+    "dead",
+    "ops",
+    "requests",
+    "sessions",
+    "scheduler",
+    "x",
+]
 
 BUILDERS: list[tuple[str, Callable[[str], str], str]] = [
     ("request(owner)", lambda t: subjects.request(t, RID), COMMANDS_STREAM),
@@ -135,6 +149,7 @@ BUILDERS: list[tuple[str, Callable[[str], str], str]] = [
     ("launcher_command(pool)", lambda t: subjects.launcher_command(t, LauncherVerb.LAUNCH), COMMANDS_STREAM),
     ("launcher_event(pool)", lambda t: subjects.launcher_event(t, LauncherFact.MEASURED), EVENTS_STREAM),
     ("dead_letter", subjects.dead_letter, EVENTS_STREAM),
+    ("ops_event(service)", lambda t: subjects.ops_event(t, OpsFact.STREAM_FILLING), EVENTS_STREAM),
 ]
 
 

@@ -17,6 +17,7 @@ from nats.js.api import DeliverPolicy
 from shared import subjects
 from shared.auth import owners
 from shared.auth.credentials import Credentials
+from shared.bus.servers import server_urls
 from shared.client import BrokerClient
 from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
@@ -59,7 +60,7 @@ class NatsBus:
             return None
 
         self._nc = await nats.connect(
-            self.nats_url,
+            server_urls(self.nats_url),
             name="eb-offers-http",
             **Credentials(nkey_seed_file=self.seed_file).connect_options(),
             max_reconnect_attempts=-1,

@@ -14,7 +14,8 @@ from pydantic.json_schema import models_json_schema
 
 from services.offers.http import views
 from services.offers.http.origins import UNSAFE_METHODS
-from shared.models import EnumValueUpdate, ExecutionRequest
+from shared.models import MAX_DOCUMENT_BYTES, EnumValueUpdate, ExecutionRequest
+from shared.models.serialise import MAX_DOCUMENT_DEPTH
 
 _ERROR_TEXTS = {
     400: "Missing or invalid fields",
@@ -42,6 +43,9 @@ def body(name: str) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
+            # OpenAPI has no keyword for a body's size: the guard answers 413 past it (`guard`).
+            "description": f"A JSON or YAML document of at most {MAX_DOCUMENT_BYTES} bytes (413 beyond), "
+            f"nested at most {MAX_DOCUMENT_DEPTH} levels deep.",
             "content": {"application/json": {"schema": schema}, "application/yaml": {"schema": schema}},
         }
     }

@@ -16,6 +16,7 @@ from services.offers.http.context import HttpContext
 from services.offers.http.migration import move_legacy_identities
 from services.offers.http.settings import HttpSettings
 from services.offers.store import ReadModel
+from shared.bus.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class _Server(uvicorn.Server):
 
 
 class HttpServer:
-    def __init__(self, settings: HttpSettings, nats_url: str, database: Path, data_dir: Path) -> None:
+    def __init__(self, settings: HttpSettings, nats_url: str, database: Path | Store, data_dir: Path) -> None:
         self.settings = settings
         self.data_dir = data_dir
         if settings.http_nats_nkey_seed_file is None:
