@@ -184,3 +184,22 @@ def load_pools(settings: Settings, path: Path | None = None) -> PoolsConfig:
         raise PoolsConfigError(f"the pools file {source} is not valid TOML: {exc}") from None
     except ValueError as exc:
         raise PoolsConfigError(f"the pools file {source} is not valid: {exc}") from None
+
+
+def remote_pool_names(settings: Settings) -> frozenset[str]:
+    """``EB_REMOTE_POOLS``: the pools whose scheduler and launcher run at a site."""
+    return frozenset(_listed(settings.remote_pools))
+
+
+def served_pools(settings: Settings) -> PoolsConfig:
+    """The pools this installation's scheduler and launcher run: all of `load_pools` but those run
+    at a site (``EB_REMOTE_POOLS``), which the site's own scheduler and launcher run instead."""
+    config = load_pools(settings)
+    remote = remote_pool_names(settings)
+    here = [pool for pool in config.pools if pool.name not in remote]
+    if not here:
+        raise PoolsConfigError(
+            "every pool runs at a site (EB_REMOTE_POOLS): this installation's scheduler and launcher "
+            "would have no pool; keep at least one pool here"
+        )
+    return config.model_copy(update={"pools": here})

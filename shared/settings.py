@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     # Whether the service creates and updates the streams at start. A service whose NATS user has least
     # privilege may not: an operator identity creates them first and the service only checks them.
     manage_streams: bool = True
+    # The site this service runs at, behind a leaf node (`broker site`; docs/security.md "Sites"): its
+    # bus identity, inbox and shared durables are named after it, apart from the hub's own services.
+    site: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]+$", max_length=64)
+    # The JetStream domain of the streams: a site's services use the hub's (`shared.ops.site`).
+    js_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]+$", max_length=64)
+    # Pools whose scheduler and launcher run at a site (comma-separated): this installation's offers
+    # offers them, its own scheduler and launcher leave them alone (`shared.pools.served_pools`).
+    remote_pools: str = ""
     #: An OIDC issuer whose access tokens users may log in with (HTTP bearer, NATS token), and the
     #: audience its tokens must name (required with an issuer).
     oidc_issuer: str | None = None

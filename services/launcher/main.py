@@ -19,7 +19,7 @@ from shared.bus.retention import Retention, with_pruning
 from shared.bus.runtime import ServiceRuntime
 from shared.ops import contexts
 from shared.platforms.registry import capabilities, load_platform
-from shared.pools import PoolsConfig, load_pools
+from shared.pools import PoolsConfig, served_pools
 from shared.service import ServiceEntry
 from shared.settings import Settings
 from shared.telemetry import setup_tracing, tracer_provider
@@ -32,7 +32,7 @@ def build(settings: Settings, tracing: TracerProvider | None = None) -> tuple[Se
     """
     tracer = tracing or tracer_provider(settings.otel_service_prefix + SERVICE)
     store = service_store(settings, SERVICE, SCHEMA)
-    config = load_pools(settings)
+    config = served_pools(settings)
     # One plugin instance per platform that some configured pool runs on, one consumer per pool.
     work_root = settings.work_root()
     platforms = {

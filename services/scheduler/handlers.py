@@ -418,8 +418,12 @@ SERVICE = "scheduler"
 OWN_PHASES = frozenset({Phase.WAITING})
 
 
-def wiring(pools: Mapping[str, SchedulerHandlers], answer_pools: Responder) -> Wiring:
-    """Everything the scheduler hears and says: one single-writer consumer per pool."""
+def wiring(
+    pools: Mapping[str, SchedulerHandlers], answer_pools: Responder, site: str | None = None
+) -> Wiring:
+    """Everything the scheduler hears and says: one single-writer consumer per pool. A scheduler
+    at a site (`shared.ops.site`) has its own events durable: sharing the hub's, the two would
+    each receive only some of the sessions' ends."""
     # Session ids are unique across pools, so any pool's handler can end any booking. Only the
     # terminal phases free capacity, so only they are delivered: a session has seven phase events and
     # receiving the other five cost the scheduler as much as a quote each.
@@ -441,7 +445,7 @@ def wiring(pools: Mapping[str, SchedulerHandlers], answer_pools: Responder) -> W
         SERVICE,
         consumers=(
             *(_pool_commands(name, handlers) for name, handlers in pools.items()),
-            Consumer("scheduler-events", ended + measured),
+            Consumer("scheduler-events" if site is None else f"scheduler-events-at-{site}", ended + measured),
         ),
         publishes=(
             *(

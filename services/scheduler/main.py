@@ -21,7 +21,7 @@ from shared.bus.backends import service_store
 from shared.bus.retention import Retention, with_pruning
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
-from shared.pools import PoolsConfig, load_pools
+from shared.pools import PoolsConfig, served_pools
 from shared.service import ServiceEntry
 from shared.settings import Settings
 from shared.telemetry import setup_tracing, tracer_provider
@@ -36,7 +36,7 @@ def build(
     """
     tracer = tracing or tracer_provider(settings.otel_service_prefix + SERVICE)
     store = service_store(settings, SERVICE, SCHEMA)
-    config = load_pools(settings)
+    config = served_pools(settings)
     rucio_url = settings.rucio_url or config.rucio_url
     replicas = RucioClient(rucio_url, settings.rucio_token) if rucio_url else None
     ledgers: dict[str, Ledger] = {}
@@ -48,7 +48,7 @@ def build(
         await msg.respond(json.dumps(await pools_report(store, config)).encode())
 
     wired = with_pruning(
-        wiring(pools, answer_pools), tables.prune_finished, Retention(settings.retention_days)
+        wiring(pools, answer_pools, settings.site), tables.prune_finished, Retention(settings.retention_days)
     )
     runtime = ServiceRuntime.configured(wired, store, tracer, settings)
     return runtime, config, pools

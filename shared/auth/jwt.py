@@ -78,6 +78,10 @@ class _Envelope(_Strict):
     nats: _EnvelopeNats
 
 
+#: ``client_info.kind`` of a leaf node's connection (nats-server's name for it, lower-cased).
+LEAF_KIND = "leafnode"
+
+
 class _ClientInfo(_Strict):
     model_config = ConfigDict(title="client_info")
     host: Short = ""
@@ -207,6 +211,10 @@ def decode_request(token: str, *, issuer: str, now: int) -> AuthRequest:
         problem = f"malformed client field {exc.title}.{_errors(exc)}"
     else:
         credentials, problem = _credentials(opts)
+        if client.kind.lower() == LEAF_KIND:
+            # People log in; servers do not: a site's leaf node connects with its own key, which
+            # never reaches the callout (docs/security.md "Sites").
+            credentials, problem = None, "a leaf node connects with a site key (broker site-key), not a login"
     return AuthRequest(
         server_id=server.id,
         server_xkey=server.xkey,

@@ -26,8 +26,14 @@ class ServiceLogin:
         return {"nkeys_seed": str(self.nkey_seed_file), "inbox_prefix": self.inbox_prefix}
 
 
+def identity(service: str, site: str | None) -> str:
+    """A service's name on the bus: at a site (``EB_SITE``) its own, so that its inbox is not the
+    hub's service's, whose replies a site must never be allowed to read."""
+    return service if site is None else f"{service}-at-{site}"
+
+
 def service_login(settings: Settings, service: str) -> ServiceLogin | None:
     """The service's login from ``EB_NATS_NKEY_SEED_FILE``, or None: connect without one."""
     if settings.nats_nkey_seed_file is None:
         return None
-    return ServiceLogin(settings.nats_nkey_seed_file, inbox_prefix(service))
+    return ServiceLogin(settings.nats_nkey_seed_file, inbox_prefix(identity(service, settings.site)))

@@ -73,6 +73,17 @@ class Permissions:
         return block
 
 
+def api_prefix(domain: str | None) -> str:
+    """Where the JetStream API of ``domain`` is (None: this server's own)."""
+    return JS_API if domain is None else f"$JS.{domain}.API"
+
+
+def in_domain(subject: str, domain: str) -> str:
+    """A ``$JS.API`` subject as a client of JetStream ``domain`` sends it (others unchanged)."""
+    prefix = f"{JS_API}."
+    return f"{api_prefix(domain)}.{subject[len(prefix) :]}" if subject.startswith(prefix) else subject
+
+
 def inbox_prefix(service: str) -> str:
     """A service's private inbox prefix: its permissions let it read replies there and nowhere else."""
     return f"{SHARED_INBOX_PREFIX}_{service}"
@@ -106,18 +117,23 @@ def replay_api(stream: str, readers: tuple[tuple[str, str], ...]) -> tuple[str, 
     return tuple(api)
 
 
-def service_permissions(wiring: Wiring, *, inbox_prefix: str) -> Permissions:
-    """What the service of ``wiring`` may publish and subscribe to, and nothing more."""
+def service_permissions(wiring: Wiring, *, inbox_prefix: str, js_domain: str | None = None) -> Permissions:
+    """What the service of ``wiring`` may publish and subscribe to, and nothing more; its
+    JetStream calls in ``js_domain`` (a service at a site uses the hub's: `shared.ops.site`)."""
     _check_inbox_prefix(inbox_prefix)
     publish = [p.subject for p in wiring.publishes]
     publish += [f"{JS_API}.STREAM.INFO.{stream}" for stream in streams()]
     for consumer in wiring.consumers:
         publish += durable_api(consumer.stream, consumer.durable)
         publish += replay_api(consumer.stream, consumer.replay_readers)
+    deny: tuple[str, ...] = DESTRUCTIVE_API
+    if js_domain is not None:
+        publish = [in_domain(subject, js_domain) for subject in publish]
+        deny = (*deny, *(in_domain(subject, js_domain) for subject in deny))
     subscribe = [reply.subject for reply in wiring.replies]
     subscribe += [wiring.health, f"{inbox_prefix}.>"]
     return Permissions(
-        publish=SubjectRules(allow=_unique(publish), deny=DESTRUCTIVE_API),
+        publish=SubjectRules(allow=_unique(publish), deny=deny),
         subscribe=SubjectRules(allow=_unique(subscribe)),
     )
 

@@ -29,6 +29,13 @@ from nats.aio.subscription import Subscription
 _STATUS = "Status"
 # If a request's closing status is lost (a reconnect), give up on it after this long.
 _GUARD_S = 5.0
+# The status the server answers a request with when nothing serves its subject.
+_NO_RESPONDERS = "503"
+
+
+class JetStreamUnreachable(ConnectionError):
+    """No JetStream answers the pull requests (a site's link to the hub is cut, a cluster has no
+    leader): the caller waits before asking again instead of asking in a tight loop."""
 
 
 class BatchPuller:
@@ -41,6 +48,7 @@ class BatchPuller:
         self._inbox = nc.new_inbox()
         self._delivered: deque[Msg] = deque()
         self._statuses = 0
+        self._last_status: str | None = None
         self._arrived = asyncio.Event()
         self._sub: Subscription | None = None
 
@@ -55,6 +63,7 @@ class BatchPuller:
     async def _receive(self, msg: Msg) -> None:
         if msg.headers and _STATUS in msg.headers and not msg.reply:
             self._statuses += 1
+            self._last_status = msg.headers[_STATUS]
         else:
             self._delivered.append(msg)
         self._arrived.set()
@@ -62,7 +71,10 @@ class BatchPuller:
     async def next_batch(self, wait: float) -> list[Msg]:
         """Up to ``batch`` messages in stream order; [] if none came within ``wait`` seconds."""
         if not self._delivered:
+            self._last_status = None
             await self._request({"batch": self._batch, "no_wait": True}, until_one=False)
+            if self._last_status == _NO_RESPONDERS:
+                raise JetStreamUnreachable(f"no responders for {self._next}")
         if not self._delivered:
             expires = int(wait * 1_000_000_000)
             await self._request({"batch": 1, "expires": expires}, until_one=True, guard=wait + _GUARD_S)

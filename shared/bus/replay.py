@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
+from shared.bus.permissions import api_prefix
 from shared.bus.pulling import BatchPuller
 from shared.bus.streams import DUPLICATE_WINDOW_S
 from shared.bus.upkeep import RECONCILE_LOOK_BACK_S
@@ -71,8 +72,12 @@ def sequence(msg: Msg) -> int:
 class _Reader:
     """One filter subject's messages from ``since`` up to ``up_to``, in stream order."""
 
-    def __init__(self, nc: Client, stream: str, name: str, subject: str, batch: int) -> None:
+    def __init__(
+        self, nc: Client, stream: str, name: str, subject: str, batch: int, domain: str | None = None
+    ) -> None:
         self._nc = nc
+        #: The streams' JetStream domain (a service at a site reads the hub's).
+        self._domain = domain
         self._stream = stream
         self._name = name
         self._subject = subject
@@ -91,7 +96,7 @@ class _Reader:
             inactive_threshold=READER_IDLE_S,
             mem_storage=True,
         )
-        js = self._nc.jetstream()
+        js = self._nc.jetstream(domain=self._domain)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READER_CREATE_PATIENCE_S
         while True:
@@ -107,7 +112,7 @@ class _Reader:
         if not info.num_pending:
             self._done = True
             return
-        self._puller = BatchPuller(self._nc, self._stream, self._name, self._batch)
+        self._puller = BatchPuller(self._nc, self._stream, self._name, self._batch, api_prefix(self._domain))
         await self._puller.start()
 
     async def head(self, up_to: int) -> Msg | None:
@@ -130,12 +135,13 @@ class _Reader:
 
 
 async def recent(
-    nc: Client, consumer: Consumer, since: datetime, up_to: int, batch: int
+    nc: Client, consumer: Consumer, since: datetime, up_to: int, batch: int, domain: str | None = None
 ) -> AsyncGenerator[list[Msg], None]:
     """The messages on ``consumer``'s filter subjects from ``since`` to stream sequence ``up_to``,
     in stream order, in lists of at most ``batch``."""
     readers = [
-        _Reader(nc, consumer.stream, name, subject, batch) for name, subject in consumer.replay_readers
+        _Reader(nc, consumer.stream, name, subject, batch, domain)
+        for name, subject in consumer.replay_readers
     ]
     try:
         for reader in readers:

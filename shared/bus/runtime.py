@@ -41,6 +41,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from shared import subjects
 from shared.bus.acks import DoubleAcks
 from shared.bus.login import ServiceLogin, service_login
+from shared.bus.permissions import api_prefix
 from shared.bus.publishing import TRANSIENT, publish_once
 from shared.bus.pulling import BatchPuller
 from shared.bus.redact import excerpt
@@ -188,6 +189,7 @@ class ServiceRuntime:
         login: ServiceLogin | None = None,
         manage_streams: bool = True,
         stream_limits: StreamLimits | None = None,
+        js_domain: str | None = None,
         upkeep_every: Mapping[str, float] | None = None,
     ) -> None:
         """``login``: the service's own NATS user (None: connect without credentials).
@@ -203,6 +205,8 @@ class ServiceRuntime:
         self.login = login
         self.manage_streams = manage_streams
         self.stream_limits = stream_limits
+        #: The JetStream domain of the streams (a service at a site uses the hub's; None: local).
+        self.js_domain = js_domain
         self.upkeep_every = upkeep_every
         # This runtime is the service framework (docs/architecture.md says why not faststream): it
         # talks to nats-py directly and does its own W3C trace propagation, one span per message.
@@ -231,6 +235,7 @@ class ServiceRuntime:
         self._publish_order = asyncio.Lock()
         self._acks: DoubleAcks | None = None
         self._stopping = asyncio.Event()
+        self._publishes_failing = False
 
     @classmethod
     def configured(
@@ -247,6 +252,7 @@ class ServiceRuntime:
             login=service_login(settings, wiring.service),
             manage_streams=settings.manage_streams,
             stream_limits=StreamLimits.of(settings),
+            js_domain=settings.js_domain,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -276,7 +282,9 @@ class ServiceRuntime:
         for subscription in self._subscriptions:
             spec = subscription.spec
             # One fetch loop per durable: two pull requests waiting on one durable can stall.
-            puller = BatchPuller(self.connection, spec.stream, spec.durable, self.batch_size)
+            puller = BatchPuller(
+                self.connection, spec.stream, spec.durable, self.batch_size, api_prefix(self.js_domain)
+            )
             await puller.start()
             self._pullers.append(puller)
             self._tasks.append(
@@ -338,7 +346,7 @@ class ServiceRuntime:
     def jetstream(self) -> JetStreamContext:
         # One context for the connection's life: building one per publish showed in the profile.
         if self._jetstream is None:
-            self._jetstream = self.connection.jetstream()
+            self._jetstream = self.connection.jetstream(domain=self.js_domain)
         return self._jetstream
 
     async def stop(self) -> None:
@@ -475,13 +483,18 @@ class ServiceRuntime:
             except Exception:
                 log.exception("%s: could not dead-letter refused outbox row %s", self.service, row.msg_id)
         if failed:
-            log.warning(
+            # Once per outage, not once a second for as long as the bus is away (a site's cut link).
+            report = log.debug if self._publishes_failing else log.warning
+            report(
                 "%s: %d of %d outbox publishes failed, the relay will retry: %s",
                 self.service,
                 len(failed),
                 len(rows),
                 failed[0][1],
             )
+        elif sent and self._publishes_failing:
+            log.warning("%s: outbox publishes are confirmed again", self.service)
+        self._publishes_failing = bool(failed) or (self._publishes_failing and not sent)
         return failed
 
     async def _refuse(self, row: OutboxRow, reason: str) -> None:
@@ -563,7 +576,7 @@ class ServiceRuntime:
         if where is None or where.delivered == 0:
             return
         since = window_start(datetime.now(UTC))
-        chunks = recent(self.connection, consumer, since, where.delivered, self.batch_size)
+        chunks = recent(self.connection, consumer, since, where.delivered, self.batch_size, self.js_domain)
         async with aclosing(chunks):
             async for msgs in chunks:
                 counts.read += len(msgs)

@@ -48,11 +48,12 @@ from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
 from shared.models import schema as model_schema
 from shared.ops import callout as callout_process
-from shared.ops import contexts
+from shared.ops import contexts, site, site_cli
 from shared.ops.bench_floor import FloorTransport
 from shared.ops.cluster import ClusterSizeError, check_size
 from shared.ops.embedded import PRIVATE_UMASK, SERVICES, EmbeddedBroker, free_port, wait_for_port
 from shared.ops.secured import SecuredBus
+from shared.ops.supervise import supervise
 from shared.ops.users import DEFAULT_DATA_DIR, DataDir
 from shared.ops.users import app as users_app
 from shared.service import installed_services, load_service
@@ -65,6 +66,8 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="An IVOA Execution Broker on NATS JetStream."
 )
 app.add_typer(users_app, name="users")
+app.command("site-key")(site_cli.site_key)
+app.command("site")(site_cli.site)
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
@@ -250,7 +253,11 @@ def bus_config() -> None:
     except Exception as exc:
         err.print(f"[red]error:[/red] the services cannot be built with these settings: {exc}")
         raise typer.Exit(1) from None
-    console.print(str(bus.write_config(wirings, sync_always=settings.durability == "safe")))
+    try:
+        console.print(str(site.write_bus_config(bus, wirings, settings)))
+    except site.SiteError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -313,7 +320,12 @@ def operator_pool_env(operator: str) -> dict[str, str]:
 
 
 def start_embedded(
-    data_dir: Path, nats_url: str | None, nats_port: int, http_port: int | None = None, cluster: int = 1
+    data_dir: Path,
+    nats_url: str | None,
+    nats_port: int,
+    http_port: int | None = None,
+    cluster: int = 1,
+    leafnode_port: int | None = None,
 ) -> EmbeddedBroker:
     if cluster > 1:  # creating the streams waits out the new cluster's first election: expected
         logging.getLogger("stamina").setLevel(logging.ERROR)
@@ -324,6 +336,7 @@ def start_embedded(
         http_port=http_port,
         env=operator_pool_env(default_owner()),
         cluster=cluster,
+        leafnode_port=leafnode_port,
     )
     try:
         broker.start()
@@ -372,6 +385,12 @@ def up(
             "streams with as many replicas. 1: one nats-server.",
         ),
     ] = 1,
+    leafnode_port: Annotated[
+        int | None,
+        typer.Option(
+            "--leafnode-port", help="Listen for sites' leaf nodes here (broker site-key admits them)."
+        ),
+    ] = None,
 ) -> None:
     """Start nats-server (JetStream), its auth callout and the three services; Ctrl-C or SIGTERM
     stops everything. You become the broker's operator: an admin identity named after your login,
@@ -383,7 +402,11 @@ def up(
         usage_error(str(exc))
     if cluster > 1 and nats_url:
         usage_error("--cluster starts the nodes itself: leave out --nats-url")
-    broker = start_embedded(data_dir.resolve(), nats_url, nats_port, http_port or None, cluster)
+    if cluster > 1 and leafnode_port is not None:
+        usage_error("sites join a single-node hub for now: leave out --cluster or --leafnode-port")
+    broker = start_embedded(
+        data_dir.resolve(), nats_url, nats_port, http_port or None, cluster, leafnode_port
+    )
     console.print(f"broker up: NATS at [bold]{broker.url}[/bold], data in {data_dir.resolve()}")
     if broker.nats is not None:
         operator = default_owner()
@@ -402,25 +425,7 @@ def up(
             console.print(f"  the local pool runs code on this machine only for: {allowed} ({variable})")
     if broker.http_url:
         console.print(f"  dashboard and HTTP API: [bold]{broker.http_url}/[/bold] (OpenAPI at /openapi.json)")
-    stopping = False
-
-    def request_stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    try:
-        while not stopping:
-            dead = broker.dead_services()
-            for name in dead:
-                err.print(f"[yellow]{name} exited; restarting it[/yellow]")
-                broker.process(name).start()
-            time.sleep(0.5)
-    finally:
-        console.print("stopping…")
-        broker.stop()
-        console.print("stopped")
+    supervise(broker.dead_services, lambda name: broker.process(name).start(), broker.stop, console, err)
 
 
 # -- client commands ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from shared.bus.servers import server_urls, unreported
 from shared.bus.streams import StreamLimits, ensure_streams
 from shared.ops.cluster import CLUSTER_REPLICAS, Node, check_size, write_node_configs
 from shared.ops.secured import CALLOUT, GATEWAY, SecuredBus, write_secret
+from shared.ops.site import hub_environment
 from shared.settings import Settings
 
 SERVICES = ("offers", "scheduler", "launcher")
@@ -255,6 +256,8 @@ class EmbeddedBroker:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     #: The auth callout's process (None on a bus this broker did not start).
     callout: ServiceProcess | None = None
+    #: Listen for the sites' leaf nodes on this port (None: no sites connect; `shared.ops.site`).
+    leafnode_port: int | None = None
     #: Passwords of the identities `login` made, so it can hand them out again.
     _passwords: dict[str, str] = field(default_factory=dict, repr=False)
     #: Nodes of the JetStream cluster to start (`shared.ops.cluster`); 1: one server, as always.
@@ -304,6 +307,7 @@ class EmbeddedBroker:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.env = {**self.env, **hub_environment(self.data_dir, self.leafnode_port)}
         service_env: dict[str, dict[str, str]] = {name: {} for name in SERVICES}
         if not self.nats_url:
             bus = self.bus

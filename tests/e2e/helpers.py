@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import nats
 
 from shared import subjects
 from shared.client import BrokerClient, read_request_file
+from shared.lifecycle import Phase
 from shared.models import JUPYTER_NOTEBOOK_KIND, SIMPLE_COMPUTE_KIND
 from shared.ops.embedded import EmbeddedBroker
 
@@ -132,3 +135,32 @@ async def offered_session(client: BrokerClient, request: dict[str, Any]) -> str:
     session_id = offerset.offers[0].meta.uuid
     assert session_id is not None
     return session_id
+
+
+@dataclass
+class Followed:
+    """An accepted session whose phases a task collects as they come (`follow_until_running`)."""
+
+    session_id: str
+    seen: list[str]
+    follower: asyncio.Task[None]
+
+
+async def follow_until_running(
+    client: BrokerClient, request: dict[str, Any], timeout: float = 30
+) -> Followed:
+    """Submit ``request``, accept its first offer and follow its phases until it is RUNNING."""
+    session_id = await offered_session(client, request)
+    assert (await client.accept(session_id)).applied
+    seen: list[str] = []
+
+    async def follow() -> None:
+        async for event in client.events(session_id, until_done=True):
+            seen.append(event.phase)
+
+    follower = asyncio.create_task(follow())
+    deadline = asyncio.get_running_loop().time() + timeout
+    while Phase.RUNNING.value not in seen:
+        assert asyncio.get_running_loop().time() < deadline, seen
+        await asyncio.sleep(0.1)
+    return Followed(session_id, seen, follower)

@@ -17,7 +17,7 @@ from services.scheduler import store as scheduler_tables
 from services.scheduler.handlers import SchedulerHandlers
 from shared import subjects
 from shared.bus.acks import DoubleAcks
-from shared.bus.pulling import BatchPuller
+from shared.bus.pulling import BatchPuller, JetStreamUnreachable
 from shared.bus.runtime import Incoming, ServiceRuntime
 from shared.bus.sqlite import SqliteStore
 from shared.bus.store import Transaction
@@ -244,3 +244,17 @@ async def test_quotes_in_one_batch_never_share_capacity(tmp_path: Path) -> None:
     held = {a.request_id: len(a.holds) for a in answers}
     assert held == {"a": 1, "b": 0, "c": 0}
     assert len(handlers.ledger) == 1
+
+
+async def test_a_puller_with_no_jetstream_to_ask_says_so_at_once(nc: NATS) -> None:
+    """No JetStream answers (a site's link to the hub is cut): the server's 503 ends the request,
+    and the puller raises instead of returning an empty batch its caller would ask again for at once."""
+    puller = BatchPuller(nc, "EB_COMMANDS", "nobody", 10, api_prefix="$JS.elsewhere.API")
+    await puller.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(JetStreamUnreachable, match="no responders"):
+            await puller.next_batch(wait=5.0)
+        assert time.monotonic() - started < 2.0
+    finally:
+        await puller.stop()
