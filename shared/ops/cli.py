@@ -46,7 +46,7 @@ from shared.lifecycle import Phase
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
 from shared.ops import callout as callout_process
-from shared.ops import contexts
+from shared.ops import contexts, registry_record
 from shared.ops.bench_floor import FloorTransport
 from shared.ops.embedded import PRIVATE_UMASK, SERVICES, EmbeddedBroker, free_port, wait_for_port
 from shared.ops.secured import SecuredBus
@@ -62,6 +62,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="An IVOA Execution Broker on NATS JetStream."
 )
 app.add_typer(users_app, name="users")
+app.command("registry-record")(registry_record.command)
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
