@@ -119,3 +119,17 @@ async def test_the_probe_asks_each_service_once_per_period() -> None:
     clock.t += 2.0
     back = await probe.report()
     assert back.available and back.up_since == datetime(2026, 12, 2, 11, tzinfo=UTC)  # since it came back
+
+
+async def test_the_vosi_endpoints_pass_the_same_guard(tmp_path: Path) -> None:
+    """Public, but behind the same guard as every route: a write from another origin is refused
+    before any route, and a method they do not have is an error in the API's own format."""
+    async with in_process(tmp_path, FakeServices()) as client:
+        cross = await client.post(
+            "/availability",
+            content=b"{}",
+            headers={"Origin": "https://evil.example", "Content-Type": "application/json"},
+        )
+        wrong = await client.post("/capabilities", json={}, headers={"Accept": "application/json"})
+    assert cross.status_code == 403 and b"urn:cross-origin" in cross.content
+    assert wrong.status_code == 405 and "messages" in wrong.json()
