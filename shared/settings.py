@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.ivoa.identifiers import IvoId, default_ivoid
+
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
@@ -27,6 +29,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EB_", extra="ignore")
 
     nats_url: str = DEFAULT_NATS_URL
+    #: The broker's IVOA identifier (its VOSI documents, `broker registry-record`); unset,
+    #: ``ivo://<host>.local/execution-broker``, plainly not a registered authority.
+    ivoid: IvoId = Field(default_factory=default_ivoid)
     # The service's own NATS identity: a file holding its nkey seed (see shared/bus/login.py). Unset,
     # the service connects without credentials.
     nats_nkey_seed_file: Path | None = None

@@ -48,7 +48,7 @@ from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
 from shared.models import schema as model_schema
 from shared.ops import callout as callout_process
-from shared.ops import contexts, site, site_cli
+from shared.ops import contexts, registry_record, site, site_cli
 from shared.ops.bench_floor import FloorTransport
 from shared.ops.cluster import ClusterSizeError, check_size
 from shared.ops.embedded import PRIVATE_UMASK, SERVICES, EmbeddedBroker, free_port, wait_for_port
@@ -68,6 +68,7 @@ app = typer.Typer(
 app.add_typer(users_app, name="users")
 app.command("site-key")(site_cli.site_key)
 app.command("site")(site_cli.site)
+app.command("registry-record")(registry_record.command)
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")

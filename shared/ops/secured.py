@@ -103,7 +103,8 @@ class BusKeys:
 
 def gateway_permissions(service_consumers: Iterable[str]) -> Permissions:
     """The HTTP API's: every owner's commands, answers and events (it acts for whoever HTTP
-    authenticated), read-only JetStream on the events stream, and no service durable."""
+    authenticated), read-only JetStream on the events stream, the services' health subjects (for
+    ``/availability``), and no service durable."""
     events = subjects.EVENTS_STREAM
     readable = (subjects.OFFERSET, subjects.UPDATE_RESULT, subjects.SESSION)
     denied = [*DESTRUCTIVE_API]
@@ -115,6 +116,9 @@ def gateway_permissions(service_consumers: Iterable[str]) -> Permissions:
             allow=(
                 subjects.REQUEST.filter(),
                 subjects.UPDATE.filter(),
+                # The services' health subjects, for GET /availability (a core request, answered by
+                # the services, which may respond on the gateway's inbox).
+                subjects.HEALTH.filter(),
                 f"{JS_API}.INFO",
                 f"{JS_API}.STREAM.INFO.{events}",
                 f"{JS_API}.CONSUMER.CREATE.{events}",

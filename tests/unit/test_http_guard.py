@@ -18,6 +18,7 @@ from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 
 from services.offers.http.app import create_app
+from services.offers.http.availability import HealthCheck
 from services.offers.http.guard import RequestGuard, refusal
 from services.offers.http.origins import origin_of, own_origins, parse_origins, write_refusal
 from services.offers.http.settings import HttpSettings
@@ -185,11 +186,14 @@ async def test_a_streamed_body_is_cut_off_once_it_passes_the_limit() -> None:
 
 
 @contextlib.asynccontextmanager
-async def in_process(tmp_path: Path, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def in_process(
+    tmp_path: Path, health: HealthCheck | None = None, **settings: Any
+) -> AsyncIterator[httpx.AsyncClient]:
     read_model = ReadModel(tmp_path / "offers.sqlite")
     await read_model.open()
     config = HttpSettings(http_port=8082, admin_username="admin", admin_password="pw", **settings)
-    transport = httpx.ASGITransport(app=create_app(config, read_model, NoBus(), data_dir=tmp_path))
+    app = create_app(config, read_model, NoBus(), data_dir=tmp_path, health=health)
+    transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8082") as client:
             yield client

@@ -24,13 +24,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.offers.http import openapi
 from services.offers.http.auth import Authenticator
+from services.offers.http.availability import AvailabilityProbe, HealthCheck
 from services.offers.http.bus import Bus
 from services.offers.http.context import HttpContext
 from services.offers.http.guard import RequestGuard
 from services.offers.http.login_limits import LoginLimiter
 from services.offers.http.origins import own_origins, parse_origins
 from services.offers.http.responses import ApiError, error_response
-from services.offers.http.routers import admin, dashboard, docs, events, requests, sessions
+from services.offers.http.routers import admin, dashboard, docs, events, requests, sessions, vosi
 from services.offers.http.settings import HttpSettings
 from services.offers.http.tokens import EventTokens, event_secret
 from services.offers.store import ReadModel
@@ -48,8 +49,10 @@ def create_app(
     *,
     data_dir: Path,
     oidc: OidcVerifier | None = None,
+    health: HealthCheck | None = None,
 ) -> FastAPI:
-    """The app; `data_dir` (``EB_DATA_DIR``) holds the local identities and the event-token key."""
+    """The app; `data_dir` (``EB_DATA_DIR``) holds the local identities and the event-token key;
+    `health` asks a service's health subject (``/availability``; without it, never available)."""
     if oidc is None and settings.oidc_issuer:
         if not settings.oidc_audience:  # HttpSettings refuses this already; a caller may build its own
             raise ValueError("EB_OIDC_AUDIENCE must be set when EB_OIDC_ISSUER is")
@@ -78,6 +81,7 @@ def create_app(
             per_address=settings.login_failures_per_address,
             window_s=settings.login_window_s,
         ),
+        availability=AvailabilityProbe(health),
     )
     allowed = own_origins(settings.base_url(), loopback=not settings.public_url)
     app.add_middleware(RequestGuard, allowed_origins=allowed | parse_origins(settings.http_allowed_origins))
@@ -90,6 +94,7 @@ def create_app(
         dashboard.router,
         events.router,
         docs.router,
+        vosi.router,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")

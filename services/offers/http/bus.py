@@ -78,6 +78,14 @@ class NatsBus:
             raise RuntimeError("bus is not connected")
         return self._nc
 
+    async def answers(self, service: str, timeout: float) -> bool:
+        """Whether `service` answers its health subject within `timeout` (``/availability``)."""
+        try:
+            await self.nc.request(subjects.health(service), b"", timeout=timeout)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            return False
+        return True
+
     async def submit(self, owner: str, raw: bytes, request_id: str) -> OfferSetResponse:
         return await _OnConnection(self.nc, owner, self.seed_file).submit(
             raw, request_id=request_id, timeout=self.timeout

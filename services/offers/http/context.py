@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from services.offers.http.auth import Authenticator
+from services.offers.http.availability import AvailabilityProbe
 from services.offers.http.bus import Bus
 from services.offers.http.login_limits import LoginLimiter
 from services.offers.http.settings import HttpSettings
@@ -29,6 +30,8 @@ class HttpContext:
     tokens: EventTokens
     #: Failed Basic logins per user name and per address (429 past the limits).
     logins: LoginLimiter
+    #: Whether the three services answer (``/availability``).
+    availability: AvailabilityProbe = field(default_factory=lambda: AvailabilityProbe(None))
     #: Set when the server stops, so that endless event streams end.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     #: The AsyncAPI document of the bus, built on first request.

@@ -45,7 +45,9 @@ class HttpServer:
     async def start(self) -> None:
         await self.read_model.open()
         await self.bus.connect()
-        app = create_app(self.settings, self.read_model, self.bus, data_dir=self.data_dir)
+        app = create_app(
+            self.settings, self.read_model, self.bus, data_dir=self.data_dir, health=self.bus.answers
+        )
         self._context: HttpContext = app.state.ctx
         await move_legacy_identities(self.read_model, self._context.auth.identities)
         config = uvicorn.Config(

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.offers.http.origins import parse_origins
 from shared.auth.oidc import url_problem
+from shared.ivoa.identifiers import IvoId, default_ivoid
 
 
 class HttpSettings(BaseSettings):
@@ -18,8 +19,10 @@ class HttpSettings(BaseSettings):
     http_port: int | None = None
     #: Loopback only unless told otherwise (put a TLS proxy in front for anything else).
     http_host: str = "127.0.0.1"
-    #: The base of every URL the broker writes (``meta.url``, ``Location``).
+    #: The base of every URL the broker writes (``meta.url``, ``Location``, the VOSI access URLs).
     public_url: str | None = None
+    #: The broker's IVOA identifier, as in ``shared.settings.Settings`` (the same ``EB_IVOID``).
+    ivoid: IvoId = Field(default_factory=default_ivoid)
     #: The HTTP API's own key on the bus (``broker up`` writes it: ``<data dir>/bus/http.nk``).
     http_nats_nkey_seed_file: Path | None = None
     admin_username: str | None = None

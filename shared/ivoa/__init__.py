@@ -1,0 +1,1 @@
+"""The broker as an IVOA service: its identifier, and its VOSI and VOResource documents (pure)."""
