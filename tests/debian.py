@@ -3,12 +3,18 @@ itself with apt-get when it is missing: never by hand, never by another package 
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import shutil
 import subprocess
 
 import pytest
+
+#: Test runs on one machine take turns installing (this file is their lock).
+APT_TURN = "/tmp/execution-broker-tests-apt.lock"
+#: How long apt waits for dpkg's lock held by someone else.
+APT_LOCK_WAIT_S = 600
 
 
 def _find(program: str, under: str | None) -> str | None:
@@ -32,10 +38,23 @@ def debian_program(program: str, package: str, *, under: str | None = None) -> s
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             pytest.skip(f"{program} is missing and cannot be installed here (needs root and apt-get)")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", package], check=True, env=env, capture_output=True, timeout=900
-        )
+        # Two test runs on one machine (or apt's own timers) must queue, not fail on dpkg's lock:
+        # our runs take turns on a file lock, and apt waits for anyone else's.
+        wait = ["-o", f"DPkg::Lock::Timeout={APT_LOCK_WAIT_S}"]
+        with open(APT_TURN, "a") as turn:
+            fcntl.flock(turn, fcntl.LOCK_EX)
+            found = _find(program, under)
+            if found is None:
+                subprocess.run(
+                    ["apt-get", *wait, "update"], check=True, env=env, capture_output=True, timeout=900
+                )
+                subprocess.run(
+                    ["apt-get", *wait, "install", "-y", package],
+                    check=True,
+                    env=env,
+                    capture_output=True,
+                    timeout=900,
+                )
         found = _find(program, under)
         assert found is not None, f"{package} is installed but {program} is not where expected"
     return found
