@@ -329,7 +329,6 @@ class EmbeddedBroker:
             bus.callout_ready_file.unlink(missing_ok=True)
             self.callout = ServiceProcess(CALLOUT, self.url, self.data_dir, dict(self.env))
             self.callout.start()
-            self._wait_for_callout(CALLOUT_READY_TIMEOUT_S)
         for name in SERVICES:
             env = {**self.env, **service_env[name]}
             if name == "offers" and self.http_port is not None:
@@ -337,6 +336,9 @@ class EmbeddedBroker:
             service = ServiceProcess(name, self.url, self.data_dir, env)
             service.start()
             self.services[name] = service
+        if self.callout is not None:
+            # Last, so the callout's start overlaps the services'.
+            self._wait_for_callout(CALLOUT_READY_TIMEOUT_S)
 
     def _wait_for_callout(self, timeout: float) -> None:
         """Until the callout answers logins, so that `start` returning means a user can log in."""
