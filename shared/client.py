@@ -37,6 +37,11 @@ from shared.models import (
     dump_json,
 )
 
+#: How often a reconnecting client retries a lost server: five times slower than the auth callout
+#: (`shared.ops.callout.CALLOUT_RECONNECT_WAIT_S`), so that after a server restart the callout is
+#: usually subscribed again first (a login it misses is refused, and nats-py then gives up).
+RECONNECT_WAIT_S = 0.5
+
 
 class BrokerUnavailable(RuntimeError):
     def __init__(self, url: str, reason: str) -> None:
@@ -109,7 +114,7 @@ class BrokerClient:
                 connect_timeout=self.connect_timeout,
                 max_reconnect_attempts=-1 if self.reconnect else 1,
                 allow_reconnect=self.reconnect,
-                reconnect_time_wait=0.5,
+                reconnect_time_wait=RECONNECT_WAIT_S,
                 error_cb=unreported,
                 name="eb-client",
                 **self.credentials.connect_options(),

@@ -26,6 +26,9 @@ from shared.service import installed_services
 from shared.settings import Settings
 
 log = logging.getLogger("shared.ops.callout")
+#: The callout retries a lost server five times as often as a reconnecting client
+#: (`shared.client.RECONNECT_WAIT_S`), so it is subscribed again before they log in.
+CALLOUT_RECONNECT_WAIT_S = 0.1
 #: The one answer to a wrong password, an unknown user and a disabled one alike.
 WRONG_LOGIN = "unknown user, wrong password or disabled identity"
 
@@ -79,7 +82,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         name="eb-callout",
         nkeys_seed=str(bus.keys.seed_file(CALLOUT)),
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        # Back before any client: a password client that reconnects to a restarted server before
+        # the callout has subscribed again is refused, and nats-py then closes it for good.
+        reconnect_time_wait=CALLOUT_RECONNECT_WAIT_S,
         error_cb=quiet,
     )
     try:
