@@ -99,6 +99,8 @@ def _row_factory(cursor: AsyncCursor[Any]) -> Any:
 
 @dataclass
 class PostgresTransaction(Transaction):
+    LOCKS_ROWS = True
+
     conn: AsyncConnection[Any] | None = None
 
     @property

@@ -275,7 +275,7 @@ async def _through_elections(call: Callable[[], Awaitable[T]]) -> T:
     raise AssertionError("unreachable: stamina re-raises the last failure")
 
 
-async def _audit(url: str, operator: Credentials) -> tuple[Counter[str], dict[str, list[str]]]:
+async def audit_events(url: str, operator: Credentials) -> tuple[Counter[str], dict[str, list[str]]]:
     """Count every stored event subject; collect each session's phases in stream order."""
     nc = await nats.connect(server_urls(url), error_cb=unreported, **operator.connect_options())
     counts: Counter[str] = Counter()
@@ -303,7 +303,7 @@ async def _audit(url: str, operator: Credentials) -> tuple[Counter[str], dict[st
     return counts, phases
 
 
-def _one_fact(subject: str) -> bool:
+def one_fact(subject: str) -> bool:
     """True for the subjects that carry one fact each: an offer set, an update's result, a phase."""
     for pattern in (subjects.OFFERSET, subjects.UPDATE_RESULT, subjects.SESSION):
         with contextlib.suppress(SubjectError):
@@ -406,7 +406,7 @@ async def run_faults(
             broker.url, broker.operator(), set(flow.accepted.values()), time.monotonic() + settle_timeout
         )
         await asyncio.sleep(1.0)  # let the last relays land before counting
-        counts, phases = await _audit(broker.url, broker.operator())
+        counts, phases = await audit_events(broker.url, broker.operator())
     finally:
         await asyncio.to_thread(broker.stop)
 
@@ -414,7 +414,7 @@ async def run_faults(
     answered = sum(1 for rid in flow.request_ids if counts[subjects.offerset(OWNER_TOKEN, rid)] >= 1)
     # Only subjects that name one fact can be duplicated; the pool facts (quoted, measured) and dead
     # letters share one subject per pool or service.
-    once = [(subject, n) for subject, n in counts.items() if _one_fact(subject)]
+    once = [(subject, n) for subject, n in counts.items() if one_fact(subject)]
     duplicated = sum(1 for _, n in once if n > 1)
     problems += [f"duplicate: {s} x{n}" for s, n in once if n > 1]
     stuck = 0
