@@ -224,3 +224,10 @@ async def test_a_registry_pointing_to_plain_http_elsewhere_is_refused(
     registry.entries[SKAHA] = "http://skaha.example.org/skaha/capabilities"
     error = await launch_fails(registry_url, container_spec(tmp_path))
     assert "uses http: only https is allowed" in error.message
+
+
+async def test_a_pool_with_neither_way_to_the_service_says_both(tmp_path: Path) -> None:
+    with pytest.raises(PlatformError) as caught:
+        await CanfarPlatform(token=TOKEN).prepare(container_spec(tmp_path))
+    assert "set EB_CANFAR_URL" in caught.value.message
+    assert "or EB_CANFAR_SERVICE (its ivo:// identifier) with EB_CANFAR_REGISTRY" in caught.value.message

@@ -115,12 +115,15 @@ class SkahaClient:
         `route` names the span (the path with ids replaced by placeholders).
         """
         what = f"{method} {path}"
-        await self.discover()
-        with self._errors(what):
-            response = await self.http.call(method, path, params=params, route=route or path, what=what)
-        if response.status_code == 404 and await self._moved():
+
+        async def send() -> httpx.Response:
             with self._errors(what):
-                response = await self.http.call(method, path, params=params, route=route or path, what=what)
+                return await self.http.call(method, path, params=params, route=route or path, what=what)
+
+        await self.discover()
+        response = await send()
+        if response.status_code == 404 and await self._moved():
+            response = await send()  # once: the registry named another base URL
         return self._accepted(response, what, ok)
 
     async def create(
