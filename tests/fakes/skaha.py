@@ -17,6 +17,11 @@ the status; a record also has `t`, the fake clock's reading), and
   POST   /_fake/tokens          {"<token>": "<user>" | null}: add or revoke tokens
   POST   /_fake/clock/advance?s=N
   GET    /_fake/sessions        every session the fake knows, with its current status (or "gone")
+
+The API is under `SkahaConfig.base_path` (`/skaha`); set another one (`move`) and the old paths answer
+404, as a service that moved. `<base_path>/capabilities` is skaha's VOSI capabilities document (public,
+no token): the sessions API of each served version, with skaha's standardIDs and an interface per
+security method (tests/fakes/registry.py writes it), at this server's own address.
 """
 
 from __future__ import annotations
@@ -41,11 +46,19 @@ from starlette.types import Receive, Scope, Send
 from tests.fakes.base import FakeServer, bearer_token
 from tests.fakes.clock import FakeClock
 from tests.fakes.recording import request_headers
+from tests.fakes.registry import CERTIFICATE, COOKIE, TOKEN, capabilities_document
 
 SESSION_TYPES = ("notebook", "desktop", "carta", "headless", "contributed", "firefly")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9-]+")
 SCENARIOS = ("ok", "fail_exit", "oom", "stuck_pending", "vanish_after_done", "slow_start")
 GIB_IN_GB = 2**30 / 1e9
+#: skaha's standardIDs [platform-and-bus-notes-2 §4]: per version, (standardID, path under the base).
+SKAHA_STANDARDS = {
+    "v1": [(f"http://www.opencadc.org/std/platform#{name}-1", f"/v1/{name}")
+           for name in ("session", "context", "image", "repository")],
+    "v0": [("vos://cadc.nrc.ca~vospace/CADC/std/Proc#sessions-1.0", "/v0")],
+}  # fmt: skip
+ROUTED_BASE = "/skaha"  # where the routes are; another base_path is mapped onto it
 
 
 @dataclass
@@ -56,6 +69,7 @@ class SkahaConfig:
     versions: tuple[str, ...] = ("v1",)
     trusted_hosts: tuple[str, ...] = ("images.canfar.net",)
     host: str = "ws-uv.canfar.net"
+    base_path: str = "/skaha"
     pending_s: float = 2.0
     slow_start_pending_s: float = 6.0
     run_s: float = 2.0
@@ -121,6 +135,10 @@ class FakeSkaha(FakeServer):
 
     def now(self) -> float:
         return self.clock.now()
+
+    def move(self, base_path: str) -> None:
+        """Serve the API (and its capabilities) under `base_path` from now on; the old paths 404."""
+        self.config.base_path = base_path.rstrip("/")
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
@@ -502,12 +520,32 @@ class FakeSkaha(FakeServer):
 
     async def _authenticated(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            base, path = self.config.base_path, scope["path"]
+            if path == f"{base}/capabilities" and scope["method"] == "GET":
+                await self._capabilities(scope)(scope, receive, send)
+                return
+            if base != ROUTED_BASE and path.startswith(f"{base}/"):
+                scope = {**scope, "path": ROUTED_BASE + path[len(base) :]}
+            elif base != ROUTED_BASE and path.startswith(f"{ROUTED_BASE}/"):
+                await _text("Not Found", 404)(scope, receive, send)  # it has moved
+                return
             user, refusal = self._authenticate(request_headers(scope))
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
             scope.setdefault("state", {})["user"] = user
         await self.routes(scope, receive, send)
+
+    def _capabilities(self, scope: Scope) -> Response:
+        base = str(Request(scope).base_url).rstrip("/") + self.config.base_path
+        vosi = [("ivo://ivoa.net/std/VOSI#capabilities", f"{base}/capabilities", []),
+                ("ivo://ivoa.net/std/VOSI#availability", f"{base}/availability", [])]  # fmt: skip
+        sessions = [
+            (standard_id, base + tail, [TOKEN, COOKIE, CERTIFICATE])
+            for version in self.config.versions
+            for standard_id, tail in SKAHA_STANDARDS.get(version, [])
+        ]
+        return Response(capabilities_document([*vosi, *sessions]), media_type="text/xml")
 
     def _authenticate(self, headers: dict[str, str]) -> tuple[str | None, Response | None]:
         token = bearer_token(headers.get("authorization"))

@@ -5,10 +5,15 @@ errors; a create only when the server surely did not act: 429, 503 or a refused 
 bearer token (re-read from its file on a 401, once per call), and the messages. Each HTTP attempt is
 one CLIENT span named after its route; a 401 after the re-read, or a 403, is a PlatformError that
 names where the token came from, never the token itself.
+
+With EB_CANFAR_SERVICE and EB_CANFAR_REGISTRY the base URL and API version come from the registry
+(`canfar/discovery.py`): each call first takes them from the locator's cache, and a 404 has them read
+again; when that finds the service elsewhere, the request is sent once more, there.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +22,7 @@ from urllib.parse import urlencode
 import httpx
 from opentelemetry.trace import TracerProvider
 
+from services.launcher.platforms.canfar.discovery import TRACER_NAME, USER_AGENT, Found, SkahaLocator
 from services.launcher.platforms.canfar.settings import CanfarSettings
 from shared.http.client import HttpApi
 from shared.http.create import create_without_duplicates
@@ -25,7 +31,8 @@ from shared.http.rules import RetryRules, first_line
 from shared.http.tokens import TokenSource
 from shared.platforms.port import PlatformError
 
-TRACER_NAME = "execution_broker.platforms.canfar"
+log = logging.getLogger(__name__)
+
 RULES = RetryRules(
     retry_statuses=frozenset({429, 500, 502, 503, 504}),
     unprocessed_statuses=frozenset({429, 503}),
@@ -41,15 +48,21 @@ class SkahaClient:
         tracer_provider: TracerProvider | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.api = settings.api
+        self.api: str = settings.api
         self.tokens = TokenSource(settings.token, label="CANFAR token", variable=settings.variable("token"))
+        self._locator = (
+            SkahaLocator(settings, tracer_provider=tracer_provider, transport=transport)
+            if settings.discovered
+            else None
+        )
+        self._found: Found | None = None
         self.http = HttpApi.for_settings(
             settings,
             settings.url or "http://canfar.invalid",
             rules=RULES,
             tracer_name=TRACER_NAME,
             tokens=self.tokens,
-            headers={"User-Agent": "execution-broker-canfar/0.1"},
+            headers={"User-Agent": USER_AGENT},
             tracer_provider=tracer_provider,
             transport=transport,
         )
@@ -59,6 +72,34 @@ class SkahaClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        if self._locator is not None:
+            await self._locator.aclose()
+
+    async def discover(self) -> str:
+        """The API version for new sessions; with a registry, the base URL and version are taken
+        from the locator (read again once its cache has aged) first."""
+        if self._locator is not None:
+            self._use(await self._locator.endpoint())
+        return self.api
+
+    def _use(self, found: Found) -> None:
+        if found is not self._found:
+            self._found = found
+            self.api = found.endpoint.api
+            if self.http.base_url != found.endpoint.base_url:
+                self.http.rebase(found.endpoint.base_url)
+
+    async def _moved(self) -> bool:
+        """After a 404: whether the registry now names another base URL (then it is used)."""
+        seen = self._found
+        if self._locator is None or seen is None:
+            return False
+        self._use(await self._locator.after_404(seen))
+        moved = self.http.base_url != seen.endpoint.base_url
+        if moved:
+            log.info("canfar: the service moved from %s to %s; sending again there",
+                     seen.endpoint.base_url, self.http.base_url)  # fmt: skip
+        return moved
 
     async def request(
         self,
@@ -74,8 +115,15 @@ class SkahaClient:
         `route` names the span (the path with ids replaced by placeholders).
         """
         what = f"{method} {path}"
-        with self._errors(what):
-            response = await self.http.call(method, path, params=params, route=route or path, what=what)
+
+        async def send() -> httpx.Response:
+            with self._errors(what):
+                return await self.http.call(method, path, params=params, route=route or path, what=what)
+
+        await self.discover()
+        response = await send()
+        if response.status_code == 404 and await self._moved():
+            response = await send()  # once: the registry named another base URL
         return self._accepted(response, what, ok)
 
     async def create(

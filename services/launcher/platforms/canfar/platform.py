@@ -8,7 +8,8 @@ the session was created, so a restarted launcher finds the run again. The outcom
 platform's events are written to the work dir as soon as the session ends, because skaha removes a
 finished session (and its logs) after a ttl; later polls answer from that record.
 
-Settings: `CanfarSettings` (canfar/settings.py), from keyword arguments or `EB_CANFAR_*` variables.
+Settings: `CanfarSettings` (canfar/settings.py), from keyword arguments or `EB_CANFAR_*` variables;
+the base URL is given, or found through an IVOA registry (canfar/discovery.py).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class CanfarPlatform(PlatformBase):
     async def prepare(self, spec: LaunchSpec) -> None:
         self._check_configured()
         params = self._create_params(spec)  # every check that needs no network
+        await self._client.discover()
         await self._check_resources(spec)
         await self._check_image(spec, dict(params)["image"])
         spec.work_dir.mkdir(parents=True, exist_ok=True)
@@ -118,7 +120,7 @@ class CanfarPlatform(PlatformBase):
         self._check_configured()
         params = self._create_params(spec)
         name = dict(params)["name"]
-        api = self.settings.api
+        api = await self._client.discover()
         # A retried start (or a restarted launcher) may find the session its earlier attempt made.
         session_id = await self._find(name, api)
         if session_id is None:
@@ -201,9 +203,10 @@ class CanfarPlatform(PlatformBase):
     # -- steps ------------------------------------------------------------------------------------
 
     def _check_configured(self) -> None:
-        if not self.settings.url:
+        if not self.settings.url and not self.settings.discovered:
             raise PlatformError(
-                "the canfar platform has no URL: set EB_CANFAR_URL (e.g. https://ws-uv.canfar.net/skaha)"
+                "the canfar platform has no URL: set EB_CANFAR_URL (e.g. https://ws-uv.canfar.net/skaha), "
+                "or EB_CANFAR_SERVICE (its ivo:// identifier) with EB_CANFAR_REGISTRY (a resource-caps URL)"
             )
         if not self._tokens.configured:
             raise PlatformError(
@@ -394,7 +397,7 @@ class CanfarPlatform(PlatformBase):
         return self._client.path("session", session_id, api=parsed.api)
 
     def _route(self, parsed: CanfarHandle | None, tail: str) -> str:
-        api = parsed.api if parsed is not None else self.settings.api
+        api = parsed.api if parsed is not None else self._client.api
         return f"/{api}/session/{tail}" if tail == "{id}" else f"/{api}/{tail}"
 
 
