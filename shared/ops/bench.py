@@ -78,6 +78,9 @@ class BenchReport:
     profile: dict[str, list[FunctionShare]] | None = None
     profile_dir: str | None = None
     profile_error: str | None = None
+    #: nats-server nodes (1: the single server) and where the services kept their state.
+    nats_nodes: int = 1
+    store: str = "sqlite"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -333,6 +336,9 @@ async def run_bench(
     profile_dir: Path | None = None,
     pool_cores: int | None = None,
     floor_transport: FloorTransport = FloorTransport.NATS_PY,
+    *,
+    cluster: int = 1,
+    database_url: str | None = None,
 ) -> BenchReport:
     """``pool_cores`` sizes the pool (4 GiB per core). By default the offers scenario uses 64 cores,
     so that overlapping requests compete for it (and later ones get NO); the lifecycle scenario
@@ -348,7 +354,9 @@ async def run_bench(
         # The built-in pool runs code on this host only for the owners it allows.
         "EB_POOL_ALLOWED_OWNERS": f"local:{BENCH_USER}",
     }
-    broker = EmbeddedBroker(data_dir=data_dir / "broker", env=env)
+    if database_url is not None:
+        env["EB_DATABASE_URL"] = database_url
+    broker = EmbeddedBroker(data_dir=data_dir / "broker", env=env, cluster=cluster)
     profiler = ServiceProfiler(profile_dir, f"{scenario}-c{concurrency}") if profile_dir else None
     profile: dict[str, list[FunctionShare]] | None = None
     profile_error: str | None = None
@@ -356,8 +364,9 @@ async def run_bench(
     try:
         await wait_for_services(broker.url, SERVICES, timeout=60, credentials=broker.operator())
         pids = {name: service.proc.pid for name, service in broker.services.items() if service.proc}
-        if broker.nats is not None and broker.nats.proc is not None:
-            pids["nats-server"] = broker.nats.proc.pid
+        for number, node in enumerate(broker.nats_nodes, start=1):
+            if node.proc is not None:
+                pids["nats-server" if cluster == 1 else f"nats-server-{number}"] = node.proc.pid
         # The load generator shares the two cores too: its cost per request is part of the picture.
         pids["bench-client"] = os.getpid()
         if profiler is not None:
@@ -383,7 +392,7 @@ async def run_bench(
             except (ProfileError, OSError) as error:
                 profile_error = str(error)
         memory = {name: rss_mb(service.proc.pid) for name, service in broker.services.items() if service.proc}
-        sessions = live_sessions(broker.data_dir)
+        sessions = live_sessions(broker.data_dir) if database_url is None else None
     finally:
         if profiler is not None:
             profiler.abort()
@@ -391,7 +400,7 @@ async def run_bench(
 
     offered = [_slot(o) for s in answered for o in (s.offers or []) if s.result == "YES"]
     held_cores, _ = peak(offered)
-    booked_cores, _ = booked_peak(broker.data_dir)
+    booked_cores, _ = booked_peak(broker.data_dir) if database_url is None else booked_peak_in(database_url)
     by_phase: dict[str, list[float]] = defaultdict(list)
     for seen in phases.values():
         for phase, seconds in seen.items():
@@ -414,6 +423,8 @@ async def run_bench(
         profile=profile,
         profile_dir=str(profile_dir) if profile_dir else None,
         profile_error=profile_error,
+        nats_nodes=cluster,
+        store="postgresql" if database_url else "sqlite",
     )
     if baseline:
         floor = await measure_floor(data_dir / "floor", requests, concurrency, floor_transport)
@@ -529,6 +540,7 @@ def sweep_rows(reports: list[BenchReport]) -> list[tuple[str, ...]]:
 def summary_rows(report: BenchReport) -> list[tuple[str, str]]:
     rows = [
         ("scenario", report.scenario),
+        ("nats-server nodes / store", f"{report.nats_nodes} / {report.store}"),
         ("requests / in flight", f"{report.requests} / {report.concurrency}"),
         ("per second", f"{report.per_s}"),
         ("latency ms p50/p95/p99/max", "/".join(str(v) for v in report.latency_ms.values())),

@@ -871,6 +871,10 @@ def bench(
             help="Overbooking scenario: this many offers processes on the PostgreSQL of EB_DATABASE_URL.",
         ),
     ] = 1,
+    cluster: Annotated[
+        int,
+        typer.Option("--cluster", help="Offers or lifecycle on a JetStream cluster of this many nodes."),
+    ] = 1,
     as_json: JsonFlag = False,
 ) -> None:
     """Measure a fresh embedded broker (and the plain NATS chain with --baseline)."""
@@ -881,6 +885,13 @@ def bench(
         usage_error(
             "--offers-replicas needs the replicas' shared store: set EB_DATABASE_URL to a PostgreSQL URL"
         )
+    if cluster != 1:
+        try:
+            check_size(cluster)
+        except ClusterSizeError as error:
+            usage_error(str(error))
+        if scenario == "overbooking" or sweep is not None or baseline:
+            usage_error("--cluster measures one offers or lifecycle run: no --sweep, --baseline or overbooking")
     if plot is not None and sweep is None:
         usage_error("--plot draws a sweep: add --sweep, e.g. --sweep 10,50,200,1000")
     if floor_transport is not FloorTransport.NATS_PY and not baseline:
@@ -902,6 +913,7 @@ def bench(
             floor_transport,
             database_url,
             offers_replicas,
+            cluster,
         )
     finally:
         # A 20,000-request run leaves hundreds of MB of streams and SQLite behind.
@@ -925,6 +937,7 @@ def run_bench_command(
     floor_transport: FloorTransport = FloorTransport.NATS_PY,
     database_url: str | None = None,
     offers_replicas: int = 1,
+    cluster: int = 1,
 ) -> NoReturn:
     from shared.ops.bench import parse_concurrencies, run_bench, run_overbooking, summary_rows
 
@@ -968,7 +981,16 @@ def run_bench_command(
         )
     report = asyncio.run(
         run_bench(
-            data_dir, scenario, requests, concurrency, baseline, profile_dir, pool_cores, floor_transport
+            data_dir,
+            scenario,
+            requests,
+            concurrency,
+            baseline,
+            profile_dir,
+            pool_cores,
+            floor_transport,
+            cluster=cluster,
+            database_url=database_url,
         )
     )
     if as_json:
