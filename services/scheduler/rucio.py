@@ -46,6 +46,7 @@ from shared.http.client import HttpApi
 from shared.http.retry import GaveUp, HttpLayerError
 from shared.http.rules import RetryRules
 from shared.http.tokens import TokenSource
+from shared.models.data_products import shown_ivoid
 
 TRACER_NAME = "execution_broker.scheduler.rucio"
 NDJSON = "application/x-json-stream"
@@ -256,6 +257,11 @@ class RucioClient:
         )
 
 
+def _named_by(need: DataNeed) -> str:
+    """Which request identifier named the DID, when it was not given as scope and name."""
+    return f" (the data product {shown_ivoid(need.origin)} of {need.name})" if need.origin else ""
+
+
 async def resolve_needs(needs: Sequence[DataNeed], client: ReplicaSource) -> tuple[list[DataNeed], list[str]]:
     """Fill in the replicas (and the size, when the request gave none) of DIDs that have no replicas.
 
@@ -293,13 +299,13 @@ async def resolve_needs(needs: Sequence[DataNeed], client: ReplicaSource) -> tup
             continue
         if isinstance(answer, RucioLookupFailed):
             if key not in reported:
-                problems.append(answer.message)
+                problems.append(answer.message + _named_by(need))
                 reported.add(key)
             resolved.append(need)
             continue
         if not answer.rses:
             if key not in reported:
-                problems.append(f"Rucio has no available replica of {need.did}")
+                problems.append(f"Rucio has no available replica of {need.did}{_named_by(need)}")
                 reported.add(key)
             resolved.append(need)
             continue
