@@ -45,7 +45,7 @@ from shared.bus.store import Transaction
 from shared.lifecycle import TERMINAL, Phase
 from shared.messages import PreparationMeasured
 from shared.models import MessageItem
-from shared.platforms.port import LaunchSpec, Platform, PlatformError, RunState, RunStatus
+from shared.platforms.port import LaunchSpec, Platform, PlatformError, RunState, RunStatus, StartsOnce
 from shared.subjects import LauncherFact
 
 log = logging.getLogger(__name__)
@@ -191,12 +191,12 @@ class Drivers:
 
     async def _start(self, session_id: str, platform: Platform, spec: LaunchSpec) -> str:
         """Start the run once, even across a crash between the platform's start and the commit of
-        its handle: a platform whose start must not be repeated names its run up front
-        (`start_name`); the name is committed first, and a resumed start looks for that run
+        its handle: a platform whose start must not be repeated (`StartsOnce`) names its run up
+        front (`start_name`); the name is committed first, and a resumed start looks for that run
         (`adopt`) before it makes another."""
-        name = platform.start_name(spec)
-        if name is None:
+        if not isinstance(platform, StartsOnce):
             return await platform.start(spec)
+        name = platform.start_name(spec)
         recorded = await tables.start_intent(self.runtime.store, session_id)
         if recorded is not None:
             adopted = await platform.adopt(spec, recorded)

@@ -146,19 +146,6 @@ class Platform(Protocol):
         """Seconds this platform expects preparation to take, before any measurement."""
         ...
 
-    def start_name(self, spec: LaunchSpec) -> str | None:
-        """The name, derived from the session alone, under which `start` makes its run, for a
-        platform on which a start repeated after a crash would make a second run (a batch submit).
-        The launcher records it in its store before it calls `start`. None when a repeated start
-        does no harm (the run is keyed by the session already, or dies with the launcher)."""
-        ...
-
-    async def adopt(self, spec: LaunchSpec, name: str) -> str | None:
-        """After a launcher restart that may have interrupted a `start` under `name` (recorded, with
-        no handle saved): the handle of the run that start made, found by its name on the platform,
-        or None when there is none (the launcher then starts one). Raise PlatformError."""
-        ...
-
     def exited(self, spec: LaunchSpec, handle: str) -> asyncio.Future[None] | None:
         """A future the platform resolves as soon as it knows the run may have ended, so the launcher
         polls at once instead of at the next interval; the launcher cancels it when it stops
@@ -171,11 +158,28 @@ class Platform(Protocol):
         ...
 
 
+@runtime_checkable
+class StartsOnce(Protocol):
+    """Optional, beside `Platform`: a platform on which a start repeated after a launcher crash would
+    make a second run (a batch submit) implements these two, and the launcher then starts it once.
+    A plugin without them is started again after such a crash, as before."""
+
+    def start_name(self, spec: LaunchSpec) -> str:
+        """The name, derived from the session alone, under which `start` makes its run. The launcher
+        commits it to its store before it calls `start`."""
+        ...
+
+    async def adopt(self, spec: LaunchSpec, name: str) -> str | None:
+        """After a launcher restart that may have interrupted a `start` under `name` (committed,
+        with no handle saved): the handle of the run that start made, found by its name on the
+        platform, or None when there is none (the launcher then starts one). Raise PlatformError."""
+        ...
+
+
 class PlatformBase:
     """Defaults for the steps a platform may have nothing to do in, so a plugin implements only
-    what its platform needs: no storage or data to stage, a start that may be repeated (no
-    `start_name`, nothing to `adopt`), no way to see a run end except by polling (`exited` is None),
-    nothing held between calls (`aclose` does nothing)."""
+    what its platform needs: no storage or data to stage, no way to see a run end except by polling
+    (`exited` is None), nothing held between calls (`aclose` does nothing)."""
 
     async def prepare_storage(self, spec: LaunchSpec, storage: dict[str, Any]) -> None:
         return None
@@ -185,12 +189,6 @@ class PlatformBase:
 
     def preparation_estimate(self, spec: LaunchSpec) -> float:
         return 5.0
-
-    def start_name(self, spec: LaunchSpec) -> str | None:
-        return None
-
-    async def adopt(self, spec: LaunchSpec, name: str) -> str | None:
-        return None
 
     def exited(self, spec: LaunchSpec, handle: str) -> asyncio.Future[None] | None:
         return None
