@@ -45,7 +45,7 @@ from shared.bus.store import Transaction
 from shared.lifecycle import TERMINAL, Phase
 from shared.messages import PreparationMeasured
 from shared.models import MessageItem
-from shared.platforms.port import LaunchSpec, Platform, PlatformError, RunState, RunStatus
+from shared.platforms.port import LaunchSpec, Platform, PlatformError, RunState, RunStatus, StartsOnce
 from shared.subjects import LauncherFact
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class Drivers:
                 )
                 return
             try:
-                handle = await platform.start(spec)
+                handle = await self._start(session_id, platform, spec)
             except PlatformError as exc:
                 await self._best_effort("release", session_id, lambda: platform.release(spec, None))
                 await self._record(session_id, *available, Step(Phase.FAILED, exc.message))
@@ -188,6 +188,28 @@ class Drivers:
             handle = run.handle
 
         await self._monitor(session_id, platform, spec, handle)
+
+    async def _start(self, session_id: str, platform: Platform, spec: LaunchSpec) -> str:
+        """Start the run once, even across a crash between the platform's start and the commit of
+        its handle: a platform whose start must not be repeated (`StartsOnce`) names its run up
+        front (`start_name`); the name is committed first, and a resumed start looks for that run
+        (`adopt`) before it makes another."""
+        if not isinstance(platform, StartsOnce):
+            return await platform.start(spec)
+        name = platform.start_name(spec)
+        recorded = await tables.start_intent(self.runtime.store, session_id)
+        if recorded is not None:
+            adopted = await platform.adopt(spec, recorded)
+            if adopted is not None:
+                log.info("launcher: session %s adopted the run its interrupted start made", session_id)
+                return adopted
+        if recorded != name:
+
+            async def record(tx: Transaction) -> None:
+                await tables.record_start_intent(tx, session_id, name)
+
+            await self.runtime.unit_of_work(record)
+        return await platform.start(spec)
 
     async def _monitor(self, session_id: str, platform: Platform, spec: LaunchSpec, handle: str) -> None:
         wake = self._wake.get(session_id) or asyncio.Event()

@@ -264,6 +264,7 @@ class HttpApi:
         client = self._http()
         sent = dict(headers or {})
         if self.tokens is not None:
+            await self.tokens.ready()
             sent |= self._auth(self.tokens.current())
         request = client.build_request(method, path, params=params, json=json, content=content, headers=sent)
         with self._span(method, route, request.url, state.resend, attributes) as span:

@@ -891,7 +891,7 @@ def bench(
         except ClusterSizeError as error:
             usage_error(str(error))
         if scenario == "overbooking" or sweep is not None or baseline:
-            usage_error("--cluster measures one offers or lifecycle run: no --sweep, --baseline or overbooking")
+            usage_error("--cluster measures one offers or lifecycle run: no --sweep, --baseline, overbooking")
     if plot is not None and sweep is None:
         usage_error("--plot draws a sweep: add --sweep, e.g. --sweep 10,50,200,1000")
     if floor_transport is not FloorTransport.NATS_PY and not baseline:
