@@ -1,0 +1,137 @@
+"""Notebooks on CANFAR through the bus: the services as processes, the fake skaha (with its ARC
+storage and its nbclient runner) and a notebook server on 127.0.0.1. What a user sees is what
+`broker watch` prints: each event's phase and messages (`shared.ops.cli.print_event`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from services.launcher.platforms.canfar.platform import session_name
+from shared.client import BrokerClient
+from shared.messages import SessionEvent
+from shared.models import JUPYTER_NOTEBOOK_KIND, SIMPLE_COMPUTE_KIND
+from shared.ops.embedded import EmbeddedBroker
+from tests.e2e.helpers import HAPPY_PHASES
+from tests.e2e.test_canfar_e2e import submit_and_accept, texts
+from tests.fakes.serve import serve_asgi
+from tests.fakes.skaha import FakeSkaha, SkahaConfig
+from tests.integration.test_canfar_notebooks import notebook_app
+
+TOKEN = "e2e-nb-token-7a41c2"
+
+
+@pytest.fixture
+def fake() -> FakeSkaha:
+    return FakeSkaha(SkahaConfig(tokens={TOKEN: "alice"}, pending_s=0.3, term_s=0.3))
+
+
+@pytest.fixture
+def notebooks_url() -> Iterator[str]:
+    url, stop = serve_asgi(notebook_app())
+    yield url
+    stop()
+
+
+@pytest.fixture
+def canfar_broker(
+    fake: FakeSkaha, notebooks_url: str, broker_factory: Callable[..., EmbeddedBroker]
+) -> Iterator[EmbeddedBroker]:
+    base_url, stop = serve_asgi(fake)
+    try:
+        yield broker_factory(
+            EB_POOL_PLATFORM="canfar",
+            EB_POOL_NAME="canfar",
+            EB_POOL_ALLOWED_HOSTS="127.0.0.1",
+            EB_CANFAR_URL=f"{base_url}/skaha",
+            EB_CANFAR_TOKEN=TOKEN,
+            EB_CANFAR_POLL_S="0.2",
+            EB_CANFAR_BACKOFF_S="0.05",
+            EB_CANFAR_STORAGE_URL=f"{base_url}/arc",
+            EB_CANFAR_STORAGE_USER="alice",
+            EB_CANFAR_NOTEBOOK_IMAGE="images.canfar.net/skaha/astroml:latest",
+            EB_CANFAR_BATCH_IMAGE="images.canfar.net/skaha/papermill:1.0",
+        )
+    finally:
+        stop()
+
+
+def notebook_request(location: str, mode: str) -> dict[str, Any]:
+    return {
+        "executable": {
+            "kind": JUPYTER_NOTEBOOK_KIND,
+            "meta": {"name": f"canfar-notebook-{mode}"},
+            "location": location,
+            "notebook_mode": mode,
+        },
+        "compute": {
+            "kind": SIMPLE_COMPUTE_KIND,
+            "cores": {"min": 1, "max": 1},
+            "memory": {"min": 1, "max": 1},
+        },
+        "schedule": {"requested": {"duration": "PT5M"}},
+    }
+
+
+def watched(events: list[SessionEvent]) -> str:
+    """What `broker watch` prints for these events (phase lines, then each message)."""
+    return "\n".join(
+        f"{e.phase}\n" + "\n".join(f"    {m.message or m.template}" for m in e.messages) for e in events
+    )
+
+
+async def run_interactive(client: BrokerClient, fake: FakeSkaha, notebooks: str) -> None:
+    session_id = await submit_and_accept(client, notebook_request(f"{notebooks}/nb/ok.ipynb", "interactive"))
+    staged = f"arc/home/alice/execution-broker/{session_name(session_id)}/ok.ipynb"
+    seen: list[SessionEvent] = []
+    async for event in client.events(session_id, idle_timeout=60):
+        seen.append(event)
+        assert event.phase not in ("COMPLETED", "FAILED", "CANCELLED"), watched(seen)
+        if event.connectors:
+            break
+    (connector,) = seen[-1].connectors
+    assert seen[-1].phase == "RUNNING" and connector["status"] == "AVAILABLE"
+    location = urlsplit(connector["location"])
+    assert location.path.endswith(f"/lab/tree/{staged}"), connector
+    assert f"Connector urn:jupyter-notebook: {connector['location']}" in watched(seen)
+    assert [e.phase for e in seen].count("RUNNING") == 2  # the phase, then its connector
+    assert (await client.cancel(session_id)).applied
+    events = await client.wait_until_done(session_id, timeout=60)
+    assert events[-1].phase == "CANCELLED", watched(events)
+
+
+async def run_batch(client: BrokerClient, notebooks: str) -> None:
+    session_id = await submit_and_accept(client, notebook_request(f"{notebooks}/nb/ok.ipynb", "batch"))
+    events = await client.wait_until_done(session_id, timeout=90)
+    assert tuple(e.phase for e in events) == HAPPY_PHASES, watched(events)
+    shown = watched(events)
+    assert "the notebook ran to its end" in shown and "hello from the notebook" in shown
+    notebook = Path(events[-1].outputs["notebook"])
+    assert "hello from the notebook" in await asyncio.to_thread(notebook.read_text)
+    assert events[-1].outputs["notebook_arc"].endswith(f"/{session_name(session_id)}/executed-ok.ipynb")
+
+
+async def run_failing(client: BrokerClient, notebooks: str) -> None:
+    session_id = await submit_and_accept(client, notebook_request(f"{notebooks}/nb/failing.ipynb", "batch"))
+    events = await client.wait_until_done(session_id, timeout=90)
+    assert events[-1].phase == "FAILED", watched(events)
+    assert "ValueError: deliberate failure for the tests" in texts(events)
+
+
+async def test_canfar_notebooks_through_the_bus(
+    canfar_broker: EmbeddedBroker, fake: FakeSkaha, notebooks_url: str
+) -> None:
+    async with BrokerClient(canfar_broker.url, canfar_broker.login("alice")) as client:
+        await asyncio.gather(
+            run_interactive(client, fake, notebooks_url),
+            run_batch(client, notebooks_url),
+            run_failing(client, notebooks_url),
+        )
+    assert all(r["headers"].get("authorization") == "Bearer <redacted>" for r in fake.requests)
+    launcher_log = await asyncio.to_thread((canfar_broker.data_dir / "launcher.log").read_text)
+    assert "staged the notebook" in launcher_log and TOKEN not in launcher_log
