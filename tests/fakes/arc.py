@@ -67,6 +67,12 @@ class ArcStore:
         with self.lock:
             return self.files.get(path)
 
+    def below(self, folder: str) -> dict[str, bytes]:
+        """Every file under `folder`, by its path relative to it."""
+        prefix = folder + "/"
+        with self.lock:
+            return {p[len(prefix) :]: data for p, data in self.files.items() if p.startswith(prefix)}
+
     def children(self, folder: str) -> list[tuple[str, str]]:
         """(name, vos type) of each node directly in `folder`."""
         prefix = folder + "/"
@@ -250,6 +256,11 @@ def _execute(store: ArcStore, content: bytes, target: str, workdir: str, fail_on
     notebook = nbformat.reads(content.decode("utf-8"), as_version=4)  # type: ignore[no-untyped-call]
     failed: str | None = None
     with tempfile.TemporaryDirectory(prefix="fake-skaha-run-") as scratch:
+        # The run's folder as the session would see it through its ARC mount: its files, below it too.
+        before = store.below(workdir)
+        for relative, data in before.items():
+            (Path(scratch) / relative).parent.mkdir(parents=True, exist_ok=True)
+            (Path(scratch) / relative).write_bytes(data)
         client = NotebookClient(notebook, kernel_name="python3", resources={"metadata": {"path": scratch}})
         try:
             client.execute()
@@ -257,9 +268,10 @@ def _execute(store: ArcStore, content: bytes, target: str, workdir: str, fail_on
             failed = f"{getattr(error, 'ename', 'Error')}: {getattr(error, 'evalue', error)}"
         except Exception as error:  # a kernel that would not start: the image's problem
             failed = f"{type(error).__name__}: {error}"
-        for written in Path(scratch).iterdir():
-            if written.is_file():
-                store.write(f"{workdir}/{written.name}", written.read_bytes())
+        for written in Path(scratch).rglob("*"):
+            relative = written.relative_to(scratch).as_posix()
+            if written.is_file() and before.get(relative) != (data := written.read_bytes()):
+                store.write(f"{workdir}/{relative}", data)
     store.write(target, nbformat.writes(notebook).encode())  # type: ignore[no-untyped-call]
     printed = "".join(
         "".join(output.get("text", ""))

@@ -71,14 +71,9 @@ class RucioCatalogue:
     ) -> None:
         """Add a file; `rses` as names (PFNs are made up: `davs://<rse>.example.org:443/<scope>/<name>`)
         or as a mapping RSE → PFNs."""
-        replicas = (
-            rses
-            if isinstance(rses, dict)
-            else {
-                rse: [f"davs://{rse.lower().replace('_', '-')}.example.org:443/{scope}/{name}"]
-                for rse in rses
-            }
-        )
+        replicas = rses if isinstance(rses, dict) else {
+            rse: [f"davs://{rse.lower().replace('_', '-')}.example.org:443/{scope}/{name}"] for rse in rses
+        }
         self.files[(scope, name)] = FakeFile(bytes=size, replicas=dict(replicas), states=dict(states or {}))
 
     def add_dataset(self, scope: str, name: str, files: list[tuple[str, str]]) -> None:
@@ -159,7 +154,8 @@ class FakeRucio(FakeServer):
         scope, name = did
         file = self.catalogue.files[did]
         rses = [
-            rse for rse in file.replicas if all_states or file.states.get(rse, "AVAILABLE") == "AVAILABLE"
+            rse for rse in file.replicas
+            if all_states or file.states.get(rse, "AVAILABLE") == "AVAILABLE"
         ]
         if select == "geoip":
             rses.sort(key=lambda rse: self.catalogue.distances.get(rse, float("inf")))
@@ -173,25 +169,12 @@ class FakeRucio(FakeServer):
                 continue
             listed[rse] = kept
             for pfn in kept:
-                pfns[pfn] = {
-                    "rse": rse,
-                    "rse_id": hashlib.md5(rse.encode()).hexdigest(),
-                    "type": "DISK",
-                    "volatile": False,
-                    "domain": "wan",
-                    "priority": priority,
-                    "client_extract": False,
-                }
+                pfns[pfn] = {"rse": rse, "rse_id": hashlib.md5(rse.encode()).hexdigest(), "type": "DISK",
+                             "volatile": False, "domain": "wan", "priority": priority,
+                             "client_extract": False}
         md5, adler32 = _checksum(scope, name)
-        item: dict[str, Any] = {
-            "scope": scope,
-            "name": name,
-            "bytes": file.bytes,
-            "md5": md5,
-            "adler32": adler32,
-            "rses": listed,
-            "pfns": pfns,
-        }
+        item: dict[str, Any] = {"scope": scope, "name": name, "bytes": file.bytes, "md5": md5,
+                                "adler32": adler32, "rses": listed, "pfns": pfns}
         if all_states:
             item["states"] = {rse: file.states.get(rse, "AVAILABLE") for rse in listed}
         return item
@@ -221,9 +204,8 @@ class FakeRucio(FakeServer):
 
     async def _add_file(self, request: Request) -> Response:
         spec = await request.json()
-        self.catalogue.add_file(
-            spec["scope"], spec["name"], spec.get("bytes"), spec.get("replicas", {}), spec.get("states")
-        )
+        self.catalogue.add_file(spec["scope"], spec["name"], spec.get("bytes"),
+                                spec.get("replicas", {}), spec.get("states"))
         return JSONResponse({"files": len(self.catalogue.files)})
 
     async def _add_dataset(self, request: Request) -> Response:

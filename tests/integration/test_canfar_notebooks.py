@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.launcher.platforms.canfar.platform import CanfarPlatform, session_name
+from shared.models import SIMPLE_DATA_KIND, SKAO_DATA_KIND
 from shared.platforms.contract import launch, wait_for_final
 from shared.platforms.port import LaunchSpec, PlatformError, RunState
 from tests.fakes.serve import serve_asgi
@@ -250,4 +251,49 @@ async def test_the_storage_api_lists_and_reads_back(
     assert await storage.listing("home/alice/nothing") is None
     with pytest.raises(PlatformError, match="larger than 10 bytes"):
         await storage.download(f"{folder_of(spec)}/ok.ipynb", 10)
+    await platform.aclose()
+
+
+def data_resource(location: str, name: str | None = "table.csv") -> dict[str, Any]:
+    meta = {"name": name} if name else {}
+    return {"kind": SIMPLE_DATA_KIND, "meta": meta, "location": location}
+
+
+async def test_data_by_url_is_staged_beside_the_notebook_and_read_by_it(
+    fake: FakeSkaha, urls: tuple[str, str], tmp_path: Path
+) -> None:
+    skaha, notebooks = urls
+    platform = platform_for(skaha)
+    spec = notebook_spec(tmp_path, f"{notebooks}/nb/reads-data.ipynb", "batch")
+    spec = spec.model_copy(update={"data": [data_resource(f"{notebooks}/nb/ok.ipynb", "input.json")]})
+    await platform.prepare_data(spec, spec.data[0])
+    assert fake.arc.read(f"{folder_of(spec)}/data/input.json") == (NOTEBOOKS / "ok.ipynb").read_bytes()
+    handle = await launch(platform, spec)
+    status = await wait_for_final(platform, spec, handle, RUN_TIMEOUT)
+    assert status.state == RunState.SUCCEEDED, status.message
+    assert status.message and "the data has 3 cells" in status.message  # the notebook read data/input.json
+    await platform.aclose()
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ({"kind": SKAO_DATA_KIND, "meta": {"name": "x"}}, "only simple data resources"),
+        (data_resource("/etc/passwd"), "by http"),
+        (data_resource("https://h/x", "../../bob"), "cannot be part of a path in ARC"),
+        (data_resource("NOTEBOOKS/nb/%2E%2E", None), "cannot be part of a path in ARC"),
+    ],
+)
+async def test_data_that_cannot_be_staged_is_refused(
+    fake: FakeSkaha, urls: tuple[str, str], tmp_path: Path, data: dict[str, Any], error: str
+) -> None:
+    skaha, notebooks = urls
+    platform = platform_for(skaha, max_data_bytes=10)
+    spec = notebook_spec(tmp_path, f"{notebooks}/nb/ok.ipynb", "batch")
+    data = json.loads(json.dumps(data).replace("NOTEBOOKS", notebooks))
+    with pytest.raises(PlatformError, match=error):
+        await platform.prepare_data(spec, data)
+    with pytest.raises(PlatformError, match="larger than 10 bytes"):
+        await platform.prepare_data(spec, data_resource(f"{notebooks}/nb/ok.ipynb"))
+    assert not fake.arc.files
     await platform.aclose()

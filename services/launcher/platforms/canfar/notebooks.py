@@ -59,6 +59,28 @@ def _segment(value: str, what: str) -> str:
     return value
 
 
+def session_folder(settings: CanfarSettings, folder_name: str) -> str:
+    """The session's own folder in ARC, relative to the storage's root: where its notebook and data go."""
+    user = _segment(settings.storage_user, "the CANFAR user name")
+    return "/".join(["home", user, settings.storage_folder, _segment(folder_name, "the session folder")])
+
+
+def folders_to_make(folder: str) -> list[str]:
+    """The folders to make for `folder`, outermost first, below the user's home (which always exists)."""
+    parts = folder.split("/")
+    return ["/".join(parts[:i]) for i in range(3, len(parts) + 1)]
+
+
+def data_file_name(data: dict[str, Any]) -> str:
+    """A staged data file's name: the resource's `meta.name`, else the end of its URL; a safe name."""
+    meta = data.get("meta") or {}
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not name:
+        location = str(data.get("location") or "")
+        name = unquote(urlsplit(location).path.rsplit("/", 1)[-1])
+    return _segment(name, "the data resource's name")
+
+
 @dataclass(frozen=True)
 class StagedNotebook:
     """Where one session's notebook lives, as paths relative to the storage's root (no leading /)."""
@@ -68,11 +90,7 @@ class StagedNotebook:
 
     @classmethod
     def of(cls, settings: CanfarSettings, folder_name: str, name: str) -> StagedNotebook:
-        user = _segment(settings.storage_user, "the CANFAR user name")
-        folder = "/".join(
-            ["home", user, settings.storage_folder, _segment(folder_name, "the session folder")]
-        )
-        return cls(folder, _segment(name, "the notebook file name"))
+        return cls(session_folder(settings, folder_name), _segment(name, "the notebook file name"))
 
     @classmethod
     def checked(cls, folder: str, name: str) -> StagedNotebook:
@@ -90,9 +108,7 @@ class StagedNotebook:
         return f"{self.folder}/{EXECUTED_PREFIX}{self.name}"
 
     def parents(self) -> list[str]:
-        """The folders to make, outermost first, below the user's home (which always exists)."""
-        parts = self.folder.split("/")
-        return ["/".join(parts[:i]) for i in range(3, len(parts) + 1)]
+        return folders_to_make(self.folder)
 
 
 def in_session(settings: CanfarSettings, path: str) -> str:

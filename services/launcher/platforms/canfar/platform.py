@@ -10,6 +10,7 @@ API with the same token: `storage.py`). Then, by its `notebook_mode`:
 * `batch`: a `headless` session of EB_CANFAR_BATCH_IMAGE runs papermill (or nbconvert) on it, which
   writes `executed-<name>` beside it; the plugin fetches that copy into the work dir (an output) and
   judges it: COMPLETED with the tail of what the notebook printed, or FAILED with the failed cell.
+A SimpleDataResource with an http(s) location is staged in the same folder, as `data/<name>`.
 The handle holds the skaha session id, the API version, when the session was created and, for a
 notebook, its mode and where it was staged, so a restarted launcher finds the run again. The
 outcome, the logs and the platform's events are written to the work dir as soon as the session ends,
@@ -39,10 +40,13 @@ from services.launcher.platforms.canfar.client import TRACER_NAME, SkahaClient
 from services.launcher.platforms.canfar.notebooks import (
     StagedNotebook,
     batch_command,
+    data_file_name,
+    folders_to_make,
     notebook_file_name,
     notebook_mode,
     notebook_url,
     read_executed,
+    session_folder,
     vos_uri,
 )
 from services.launcher.platforms.canfar.settings import API_VERSIONS, CanfarSettings
@@ -52,7 +56,13 @@ from services.launcher.platforms.local.fetch import Fetcher
 from services.launcher.platforms.local.locations import LocationRules
 from shared.http.retry import CallState
 from shared.http.rules import first_line
-from shared.models import DOCKER_CONTAINER_KIND, JUPYTER_NOTEBOOK_KIND, NotebookMode
+from shared.models import (
+    DOCKER_CONTAINER_KIND,
+    JUPYTER_NOTEBOOK_KIND,
+    SIMPLE_DATA_KIND,
+    NotebookMode,
+    normalise_kind,
+)
 from shared.platforms.port import (
     LaunchSpec,
     PlatformBase,
@@ -124,8 +134,9 @@ def _parse_handle(handle: str) -> CanfarHandle:
 class CanfarPlatform(PlatformBase):
     name = "canfar"
     executable_kinds: ClassVar[frozenset[str]] = frozenset({JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND})
-    # A skaha session is given no data: nothing is staged for it, so no data kind is offered.
-    data_kinds: ClassVar[frozenset[str]] = frozenset()
+    # Data by http(s) URL is fetched and staged in the session's ARC folder (`data/<name>`); data
+    # that only a data lake holds (Rucio, SKAO, IVOA) is not staged here, so not offered.
+    data_kinds: ClassVar[frozenset[str]] = frozenset({SIMPLE_DATA_KIND})
 
     def __init__(self, **settings: Any) -> None:
         # The registry passes every configured setting; unknown ones are ignored on purpose.
@@ -267,6 +278,13 @@ class CanfarPlatform(PlatformBase):
 
     def _staged(self, spec: LaunchSpec) -> StagedNotebook:
         """Where this session's notebook goes in ARC (the storage must be configured)."""
+        self._check_storage("notebooks")
+        location = spec.executable.get("location")
+        if not isinstance(location, str) or not location:
+            raise PlatformError("a JupyterNotebook executable needs a location")
+        return StagedNotebook.of(self.settings, session_name(spec.session_id), notebook_file_name(location))
+
+    def _check_storage(self, what: str) -> None:
         missing = [
             variable for variable, value in (
                 ("EB_CANFAR_STORAGE_URL", self.settings.storage_url),
@@ -275,13 +293,30 @@ class CanfarPlatform(PlatformBase):
         ]  # fmt: skip
         if missing:
             raise PlatformError(
-                "the canfar platform stages notebooks in the user's ARC storage, but "
+                f"the canfar platform stages {what} in the user's ARC storage, but "
                 f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
             )
-        location = spec.executable.get("location")
-        if not isinstance(location, str) or not location:
-            raise PlatformError("a JupyterNotebook executable needs a location")
-        return StagedNotebook.of(self.settings, session_name(spec.session_id), notebook_file_name(location))
+
+    async def prepare_data(self, spec: LaunchSpec, data: dict[str, Any]) -> None:
+        """Fetch one data resource by its http(s) URL into the session's ARC folder, `data/<name>`,
+        where the run finds it (a batch notebook runs in that folder: `data/<name>` from it)."""
+        kind = data.get("kind")
+        if not isinstance(kind, str) or normalise_kind(kind) != SIMPLE_DATA_KIND:
+            raise PlatformError(f"the canfar platform stages only simple data resources, not {kind}")
+        self._check_configured()
+        self._check_storage("data")
+        location = data.get("location")
+        if not isinstance(location, str) or not location.startswith(("http://", "https://")):
+            raise PlatformError(
+                f"the canfar platform stages data it fetches by http(s) URL; {location!r} is not one"
+            )
+        folder = f"{session_folder(self.settings, session_name(spec.session_id))}/data"
+        target = f"{folder}/{data_file_name(data)}"
+        content = await self._fetcher.read(location, self.settings.max_data_bytes, "data")
+        for parent in folders_to_make(folder):
+            await self._storage.make_folder(parent)
+        await self._storage.upload(target, content)
+        log.info("canfar: staged data of session %s in ARC at %s", spec.session_id, target)
 
     def _create_params(self, spec: LaunchSpec) -> list[tuple[str, str]]:
         kind = spec.executable_kind

@@ -16,6 +16,7 @@
 | arc_mount | EB_CANFAR_ARC_MOUNT | /arc (where sessions see the storage's root) |
 | max_notebook_bytes | EB_CANFAR_MAX_NOTEBOOK_BYTES | 52428800 (50 MiB, the notebook fetched and staged) |
 | max_output_bytes | EB_CANFAR_MAX_OUTPUT_BYTES | 209715200 (200 MiB, the executed notebook fetched back) |
+| max_data_bytes | EB_CANFAR_MAX_DATA_BYTES | 268435456 (256 MiB, each data resource staged; held in memory) |
 | pending_timeout_s | EB_CANFAR_PENDING_TIMEOUT_S | 600 |
 | poll_s | EB_CANFAR_POLL_S | 2 |
 | timeout_s | EB_CANFAR_TIMEOUT_S | 30 (per HTTP request) |
@@ -64,6 +65,7 @@ class CanfarSettings(HttpSettings):
     arc_mount: str = "/arc"
     max_notebook_bytes: int = Field(50 * 2**20, gt=0)
     max_output_bytes: int = Field(200 * 2**20, gt=0)
+    max_data_bytes: int = Field(256 * 2**20, gt=0)
     # Given by the launcher from the pools of this platform: the hosts in private or loopback ranges
     # that a notebook's http(s) location may name (the launcher fetches it to stage it).
     allowed_hosts: list[str] = Field(default_factory=list)
