@@ -1,8 +1,7 @@
 """Notebooks on CANFAR through the bus: the services as processes (the offers service serving the
 HTTP API), the fake skaha (with its ARC storage and its nbclient runner) and a notebook server on
-127.0.0.1. What a user sees is what `broker watch` prints (each event's phase and messages, as
-`shared.ops.cli.print_event` does) and the session document of the HTTP API (which the dashboard
-shows)."""
+127.0.0.1. What a user sees is what `broker watch` prints (`shared.ops.cli.print_event`) and the
+session document of the HTTP API (which the dashboard shows)."""
 
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ from shared.auth.credentials import Credentials
 from shared.client import BrokerClient
 from shared.messages import SessionEvent
 from shared.models import JUPYTER_NOTEBOOK_KIND, SIMPLE_COMPUTE_KIND
+from shared.ops.cli import console, print_event
 from tests.e2e.helpers import HAPPY_PHASES
 from tests.e2e.http_support import ALICE, JSON, HttpBroker, start_http_broker
 from tests.e2e.test_canfar_e2e import submit_and_accept, texts
@@ -86,10 +86,11 @@ def notebook_request(location: str, mode: str) -> dict[str, Any]:
 
 
 def watched(events: list[SessionEvent]) -> str:
-    """What `broker watch` prints for these events (phase lines, then each message)."""
-    return "\n".join(
-        f"{e.phase}\n" + "\n".join(f"    {m.message or m.template}" for m in e.messages) for e in events
-    )
+    """What `broker watch` prints for these events."""
+    with console.capture() as captured:
+        for event in events:
+            print_event(event, as_json=False)
+    return captured.get()
 
 
 async def session_document(http: HttpBroker, session_id: str) -> dict[str, Any]:
