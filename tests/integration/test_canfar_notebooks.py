@@ -33,10 +33,16 @@ BATCH_IMAGE = "images.canfar.net/skaha/papermill:1.0"
 RUN_TIMEOUT = 60.0
 
 
+#: The Authorization headers the notebook server received (the CANFAR token must never go there).
+SEEN_AUTHORIZATION: list[str] = []
+
+
 def notebook_app() -> Starlette:
     """Serves the test notebooks by name, and one oversized file."""
 
     async def serve(request: Request) -> Response:
+        if "authorization" in request.headers:
+            SEEN_AUTHORIZATION.append(request.headers["authorization"])
         name = request.path_params["name"]
         if name == "huge.ipynb":
             return Response(b"{" + b" " * 4096 + b"}", media_type="application/json")
@@ -104,6 +110,7 @@ async def test_interactive_stages_the_notebook_and_its_connector_opens_it(
     (upload,) = fake.recorded("PUT", f"/arc/files/{staged}")
     assert upload["status"] == 201 and upload["headers"]["digest"].startswith("md5=")
     assert all(r["headers"]["authorization"] == "Bearer <redacted>" for r in fake.requests)
+    assert not SEEN_AUTHORIZATION  # the notebook's own server never sees the CANFAR token
     form = fake.recorded("POST", "/skaha/v1/session")[0]["form"]
     assert ("type", "notebook") in form and ("image", NOTEBOOK_IMAGE) in form
     status = await poll_until(platform, spec, handle, RunState.RUNNING)
