@@ -8,6 +8,10 @@ by the lifecycle's transition table and published as its own event, in order: AV
 RUNNING (right after start), RELEASING with the end (when the release is quick). A session thus
 costs three transactions, not five.
 
+While a run goes on, connectors its polls report (an interactive notebook's URL, known once the
+platform runs it) are published when they first appear or change (`publish_connectors`: an event of
+the phase the session is in), so they are shown while the session runs, not only at its end.
+
 A run's end is seen at once where the platform can tell (`Platform.exited`, the local platform's
 pidfd); otherwise the driver polls at the platform's interval, and never sleeps past the slot's end.
 
@@ -39,7 +43,7 @@ from services.launcher import domain
 from services.launcher import store as tables
 from services.launcher.preparation import prepare_components
 from shared import subjects
-from shared.bus.events import publish_phase
+from shared.bus.events import publish_connectors, publish_phase
 from shared.bus.runtime import TransactionRunner
 from shared.bus.store import Transaction
 from shared.lifecycle import TERMINAL, Phase
@@ -217,6 +221,7 @@ class Drivers:
         # so its polls only back off; the others (exited is None) are polled at their own interval.
         exited = platform.exited(spec, handle)
         backoff = platform.poll_interval(spec)
+        shown: list[dict[str, str]] = []
         try:
             while True:
                 found, cancel_reason = await tables.cancel_reason(self.runtime.store, session_id)
@@ -234,6 +239,9 @@ class Drivers:
                 if ending is not None:
                     await self._end(session_id, platform, spec, handle, ending, status)
                     return
+                if status is not None and status.connectors and status.connectors != shown:
+                    await self._show_connectors(session_id, status.connectors)
+                    shown = list(status.connectors)
                 watched = exited is not None and not exited.done()
                 delay = platform.poll_interval(spec)
                 if watched:
@@ -284,6 +292,15 @@ class Drivers:
             await self._record(session_id, final)
         finally:
             release.cancel()
+
+    async def _show_connectors(self, session_id: str, connectors: list[dict[str, str]]) -> None:
+        async def work(tx: Transaction) -> None:
+            run = await tables.get(tx, session_id)
+            if run is None or run.phase in TERMINAL:
+                return
+            await publish_connectors(tx, session_id, run.owner, run.phase, run.trace, connectors)
+
+        await self.runtime.unit_of_work(work)
 
     async def _best_effort(self, what: str, session_id: str, call: Callable[[], Awaitable[None]]) -> None:
         """Stopping and releasing (retried in the HTTP layer): if the platform still refuses, the

@@ -50,14 +50,16 @@ def build(settings: Settings, tracing: TracerProvider | None = None) -> tuple[Se
 
 
 def _on_host_settings(name: str, config: PoolsConfig, settings: Settings, work_root: Path) -> dict[str, Any]:
-    """What a platform that runs user code on this host must know of its pools and of the broker:
-    the locations its pools allow (together: a platform serves all its pools) and what to hide."""
-    if not capabilities(name).runs_on_host:
-        return {}
+    """What a platform must know of its pools (together: a platform serves all its pools): the
+    internal hosts a user's http(s) location may name, for every platform that fetches one (the
+    launcher fetches a notebook to stage it on CANFAR too); and for a platform that runs user code
+    on this host, the local folders its pools allow and what to hide."""
     pools = [pool for pool in config.pools if pool.platform == name]
-    return {
+    hosts: dict[str, Any] = {"allowed_hosts": sorted({host for pool in pools for host in pool.allowed_hosts})}
+    if not capabilities(name).runs_on_host:
+        return hosts
+    return hosts | {
         "allowed_paths": sorted({path for pool in pools for path in pool.allowed_paths}),
-        "allowed_hosts": sorted({host for pool in pools for host in pool.allowed_hosts}),
         "hidden_paths": _hidden_paths(settings, work_root),
     }
 

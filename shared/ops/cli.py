@@ -196,7 +196,8 @@ def print_event(event: SessionEvent, as_json: bool) -> None:
         return
     console.print(f"{event.at:%H:%M:%S} {event.session_id} [bold]{event.phase}[/bold]")
     for item in event.messages:
-        console.print(f"    {item.message or item.template}")
+        # As written: a message may quote what a user's run printed, which is not rich markup.
+        console.print(f"    {item.message or item.template}", markup=False, highlight=False)
 
 
 def print_update(result: UpdateResult, as_json: bool = False) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,7 +25,7 @@ from opentelemetry.trace import TracerProvider
 
 from services.launcher.platforms.canfar.discovery import TRACER_NAME, USER_AGENT, Found, SkahaLocator
 from services.launcher.platforms.canfar.settings import CanfarSettings
-from shared.http.client import HttpApi
+from shared.http.client import HttpApi, HttpStatusError, TooLarge, read_at_most
 from shared.http.create import create_without_duplicates
 from shared.http.retry import CallState, GaveUp, HttpLayerError
 from shared.http.rules import RetryRules, first_line
@@ -47,18 +48,25 @@ class SkahaClient:
         *,
         tracer_provider: TracerProvider | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        base_url: str | None = None,
+        tokens: TokenSource | None = None,
     ) -> None:
+        """`base_url` and `tokens` make a client of another CANFAR API with the same token (the
+        storage API: `storage.ArcStorage`); by default, skaha's with the configured token, at the
+        base URL the registry names when the pool gives one (never for another API)."""
         self.api: str = settings.api
-        self.tokens = TokenSource(settings.token, label="CANFAR token", variable=settings.variable("token"))
+        self.tokens = tokens or TokenSource(
+            settings.token, label="CANFAR token", variable=settings.variable("token")
+        )
         self._locator = (
             SkahaLocator(settings, tracer_provider=tracer_provider, transport=transport)
-            if settings.discovered
+            if settings.discovered and base_url is None
             else None
         )
         self._found: Found | None = None
         self.http = HttpApi.for_settings(
             settings,
-            settings.url or "http://canfar.invalid",
+            base_url or settings.url or "http://canfar.invalid",
             rules=RULES,
             tracer_name=TRACER_NAME,
             tokens=self.tokens,
@@ -109,22 +117,48 @@ class SkahaClient:
         params: dict[str, str] | None = None,
         ok: Collection[int] = (200,),
         route: str | None = None,
+        content: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """One API call with retries. Answers whose status is in `ok` are returned, others raise.
 
-        `route` names the span (the path with ids replaced by placeholders).
+        `route` names the span (the path with ids replaced by placeholders). Every call sent here
+        is idempotent (a GET, a DELETE, or a PUT of a whole file or folder).
         """
         what = f"{method} {path}"
 
         async def send() -> httpx.Response:
             with self._errors(what):
-                return await self.http.call(method, path, params=params, route=route or path, what=what)
+                return await self.http.call(
+                    method,
+                    path,
+                    params=params,
+                    route=route or path,
+                    what=what,
+                    content=content,
+                    headers=headers,
+                )
 
         await self.discover()
         response = await send()
         if response.status_code == 404 and await self._moved():
             response = await send()  # once: the registry named another base URL
         return self._accepted(response, what, ok)
+
+    async def download(self, path: str, max_bytes: int, *, route: str) -> bytes | None:
+        """The file at `path`, at most `max_bytes` of it (counted while streaming); None on a 404."""
+        what = f"GET {path}"
+        with self._errors(what):
+            try:
+                return await self.http.receive(
+                    path, partial(read_at_most, max_bytes), missing=lambda: None, what=what, route=route
+                )
+            except TooLarge:
+                raise PlatformError(f"{path} on CANFAR is larger than {max_bytes} bytes") from None
+            except HttpStatusError as error:
+                if error.status in (401, 403):
+                    raise PlatformError(self._refusal(error.status, what, "")) from None
+                raise PlatformError(f"CANFAR refused {what}: HTTP {error.status}") from None
 
     async def create(
         self,

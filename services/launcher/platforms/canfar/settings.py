@@ -9,7 +9,17 @@
 | api | EB_CANFAR_API | v1 (or v0 for older deployments; with `service`, the one preferred) |
 | token, token_file | EB_CANFAR_TOKEN, EB_CANFAR_TOKEN_FILE | one needed; the file wins, re-read on 401 |
 | session_type | EB_CANFAR_SESSION_TYPE | headless |
-| notebook_image | EB_CANFAR_NOTEBOOK_IMAGE | (required for notebooks) |
+| notebook_image | EB_CANFAR_NOTEBOOK_IMAGE | (required for interactive notebooks) |
+| batch_image | EB_CANFAR_BATCH_IMAGE | (required for batch notebooks) an image with papermill or nbconvert |
+| batch_runner | EB_CANFAR_BATCH_RUNNER | papermill (or nbconvert) |
+| storage_url | EB_CANFAR_STORAGE_URL | (required for notebooks) e.g. https://ws-uv.canfar.net/arc |
+| storage_user | EB_CANFAR_STORAGE_USER | (required for notebooks) the CANFAR user the token belongs to |
+| storage_folder | EB_CANFAR_STORAGE_FOLDER | execution-broker (in home/<user>; a folder per session in it) |
+| storage_authority | EB_CANFAR_STORAGE_AUTHORITY | cadc.nrc.ca~arc (of the VOSpace node URIs) |
+| arc_mount | EB_CANFAR_ARC_MOUNT | /arc (where sessions see the storage's root) |
+| max_notebook_bytes | EB_CANFAR_MAX_NOTEBOOK_BYTES | 52428800 (50 MiB, the notebook fetched and staged) |
+| max_output_bytes | EB_CANFAR_MAX_OUTPUT_BYTES | 209715200 (200 MiB, the executed notebook fetched back) |
+| max_data_bytes | EB_CANFAR_MAX_DATA_BYTES | 268435456 (256 MiB, each data resource staged; held in memory) |
 | pending_timeout_s | EB_CANFAR_PENDING_TIMEOUT_S | 600 |
 | poll_s | EB_CANFAR_POLL_S | 2 |
 | timeout_s | EB_CANFAR_TIMEOUT_S | 30 (per HTTP request) |
@@ -22,6 +32,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -31,10 +42,14 @@ from shared.http.settings import HttpSettings
 from shared.ivoa.identifiers import ivoid_problem
 from shared.ivoa.registry import url_problem
 
+BatchRunner = Literal["papermill", "nbconvert"]
 SessionType = Literal["notebook", "desktop", "carta", "headless", "contributed", "firefly"]
 ApiVersion = Literal["v1", "v0"]
 SESSION_TYPES: tuple[str, ...] = get_args(SessionType)
 API_VERSIONS: tuple[str, ...] = get_args(ApiVersion)
+# One path segment in the storage: no separator, no `..`, nothing a shell or skaha's space-split
+# `args` would read differently.
+SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class CanfarSettings(HttpSettings):
@@ -51,13 +66,26 @@ class CanfarSettings(HttpSettings):
     token: SecretStr | None = None
     session_type: SessionType = "headless"
     notebook_image: str | None = None
+    batch_image: str | None = None
+    batch_runner: BatchRunner = "papermill"
+    storage_url: str = ""
+    storage_user: str = ""
+    storage_folder: str = "execution-broker"
+    storage_authority: str = "cadc.nrc.ca~arc"
+    arc_mount: str = "/arc"
+    max_notebook_bytes: int = Field(50 * 2**20, gt=0)
+    max_output_bytes: int = Field(200 * 2**20, gt=0)
+    max_data_bytes: int = Field(256 * 2**20, gt=0)
+    # Given by the launcher from the pools of this platform: the hosts in private or loopback ranges
+    # that a notebook's http(s) location may name (the launcher fetches it to stage it).
+    allowed_hosts: list[str] = Field(default_factory=list)
     pending_timeout_s: float = 600.0
     poll_s: float = Field(2.0, gt=0)
     preparation_s: float = 60.0
     # The older name of `attempts`, still read.
     retries: int | None = Field(None, ge=1)
 
-    @field_validator("url")
+    @field_validator("url", "storage_url")
     @classmethod
     def _no_trailing_slash(cls, url: str) -> str:
         return url.rstrip("/")
@@ -78,7 +106,30 @@ class CanfarSettings(HttpSettings):
             raise ValueError(f"the registry URL {problem}")
         return registry
 
-    @field_validator("api", "session_type", mode="before")
+    @field_validator("storage_user")
+    @classmethod
+    def _one_segment(cls, user: str) -> str:
+        if user and not SEGMENT.fullmatch(user):
+            raise ValueError(f"{user!r} is not a CANFAR user name (letters, digits, . _ -)")
+        return user
+
+    @field_validator("storage_folder")
+    @classmethod
+    def _relative_folder(cls, folder: str) -> str:
+        parts = folder.strip("/").split("/")
+        if not all(SEGMENT.fullmatch(part) and part not in (".", "..") for part in parts):
+            raise ValueError(f"{folder!r} must be a relative folder of letters, digits, . _ - (no ..)")
+        return "/".join(parts)
+
+    @field_validator("arc_mount")
+    @classmethod
+    def _absolute_mount(cls, mount: str) -> str:
+        parts = mount.strip("/").split("/")
+        if not mount.startswith("/") or not all(SEGMENT.fullmatch(p) and p != ".." for p in parts):
+            raise ValueError(f"{mount!r} must be an absolute path of letters, digits, . _ -")
+        return "/" + "/".join(parts)
+
+    @field_validator("api", "session_type", "batch_runner", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
