@@ -675,6 +675,15 @@ def faults(
         bool,
         typer.Option("--stop-nats-node", help="With --cluster: SIGKILL a stream leader's node for good."),
     ] = False,
+    cut_site: Annotated[
+        bool,
+        typer.Option(
+            "--cut-site", help="A hub and one site over a leaf link, the link cut while sessions run."
+        ),
+    ] = False,
+    cut_seconds: Annotated[
+        float, typer.Option("--cut-seconds", min=1.0, max=600.0, help="With --cut-site: how long it is cut.")
+    ] = 30.0,
     as_json: JsonFlag = False,
 ) -> None:
     """Run sessions through a fresh embedded broker while killing services; audit exactly-once."""
@@ -698,6 +707,8 @@ def faults(
         usage_error(f"--{node_fault.value}-nats-node needs a cluster: add --cluster 3")
     if restart_nats and cluster > 1:
         usage_error("--restart-nats restarts the single nats-server; on a cluster use --kill-nats-node")
+    if cut_site and (cluster > 1 or restart_nats or node_fault is not None):
+        usage_error("--cut-site runs a single-node hub and one site (a site cannot join a cluster yet)")
 
     data_dir = Path(tempfile.mkdtemp(prefix="broker-faults-"))
 
@@ -705,19 +716,26 @@ def faults(
         if not as_json:
             err.print(line)
 
-    report = asyncio.run(
-        run_faults(
-            data_dir,
-            sessions,
-            kills,
-            restart_nats=restart_nats,
-            seed=seed,
-            durability=durability,
-            cluster=cluster,
-            node_fault=node_fault,
-            progress=progress,
+    if cut_site:
+        from shared.ops.faults_site import run_cut_site
+
+        report = asyncio.run(
+            run_cut_site(data_dir, sessions, kills, cut_s=cut_seconds, seed=seed, progress=progress)
         )
-    )
+    else:
+        report = asyncio.run(
+            run_faults(
+                data_dir,
+                sessions,
+                kills,
+                restart_nats=restart_nats,
+                seed=seed,
+                durability=durability,
+                cluster=cluster,
+                node_fault=node_fault,
+                progress=progress,
+            )
+        )
     if as_json:
         console.print_json(json.dumps(report.summary()))
     else:

@@ -30,7 +30,7 @@ from shared.ops.site import HUB_DOMAIN, SITE_SERVICES, SiteRegistry
 from shared.ops.site_broker import SiteBroker
 from tests.conftest import broker_env, local_pool_access
 from tests.e2e.helpers import HAPPY_PHASES, follow_until_running, one_core_request, phase_event_counts
-from tests.sites.link import Link
+from shared.ops.link import Link
 
 pytestmark = pytest.mark.e2e
 #: The quote deadline at the hub: a request for a pool whose site is cut off is answered NO by then.
