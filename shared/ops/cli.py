@@ -31,6 +31,7 @@ from shared import subjects
 from shared.asyncapi import installed_document
 from shared.auth import owners
 from shared.auth.credentials import Credentials
+from shared.bus.lease import LeaseLost
 from shared.bus.servers import server_urls
 from shared.bus.streams import StreamLimits, ensure_streams
 from shared.client import (
@@ -72,6 +73,8 @@ app.command("registry-record")(registry_record.command)
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
+#: The exit status of a service that lost its lease (`shared.bus.lease`): a supervisor restarts it.
+LEASE_LOST_EXIT = 3
 
 NatsUrl = Annotated[str, typer.Option("--nats-url", envvar="EB_NATS_URL", help="NATS server of the broker.")]
 ClientUrl = Annotated[
@@ -238,6 +241,11 @@ def service(
 
     try:
         asyncio.run(main())
+    except LeaseLost as exc:
+        # Not an error of this process: it stopped being the writer. Its supervisor starts it
+        # again, and it waits as a standby (docs/deployment.md "Active and standby").
+        logging.getLogger(__name__).error("%s: %s; exiting (restarted, it waits as a standby)", name, exc)
+        raise typer.Exit(LEASE_LOST_EXIT) from None
     except OSError as exc:
         err.print(f"[red]error:[/red] {name} could not start: {exc}")
         raise typer.Exit(1) from None
