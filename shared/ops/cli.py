@@ -31,6 +31,7 @@ from shared import subjects
 from shared.asyncapi import installed_document
 from shared.auth import owners
 from shared.auth.credentials import Credentials
+from shared.bus.backends import POSTGRES_SCHEMES
 from shared.bus.lease import LeaseLost
 from shared.bus.servers import server_urls
 from shared.bus.streams import StreamLimits, ensure_streams
@@ -682,6 +683,14 @@ def faults(
         bool,
         typer.Option("--stop-nats-node", help="With --cluster: SIGKILL a stream leader's node for good."),
     ] = False,
+    kill_active: Annotated[
+        bool,
+        typer.Option(
+            "--kill-active",
+            help="On PostgreSQL (EB_DATABASE_URL, an empty database): run the scheduler and the launcher "
+            "as active and standby, SIGKILL the active ones (--kills times) and restart them.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run sessions through a fresh embedded broker while killing services; audit exactly-once."""
@@ -689,6 +698,7 @@ def faults(
         err.print(f"[red]error:[/red] --durability is fast or safe, not {durability!r}")
         raise typer.Exit(2)
     from shared.ops.faults import NodeFault, run_faults
+    from shared.ops.takeover import DatabaseNotEmpty
 
     # The harness's own publishes ride out elections and restarts by design: its retries are counted
     # in the report (longest_wait_s), not worth a warning line each.
@@ -705,6 +715,15 @@ def faults(
         usage_error(f"--{node_fault.value}-nats-node needs a cluster: add --cluster 3")
     if restart_nats and cluster > 1:
         usage_error("--restart-nats restarts the single nats-server; on a cluster use --kill-nats-node")
+    database = Settings().database_url
+    database_url = database.get_secret_value() if database is not None else None
+    if kill_active and database_url is None:
+        usage_error(
+            "--kill-active needs PostgreSQL, where a standby shares the active's state: set "
+            "EB_DATABASE_URL to an empty database (postgresql://user:password@host:port/database)"
+        )
+    if database_url is not None and not database_url.startswith(POSTGRES_SCHEMES):
+        usage_error("EB_DATABASE_URL must be a postgresql:// URL")
 
     data_dir = Path(tempfile.mkdtemp(prefix="broker-faults-"))
 
@@ -712,19 +731,24 @@ def faults(
         if not as_json:
             err.print(line)
 
-    report = asyncio.run(
-        run_faults(
-            data_dir,
-            sessions,
-            kills,
-            restart_nats=restart_nats,
-            seed=seed,
-            durability=durability,
-            cluster=cluster,
-            node_fault=node_fault,
-            progress=progress,
+    try:
+        report = asyncio.run(
+            run_faults(
+                data_dir,
+                sessions,
+                kills,
+                restart_nats=restart_nats,
+                seed=seed,
+                durability=durability,
+                cluster=cluster,
+                node_fault=node_fault,
+                kill_active=kill_active,
+                database_url=database_url,
+                progress=progress,
+            )
         )
-    )
+    except DatabaseNotEmpty as exc:
+        usage_error(str(exc))
     if as_json:
         console.print_json(json.dumps(report.summary()))
     else:
