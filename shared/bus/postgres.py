@@ -230,6 +230,7 @@ class PostgresStore(Store):
     async def _take_lease(self) -> None:
         """Wait until the writing connection holds the lease. A connection that breaks meanwhile
         (the database restarted) held nothing yet: it is replaced, and the wait goes on."""
+        warned = False
         while True:
             try:
                 await leases.wait_for_lease(self.writer, self.name, self.name)
@@ -237,7 +238,9 @@ class PostgresStore(Store):
             except Exception:
                 if not self.writer.closed:
                     raise
-                log.warning("%s: the connection broke waiting for the lease; connecting again", self.name)
+                if not warned:  # once, not twice a second for as long as the database is away
+                    log.warning("%s: the connection broke waiting for the lease; connecting again", self.name)
+                    warned = True
             await asyncio.sleep(leases.POLL_S)
             with contextlib.suppress(Exception):  # the database is still away: try again
                 self._writer = await self._connect(leased=True)
@@ -258,15 +261,17 @@ class PostgresStore(Store):
                     self._lose()
 
     def _lose(self) -> LeaseLost:
-        """The leased connection broke: from now on nothing is written, and `lease_lost` returns."""
+        """The leased connection broke: from now on nothing is written, and `lease_lost` returns.
+        A new error each time it is raised (one instance raised again keeps every traceback)."""
+        lost = LeaseLost(
+            f"the {self.name} store lost its lease: its connection to PostgreSQL broke, so another "
+            "process may be the writer now; this one writes nothing more"
+        )
         if self._lost is None:
-            self._lost = LeaseLost(
-                f"the {self.name} store lost its lease: its connection to PostgreSQL broke, so another "
-                "process may be the writer now; this one writes nothing more"
-            )
-            log.error("%s", self._lost)
+            self._lost = lost
+            log.error("%s", lost)
             self._lost_event.set()
-        return self._lost
+        return lost
 
     async def lease_lost(self) -> LeaseLost:
         await self._lost_event.wait()
@@ -325,7 +330,7 @@ class PostgresStore(Store):
         if self._writer is None:
             raise RuntimeError("store is not open")
         if self._lost is not None:
-            raise self._lost
+            raise self._lose()
         if self._writer.closed:  # psycopg closes a connection that broke
             if self.lease:
                 # Reconnecting would write without the lease, beside whoever took it over.
@@ -373,7 +378,7 @@ class PostgresStore(Store):
             # What the stream confirmed is true whoever marks it; still, a process that lost its
             # lease writes nothing: the new writer's relay sends those rows again (the stream
             # drops the copies by their ids).
-            raise self._lost
+            raise self._lose()
         # On the reader: one autocommitted statement, so it need not wait for the writer's turn.
         reader = await self._reader_ready()
         await reader.execute(

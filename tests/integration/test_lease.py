@@ -193,3 +193,28 @@ async def test_served_returns_when_stopped(active: PostgresStore) -> None:
     assert not serving.done()
     stop.set()
     await asyncio.wait_for(serving, 0.5)
+
+
+async def test_a_standby_whose_waiting_connection_is_cut_connects_again_and_keeps_waiting(
+    active: PostgresStore, postgres_url: str
+) -> None:
+    standby = PostgresStore(postgres_url, "svc", NOTES, lease=True)
+    opening = asyncio.create_task(standby.open())
+    await asyncio.sleep(WAITED_S)
+    [holder] = await holder_backends(postgres_url)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'eb-svc:%%' AND pid <> %s",
+            (holder,),
+        )
+        [(waiting,)] = await cursor.fetchall()
+    await terminate(postgres_url, waiting)
+    await asyncio.sleep(WAITED_S)
+    assert not opening.done(), "a standby whose connection broke took the lease, or gave up"
+    await active.close()
+    await asyncio.wait_for(opening, 5 * leases.POLL_S)
+    try:
+        await note(standby, "after the cut")
+        assert await holder_backends(postgres_url) not in ([], [holder], [waiting])
+    finally:
+        await standby.close()
