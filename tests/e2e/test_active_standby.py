@@ -123,3 +123,7 @@ async def test_an_active_whose_lease_connection_is_cut_exits_and_its_standby_tak
     async with BrokerClient(broker.url, broker.login("alice")) as client:
         session_id = await started_session(client, sleeping(1))
         assert (await asyncio.wait_for(ending(client, session_id), 90))[-1] == "COMPLETED"
+    # A standby told to stop leaves at once, cleanly (it does not wait for the lease first).
+    assert active.proc is not None
+    active.proc.terminate()
+    assert active.proc.wait(5) == 0
