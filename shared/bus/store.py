@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Protocol
 
 from opentelemetry import propagate
 
+from shared.bus.lease import LeaseLost
+
 
 class Row(Protocol):
     """A result row, read by column name (``row["owner"]``) or position (``row[0]``)."""
@@ -186,6 +188,14 @@ class Store(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
+
+    async def lease_lost(self) -> LeaseLost:
+        """Wait until the store loses the lease that makes its process the single writer of its
+        state (`shared.bus.lease`), and say why. A store without a lease (SQLite: one file per
+        process; a PostgreSQL store of a service that runs as replicas) never loses one: this waits
+        for ever."""
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable: the event is never set")
 
     @asynccontextmanager
     async def transaction(self, now: datetime | None = None) -> AsyncIterator[Transaction]:

@@ -31,6 +31,8 @@ from shared import subjects
 from shared.asyncapi import installed_document
 from shared.auth import owners
 from shared.auth.credentials import Credentials
+from shared.bus.backends import POSTGRES_SCHEMES
+from shared.bus.lease import LeaseLost
 from shared.bus.servers import server_urls
 from shared.bus.streams import StreamLimits, ensure_streams
 from shared.client import (
@@ -61,6 +63,7 @@ from shared.settings import DEFAULT_NATS_URL, Settings
 
 if TYPE_CHECKING:
     from shared.ops.bench import BenchReport
+    from shared.ops.faults import FaultReport
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="An IVOA Execution Broker on NATS JetStream."
@@ -72,6 +75,8 @@ app.command("registry-record")(registry_record.command)
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
+#: The exit status of a service that lost its lease (`shared.bus.lease`): a supervisor restarts it.
+LEASE_LOST_EXIT = 3
 
 NatsUrl = Annotated[str, typer.Option("--nats-url", envvar="EB_NATS_URL", help="NATS server of the broker.")]
 ClientUrl = Annotated[
@@ -239,6 +244,11 @@ def service(
 
     try:
         asyncio.run(main())
+    except LeaseLost as exc:
+        # Not an error of this process: it stopped being the writer. Its supervisor starts it
+        # again, and it waits as a standby (docs/deployment.md "Active and standby").
+        logging.getLogger(__name__).error("%s: %s; exiting (restarted, it waits as a standby)", name, exc)
+        raise typer.Exit(LEASE_LOST_EXIT) from None
     except OSError as exc:
         err.print(f"[red]error:[/red] {name} could not start: {exc}")
         raise typer.Exit(1) from None
@@ -684,6 +694,14 @@ def faults(
     cut_seconds: Annotated[
         float, typer.Option("--cut-seconds", min=1.0, max=600.0, help="With --cut-site: how long it is cut.")
     ] = 30.0,
+    kill_active: Annotated[
+        bool,
+        typer.Option(
+            "--kill-active",
+            help="On PostgreSQL (EB_DATABASE_URL, an empty database): run the scheduler and the launcher "
+            "as active and standby, SIGKILL the active ones (--kills times) and restart them.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run sessions through a fresh embedded broker while killing services; audit exactly-once."""
@@ -691,6 +709,7 @@ def faults(
         err.print(f"[red]error:[/red] --durability is fast or safe, not {durability!r}")
         raise typer.Exit(2)
     from shared.ops.faults import NodeFault, run_faults
+    from shared.ops.takeover import DatabaseNotEmpty
 
     # The harness's own publishes ride out elections and restarts by design: its retries are counted
     # in the report (longest_wait_s), not worth a warning line each.
@@ -707,8 +726,17 @@ def faults(
         usage_error(f"--{node_fault.value}-nats-node needs a cluster: add --cluster 3")
     if restart_nats and cluster > 1:
         usage_error("--restart-nats restarts the single nats-server; on a cluster use --kill-nats-node")
-    if cut_site and (cluster > 1 or restart_nats or node_fault is not None):
+    if cut_site and (cluster > 1 or restart_nats or node_fault is not None or kill_active):
         usage_error("--cut-site runs a single-node hub and one site (a site cannot join a cluster yet)")
+    database = Settings().database_url
+    database_url = database.get_secret_value() if database is not None else None
+    if kill_active and database_url is None:
+        usage_error(
+            "--kill-active needs PostgreSQL, where a standby shares the active's state: set "
+            "EB_DATABASE_URL to an empty database (postgresql://user:password@host:port/database)"
+        )
+    if database_url is not None and not database_url.startswith(POSTGRES_SCHEMES):
+        usage_error("EB_DATABASE_URL must be a postgresql:// URL")
 
     data_dir = Path(tempfile.mkdtemp(prefix="broker-faults-"))
 
@@ -723,32 +751,41 @@ def faults(
             run_cut_site(data_dir, sessions, kills, cut_s=cut_seconds, seed=seed, progress=progress)
         )
     else:
-        report = asyncio.run(
-            run_faults(
-                data_dir,
-                sessions,
-                kills,
-                restart_nats=restart_nats,
-                seed=seed,
-                durability=durability,
-                cluster=cluster,
-                node_fault=node_fault,
-                progress=progress,
+        try:
+            report = asyncio.run(
+                run_faults(
+                    data_dir,
+                    sessions,
+                    kills,
+                    restart_nats=restart_nats,
+                    seed=seed,
+                    durability=durability,
+                    cluster=cluster,
+                    node_fault=node_fault,
+                    kill_active=kill_active,
+                    database_url=database_url,
+                    progress=progress,
+                )
             )
-        )
+        except DatabaseNotEmpty as exc:
+            usage_error(str(exc))
     if as_json:
         console.print_json(json.dumps(report.summary()))
     else:
-        for line in report.kill_log:
-            err.print(f"  {line}")
-        table = Table(title=f"faults: {sessions} sessions, {kills} kills")
-        for key, value in report.summary().items():
-            if key != "problems":
-                table.add_row(key, str(value))
-        console.print(table)
-        for problem in report.problems[:20]:
-            err.print(f"  [yellow]{problem}[/yellow]")
+        print_fault_report(report, sessions, kills)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def print_fault_report(report: FaultReport, sessions: int, kills: int) -> None:
+    for line in report.kill_log:
+        err.print(f"  {line}")
+    table = Table(title=f"faults: {sessions} sessions, {kills} kills")
+    for key, value in report.summary().items():
+        if key != "problems":
+            table.add_row(key, str(value))
+    console.print(table)
+    for problem in report.problems[:20]:
+        err.print(f"  [yellow]{problem}[/yellow]")
 
 
 @app.command()

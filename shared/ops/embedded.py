@@ -442,10 +442,17 @@ class EmbeddedBroker:
         return StreamLimits.of(Settings.model_validate(given))
 
     def process(self, name: str) -> ServiceProcess:
-        """A service's process, or the callout's."""
+        """A service's process, or the callout's, by its label (``scheduler-2``: a second process)."""
         if name == CALLOUT and self.callout is not None:
             return self.callout
+        for other in self.others:
+            if other.label == name:
+                return other
         return self.services[name]
+
+    def processes(self, name: str) -> list[ServiceProcess]:
+        """Every process of service ``name``: its first, then its replicas or standbys."""
+        return [self.services[name], *(other for other in self.others if other.name == name)]
 
     def restart(self, name: str) -> None:
         self.process(name).kill()
