@@ -400,7 +400,9 @@ def up(
     leafnode_port: Annotated[
         int | None,
         typer.Option(
-            "--leafnode-port", help="Listen for sites' leaf nodes here (broker site-key admits them)."
+            "--leafnode-port",
+            help="Listen for sites' leaf nodes here (broker site-key admits them); "
+            "with --cluster, node i listens on this port + i.",
         ),
     ] = None,
 ) -> None:
@@ -414,12 +416,12 @@ def up(
         usage_error(str(exc))
     if cluster > 1 and nats_url:
         usage_error("--cluster starts the nodes itself: leave out --nats-url")
-    if cluster > 1 and leafnode_port is not None:
-        usage_error("sites join a single-node hub for now: leave out --cluster or --leafnode-port")
     broker = start_embedded(
         data_dir.resolve(), nats_url, nats_port, http_port or None, cluster, leafnode_port
     )
     console.print(f"broker up: NATS at [bold]{broker.url}[/bold], data in {data_dir.resolve()}")
+    if broker.leafnode_urls:
+        console.print(f"  sites connect to: {','.join(broker.leafnode_urls)} (broker site --hub …)")
     if broker.nats is not None:
         operator = default_owner()
         credentials = broker.login(operator, admin=True)
@@ -726,8 +728,8 @@ def faults(
         usage_error(f"--{node_fault.value}-nats-node needs a cluster: add --cluster 3")
     if restart_nats and cluster > 1:
         usage_error("--restart-nats restarts the single nats-server; on a cluster use --kill-nats-node")
-    if cut_site and (cluster > 1 or restart_nats or node_fault is not None or kill_active):
-        usage_error("--cut-site runs a single-node hub and one site (a site cannot join a cluster yet)")
+    if cut_site and (restart_nats or node_fault is not None or kill_active):
+        usage_error("--cut-site is a fault of its own: leave out the other faults")
     database = Settings().database_url
     database_url = database.get_secret_value() if database is not None else None
     if kill_active and database_url is None:
@@ -748,7 +750,9 @@ def faults(
         from shared.ops.faults_site import run_cut_site
 
         report = asyncio.run(
-            run_cut_site(data_dir, sessions, kills, cut_s=cut_seconds, seed=seed, progress=progress)
+            run_cut_site(
+                data_dir, sessions, kills, cluster=cluster, cut_s=cut_seconds, seed=seed, progress=progress
+            )
         )
     else:
         try:

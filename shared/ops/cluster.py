@@ -44,11 +44,14 @@ def check_size(nodes: int) -> int:
 
 @dataclass(frozen=True)
 class Node:
-    """One node's name (nats-server's unique ``server_name``) and loopback ports."""
+    """One node's name (nats-server's unique ``server_name``) and loopback ports; ``leaf_port``: its
+    listener for sites' leaf nodes, on a hub that admits sites (each node has one, so a site
+    reaches the hub while any node is up)."""
 
     name: str
     client_port: int
     route_port: int
+    leaf_port: int | None = None
 
     @property
     def route_listen(self) -> str:
@@ -70,8 +73,14 @@ def node_config(base: dict[str, Any], node: Node, nodes: Sequence[Node], secret:
     routes = [
         f"nats-route://{ROUTE_USER}:{password}@{other.route_listen}" for other in nodes if other != node
     ]
+    leafnodes = base.get("leafnodes")
+    if leafnodes is not None:
+        if node.leaf_port is None:
+            raise ValueError(f"node {node.name} of a hub that admits sites needs a leafnode port")
+        leafnodes = {**leafnodes, "listen": f"127.0.0.1:{node.leaf_port}"}
     return {
         **base,
+        **({"leafnodes": leafnodes} if leafnodes is not None else {}),
         "server_name": node.name,
         "cluster": {
             "name": CLUSTER_NAME,

@@ -287,6 +287,14 @@ class EmbeddedBroker:
         return ",".join(node.url for node in self.nats_nodes)
 
     @property
+    def leafnode_urls(self) -> list[str]:
+        """Where sites connect: one listener per node, from ``leafnode_port`` up (a site is given
+        them all, comma-separated, and stays linked while any node is up)."""
+        if self.leafnode_port is None:
+            return []
+        return [f"nats://127.0.0.1:{self.leafnode_port + i}" for i in range(self.cluster)]
+
+    @property
     def http_url(self) -> str | None:
         """Where the dashboard and the HTTP API are (EB_PUBLIC_URL when set)."""
         if self.http_port is None:
@@ -397,7 +405,12 @@ class EmbeddedBroker:
             return [NatsServer(self.data_dir / "jetstream", port=self.nats_port, config_file=config)]
         check_size(self.cluster)
         nodes = [
-            Node(f"n{i + 1}", self.nats_port + i if self.nats_port else free_port(), free_port())
+            Node(
+                f"n{i + 1}",
+                self.nats_port + i if self.nats_port else free_port(),
+                free_port(),
+                self.leafnode_port + i if self.leafnode_port is not None else None,
+            )
             for i in range(self.cluster)
         ]
         return [

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from pathlib import Path
 
@@ -92,13 +93,35 @@ async def _paced(
     await asyncio.gather(*tasks)
 
 
-async def _cutter(link: Link, at: float, seconds: float, log: list[str], began: float) -> None:
+async def _cutter(links: list[Link], at: float, seconds: float, log: list[str], began: float) -> None:
+    """Cut the site off: every link, to every node of the hub, at once."""
     await asyncio.sleep(at)
-    link.cut()
+    for link in links:
+        link.cut()
     log.append(f"{time.monotonic() - began:6.1f}s cut the site's leaf link for {seconds:.0f}s")
     await asyncio.sleep(seconds)
-    link.mend()
+    for link in links:
+        link.mend()
     log.append(f"{time.monotonic() - began:6.1f}s mended the link")
+
+
+def free_ports_in_a_row(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports (a clustered hub's leaf listeners)."""
+    for _ in range(50):
+        first = free_port()
+        sockets = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise OSError(f"no {count} consecutive free ports on 127.0.0.1")
 
 
 async def _killer(
@@ -124,6 +147,7 @@ async def run_cut_site(
     sessions: int = 300,
     kills: int = 0,
     *,
+    cluster: int = 1,
     cut_s: float = 30.0,
     concurrency: int = 40,
     seed: int | None = None,
@@ -144,26 +168,32 @@ async def run_cut_site(
     # The hub's operator registers the site and hands it its key (`broker site-key`).
     key = SiteRegistry(SecuredBus(hub_dir)).add(SITE, data_dir / "site-pools.toml")
     hub = EmbeddedBroker(
-        hub_dir, env={**env, "EB_POOLS": str(data_dir / "hub-pools.toml")}, leafnode_port=free_port()
+        hub_dir,
+        env={**env, "EB_POOLS": str(data_dir / "hub-pools.toml")},
+        leafnode_port=free_ports_in_a_row(cluster),
+        cluster=cluster,
     )
     assert hub.leafnode_port is not None
-    link = Link(hub.leafnode_port)
-    site = SiteBroker(SITE, link.url, data_dir / "site-pools.toml", key, data_dir / "site", env=env)
+    # One link to each node's leaf listener: the site moves between them, and is cut off from all.
+    links = [Link(hub.leafnode_port + i) for i in range(cluster)]
+    hub_urls = ",".join(link.url for link in links)
+    site = SiteBroker(SITE, hub_urls, data_dir / "site-pools.toml", key, data_dir / "site", env=env)
     started = time.monotonic()
     log: list[str] = []
     flow = _Flow()
     try:
         await asyncio.to_thread(hub.start)
-        link.mend()
+        for link in links:
+            link.mend()
         await asyncio.to_thread(site.start)
         await wait_for_services(hub.url, SERVICES, timeout=60, credentials=hub.operator())
         await wait_for_services(site.url, SITE_SERVICES, timeout=60, credentials=site.operator())
         # Long enough that requests come before, during and after the cut.
         window = max(2 * cut_s + 10.0, sessions / 10)
         cut_at = rng.uniform(0.2, 0.35) * window
-        progress(f"hub at {hub.url}, site {SITE} behind {link.url}; {sessions} sessions over {window:.0f} s")
+        progress(f"hub at {hub.url}, site {SITE} behind {hub_urls}; {sessions} sessions over {window:.0f} s")
         began = time.monotonic()
-        cutter = asyncio.create_task(_cutter(link, cut_at, cut_s, log, began))
+        cutter = asyncio.create_task(_cutter(links, cut_at, cut_s, log, began))
         killer = asyncio.create_task(_killer(hub, site, kills, window, rng, log))
         async with BrokerClient(hub.url, hub.login(OWNER), reconnect=True, resend_after=6.0) as client:
             await _paced(client, flow, sessions, window, concurrency, timeout=120 + cut_s)
@@ -177,9 +207,11 @@ async def run_cut_site(
         await asyncio.sleep(1.0)  # let the last relays land before counting
         counts, phases = await audit_events(hub.url, hub.operator())
     finally:
-        link.mend()  # so the site's services stop cleanly
+        for link in links:
+            link.mend()  # so the site's services stop cleanly
         await asyncio.to_thread(site.stop)
-        link.cut()
+        for link in links:
+            link.cut()
         await asyncio.to_thread(hub.stop)
 
     problems = list(flow.errors)
@@ -215,6 +247,7 @@ async def run_cut_site(
         seconds=round(time.monotonic() - started, 1),
         longest_gap_s=round(longest_gap(flow.began, flow.answers, calls_finished), 2),
         longest_wait_s=round(max(flow.waits, default=0.0), 2),
+        cluster=cluster,
         kill_log=sorted(log),
         problems=problems,
     )

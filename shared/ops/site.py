@@ -232,8 +232,17 @@ def leaf_config(
         "listen": f"127.0.0.1:{port}",
         "accounts": {APP_ACCOUNT: {"users": users}, SYS_ACCOUNT: {}},
         "system_account": SYS_ACCOUNT,
-        "leafnodes": {"remotes": [{"url": hub_url, "nkey": site_seed, "account": APP_ACCOUNT}]},
+        # A clustered hub's listeners, comma-separated: the leaf moves to another when one goes.
+        "leafnodes": {"remotes": [{"urls": hub_urls(hub_url), "nkey": site_seed, "account": APP_ACCOUNT}]},
     }
+
+
+def hub_urls(hub_url: str) -> list[str]:
+    """The hub's leafnode URLs, from one or several comma-separated."""
+    urls = [url.strip() for url in hub_url.split(",") if url.strip()]
+    if not urls:
+        raise SiteError("the hub's leafnode URL is empty")
+    return urls
 
 
 def write_site_key(seed_file: Path, out: Path) -> Path:

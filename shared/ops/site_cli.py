@@ -53,7 +53,10 @@ def site_key(
 
 
 def site(
-    hub: Annotated[str, typer.Option("--hub", help="The hub's leafnode URL (nats://host:port).")],
+    hub: Annotated[
+        str,
+        typer.Option("--hub", help="The hub's leafnode URL (nats://host:port), or a cluster's, with commas."),
+    ],
     pools: PoolsFile,
     key: Annotated[
         Path,

@@ -17,8 +17,10 @@ from tests.faults.audit import seed
 pytestmark = pytest.mark.faults
 
 
-async def _run(tmp_path: Path, sessions: int, kills: int, cut_s: float) -> FaultReport:
-    report = await run_cut_site(tmp_path / "federation", sessions, kills, cut_s=cut_s, seed=seed())
+async def _run(tmp_path: Path, sessions: int, kills: int, cut_s: float, cluster: int = 1) -> FaultReport:
+    report = await run_cut_site(
+        tmp_path / "federation", sessions, kills, cluster=cluster, cut_s=cut_s, seed=seed()
+    )
     for line in report.kill_log:
         print(line)
     summary = report.summary()
@@ -26,8 +28,10 @@ async def _run(tmp_path: Path, sessions: int, kills: int, cut_s: float) -> Fault
     assert report.answered == sessions and report.lost == 0, summary
     assert report.duplicated == 0 and report.stuck == 0 and report.failed == 0, summary
     assert report.problems == [], summary
-    # Requests made during the cut were answered NO, the others ran to COMPLETED.
-    assert report.refused > 0 and report.completed + report.refused == sessions, summary
+    # Requests made during the cut were answered NO, the others ran to COMPLETED. (A hub's offers
+    # killed during the cut may wait for the site's quotes instead: only without kills is a NO sure.)
+    assert report.completed + report.refused == sessions, summary
+    assert report.refused > 0 or kills > 0, summary
     assert any("cut the site's leaf link" in line for line in report.kill_log)
     assert any("mended the link" in line for line in report.kill_log)
     assert sum("SIGKILL" in line for line in report.kill_log) == kills
@@ -36,10 +40,17 @@ async def _run(tmp_path: Path, sessions: int, kills: int, cut_s: float) -> Fault
     return report
 
 
-async def test_sessions_survive_a_site_cut_off_for_a_while(tmp_path: Path) -> None:
-    await _run(tmp_path, sessions=60, kills=1, cut_s=8.0)
+async def test_sessions_survive_a_site_cut_off_from_a_clustered_hub(tmp_path: Path) -> None:
+    """The site holds a link to each node's leaf listener; all are cut, then mended."""
+    report = await _run(tmp_path, sessions=40, kills=0, cut_s=6.0, cluster=3)
+    assert report.cluster == 3
 
 
 @pytest.mark.full_size
 async def test_three_hundred_sessions_survive_a_site_cut_off_for_thirty_seconds(tmp_path: Path) -> None:
     await _run(tmp_path, sessions=300, kills=3, cut_s=30.0)
+
+
+@pytest.mark.full_size
+async def test_three_hundred_sessions_survive_a_site_cut_off_from_a_clustered_hub(tmp_path: Path) -> None:
+    await _run(tmp_path, sessions=300, kills=3, cut_s=30.0, cluster=3)
