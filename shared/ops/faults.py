@@ -126,7 +126,7 @@ class FaultReport:
 
 
 @dataclass
-class _Flow:
+class Flow:
     request_ids: list[str] = field(default_factory=list)
     accepted: dict[str, str] = field(default_factory=dict)  # request id -> session id
     refused: set[str] = field(default_factory=set)
@@ -156,7 +156,7 @@ def longest_gap(began: float | None, answers: list[float], finished: float) -> f
     return max(later - earlier for earlier, later in itertools.pairwise(moments))
 
 
-async def _one_session(client: BrokerClient, flow: _Flow, limit: asyncio.Semaphore, timeout: float) -> None:
+async def one_session(client: BrokerClient, flow: Flow, limit: asyncio.Semaphore, timeout: float) -> None:
     request_id = str(uuid.uuid4())
     flow.request_ids.append(request_id)
     async with limit:
@@ -356,6 +356,50 @@ async def audit_events(url: str, operator: Credentials) -> tuple[Counter[str], d
     return counts, phases
 
 
+@dataclass
+class Tally:
+    """What the events stream says of a run's requests and sessions (the stream is the truth)."""
+
+    answered: int
+    lost: int
+    duplicated: int
+    stuck: int
+    completed: int
+    failed: int
+    problems: list[str]
+
+    @classmethod
+    def of(cls, flow: Flow, counts: Counter[str], phases: dict[str, list[str]]) -> Tally:
+        problems = list(flow.errors)
+        answered = sum(1 for rid in flow.request_ids if counts[subjects.offerset(OWNER_TOKEN, rid)] >= 1)
+        # Only subjects that name one fact can be duplicated; the pool facts (quoted, measured) and
+        # dead letters share one subject per pool or service.
+        once = [(subject, n) for subject, n in counts.items() if one_fact(subject)]
+        duplicated = sum(1 for _, n in once if n > 1)
+        problems += [f"duplicate: {s} x{n}" for s, n in once if n > 1]
+        stuck = completed = failed = 0
+        lost = len(flow.request_ids) - answered
+        # A session accepted while the client lost its answer still counts.
+        accepted = set(flow.accepted.values()) | {sid for sid, seen in phases.items() if "ACCEPTED" in seen}
+        for session_id in sorted(accepted):
+            seen = phases.get(session_id, [])
+            if Phase.ACCEPTED.value not in seen:
+                lost += 1
+                problems.append(f"lost: session {session_id} has no ACCEPTED event")
+            terminal = [p for p in seen if Phase(p) in TERMINAL]
+            if not terminal:
+                stuck += 1
+                problems.append(f"stuck: session {session_id} phases {seen}")
+            elif len(set(terminal)) > 1:
+                duplicated += 1
+                problems.append(f"two endings: session {session_id} phases {seen}")
+            completed += Phase.COMPLETED.value in terminal
+            failed += Phase.FAILED.value in terminal
+        if counts.get(subjects.dead_letter("offers")) or counts.get(subjects.dead_letter("scheduler")):
+            problems.append("dead letters were written (see eb.dead.*)")
+        return cls(answered, lost, duplicated, stuck, completed, failed, problems)
+
+
 def one_fact(subject: str) -> bool:
     """True for the subjects that carry one fact each: an offer set, an update's result, a phase."""
     for pattern in (subjects.OFFERSET, subjects.UPDATE_RESULT, subjects.SESSION):
@@ -365,7 +409,7 @@ def one_fact(subject: str) -> bool:
     return False
 
 
-async def _wait_until_settled(url: str, operator: Credentials, sessions: set[str], deadline: float) -> None:
+async def wait_until_settled(url: str, operator: Credentials, sessions: set[str], deadline: float) -> None:
     """Follow all session events until every accepted session has a terminal phase or time is up."""
     done: set[str] = set()
     nc = await nats.connect(
@@ -449,7 +493,7 @@ async def run_faults(
     broker = EmbeddedBroker(data_dir=data_dir, env=env, cluster=cluster, replicas=replicas)
     started = time.monotonic()
     kill_log: list[str] = []
-    flow = _Flow()
+    flow = Flow()
     await asyncio.to_thread(broker.start)
     try:
         await wait_for_services(broker.url, SERVICES, timeout=60, credentials=broker.operator())
@@ -477,7 +521,7 @@ async def run_faults(
         )
         limit = asyncio.Semaphore(concurrency)
         async with BrokerClient(broker.url, broker.login(OWNER), reconnect=True, resend_after=6.0) as client:
-            await asyncio.gather(*(_one_session(client, flow, limit, timeout=120) for _ in range(sessions)))
+            await asyncio.gather(*(one_session(client, flow, limit, timeout=120) for _ in range(sessions)))
         calls_finished = time.monotonic()
         progress(f"{len(flow.accepted)} sessions accepted after {time.monotonic() - started:.1f} s")
         killed = await killer
@@ -488,7 +532,7 @@ async def run_faults(
                 f"{_seconds(watched.lease_s)}, served in {_seconds(watched.serving_s)} and applied "
                 f"its first message in {_seconds(watched.first_message_s)}"
             )
-        await _wait_until_settled(
+        await wait_until_settled(
             broker.url, broker.operator(), set(flow.accepted.values()), time.monotonic() + settle_timeout
         )
         await asyncio.sleep(1.0)  # let the last relays land before counting
@@ -496,44 +540,17 @@ async def run_faults(
     finally:
         await asyncio.to_thread(broker.stop)
 
-    problems = list(flow.errors)
-    answered = sum(1 for rid in flow.request_ids if counts[subjects.offerset(OWNER_TOKEN, rid)] >= 1)
-    # Only subjects that name one fact can be duplicated; the pool facts (quoted, measured) and dead
-    # letters share one subject per pool or service.
-    once = [(subject, n) for subject, n in counts.items() if one_fact(subject)]
-    duplicated = sum(1 for _, n in once if n > 1)
-    problems += [f"duplicate: {s} x{n}" for s, n in once if n > 1]
-    stuck = 0
-    completed = failed = 0
-    lost = len(flow.request_ids) - answered
-    # The stream is the truth: a session accepted while the client lost its answer still counts.
-    accepted = set(flow.accepted.values()) | {sid for sid, seen in phases.items() if "ACCEPTED" in seen}
-    for session_id in sorted(accepted):
-        seen = phases.get(session_id, [])
-        if Phase.ACCEPTED.value not in seen:
-            lost += 1
-            problems.append(f"lost: session {session_id} has no ACCEPTED event")
-        terminal = [p for p in seen if Phase(p) in TERMINAL]
-        if not terminal:
-            stuck += 1
-            problems.append(f"stuck: session {session_id} phases {seen}")
-        elif len(set(terminal)) > 1:
-            duplicated += 1
-            problems.append(f"two endings: session {session_id} phases {seen}")
-        completed += terminal.count(Phase.COMPLETED.value) > 0
-        failed += terminal.count(Phase.FAILED.value) > 0
-    if counts.get(subjects.dead_letter("offers")) or counts.get(subjects.dead_letter("scheduler")):
-        problems.append("dead letters were written (see eb.dead.*)")
+    tally = Tally.of(flow, counts, phases)
     return FaultReport(
         sessions=sessions,
         kills=kills,
         nats_restarts=killed.nats_restarts,
-        answered=answered,
-        lost=lost,
-        duplicated=duplicated,
-        stuck=stuck,
-        completed=completed,
-        failed=failed,
+        answered=tally.answered,
+        lost=tally.lost,
+        duplicated=tally.duplicated,
+        stuck=tally.stuck,
+        completed=tally.completed,
+        failed=tally.failed,
         refused=len(flow.refused),
         seconds=round(time.monotonic() - started, 1),
         longest_gap_s=round(longest_gap(flow.began, flow.answers, calls_finished), 2),
@@ -544,5 +561,5 @@ async def run_faults(
         takeover_s=[_rounded(t.serving_s) for t in takeovers],
         first_message_s=[_rounded(t.first_message_s) for t in takeovers],
         kill_log=kill_log,
-        problems=problems,
+        problems=tally.problems,
     )

@@ -19,21 +19,18 @@ import socket
 import time
 from pathlib import Path
 
-from shared import subjects
 from shared.client import BrokerClient, wait_for_services
-from shared.lifecycle import TERMINAL, Phase
 from shared.ops.embedded import SERVICES, EmbeddedBroker, free_port
 from shared.ops.faults import (
     OWNER,
-    OWNER_TOKEN,
     FaultReport,
+    Flow,
     Progress,
-    _Flow,
-    _one_session,
-    _wait_until_settled,
+    Tally,
     audit_events,
     longest_gap,
-    one_fact,
+    one_session,
+    wait_until_settled,
 )
 from shared.ops.link import Link
 from shared.ops.secured import SecuredBus
@@ -79,7 +76,7 @@ def _write_pools(data_dir: Path, sessions: int) -> None:
 
 
 async def _paced(
-    client: BrokerClient, flow: _Flow, sessions: int, window: float, concurrency: int, timeout: float
+    client: BrokerClient, flow: Flow, sessions: int, window: float, concurrency: int, timeout: float
 ) -> None:
     """Start the sessions one by one, evenly over ``window`` seconds, at most ``concurrency`` at once."""
     limit = asyncio.Semaphore(concurrency)
@@ -89,7 +86,7 @@ async def _paced(
         delay = began + number * window / sessions - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_one_session(client, flow, limit, timeout)))
+        tasks.append(asyncio.create_task(one_session(client, flow, limit, timeout)))
     await asyncio.gather(*tasks)
 
 
@@ -180,7 +177,7 @@ async def run_cut_site(
     site = SiteBroker(SITE, hub_urls, data_dir / "site-pools.toml", key, data_dir / "site", env=env)
     started = time.monotonic()
     log: list[str] = []
-    flow = _Flow()
+    flow = Flow()
     try:
         await asyncio.to_thread(hub.start)
         for link in links:
@@ -201,7 +198,7 @@ async def run_cut_site(
         await cutter
         await killer
         progress(f"{len(flow.accepted)} sessions accepted, {len(flow.refused)} refused")
-        await _wait_until_settled(
+        await wait_until_settled(
             hub.url, hub.operator(), set(flow.accepted.values()), time.monotonic() + settle_timeout
         )
         await asyncio.sleep(1.0)  # let the last relays land before counting
@@ -214,40 +211,22 @@ async def run_cut_site(
             link.cut()
         await asyncio.to_thread(hub.stop)
 
-    problems = list(flow.errors)
-    answered = sum(1 for rid in flow.request_ids if counts[subjects.offerset(OWNER_TOKEN, rid)] >= 1)
-    once = [(subject, n) for subject, n in counts.items() if one_fact(subject)]
-    duplicated = sum(1 for _, n in once if n > 1)
-    problems += [f"duplicate: {s} x{n}" for s, n in once if n > 1]
-    lost = len(flow.request_ids) - answered
-    stuck = completed = failed = 0
-    accepted = set(flow.accepted.values()) | {sid for sid, seen in phases.items() if "ACCEPTED" in seen}
-    for session_id in sorted(accepted):
-        seen = phases.get(session_id, [])
-        terminal = [p for p in seen if Phase(p) in TERMINAL]
-        if not terminal:
-            stuck += 1
-            problems.append(f"stuck: session {session_id} phases {seen}")
-        elif len(set(terminal)) > 1:
-            duplicated += 1
-            problems.append(f"two endings: session {session_id} phases {seen}")
-        completed += Phase.COMPLETED.value in terminal
-        failed += Phase.FAILED.value in terminal
+    tally = Tally.of(flow, counts, phases)
     return FaultReport(
         sessions=sessions,
         kills=kills,
         nats_restarts=0,
-        answered=answered,
-        lost=lost,
-        duplicated=duplicated,
-        stuck=stuck,
-        completed=completed,
-        failed=failed,
+        answered=tally.answered,
+        lost=tally.lost,
+        duplicated=tally.duplicated,
+        stuck=tally.stuck,
+        completed=tally.completed,
+        failed=tally.failed,
         refused=len(flow.refused),
         seconds=round(time.monotonic() - started, 1),
         longest_gap_s=round(longest_gap(flow.began, flow.answers, calls_finished), 2),
         longest_wait_s=round(max(flow.waits, default=0.0), 2),
         cluster=cluster,
         kill_log=sorted(log),
-        problems=problems,
+        problems=tally.problems,
     )
