@@ -399,6 +399,27 @@ class Tally:
             problems.append("dead letters were written (see eb.dead.*)")
         return cls(answered, lost, duplicated, stuck, completed, failed, problems)
 
+    def report(
+        self, flow: Flow, *, sessions: int, kills: int, started: float, calls_finished: float, **more: Any
+    ) -> FaultReport:
+        """The run's report: this tally, the clients' waits, and what the scenario adds (``more``)."""
+        return FaultReport(
+            sessions=sessions,
+            kills=kills,
+            answered=self.answered,
+            lost=self.lost,
+            duplicated=self.duplicated,
+            stuck=self.stuck,
+            completed=self.completed,
+            failed=self.failed,
+            refused=len(flow.refused),
+            seconds=round(time.monotonic() - started, 1),
+            longest_gap_s=round(longest_gap(flow.began, flow.answers, calls_finished), 2),
+            longest_wait_s=round(max(flow.waits, default=0.0), 2),
+            problems=self.problems,
+            **more,
+        )
+
 
 def one_fact(subject: str) -> bool:
     """True for the subjects that carry one fact each: an offer set, an update's result, a phase."""
@@ -540,26 +561,17 @@ async def run_faults(
     finally:
         await asyncio.to_thread(broker.stop)
 
-    tally = Tally.of(flow, counts, phases)
-    return FaultReport(
+    return Tally.of(flow, counts, phases).report(
+        flow,
         sessions=sessions,
         kills=kills,
+        started=started,
+        calls_finished=calls_finished,
         nats_restarts=killed.nats_restarts,
-        answered=tally.answered,
-        lost=tally.lost,
-        duplicated=tally.duplicated,
-        stuck=tally.stuck,
-        completed=tally.completed,
-        failed=tally.failed,
-        refused=len(flow.refused),
-        seconds=round(time.monotonic() - started, 1),
-        longest_gap_s=round(longest_gap(flow.began, flow.answers, calls_finished), 2),
-        longest_wait_s=round(max(flow.waits, default=0.0), 2),
         cluster=cluster,
         nats_nodes_killed=killed.nodes_killed,
         active_kills=len(takeovers),
         takeover_s=[_rounded(t.serving_s) for t in takeovers],
         first_message_s=[_rounded(t.first_message_s) for t in takeovers],
         kill_log=kill_log,
-        problems=tally.problems,
     )

@@ -28,7 +28,6 @@ from shared.ops.faults import (
     Progress,
     Tally,
     audit_events,
-    longest_gap,
     one_session,
     wait_until_settled,
 )
@@ -211,22 +210,13 @@ async def run_cut_site(
             link.cut()
         await asyncio.to_thread(hub.stop)
 
-    tally = Tally.of(flow, counts, phases)
-    return FaultReport(
+    return Tally.of(flow, counts, phases).report(
+        flow,
         sessions=sessions,
         kills=kills,
+        started=started,
+        calls_finished=calls_finished,
         nats_restarts=0,
-        answered=tally.answered,
-        lost=tally.lost,
-        duplicated=tally.duplicated,
-        stuck=tally.stuck,
-        completed=tally.completed,
-        failed=tally.failed,
-        refused=len(flow.refused),
-        seconds=round(time.monotonic() - started, 1),
-        longest_gap_s=round(longest_gap(flow.began, flow.answers, calls_finished), 2),
-        longest_wait_s=round(max(flow.waits, default=0.0), 2),
         cluster=cluster,
         kill_log=sorted(log),
-        problems=tally.problems,
     )
