@@ -53,7 +53,9 @@ def site_key(
 
 
 def site(
-    hub: Annotated[str, typer.Option("--hub", help="The hub's leafnode URL (nats://host:port).")],
+    hub: Annotated[str, typer.Option(
+            "--hub", help="The hub's leafnode URL (nats://host:port); a clustered hub's, comma-separated."
+        ),],
     pools: PoolsFile,
     key: Annotated[
         Path,
