@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,13 @@ from compose_spec import PyCompose
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from services.offers.http.settings import HttpSettings
 from shared.ops.cli import app
-from shared.ops.embedded import nats_server_binary
 from shared.ops.secured import BusKeys, SecuredBus
 from shared.ops.site import HUB_DOMAIN, SiteRegistry, leaf_config, site_settings, site_wirings
 from shared.pools import load_pools
 from shared.settings import Settings
+from tests.deployment import ROOT, names_the_code_reads, nats_server_test
 
-ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
 NODE_CONFIG = ROOT / "deploy" / "nats" / "hub-node.conf"
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
@@ -63,16 +60,6 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
 
 def mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
     return [(str(v).split(":")[0], str(v).split(":")[1]) for v in service.get("volumes", [])]
-
-
-def names_the_code_reads() -> frozenset[str]:
-    """Every EB_ variable the broker reads: the settings classes' fields, and each name the code
-    spells out (typer options' envvars, plugins' settings, the few read with os.environ)."""
-    names = {f"EB_{field.upper()}" for cls in (Settings, HttpSettings) for field in cls.model_fields}
-    for folder in ("shared", "services"):
-        for path in (ROOT / folder).rglob("*.py"):
-            names |= set(re.findall(r"\bEB_[A-Z0-9_]*[A-Z0-9]\b", path.read_text(encoding="utf-8")))
-    return frozenset(names)
 
 
 # -- the Compose Specification -------------------------------------------------------------------
@@ -229,17 +216,6 @@ def hub_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     assert done.exit_code == 0, done.output
     (tmp_path / "hub-node.conf").write_text(NODE_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
     return tmp_path
-
-
-def nats_server_test(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [nats_server_binary(), "-t", "-c", str(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_nats_server_accepts_each_nodes_configuration(hub_folder: Path) -> None:
