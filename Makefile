@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit clean
+.PHONY: demo test test-full lint unit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/broker demo
 
+# The whole suite but the acceptance-size runs (marked full_size), which `make test-full` runs:
+# CI (.ci/run) runs both, one after the other.
 test: $(STAMP) lint
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -m "not full_size"
+
+test-full: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m full_size
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -19,6 +19,7 @@ import nats
 import yaml
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.errors import NoStreamResponseError
@@ -41,6 +42,10 @@ from shared.models import (
 #: (`shared.ops.callout.CALLOUT_RECONNECT_WAIT_S`), so that after a server restart the callout is
 #: usually subscribed again first (a login it misses is refused, and nats-py then gives up).
 RECONNECT_WAIT_S = 0.5
+#: How long one new login of a long-running client may take (`BrokerClient._live`).
+RELOGIN_ATTEMPT_S = 5.0
+#: How long a follower of events keeps trying to log in again before it gives up.
+RELOGIN_DEADLINE_S = 120.0
 
 
 class BrokerUnavailable(RuntimeError):
@@ -106,25 +111,58 @@ class BrokerClient:
         self.reconnect = reconnect
         self.resend_after = resend_after
         self._nc: Client | None = None
+        self._login_lock = asyncio.Lock()
 
     async def connect(self) -> None:
         try:
-            self._nc = await nats.connect(
-                server_urls(self.nats_url),
-                connect_timeout=self.connect_timeout,
-                max_reconnect_attempts=-1 if self.reconnect else 1,
-                allow_reconnect=self.reconnect,
-                reconnect_time_wait=RECONNECT_WAIT_S,
-                error_cb=unreported,
-                name="eb-client",
-                **self.credentials.connect_options(),
-            )
+            nc = Client()
+            await self._log_in(nc)
+            self._nc = nc
         except Exception as exc:
             reason = str(exc) or type(exc).__name__
             if "authorization" in reason.lower() or "authentication" in reason.lower():
                 reason = reason.removeprefix("nats: ").strip("'")
                 raise BrokerRefused(self.nats_url, self.credentials.describe(), reason) from None
             raise BrokerUnavailable(self.nats_url, reason) from None
+
+    async def _log_in(self, nc: Client) -> None:
+        options: dict[str, Any] = {
+            "connect_timeout": self.connect_timeout,
+            "max_reconnect_attempts": -1 if self.reconnect else 1,
+            "allow_reconnect": self.reconnect,
+            "reconnect_time_wait": RECONNECT_WAIT_S,
+            "error_cb": unreported,
+            "name": "eb-client",
+        }
+        await nc.connect(server_urls(self.nats_url), **options, **self.credentials.connect_options())
+
+    async def _live(self, deadline: float) -> Client:
+        """The connection; for a long-running client, a new one if nats-py gave the old one up.
+
+        nats-py closes a connection for good when the server refuses a reconnect's login, which
+        happens when a client is back before the auth callout after a server restart. A
+        long-running client then logs in again until ``deadline``. nats-py's own connect never
+        returns while a reconnecting client's login is refused, so each try is bounded.
+        """
+        if self._nc is not None and not self._nc.is_closed:
+            return self._nc
+        if not self.reconnect:
+            raise BrokerUnavailable(self.nats_url, "the connection to NATS was closed")
+        loop = asyncio.get_running_loop()
+        async with self._login_lock:  # the concurrent callers share one new connection
+            while self._nc is None or self._nc.is_closed:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise BrokerTimeout(f"could not log in again at {self.nats_url} before the deadline")
+                nc = Client()
+                try:
+                    await asyncio.wait_for(self._log_in(nc), timeout=min(remaining, RELOGIN_ATTEMPT_S))
+                except (TimeoutError, OSError, nats.errors.Error):
+                    with contextlib.suppress(Exception):
+                        await nc.close()
+                    continue
+                self._nc = nc
+        return self.nc
 
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
@@ -155,18 +193,23 @@ class BrokerClient:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        # Subscribe before publishing so the answer cannot slip past; fall back to the stream's copy.
-        sub = await self.nc.subscribe(answer_subject, max_msgs=1)
+        sub: Subscription | None = None
+        sub_nc: Client | None = None  # the connection `sub` lives on
         try:
             while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise BrokerTimeout(f"no answer on {answer_subject} within {timeout:.0f} s")
+                nc = await self._live(deadline)
                 try:
+                    if sub is None or sub_nc is not nc:
+                        # Subscribe before publishing so the answer cannot slip past; fall back to
+                        # the stream's copy.
+                        sub, sub_nc = await nc.subscribe(answer_subject, max_msgs=1), nc
                     # Through a leader election (`shared.bus.publishing`); an interactive client gives
                     # up on no responders after one election's time: no broker is set up there.
                     await publish_once(
-                        self.nc.jetstream(),
+                        nc.jetstream(),
                         subject,
                         payload,
                         msg_id,
@@ -188,12 +231,15 @@ class BrokerClient:
                     return bytes(msg.data)
                 except nats.errors.TimeoutError:
                     pass
+                except nats.errors.ConnectionClosedError:
+                    continue
                 stored = await self._last_stored(answer_subject)
                 if stored is not None:
                     return stored
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     async def _last_stored(self, subject: str) -> bytes | None:
         """The stream's copy of an answer whose live delivery was missed, or None.
@@ -214,7 +260,9 @@ class BrokerClient:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _ordered(self, subject: str, policy: DeliverPolicy) -> JetStreamContext.PushSubscription:
+    async def _ordered(
+        self, subject: str, policy: DeliverPolicy, *, after: int = 0
+    ) -> JetStreamContext.PushSubscription:
         """An ordered consumer on the events stream, filtered on `subject`, that a user may create.
 
         The server checks the filter only in the ``CONSUMER.CREATE.<stream>.<name>.<filter>`` form,
@@ -227,8 +275,8 @@ class BrokerClient:
             subject,
             stream=subjects.EVENTS_STREAM,
             ordered_consumer=True,
-            deliver_policy=policy,
-            config=ConsumerConfig(name=_consumer_name()),
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else policy,
+            config=ConsumerConfig(name=_consumer_name(), opt_start_seq=after + 1 if after else None),
         )
         _rename_on_reset(sub)
         return sub
@@ -296,6 +344,7 @@ class BrokerClient:
         subject = subjects.session_events(self.owner, session_id or "*")
         policy = DeliverPolicy.ALL if replay else DeliverPolicy.NEW
         sub = await self._ordered(subject, policy)
+        after = 0  # the stream sequence of the last event read
         try:
             while True:
                 try:
@@ -304,6 +353,15 @@ class BrokerClient:
                     if idle_timeout is not None:
                         raise BrokerTimeout(f"no session event within {idle_timeout:.0f} s") from None
                     continue
+                except nats.errors.ConnectionClosedError:
+                    if not self.reconnect:
+                        raise
+                    # Logged in again (`_live`): carry on after the last event read.
+                    await self._live(asyncio.get_running_loop().time() + RELOGIN_DEADLINE_S)
+                    sub = await self._ordered(subject, policy, after=after)
+                    continue
+                with contextlib.suppress(Exception):
+                    after = msg.metadata.sequence.stream
                 try:
                     event = SessionEvent.model_validate_json(msg.data)
                 except ValueError:

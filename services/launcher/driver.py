@@ -8,6 +8,10 @@ by the lifecycle's transition table and published as its own event, in order: AV
 RUNNING (right after start), RELEASING with the end (when the release is quick). A session thus
 costs three transactions, not five.
 
+While a run goes on, connectors its polls report (an interactive notebook's URL, known once the
+platform runs it) are published when they first appear or change (`publish_connectors`: an event of
+the phase the session is in), so they are shown while the session runs, not only at its end.
+
 A run's end is seen at once where the platform can tell (`Platform.exited`, the local platform's
 pidfd); otherwise the driver polls at the platform's interval, and never sleeps past the slot's end.
 
@@ -39,13 +43,13 @@ from services.launcher import domain
 from services.launcher import store as tables
 from services.launcher.preparation import prepare_components
 from shared import subjects
-from shared.bus.events import publish_phase
+from shared.bus.events import publish_connectors, publish_phase
 from shared.bus.runtime import TransactionRunner
 from shared.bus.store import Transaction
 from shared.lifecycle import TERMINAL, Phase
 from shared.messages import PreparationMeasured
 from shared.models import MessageItem
-from shared.platforms.port import LaunchSpec, Platform, PlatformError, RunState, RunStatus
+from shared.platforms.port import LaunchSpec, Platform, PlatformError, RunState, RunStatus, StartsOnce
 from shared.subjects import LauncherFact
 
 log = logging.getLogger(__name__)
@@ -178,7 +182,7 @@ class Drivers:
                 )
                 return
             try:
-                handle = await platform.start(spec)
+                handle = await self._start(session_id, platform, spec)
             except PlatformError as exc:
                 await self._best_effort("release", session_id, lambda: platform.release(spec, None))
                 await self._record(session_id, *available, Step(Phase.FAILED, exc.message))
@@ -189,12 +193,35 @@ class Drivers:
 
         await self._monitor(session_id, platform, spec, handle)
 
+    async def _start(self, session_id: str, platform: Platform, spec: LaunchSpec) -> str:
+        """Start the run once, even across a crash between the platform's start and the commit of
+        its handle: a platform whose start must not be repeated (`StartsOnce`) names its run up
+        front (`start_name`); the name is committed first, and a resumed start looks for that run
+        (`adopt`) before it makes another."""
+        if not isinstance(platform, StartsOnce):
+            return await platform.start(spec)
+        name = platform.start_name(spec)
+        recorded = await tables.start_intent(self.runtime.store, session_id)
+        if recorded is not None:
+            adopted = await platform.adopt(spec, recorded)
+            if adopted is not None:
+                log.info("launcher: session %s adopted the run its interrupted start made", session_id)
+                return adopted
+        if recorded != name:
+
+            async def record(tx: Transaction) -> None:
+                await tables.record_start_intent(tx, session_id, name)
+
+            await self.runtime.unit_of_work(record)
+        return await platform.start(spec)
+
     async def _monitor(self, session_id: str, platform: Platform, spec: LaunchSpec, handle: str) -> None:
         wake = self._wake.get(session_id) or asyncio.Event()
         # Platforms that can tell when a run ends (the local one, by a pidfd) wake the loop at once,
         # so its polls only back off; the others (exited is None) are polled at their own interval.
         exited = platform.exited(spec, handle)
         backoff = platform.poll_interval(spec)
+        shown: list[dict[str, str]] = []
         try:
             while True:
                 found, cancel_reason = await tables.cancel_reason(self.runtime.store, session_id)
@@ -212,6 +239,9 @@ class Drivers:
                 if ending is not None:
                     await self._end(session_id, platform, spec, handle, ending, status)
                     return
+                if status is not None and status.connectors and status.connectors != shown:
+                    await self._show_connectors(session_id, status.connectors)
+                    shown = list(status.connectors)
                 watched = exited is not None and not exited.done()
                 delay = platform.poll_interval(spec)
                 if watched:
@@ -262,6 +292,15 @@ class Drivers:
             await self._record(session_id, final)
         finally:
             release.cancel()
+
+    async def _show_connectors(self, session_id: str, connectors: list[dict[str, str]]) -> None:
+        async def work(tx: Transaction) -> None:
+            run = await tables.get(tx, session_id)
+            if run is None or run.phase in TERMINAL:
+                return
+            await publish_connectors(tx, session_id, run.owner, run.phase, run.trace, connectors)
+
+        await self.runtime.unit_of_work(work)
 
     async def _best_effort(self, what: str, session_id: str, call: Callable[[], Awaitable[None]]) -> None:
         """Stopping and releasing (retried in the HTTP layer): if the platform still refuses, the

@@ -15,6 +15,7 @@ from services.launcher.handlers import SERVICE, LauncherHandlers, wiring
 from services.launcher.pruning import launcher_pruner
 from services.launcher.store import SCHEMA
 from shared.bus.backends import service_store
+from shared.bus.lease import served, started
 from shared.bus.retention import Retention, with_pruning
 from shared.bus.runtime import ServiceRuntime
 from shared.ops import contexts
@@ -31,7 +32,8 @@ def build(settings: Settings, tracing: TracerProvider | None = None) -> tuple[Se
     ``tracing`` receives its spans (by default a provider that exports nothing).
     """
     tracer = tracing or tracer_provider(settings.otel_service_prefix + SERVICE)
-    store = service_store(settings, SERVICE, SCHEMA)
+    # One writer: the drivers in memory drive the runs of its table (active/standby on PostgreSQL).
+    store = service_store(settings, SERVICE, SCHEMA, single_writer=True)
     config = served_pools(settings)
     # One plugin instance per platform that some configured pool runs on, one consumer per pool.
     work_root = settings.work_root()
@@ -50,14 +52,16 @@ def build(settings: Settings, tracing: TracerProvider | None = None) -> tuple[Se
 
 
 def _on_host_settings(name: str, config: PoolsConfig, settings: Settings, work_root: Path) -> dict[str, Any]:
-    """What a platform that runs user code on this host must know of its pools and of the broker:
-    the locations its pools allow (together: a platform serves all its pools) and what to hide."""
-    if not capabilities(name).runs_on_host:
-        return {}
+    """What a platform must know of its pools (together: a platform serves all its pools): the
+    internal hosts a user's http(s) location may name, for every platform that fetches one (the
+    launcher fetches a notebook to stage it on CANFAR too); and for a platform that runs user code
+    on this host, the local folders its pools allow and what to hide."""
     pools = [pool for pool in config.pools if pool.platform == name]
-    return {
+    hosts: dict[str, Any] = {"allowed_hosts": sorted({host for pool in pools for host in pool.allowed_hosts})}
+    if not capabilities(name).runs_on_host:
+        return hosts
+    return hosts | {
         "allowed_paths": sorted({path for pool in pools for path in pool.allowed_paths}),
-        "allowed_hosts": sorted({host for pool in pools for host in pool.allowed_hosts}),
         "hidden_paths": _hidden_paths(settings, work_root),
     }
 
@@ -93,10 +97,11 @@ def make_private_folder(path: Path, *, private_parent: bool) -> None:
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     make_private_folder(settings.work_root(), private_parent=settings.local_work_dir is None)
     runtime, drivers = build(settings, setup_tracing(settings.otel_service_prefix + SERVICE))
-    await runtime.start()
-    await drivers.resume_all()
     try:
-        await stop.wait()
+        # A standby waits for the lease inside start; it raises LeaseLost if the lease goes later.
+        if await started(runtime.start(), stop):
+            await drivers.resume_all()
+            await served(stop, runtime.store)
     finally:
         await drivers.stop()
         await runtime.stop()

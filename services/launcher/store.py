@@ -24,6 +24,14 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_active ON runs(session_id)
     WHERE phase NOT IN ('COMPLETED', 'FAILED', 'CANCELLED');
+-- The name a start is about to make its run under (`Platform.start_name`), committed before the start:
+-- after a crash between the platform's start and the commit of its handle, the run is found by it.
+-- A table of its own, so a store made before it existed gains it without a migration.
+CREATE TABLE IF NOT EXISTS start_intents (
+    session_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    recorded TEXT NOT NULL
+);
 """
 
 
@@ -100,6 +108,20 @@ async def set_phase(tx: Transaction, session_id: str, phase: Phase, handle: str 
     )
 
 
+async def start_intent(store: Store, session_id: str) -> str | None:
+    """The name recorded for the session's start, or None when no start was begun."""
+    rows = await store.read("SELECT name FROM start_intents WHERE session_id = ?", (session_id,))
+    return str(rows[0][0]) if rows else None
+
+
+async def record_start_intent(tx: Transaction, session_id: str, name: str) -> None:
+    await tx.execute(
+        "INSERT INTO start_intents(session_id, name, recorded) VALUES (?, ?, ?) "
+        "ON CONFLICT (session_id) DO UPDATE SET name = excluded.name, recorded = excluded.recorded",
+        (session_id, name, tx.now.isoformat()),
+    )
+
+
 async def request_cancel(tx: Transaction, session_id: str, reason: str) -> None:
     await tx.execute(
         "UPDATE runs SET cancel_reason = COALESCE(cancel_reason, ?), updated = ? WHERE session_id = ?",
@@ -117,4 +139,5 @@ async def prune_finished(tx: Transaction, cutoff: datetime, limit: int) -> list[
     )
     ids = [str(r[0]) for r in rows]
     await tx.executemany("DELETE FROM runs WHERE session_id = ?", [(i,) for i in ids])
+    await tx.executemany("DELETE FROM start_intents WHERE session_id = ?", [(i,) for i in ids])
     return ids

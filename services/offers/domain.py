@@ -35,6 +35,7 @@ from shared.models import (
     StartDurationInterval,
     parse_execution_request,
 )
+from shared.models.data_products import NotADataProduct, data_product_did
 from shared.models.limits import MAX_ANSWER_BYTES, MAX_DURATION
 from shared.models.parsing import capped
 
@@ -154,6 +155,7 @@ def decide_request(
     pools, refusals = _pools_for_owner(pools, owner, now)
     if not pools:
         problems.extend(refusals)
+    problems.extend(_data_product_problems(request, now))
     if executable is not None and executable.kind == JUPYTER_NOTEBOOK_KIND:
         location = getattr(executable, "location", None) or ""
         if not _is_absolute_location(location):
@@ -321,6 +323,27 @@ def _pools_that_can_run(
         )
         for kind in unstaged
     ]
+
+
+def _data_product_problems(request: ExecutionRequest, now: datetime) -> list[MessageItem]:
+    """An ivo:// identifier or SKAO namespace/objectname must name a Rucio DID (the scheduler looks
+    its replicas up); one that does not is refused here, whatever the pool."""
+    problems = []
+    for index, item in enumerate(request.data or []):
+        try:
+            data_product_did(item.model_dump(mode="json", by_alias=True, exclude_none=True))
+        except NotADataProduct as error:
+            name = (item.meta.name if item.meta else None) or f"data[{index}]"
+            problems.append(
+                _error(
+                    now,
+                    "urn:invalid-value",
+                    "The data resource '${name}' names no SRCNet data product: ${reason}",
+                    name=name,
+                    reason=error.reason,
+                )
+            )
+    return problems
 
 
 def _pools_for_owner(

@@ -213,6 +213,7 @@ class OffersHandlers:
         if tx.now - self._watching_since < self.quote_timeout:
             return
         for stored in await tables.quoting_since(tx, tx.now - self.quote_timeout):
+            # Locked by the read, still QUOTING: no replica answered it meanwhile.
             answered = await tables.quotes(tx, stored.request_id)
             silent = sorted(set(stored.pools) - {answer.pool for answer in answered})
             for answer in answered:
@@ -280,7 +281,11 @@ class OffersHandlers:
             )
             return
         requested = problem
-        view = await tables.session_view(tx, session_id)
+        view = await tables.session_view(tx, session_id, lock=False)
+        if view is not None and tx.LOCKS_ROWS:
+            # The offer set first, then the session read again: its phase may have changed meanwhile.
+            await tables.lock_offerset(tx, view.offerset_id)
+            view = await tables.session_view(tx, session_id)
         if view is None:
             await answer(
                 UpdateResult(

@@ -171,6 +171,12 @@ class Reads(Protocol):
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
 
+def _lock(db: Reads, *, skip_locked: bool = False) -> str:
+    """A read in a transaction locks its rows where replicas share the store, so that one writer at
+    a time decides about a request or a session (`Transaction.row_lock`); the read model locks none."""
+    return db.row_lock(skip_locked=skip_locked) if isinstance(db, Transaction) else ""
+
+
 def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -233,7 +239,7 @@ async def insert_request(
 async def get_request(db: Reads, request_id: str) -> RequestRow | None:
     r = await db.fetchone(
         "SELECT request_id, owner, state, request_json, expires_at, pools, trace FROM requests "
-        "WHERE request_id = ?",
+        f"WHERE request_id = ?{_lock(db)}",
         (request_id,),
     )
     if r is None:
@@ -252,7 +258,8 @@ async def get_request(db: Reads, request_id: str) -> RequestRow | None:
 async def quoting_since(db: Reads, before: datetime, limit: int = 100) -> list[RequestRow]:
     """Requests still waiting for quotes that were made before ``before``, oldest first."""
     rows = await db.fetchall(
-        "SELECT request_id FROM requests WHERE state = ? AND created_at < ? ORDER BY created_at LIMIT ?",
+        "SELECT request_id FROM requests WHERE state = ? AND created_at < ? ORDER BY created_at LIMIT ?"
+        + _lock(db, skip_locked=True),
         (RequestState.QUOTING.value, before.isoformat(), limit),
     )
     found = [await get_request(db, r["request_id"]) for r in rows]
@@ -339,14 +346,17 @@ def _session_view(r: Row) -> SessionView:
     )
 
 
-async def session_view(db: Reads, session_id: str) -> SessionView | None:
-    r = await db.fetchone(f"SELECT {_VIEW_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,))
+async def session_view(db: Reads, session_id: str, *, lock: bool = True) -> SessionView | None:
+    """``lock``: hold the row until the transaction ends (where replicas share the store)."""
+    clause = _lock(db) if lock else ""
+    r = await db.fetchone(f"SELECT {_VIEW_COLUMNS} FROM sessions WHERE session_id = ?{clause}", (session_id,))
     return _session_view(r) if r is not None else None
 
 
 async def offered_siblings(db: Reads, offerset_id: str) -> list[str]:
     rows = await db.fetchall(
-        "SELECT session_id FROM sessions WHERE offerset_id = ? AND phase = 'OFFERED' ORDER BY session_id",
+        "SELECT session_id FROM sessions WHERE offerset_id = ? AND phase = 'OFFERED' ORDER BY session_id"
+        + _lock(db),
         (offerset_id,),
     )
     return [r["session_id"] for r in rows]
@@ -375,6 +385,13 @@ async def pools_of(db: Reads, session_ids: list[str]) -> dict[str, list[str]]:
     return grouped
 
 
+async def lock_offerset(tx: Transaction, offerset_id: str) -> None:
+    """Where replicas share the store, hold the offer set until the transaction ends: updates of
+    its sessions (an accept rejects the siblings) then take turns, locking rows in one order."""
+    if tx.LOCKS_ROWS:
+        await tx.fetchone(f"SELECT 1 FROM offersets WHERE offerset_id = ?{_lock(tx)}", (offerset_id,))
+
+
 async def set_phase(tx: Transaction, session_id: str, phase: Phase) -> None:
     await tx.execute(
         "UPDATE sessions SET phase = ?, updated_at = ? WHERE session_id = ?",
@@ -390,7 +407,9 @@ async def record_event(
     outputs: dict[str, str],
     connectors: list[dict[str, str]],
 ) -> None:
-    r = await tx.fetchone("SELECT messages, outputs FROM sessions WHERE session_id = ?", (session_id,))
+    r = await tx.fetchone(
+        f"SELECT messages, outputs FROM sessions WHERE session_id = ?{_lock(tx)}", (session_id,)
+    )
     if r is None:
         return
     all_messages = json.loads(r["messages"]) + messages
@@ -413,7 +432,9 @@ async def record_event(
 async def due_offers(db: Reads, now: datetime, limit: int = 500) -> list[SessionView]:
     rows = await db.fetchall(
         f"SELECT {_VIEW_COLUMNS} FROM sessions "
-        "WHERE phase = 'OFFERED' AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+        "WHERE phase = 'OFFERED' AND expires_at <= ? ORDER BY expires_at LIMIT ?"
+        # Rows a replica's update holds are left to the next tick: it may be accepting them.
+        + _lock(db, skip_locked=True),
         (now.isoformat(), limit),
     )
     return [_session_view(r) for r in rows]

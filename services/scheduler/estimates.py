@@ -17,7 +17,9 @@ Units and rules (documented once, used everywhere here):
   launcher-targets.md §4.5 ("staging is 0 when co-located") literally.
 * A **learned estimate** for (source, pool name), once it has `min_samples` measurements, replaces
   the computed estimate of that replica (it is the measured truth for that route).
-* A **remote HTTP item** (simple, S3 or IVOA data: no RSE) has no site: it costs
+* An **ivo:// data product** (an IVOA or SKAO item whose ivoid is `ivo://<authority>/<path>?<scope>:<name>`)
+  is the Rucio DID `scope:name`, and costs exactly what that Rucio item costs.
+* A **remote HTTP item** (simple, S3, or IVOA data that names no DID: no RSE) has no site: it costs
   `remote_rate_s_per_gb x GB` when its size is known (IVOA datalink `content_length`), else the flat
   `remote_flat_s`. A learned estimate under the source key `REMOTE_SOURCE` replaces either.
 * An item with **neither a usable replica nor a size** (e.g. a Rucio DID that could not be resolved)
@@ -34,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from shared.models.data_products import NotADataProduct, data_product_did
 from shared.models.kinds import (
     IVOA_DATA_KIND,
     RUCIO_DATA_KIND,
@@ -68,6 +71,8 @@ class DataNeed:
     kind: str
     scope: str | None = None
     object_name: str | None = None
+    #: The identifier that named the DID (an ivo:// data product), for messages; None otherwise.
+    origin: str | None = None
 
     @property
     def did(self) -> str | None:
@@ -78,7 +83,10 @@ class DataNeed:
 
     @property
     def remote_http(self) -> bool:
-        """True for data fetched from a URL (simple, S3, IVOA): no RSE, no Rucio rule."""
+        """True for data fetched from a URL (simple, S3, an IVOA item that names no DID): no RSE, no
+        Rucio rule. An IVOA item whose ivoid names a DID is Rucio data."""
+        if self.kind == IVOA_DATA_KIND:
+            return self.did is None
         return self.kind not in (RUCIO_DATA_KIND, SKAO_DATA_KIND)
 
 
@@ -112,9 +120,11 @@ def _replica_names(value: Any) -> tuple[str, ...]:
 def data_needs(data_components: Sequence[Mapping[str, Any]]) -> list[DataNeed]:
     """Extract the data needs from the request's data resources, as JSON (by alias).
 
-    * SKAO: `skao.namespace`/`objectname` (the DID), `skao.datasize` (bytes), `skao.replicas[].rsename`;
+    * SKAO: `skao.namespace`/`objectname` (the DID; else its `ivoa.ivoid`), `skao.datasize` (bytes),
+      `skao.replicas[].rsename`;
     * Rucio: `rucio.scope`/`object` (the DID); size and replicas come from Rucio (`resolve_needs`);
-    * IVOA: no site; size from `ivoa.datalink.content_length` when given;
+    * IVOA: an ivoid `ivo://<authority>/<path>?<scope>:<name>` is the DID (as for Rucio); without
+      one, no site; size from `ivoa.datalink.content_length` when given;
     * simple, S3 and anything else: no site and no size (a flat remote delay).
 
     Names come from `meta.name`, else `meta.uuid`, else `data-<index>`; duplicates get `#<n>`.
@@ -130,6 +140,10 @@ def data_needs(data_components: Sequence[Mapping[str, Any]]) -> list[DataNeed]:
         seen.add(unique)
         raw_kind = component.get("kind")
         kind = normalise_kind(raw_kind) if isinstance(raw_kind, str) else ""
+        try:
+            product = data_product_did(component)
+        except NotADataProduct:
+            product = None  # the offers service refuses such a request; nothing to look up here
         if kind == SKAO_DATA_KIND:
             skao = _mapping(component.get("skao"))
             needs.append(
@@ -138,8 +152,9 @@ def data_needs(data_components: Sequence[Mapping[str, Any]]) -> list[DataNeed]:
                     size_bytes=_size(skao.get("datasize")),
                     replicas=_replica_names(skao.get("replicas")),
                     kind=kind,
-                    scope=_str(skao.get("namespace")),
-                    object_name=_str(skao.get("objectname")),
+                    scope=product.scope if product else _str(skao.get("namespace")),
+                    object_name=product.name if product else _str(skao.get("objectname")),
+                    origin=product.origin if product else None,
                 )
             )
         elif kind == RUCIO_DATA_KIND:
@@ -162,6 +177,10 @@ def data_needs(data_components: Sequence[Mapping[str, Any]]) -> list[DataNeed]:
                     size_bytes=_size(datalink.get("content_length")),
                     replicas=(),
                     kind=kind,
+                    # An ivo:// data product is a Rucio DID: its replicas decide, as for Rucio data.
+                    scope=product.scope if product else None,
+                    object_name=product.name if product else None,
+                    origin=product.origin if product else None,
                 )
             )
         else:

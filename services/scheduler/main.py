@@ -18,6 +18,7 @@ from services.scheduler.rucio import RucioClient
 from services.scheduler.states import ReservationState
 from services.scheduler.store import SCHEMA
 from shared.bus.backends import service_store
+from shared.bus.lease import served, started
 from shared.bus.retention import Retention, with_pruning
 from shared.bus.runtime import ServiceRuntime
 from shared.bus.store import Store
@@ -35,7 +36,8 @@ def build(
     ``tracing`` receives its spans (by default a provider that exports nothing).
     """
     tracer = tracing or tracer_provider(settings.otel_service_prefix + SERVICE)
-    store = service_store(settings, SERVICE, SCHEMA)
+    # One writer: the ledger in memory mirrors the holds and bookings (active/standby on PostgreSQL).
+    store = service_store(settings, SERVICE, SCHEMA, single_writer=True)
     config = served_pools(settings)
     rucio_url = settings.rucio_url or config.rucio_url
     replicas = RucioClient(rucio_url, settings.rucio_token) if rucio_url else None
@@ -80,9 +82,10 @@ async def pools_report(store: Store, config: PoolsConfig) -> list[dict[str, Any]
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     runtime, _, _ = build(settings, setup_tracing(settings.otel_service_prefix + SERVICE))
-    await runtime.start()
     try:
-        await stop.wait()
+        # A standby waits for the lease inside start; it raises LeaseLost if the lease goes later.
+        if await started(runtime.start(), stop):
+            await served(stop, runtime.store)
     finally:
         await runtime.stop()
 

@@ -18,6 +18,10 @@ Failures raise `RucioLookupFailed` with a message a user can act on:
             "Rucio did not answer the look-up of scope:name after N attempts: <last problem>"
   a body that is not NDJSON objects → "Rucio sent a malformed answer for scope:name: ..."
 
+The token is `EB_RUCIO_TOKEN` or `EB_RUCIO_TOKEN_FILE` (re-read when the file changes, and at once
+on a 401); without one, an account's user name and password obtain tokens from Rucio's own
+`/auth/userpass`, renewed before they end (`services.scheduler.rucio_auth`).
+
 Successful answers are cached in memory for `cache_s` seconds per (scope, name), on an injectable
 monotonic clock. Settings: `RucioSettings` (`EB_RUCIO_*`). Each HTTP request is an OpenTelemetry
 CLIENT span (`GET`, HTTP semantic-convention attributes plus `rucio.did`); a cache hit makes no
@@ -41,11 +45,13 @@ from opentelemetry.trace import TracerProvider
 from pydantic import SecretStr
 
 from services.scheduler.estimates import DataNeed
+from services.scheduler.rucio_auth import RucioAuthTokens
 from services.scheduler.rucio_settings import RucioSettings
 from shared.http.client import HttpApi
 from shared.http.retry import GaveUp, HttpLayerError
 from shared.http.rules import RetryRules
 from shared.http.tokens import TokenSource
+from shared.models.data_products import shown_ivoid
 
 TRACER_NAME = "execution_broker.scheduler.rucio"
 NDJSON = "application/x-json-stream"
@@ -155,10 +161,14 @@ class RucioClient:
         backoff_s: float | None = None,
         max_backoff_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         max_cache_entries: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         tracer_provider: TracerProvider | None = None,
+        **credentials: object,
     ) -> None:
+        """`credentials`: `account`, `username`, `password` (or `password_file`) and `renew_before_s`
+        of `RucioSettings`, for tokens from Rucio's auth endpoint when no token is given."""
         self.settings = RucioSettings.from_keywords(
             {
                 "token": SecretStr(token) if isinstance(token, str) else token,
@@ -168,12 +178,23 @@ class RucioClient:
                 "backoff_s": backoff_s,
                 "max_backoff_s": max_backoff_s,
                 "max_cache_entries": max_cache_entries,
+                **credentials,
             }
         )
         self.base_url = base_url.rstrip("/")
-        tokens = TokenSource(
+        tokens: TokenSource = TokenSource(
             self.settings.token, label="Rucio token", variable=self.settings.variable("token")
         )
+        if not tokens.configured and self.settings.username and self.settings.password is not None:
+            # No token given: Rucio's own auth endpoint gives them, renewed before they end.
+            tokens = RucioAuthTokens(
+                self.settings,
+                self.base_url,
+                wall_clock=wall_clock,
+                transport=transport,
+                tracer_provider=tracer_provider,
+            )
+        self._tokens = tokens
         self._http = HttpApi.for_settings(
             self.settings,
             self.base_url,
@@ -199,6 +220,8 @@ class RucioClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if isinstance(self._tokens, RucioAuthTokens):
+            await self._tokens.aclose()
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -256,6 +279,11 @@ class RucioClient:
         )
 
 
+def _named_by(need: DataNeed) -> str:
+    """Which request identifier named the DID, when it was not given as scope and name."""
+    return f" (the data product {shown_ivoid(need.origin)} of {need.name})" if need.origin else ""
+
+
 async def resolve_needs(needs: Sequence[DataNeed], client: ReplicaSource) -> tuple[list[DataNeed], list[str]]:
     """Fill in the replicas (and the size, when the request gave none) of DIDs that have no replicas.
 
@@ -293,13 +321,13 @@ async def resolve_needs(needs: Sequence[DataNeed], client: ReplicaSource) -> tup
             continue
         if isinstance(answer, RucioLookupFailed):
             if key not in reported:
-                problems.append(answer.message)
+                problems.append(answer.message + _named_by(need))
                 reported.add(key)
             resolved.append(need)
             continue
         if not answer.rses:
             if key not in reported:
-                problems.append(f"Rucio has no available replica of {need.did}")
+                problems.append(f"Rucio has no available replica of {need.did}{_named_by(need)}")
                 reported.add(key)
             resolved.append(need)
             continue

@@ -9,9 +9,16 @@ from shared.settings import Settings
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def service_store(settings: Settings, service: str, schema: Schema | str) -> Store:
+def service_store(
+    settings: Settings, service: str, schema: Schema | str, *, single_writer: bool = False
+) -> Store:
     """The service's store: ``<data dir>/<service>/<service>.sqlite``, or the schema ``<service>``
-    of the PostgreSQL database that ``EB_DATABASE_URL`` names."""
+    of the PostgreSQL database that ``EB_DATABASE_URL`` names.
+
+    ``single_writer``: the service's state must have one writing process (its in-memory state
+    mirrors its tables). On PostgreSQL, where several processes can share the schema, the store
+    then holds a lease, and waits at `Store.open` as a standby while another process holds it
+    (`shared.bus.lease`); a SQLite file is one process's anyway."""
     if settings.database_url is None:
         path = settings.service_dir(service).resolve() / f"{service}.sqlite"
         return SqliteStore(path, schema, synchronous=settings.sqlite_synchronous)
@@ -22,4 +29,4 @@ def service_store(settings: Settings, service: str, schema: Schema | str) -> Sto
     # Imported here, though it imports no driver itself: SQLite-only processes never load it.
     from shared.bus.postgres import PostgresStore
 
-    return PostgresStore(url, service, schema)
+    return PostgresStore(url, service, schema, lease=single_writer)

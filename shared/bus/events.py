@@ -2,10 +2,16 @@
 
 Every phase published goes through the lifecycle's `transition` here, so no service can publish a
 phase its own record of the session does not allow (docs/architecture.md names the owners).
+
+One more event, not a phase change: a running session's connectors (the URL of an interactive
+notebook, say) often become known only once the platform runs it, after its RUNNING event went out.
+`publish_connectors` repeats the phase the session is in with them (`<session>:<PHASE>:connectors:
+<digest>`), so read models, the HTTP API, the dashboard and `broker watch` show them while it runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from shared import subjects
@@ -52,6 +58,44 @@ async def publish_phase(
         trace_headers=trace or None,
     )
     return True
+
+
+async def publish_connectors(
+    tx: Transaction,
+    session_id: str,
+    owner: str,
+    phase: Phase,
+    trace: dict[str, str],
+    connectors: list[dict[str, str]],
+) -> None:
+    """Queue an event of the session's current `phase` carrying its (new) connectors, one message
+    per connector so that plain-text readers see the location too. The same connectors give the
+    same id, so a resumed driver that shows them again publishes nothing twice."""
+    digest = hashlib.sha256(json.dumps(connectors, sort_keys=True).encode()).hexdigest()[:16]
+    messages = [
+        MessageItem.info(
+            "urn:session-connector",
+            "Connector ${kind}: ${location}",
+            time=tx.now,
+            kind=connector.get("kind", "connector"),
+            location=connector.get("location", ""),
+        )
+        for connector in connectors
+    ]
+    event = SessionEvent(
+        session_id=session_id,
+        phase=phase.value,
+        at=tx.now,
+        messages=messages,
+        connectors=connectors,
+        trace_id=trace_id_from_headers(trace) or current_trace_id(),
+    )
+    await tx.publish(
+        subjects.session_event(owner, session_id, phase.value),
+        event.to_bytes(),
+        f"{subjects.phase_msg_id(session_id, phase.value)}:connectors:{digest}",
+        trace_headers=trace or None,
+    )
 
 
 #: A message's text in a stand-in event keeps at most this many characters.

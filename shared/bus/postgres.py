@@ -9,11 +9,19 @@ Like the SQLite store, it writes through one connection, one transaction at a ti
 the single writer of its schema); reads outside a transaction use a second connection and see what
 is committed. A connection that breaks (the database restarted) is replaced at the next
 transaction or read; the transaction it broke failed, and the message is redelivered.
+
+A store opened with ``lease=True`` (the scheduler's and the launcher's: `shared.bus.lease`) first
+waits until its writing connection holds the schema's lease, and its writing connection is never
+replaced: once it breaks, every transaction raises `LeaseLost`, and `lease_lost` returns, so the
+service exits instead of writing beside the process that took the lease over.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
+import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,11 +30,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zlib import crc32
 
+from shared.bus import lease as leases
+from shared.bus.lease import LeaseLost
 from shared.bus.store import Row, Schema, Store, Transaction, schema_for
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, AsyncCursor
 
+log = logging.getLogger(__name__)
+
+#: TCP keepalives of a leased writing connection, on both ends: a peer that vanished without closing
+#: (a machine lost, a network cut) is noticed within about idle + interval * count = 25 s, so the
+#: server frees its lease for a standby and the client sees its connection break.
+_KEEPALIVE_IDLE_S, _KEEPALIVE_INTERVAL_S, _KEEPALIVE_COUNT = 10, 5, 3
 _BASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
     msg_id TEXT PRIMARY KEY,
@@ -99,6 +115,8 @@ def _row_factory(cursor: AsyncCursor[Any]) -> Any:
 
 @dataclass
 class PostgresTransaction(Transaction):
+    LOCKS_ROWS = True
+
     conn: AsyncConnection[Any] | None = None
 
     @property
@@ -148,9 +166,10 @@ class PostgresTransaction(Transaction):
 class PostgresStore(Store):
     dialect = "postgres"
 
-    def __init__(self, url: str, name: str, schema: Schema | str) -> None:
+    def __init__(self, url: str, name: str, schema: Schema | str, *, lease: bool = False) -> None:
         """``url``: a libpq connection string or URI (it may hold a password: never logged or
-        shown); ``name``: the PostgreSQL schema the service's tables live in."""
+        shown); ``name``: the PostgreSQL schema the service's tables live in; ``lease``: be its one
+        writer, waiting at `open` while another process is (`shared.bus.lease`)."""
         if not _SCHEMA_NAME.fullmatch(name):
             raise ValueError(f"a store's schema name is a lower-case identifier, not {name!r}")
         super().__init__()
@@ -159,11 +178,15 @@ class PostgresStore(Store):
         self._schema = schema_for(schema, self.dialect)
         self._writer: AsyncConnection[Any] | None = None
         self._reader: AsyncConnection[Any] | None = None
+        self.lease = lease
+        self._lost: LeaseLost | None = None
+        self._lost_event = asyncio.Event()
+        self._watch: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<PostgresStore schema {self.name}>"  # never the URL: it may hold a password
 
-    async def _connect(self) -> AsyncConnection[Any]:
+    async def _connect(self, *, leased: bool = False) -> AsyncConnection[Any]:
         try:
             import psycopg
         except ImportError as exc:  # the embedded default needs no driver; this store does
@@ -172,23 +195,89 @@ class PostgresStore(Store):
             ) from exc
         # Autocommit: transactions are begun and ended explicitly, as on SQLite. The search path is
         # the service's schema alone, so its unqualified table names are its own.
+        options = f"-c search_path={self.name}"
+        extra: dict[str, Any] = {"application_name": f"eb-{self.name}"}
+        if leased:
+            options += (
+                f" -c tcp_keepalives_idle={_KEEPALIVE_IDLE_S}"
+                f" -c tcp_keepalives_interval={_KEEPALIVE_INTERVAL_S}"
+                f" -c tcp_keepalives_count={_KEEPALIVE_COUNT}"
+            )
+            extra = {
+                # Names this process, so everyone can see which one is active (`lease_holder`).
+                "application_name": leases.holder_name(self.name),
+                "keepalives": 1,
+                "keepalives_idle": _KEEPALIVE_IDLE_S,
+                "keepalives_interval": _KEEPALIVE_INTERVAL_S,
+                "keepalives_count": _KEEPALIVE_COUNT,
+            }
         return await psycopg.AsyncConnection.connect(
-            self._url,
-            autocommit=True,
-            row_factory=_row_factory,
-            options=f"-c search_path={self.name}",
-            application_name=f"eb-{self.name}",
+            self._url, autocommit=True, row_factory=_row_factory, options=options, **extra
         )
 
     async def open(self) -> None:
-        self._writer = await self._connect()
+        self._writer = await self._connect(leased=self.lease)
         try:
             await self._check_collation(self._writer)
+            if self.lease:
+                await self._take_lease()
             await self.apply_schema()
             self._reader = await self._connect()
         except BaseException:
             await self.close()
             raise
+        if self.lease:
+            self._watch = asyncio.create_task(self._watch_lease(), name=f"{self.name}-lease")
+
+    async def _take_lease(self) -> None:
+        """Wait until the writing connection holds the lease. A connection that breaks meanwhile
+        (the database restarted) held nothing yet: it is replaced, and the wait goes on."""
+        warned = False
+        while True:
+            try:
+                await leases.wait_for_lease(self.writer, self.name, self.name)
+                return
+            except Exception:
+                if not self.writer.closed:
+                    raise
+                if not warned:  # once, not twice a second for as long as the database is away
+                    log.warning("%s: the connection broke waiting for the lease; connecting again", self.name)
+                    warned = True
+            await asyncio.sleep(leases.POLL_S)
+            with contextlib.suppress(Exception):  # the database is still away: try again
+                self._writer = await self._connect(leased=True)
+
+    async def _watch_lease(self) -> None:
+        """Check every `CHECK_S` that the leased connection is alive, so that a lost lease is
+        noticed (and the service exits) even while no transaction runs. Skipped while one runs:
+        it will notice by itself."""
+        while self._lost is None:
+            await asyncio.sleep(leases.CHECK_S)
+            if self._lock.locked():
+                continue
+            async with self._lock:
+                writer = self.writer
+                with contextlib.suppress(Exception):  # a broken connection raises: seen just below
+                    await writer.execute("SELECT 1")
+                if writer.closed:
+                    self._lose()
+
+    def _lose(self) -> LeaseLost:
+        """The leased connection broke: from now on nothing is written, and `lease_lost` returns.
+        A new error each time it is raised (one instance raised again keeps every traceback)."""
+        lost = LeaseLost(
+            f"the {self.name} store lost its lease: its connection to PostgreSQL broke, so another "
+            "process may be the writer now; this one writes nothing more"
+        )
+        if self._lost is None:
+            self._lost = lost
+            log.error("%s", lost)
+            self._lost_event.set()
+        return lost
+
+    async def lease_lost(self) -> LeaseLost:
+        await self._lost_event.wait()
+        return self._lose()
 
     @staticmethod
     async def _check_collation(conn: AsyncConnection[Any]) -> None:
@@ -224,6 +313,10 @@ class PostgresStore(Store):
                 await writer.execute(_BASE_SCHEMA + self._schema)
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+            self._watch = None
         for conn in (self._writer, self._reader):
             if conn is not None:
                 await conn.close()
@@ -238,7 +331,12 @@ class PostgresStore(Store):
     async def _writer_ready(self) -> AsyncConnection[Any]:
         if self._writer is None:
             raise RuntimeError("store is not open")
+        if self._lost is not None:
+            raise self._lose()
         if self._writer.closed:  # psycopg closes a connection that broke
+            if self.lease:
+                # Reconnecting would write without the lease, beside whoever took it over.
+                raise self._lose()
             self._writer = await self._connect()
         return self._writer
 
@@ -251,7 +349,12 @@ class PostgresStore(Store):
 
     async def _begin(self, now: datetime) -> Transaction:
         conn = await self._writer_ready()
-        await conn.execute("BEGIN")
+        try:
+            await conn.execute("BEGIN")
+        except Exception as exc:
+            if self.lease and conn.closed:  # the server cut the session that held the lease
+                raise self._lose() from exc
+            raise
         return PostgresTransaction(now, conn=conn)
 
     async def _end(self, statement: str) -> None:
@@ -261,6 +364,8 @@ class PostgresStore(Store):
         # A broken connection ended its transaction already; ROLLBACK with none open only warns.
         if not self.writer.closed:
             await self.writer.execute("ROLLBACK")
+        elif self.lease:
+            self._lose()  # said at once, not at the next transaction
 
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """A read on the second connection: it sees only what is committed."""
@@ -271,6 +376,11 @@ class PostgresStore(Store):
     async def mark_sent(self, ids: Sequence[int], now: datetime) -> None:
         if not ids:
             return
+        if self._lost is not None:
+            # What the stream confirmed is true whoever marks it; still, a process that lost its
+            # lease writes nothing: the new writer's relay sends those rows again (the stream
+            # drops the copies by their ids).
+            raise self._lose()
         # On the reader: one autocommitted statement, so it need not wait for the writer's turn.
         reader = await self._reader_ready()
         await reader.execute(

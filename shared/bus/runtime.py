@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any, Protocol, TypeVar
 
 import nats
@@ -134,6 +135,12 @@ class Failure:
     msg: Msg
     incoming: Incoming
     reason: str
+
+
+class Elsewhere(Enum):
+    """A message that a process sharing the store (an offers replica) applied first: only ack it."""
+
+    APPLIED = "applied elsewhere"
 
 
 @dataclass(frozen=True)
@@ -703,6 +710,8 @@ class ServiceRuntime:
                 if reason is None:
                     done.add(incoming.msg_id)
                     ran.append(index)
+                elif reason is Elsewhere.APPLIED:
+                    done.add(incoming.msg_id)
                 else:
                     failures.append((index, reason))
         return Applied(tx, failures, ran)
@@ -743,8 +752,11 @@ class ServiceRuntime:
         finally:
             self._completions.release()
 
-    async def _apply(self, tx: Transaction, handler: Handler, incoming: Incoming) -> str | None:
-        """Apply one message under its own savepoint and span; the reason it failed, or None."""
+    async def _apply(
+        self, tx: Transaction, handler: Handler, incoming: Incoming
+    ) -> str | Elsewhere | None:
+        """Apply one message under its own savepoint and span: None, the reason it failed, or
+        `Elsewhere.APPLIED` when a process sharing the store claimed it first."""
         with self.tracer.start_as_current_span(
             f"{incoming.subject} process",
             context=propagate.extract(incoming.headers),
@@ -761,8 +773,10 @@ class ServiceRuntime:
         ) as span:
             try:
                 async with tx.savepoint():
+                    if not await tx.claim(incoming.msg_id):
+                        span.set_attribute("messaging.eb.already_applied", True)
+                        return Elsewhere.APPLIED  # another process sharing the store applied it
                     await handler(tx, incoming)
-                    await tx.remember(incoming.msg_id)
             except TransientError as exc:
                 log.info("%s: transient failure on %s: %s", self.service, incoming.subject, exc)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
@@ -802,7 +816,7 @@ class ServiceRuntime:
         could not be committed."""
 
         async def bury(tx: Transaction) -> None:
-            if await tx.seen(incoming.msg_id):
+            if not await tx.claim(incoming.msg_id):
                 return
             letter = DeadLetter(
                 service=self.service,
@@ -814,7 +828,6 @@ class ServiceRuntime:
             await tx.publish(subjects.dead_letter(self.service), letter.to_bytes(), f"dead:{incoming.msg_id}")
             if on_dead is not None:
                 await on_dead(tx, incoming, reason)
-            await tx.remember(incoming.msg_id)
 
         # Under the message's own trace, so the dead letter and the answer join the request's trace.
         token = otel_context.attach(propagate.extract(incoming.headers))

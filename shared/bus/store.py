@@ -18,9 +18,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from opentelemetry import propagate
+
+from shared.bus.lease import LeaseLost
 
 
 class Row(Protocol):
@@ -57,6 +59,9 @@ class OutboxRow:
 @dataclass
 class Transaction(ABC):
     """One unit of work: reads and writes of the service's tables plus the messages it will send."""
+
+    #: Whether ``FOR UPDATE`` locks what a read returns until the transaction ends (`row_lock`).
+    LOCKS_ROWS: ClassVar[bool] = False
 
     now: datetime
     outbox: list[OutboxRow] = field(default_factory=list)
@@ -123,11 +128,26 @@ class Transaction(ABC):
         rows = await self.fetchall(f"SELECT msg_id FROM inbox WHERE msg_id IN ({marks})", list(msg_ids))
         return {row[0] for row in rows}
 
-    async def remember(self, msg_id: str) -> None:
-        await self.execute(
+    def row_lock(self, *, skip_locked: bool = False) -> str:
+        """The clause that makes a SELECT lock its rows against processes sharing the store (offers
+        replicas on PostgreSQL): " FOR UPDATE", or "" where one writer has the store to itself
+        (SQLite writes one transaction at a time anyway). ``skip_locked``: leave out rows another
+        transaction holds (for timers that several replicas run at once)."""
+        if not self.LOCKS_ROWS:
+            return ""
+        return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+
+    async def claim(self, msg_id: str) -> bool:
+        """Record ``msg_id`` in the inbox before applying it; False if it is there already.
+
+        Claimed first, not remembered last, so that processes sharing one store (offers replicas on
+        PostgreSQL) never both apply a message: the second insert of an id waits for the first
+        transaction, and finds the id once it commits (or claims it, if it rolled back)."""
+        inserted = await self.execute(
             "INSERT INTO inbox(msg_id, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (msg_id, self.now.isoformat()),
         )
+        return inserted == 1
 
     async def publish(
         self, subject: str, payload: bytes, msg_id: str, *, trace_headers: dict[str, str] | None = None
@@ -168,6 +188,14 @@ class Store(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
+
+    async def lease_lost(self) -> LeaseLost:
+        """Wait until the store loses the lease that makes its process the single writer of its
+        state (`shared.bus.lease`), and say why. A store without a lease (SQLite: one file per
+        process; a PostgreSQL store of a service that runs as replicas) never loses one: this waits
+        for ever."""
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable: the event is never set")
 
     @asynccontextmanager
     async def transaction(self, now: datetime | None = None) -> AsyncIterator[Transaction]:

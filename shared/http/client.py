@@ -144,6 +144,13 @@ class HttpApi:
     def url(self, path: str) -> str:
         return self.base_url + path
 
+    def rebase(self, base_url: str) -> None:
+        """Send the next requests to `base_url` (a service found again through a registry); the
+        pooled connections stay, so a move within one host costs no new connection."""
+        self.base_url = base_url.rstrip("/")
+        if self._client is not None:
+            self._client.base_url = httpx.URL(self.base_url)
+
     def _http(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client.is_closed or self._client_loop is not loop:
@@ -257,6 +264,7 @@ class HttpApi:
         client = self._http()
         sent = dict(headers or {})
         if self.tokens is not None:
+            await self.tokens.ready()
             sent |= self._auth(self.tokens.current())
         request = client.build_request(method, path, params=params, json=json, content=content, headers=sent)
         with self._span(method, route, request.url, state.resend, attributes) as span:

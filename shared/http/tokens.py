@@ -1,7 +1,8 @@
 """The one token source of every client that sends a credential (CANFAR, slurmrestd, JBO, Rucio).
 
 A token is a `SecretStr` from the client's settings: a static one, or a `FileSecret` (from `*_FILE`),
-which is re-read when the file changes and at once when the server refuses the token. Messages say
+which is re-read when the file changes and at once when the server refuses the token. A subclass may
+obtain its tokens from a server instead (`ready` renews them before they end; Rucio's userpass). Messages say
 where the token comes from, never what it is, and `redact` takes it out of any text from a server.
 """
 
@@ -57,6 +58,12 @@ class TokenSource:
         if self._secret is not None:
             return f"the token in {self.variable}"
         return f"no token (set {self.variable} or {self.variable}_FILE)"
+
+    async def ready(self) -> None:
+        """Make sure `current` has a token worth sending; called before every request. A static or
+        file token has nothing to do here (a file is re-read by `current` when it changed); a source
+        that obtains tokens from a server renews one that is about to end."""
+        return None
 
     def current(self) -> str:
         if self._secret is None:

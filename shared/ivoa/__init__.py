@@ -1,1 +1,3 @@
-"""The broker as an IVOA service: its identifier, and its VOSI and VOResource documents (pure)."""
+"""IVOA, pure: the broker as a service (its identifier, VOSI and VOResource documents), and finding
+other services through a registry (resource-caps, VOSI capabilities).
+"""

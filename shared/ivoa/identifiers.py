@@ -31,7 +31,7 @@ def ivoid_problem(value: str) -> str | None:
         return "must start with ivo:// (an IVOA identifier, e.g. ivo://example.org/execution-broker)"
     rest = value[len(SCHEME) :]
     if "?" in rest or "#" in rest:
-        return "must have no query (?) or fragment (#): it names the broker itself"
+        return "must have no query (?) or fragment (#): it names a whole resource, not a part of one"
     authority, slash, key = rest.partition("/")
     if not _AUTHORITY.fullmatch(authority):
         return (

@@ -49,6 +49,7 @@ from shared.models.executables import (
     Executable,
     JupyterNotebook,
     LocalCommand,
+    NotebookMode,
     SingularityContainer,
 )
 from shared.models.kinds import (
@@ -209,6 +210,7 @@ __all__ = [
     "MessageLevel",
     "MetricItem",
     "MinMax",
+    "NotebookMode",
     "OfferSetResponse",
     "Option",
     "RequestedScheduleBlock",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AfterValidator, Discriminator, Field, StrictStr, Tag
@@ -18,10 +19,23 @@ from shared.models.kinds import (
 from shared.models.limits import MAX_ARGUMENTS, MAX_ITEMS, PortNumber, at_most
 
 
+class NotebookMode(StrEnum):
+    """How a platform runs a notebook: opened for the user, or executed to the end unattended."""
+
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
 class JupyterNotebook(LifecycleComponent):
     kind: Annotated[str, KindNormaliser, one_of(frozenset({JUPYTER_NOTEBOOK_KIND}))] = JUPYTER_NOTEBOOK_KIND
     #: URL of the notebook; a client may send a path relative to its request file, resolved client-side.
     location: str
+    #: Our extension, not in schema 1.0.7 (whose JupyterNotebook allows extra fields, so documents that
+    #: carry it still validate): `interactive` opens the notebook in a JupyterLab session (its URL is
+    #: the session's connector), `batch` executes it unattended and keeps the executed notebook.
+    #: Absent means `interactive` where a platform can open notebooks (canfar); the local platform
+    #: only executes them, so it runs an absent mode as `batch` and refuses `interactive`.
+    notebook_mode: NotebookMode | None = None
 
 
 class SingularityContainer(LifecycleComponent):

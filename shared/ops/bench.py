@@ -21,7 +21,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +37,7 @@ from shared.ops.bench_floor import FloorTransport
 from shared.ops.bench_plot import SweepPoint
 from shared.ops.bench_profile import FunctionShare, ProfileError, ServiceProfiler
 from shared.ops.embedded import SERVICES, EmbeddedBroker, NatsServer
-from shared.ops.faults import zero_time_request
+from shared.ops.faults import audit_events, one_fact, zero_time_request
 
 POOL_CORES = 64
 # The local user the benchmarks submit as; the built-in pool runs code on this host only for it.
@@ -78,6 +78,9 @@ class BenchReport:
     profile: dict[str, list[FunctionShare]] | None = None
     profile_dir: str | None = None
     profile_error: str | None = None
+    #: nats-server nodes (1: the single server) and where the services kept their state.
+    nats_nodes: int = 1
+    store: str = "sqlite"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,6 +160,21 @@ def booked_peak(data_dir: Path) -> tuple[int, int]:
     )
 
 
+def booked_peak_in(database_url: str) -> tuple[int, int]:
+    """`booked_peak`, read from the scheduler's schema in PostgreSQL."""
+    import psycopg  # only a PostgreSQL run needs the driver
+
+    with psycopg.connect(database_url) as db:
+        rows = db.execute(
+            "SELECT start, CASE WHEN state = 'ended' THEN LEAST(\"end\", GREATEST(start, updated)) "
+            "ELSE \"end\" END, cores, memory_gib FROM scheduler.reservations "
+            "WHERE state IN ('held', 'booked', 'launched', 'ended')"
+        ).fetchall()
+    return peak(
+        [(datetime.fromtimestamp(s, UTC), datetime.fromtimestamp(e, UTC), c, m) for s, e, c, m in rows]
+    )
+
+
 async def _offers(
     client: BrokerClient, requests: int, concurrency: int, accept: bool
 ) -> tuple[list[float], list[OfferSetResponse], dict[str, float], int]:
@@ -222,8 +240,20 @@ async def _accept_everything(
 UNLIMITED_OWNER = {"EB_MAX_HOLDS_PER_OWNER": "1000000", "EB_MAX_LIVE_SESSIONS_PER_OWNER": "1000000"}
 
 
-async def run_overbooking(data_dir: Path, requests: int, concurrency: int, cores: int = 4) -> dict[str, Any]:
-    """A small pool, many overlapping requests, every offer accepted concurrently: never over-booked."""
+async def run_overbooking(
+    data_dir: Path,
+    requests: int,
+    concurrency: int,
+    cores: int = 4,
+    *,
+    database_url: str | None = None,
+    offers_replicas: int = 1,
+) -> dict[str, Any]:
+    """A small pool, many overlapping requests, every offer accepted concurrently: never over-booked.
+
+    ``database_url``: the services keep their state in that PostgreSQL database, where
+    ``offers_replicas`` offers processes compete on its durables. What the events stream stored is
+    audited: an offer set, an update's result or a session's phase stored twice is counted."""
     env = {
         "EB_POOL_CORES": str(cores),
         "EB_POOL_MEMORY_GIB": str(cores * 4),
@@ -231,13 +261,23 @@ async def run_overbooking(data_dir: Path, requests: int, concurrency: int, cores
         **UNLIMITED_OWNER,
         "EB_POOL_ALLOWED_OWNERS": f"local:{BENCH_USER}",
     }
-    broker = EmbeddedBroker(data_dir=data_dir / "broker", env=env)
+    if database_url is not None:
+        env["EB_DATABASE_URL"] = database_url
+    broker = EmbeddedBroker(data_dir=data_dir / "broker", env=env, replicas={"offers": offers_replicas})
     await asyncio.to_thread(broker.start)
     began = time.perf_counter()
     try:
         await wait_for_services(broker.url, SERVICES, timeout=60, credentials=broker.operator())
+        # Each offers process's CPU time under the load: that every replica did its share.
+        offers = [broker.services["offers"], *(p for p in broker.others if p.name == "offers")]
+        offers_pids = [p.proc.pid for p in offers if p.proc is not None]
+        cpu_before = {pid: cpu_s(pid) for pid in offers_pids}
         async with BrokerClient(broker.url, broker.login(BENCH_USER), reconnect=True) as client:
             answered, accepted, lost = await _accept_everything(client, requests, concurrency)
+        seconds = time.perf_counter() - began
+        counts, _ = await audit_events(broker.url, broker.operator())
+        dead = sorted(broker.dead_services())
+        offers_cpu = [round(cpu_s(pid) - cpu_before[pid], 2) for pid in offers_pids]
     finally:
         await asyncio.to_thread(broker.stop)
     per_request: dict[str, int] = defaultdict(int)
@@ -246,9 +286,12 @@ async def run_overbooking(data_dir: Path, requests: int, concurrency: int, cores
             if offer in accepted:
                 per_request[(offerset.meta.uuid if offerset.meta else None) or ""] += 1
     accepted_cores, _ = peak([_slot(o) for o in accepted])
-    booked_cores, _ = booked_peak(broker.data_dir)
+    booked_cores, _ = booked_peak(broker.data_dir) if database_url is None else booked_peak_in(database_url)
+    twice = Counter(subject.split(".")[1] for subject, n in counts.items() if one_fact(subject) and n > 1)
     return {
         "requests": requests,
+        "store": "postgresql" if database_url else "sqlite",
+        "offers_replicas": offers_replicas,
         "pool_cores": cores,
         "answered": len(answered),
         "yes": sum(1 for s in answered if s.result == "YES"),
@@ -259,7 +302,11 @@ async def run_overbooking(data_dir: Path, requests: int, concurrency: int, cores
         "peak_cores_booked": booked_cores,
         "overbooked": max(0, accepted_cores - cores, booked_cores - cores),
         "lost": lost,
-        "seconds": round(time.perf_counter() - began, 1),
+        # Facts the events stream stored twice, by kind (offerset, update result, session phase).
+        "stored_twice": dict(sorted(twice.items())),
+        "services_exited": dead,
+        "offers_cpu_s": offers_cpu,
+        "seconds": round(seconds, 1),
     }
 
 
@@ -289,6 +336,9 @@ async def run_bench(
     profile_dir: Path | None = None,
     pool_cores: int | None = None,
     floor_transport: FloorTransport = FloorTransport.NATS_PY,
+    *,
+    cluster: int = 1,
+    database_url: str | None = None,
 ) -> BenchReport:
     """``pool_cores`` sizes the pool (4 GiB per core). By default the offers scenario uses 64 cores,
     so that overlapping requests compete for it (and later ones get NO); the lifecycle scenario
@@ -304,7 +354,9 @@ async def run_bench(
         # The built-in pool runs code on this host only for the owners it allows.
         "EB_POOL_ALLOWED_OWNERS": f"local:{BENCH_USER}",
     }
-    broker = EmbeddedBroker(data_dir=data_dir / "broker", env=env)
+    if database_url is not None:
+        env["EB_DATABASE_URL"] = database_url
+    broker = EmbeddedBroker(data_dir=data_dir / "broker", env=env, cluster=cluster)
     profiler = ServiceProfiler(profile_dir, f"{scenario}-c{concurrency}") if profile_dir else None
     profile: dict[str, list[FunctionShare]] | None = None
     profile_error: str | None = None
@@ -312,8 +364,9 @@ async def run_bench(
     try:
         await wait_for_services(broker.url, SERVICES, timeout=60, credentials=broker.operator())
         pids = {name: service.proc.pid for name, service in broker.services.items() if service.proc}
-        if broker.nats is not None and broker.nats.proc is not None:
-            pids["nats-server"] = broker.nats.proc.pid
+        for number, node in enumerate(broker.nats_nodes, start=1):
+            if node.proc is not None:
+                pids["nats-server" if cluster == 1 else f"nats-server-{number}"] = node.proc.pid
         # The load generator shares the two cores too: its cost per request is part of the picture.
         pids["bench-client"] = os.getpid()
         if profiler is not None:
@@ -339,7 +392,7 @@ async def run_bench(
             except (ProfileError, OSError) as error:
                 profile_error = str(error)
         memory = {name: rss_mb(service.proc.pid) for name, service in broker.services.items() if service.proc}
-        sessions = live_sessions(broker.data_dir)
+        sessions = live_sessions(broker.data_dir) if database_url is None else None
     finally:
         if profiler is not None:
             profiler.abort()
@@ -347,7 +400,7 @@ async def run_bench(
 
     offered = [_slot(o) for s in answered for o in (s.offers or []) if s.result == "YES"]
     held_cores, _ = peak(offered)
-    booked_cores, _ = booked_peak(broker.data_dir)
+    booked_cores, _ = booked_peak(broker.data_dir) if database_url is None else booked_peak_in(database_url)
     by_phase: dict[str, list[float]] = defaultdict(list)
     for seen in phases.values():
         for phase, seconds in seen.items():
@@ -370,6 +423,8 @@ async def run_bench(
         profile=profile,
         profile_dir=str(profile_dir) if profile_dir else None,
         profile_error=profile_error,
+        nats_nodes=cluster,
+        store="postgresql" if database_url else "sqlite",
     )
     if baseline:
         floor = await measure_floor(data_dir / "floor", requests, concurrency, floor_transport)
@@ -485,6 +540,7 @@ def sweep_rows(reports: list[BenchReport]) -> list[tuple[str, ...]]:
 def summary_rows(report: BenchReport) -> list[tuple[str, str]]:
     rows = [
         ("scenario", report.scenario),
+        ("nats-server nodes / store", f"{report.nats_nodes} / {report.store}"),
         ("requests / in flight", f"{report.requests} / {report.concurrency}"),
         ("per second", f"{report.per_s}"),
         ("latency ms p50/p95/p99/max", "/".join(str(v) for v in report.latency_ms.values())),

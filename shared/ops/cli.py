@@ -31,6 +31,8 @@ from shared import subjects
 from shared.asyncapi import installed_document
 from shared.auth import owners
 from shared.auth.credentials import Credentials
+from shared.bus.backends import POSTGRES_SCHEMES
+from shared.bus.lease import LeaseLost
 from shared.bus.servers import server_urls
 from shared.bus.streams import StreamLimits, ensure_streams
 from shared.client import (
@@ -61,6 +63,7 @@ from shared.settings import DEFAULT_NATS_URL, Settings
 
 if TYPE_CHECKING:
     from shared.ops.bench import BenchReport
+    from shared.ops.faults import FaultReport
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="An IVOA Execution Broker on NATS JetStream."
@@ -72,6 +75,8 @@ app.command("registry-record")(registry_record.command)
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
+#: The exit status of a service that lost its lease (`shared.bus.lease`): a supervisor restarts it.
+LEASE_LOST_EXIT = 3
 
 NatsUrl = Annotated[str, typer.Option("--nats-url", envvar="EB_NATS_URL", help="NATS server of the broker.")]
 ClientUrl = Annotated[
@@ -196,7 +201,8 @@ def print_event(event: SessionEvent, as_json: bool) -> None:
         return
     console.print(f"{event.at:%H:%M:%S} {event.session_id} [bold]{event.phase}[/bold]")
     for item in event.messages:
-        console.print(f"    {item.message or item.template}")
+        # As written: a message may quote what a user's run printed, which is not rich markup.
+        console.print(f"    {item.message or item.template}", markup=False, highlight=False)
 
 
 def print_update(result: UpdateResult, as_json: bool = False) -> None:
@@ -238,6 +244,11 @@ def service(
 
     try:
         asyncio.run(main())
+    except LeaseLost as exc:
+        # Not an error of this process: it stopped being the writer. Its supervisor starts it
+        # again, and it waits as a standby (docs/deployment.md "Active and standby").
+        logging.getLogger(__name__).error("%s: %s; exiting (restarted, it waits as a standby)", name, exc)
+        raise typer.Exit(LEASE_LOST_EXIT) from None
     except OSError as exc:
         err.print(f"[red]error:[/red] {name} could not start: {exc}")
         raise typer.Exit(1) from None
@@ -674,6 +685,23 @@ def faults(
         bool,
         typer.Option("--stop-nats-node", help="With --cluster: SIGKILL a stream leader's node for good."),
     ] = False,
+    cut_site: Annotated[
+        bool,
+        typer.Option(
+            "--cut-site", help="A hub and one site over a leaf link, the link cut while sessions run."
+        ),
+    ] = False,
+    cut_seconds: Annotated[
+        float, typer.Option("--cut-seconds", min=1.0, max=600.0, help="With --cut-site: how long it is cut.")
+    ] = 30.0,
+    kill_active: Annotated[
+        bool,
+        typer.Option(
+            "--kill-active",
+            help="On PostgreSQL (EB_DATABASE_URL, an empty database): run the scheduler and the launcher "
+            "as active and standby, SIGKILL the active ones (--kills times) and restart them.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run sessions through a fresh embedded broker while killing services; audit exactly-once."""
@@ -681,6 +709,7 @@ def faults(
         err.print(f"[red]error:[/red] --durability is fast or safe, not {durability!r}")
         raise typer.Exit(2)
     from shared.ops.faults import NodeFault, run_faults
+    from shared.ops.takeover import DatabaseNotEmpty
 
     # The harness's own publishes ride out elections and restarts by design: its retries are counted
     # in the report (longest_wait_s), not worth a warning line each.
@@ -697,6 +726,17 @@ def faults(
         usage_error(f"--{node_fault.value}-nats-node needs a cluster: add --cluster 3")
     if restart_nats and cluster > 1:
         usage_error("--restart-nats restarts the single nats-server; on a cluster use --kill-nats-node")
+    if cut_site and (cluster > 1 or restart_nats or node_fault is not None or kill_active):
+        usage_error("--cut-site runs a single-node hub and one site (a site cannot join a cluster yet)")
+    database = Settings().database_url
+    database_url = database.get_secret_value() if database is not None else None
+    if kill_active and database_url is None:
+        usage_error(
+            "--kill-active needs PostgreSQL, where a standby shares the active's state: set "
+            "EB_DATABASE_URL to an empty database (postgresql://user:password@host:port/database)"
+        )
+    if database_url is not None and not database_url.startswith(POSTGRES_SCHEMES):
+        usage_error("EB_DATABASE_URL must be a postgresql:// URL")
 
     data_dir = Path(tempfile.mkdtemp(prefix="broker-faults-"))
 
@@ -704,32 +744,48 @@ def faults(
         if not as_json:
             err.print(line)
 
-    report = asyncio.run(
-        run_faults(
-            data_dir,
-            sessions,
-            kills,
-            restart_nats=restart_nats,
-            seed=seed,
-            durability=durability,
-            cluster=cluster,
-            node_fault=node_fault,
-            progress=progress,
+    if cut_site:
+        from shared.ops.faults_site import run_cut_site
+
+        report = asyncio.run(
+            run_cut_site(data_dir, sessions, kills, cut_s=cut_seconds, seed=seed, progress=progress)
         )
-    )
+    else:
+        try:
+            report = asyncio.run(
+                run_faults(
+                    data_dir,
+                    sessions,
+                    kills,
+                    restart_nats=restart_nats,
+                    seed=seed,
+                    durability=durability,
+                    cluster=cluster,
+                    node_fault=node_fault,
+                    kill_active=kill_active,
+                    database_url=database_url,
+                    progress=progress,
+                )
+            )
+        except DatabaseNotEmpty as exc:
+            usage_error(str(exc))
     if as_json:
         console.print_json(json.dumps(report.summary()))
     else:
-        for line in report.kill_log:
-            err.print(f"  {line}")
-        table = Table(title=f"faults: {sessions} sessions, {kills} kills")
-        for key, value in report.summary().items():
-            if key != "problems":
-                table.add_row(key, str(value))
-        console.print(table)
-        for problem in report.problems[:20]:
-            err.print(f"  [yellow]{problem}[/yellow]")
+        print_fault_report(report, sessions, kills)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def print_fault_report(report: FaultReport, sessions: int, kills: int) -> None:
+    for line in report.kill_log:
+        err.print(f"  {line}")
+    table = Table(title=f"faults: {sessions} sessions, {kills} kills")
+    for key, value in report.summary().items():
+        if key != "problems":
+            table.add_row(key, str(value))
+    console.print(table)
+    for problem in report.problems[:20]:
+        err.print(f"  [yellow]{problem}[/yellow]")
 
 
 @app.command()
@@ -862,9 +918,36 @@ def bench(
     keep_data: Annotated[
         bool, typer.Option("--keep-data", help="Keep the run's stores and streams (printed at the end).")
     ] = False,
+    offers_replicas: Annotated[
+        int,
+        typer.Option(
+            "--offers-replicas",
+            min=1,
+            max=8,
+            help="Overbooking scenario: this many offers processes on the PostgreSQL of EB_DATABASE_URL.",
+        ),
+    ] = 1,
+    cluster: Annotated[
+        int,
+        typer.Option("--cluster", help="Offers or lifecycle on a JetStream cluster of this many nodes."),
+    ] = 1,
     as_json: JsonFlag = False,
 ) -> None:
     """Measure a fresh embedded broker (and the plain NATS chain with --baseline)."""
+    database_url = os.environ.get("EB_DATABASE_URL") or None
+    if offers_replicas > 1 and scenario != "overbooking":
+        usage_error("--offers-replicas runs the overbooking scenario: add --scenario overbooking")
+    if offers_replicas > 1 and database_url is None:
+        usage_error(
+            "--offers-replicas needs the replicas' shared store: set EB_DATABASE_URL to a PostgreSQL URL"
+        )
+    if cluster != 1:
+        try:
+            check_size(cluster)
+        except ClusterSizeError as error:
+            usage_error(str(error))
+        if scenario == "overbooking" or sweep is not None or baseline:
+            usage_error("--cluster measures one offers or lifecycle run: no --sweep, --baseline, overbooking")
     if plot is not None and sweep is None:
         usage_error("--plot draws a sweep: add --sweep, e.g. --sweep 10,50,200,1000")
     if floor_transport is not FloorTransport.NATS_PY and not baseline:
@@ -884,6 +967,9 @@ def bench(
             pool_cores,
             as_json,
             floor_transport,
+            database_url,
+            offers_replicas,
+            cluster,
         )
     finally:
         # A 20,000-request run leaves hundreds of MB of streams and SQLite behind.
@@ -905,13 +991,20 @@ def run_bench_command(
     pool_cores: int | None,
     as_json: bool,
     floor_transport: FloorTransport = FloorTransport.NATS_PY,
+    database_url: str | None = None,
+    offers_replicas: int = 1,
+    cluster: int = 1,
 ) -> NoReturn:
     from shared.ops.bench import parse_concurrencies, run_bench, run_overbooking, summary_rows
 
     if scenario == "overbooking":
         if sweep is not None or profile is not None:
             usage_error("--sweep and --profile measure the offers or lifecycle scenario, not overbooking")
-        result = asyncio.run(run_overbooking(data_dir, requests, concurrency))
+        result = asyncio.run(
+            run_overbooking(
+                data_dir, requests, concurrency, database_url=database_url, offers_replicas=offers_replicas
+            )
+        )
         if as_json:
             console.print_json(json.dumps(result))
         else:
@@ -919,7 +1012,8 @@ def run_bench_command(
             for key, value in result.items():
                 table.add_row(key, str(value))
             console.print(table)
-        raise typer.Exit(0 if result["overbooked"] == 0 and result["lost"] == 0 else 1)
+        clean = result["overbooked"] == 0 and result["lost"] == 0 and not result["stored_twice"]
+        raise typer.Exit(0 if clean else 1)
     if scenario not in ("offers", "lifecycle"):
         usage_error(f"unknown scenario {scenario!r}; choose offers, lifecycle or overbooking")
     profile_dir = profile.resolve() if profile is not None else None
@@ -943,7 +1037,16 @@ def run_bench_command(
         )
     report = asyncio.run(
         run_bench(
-            data_dir, scenario, requests, concurrency, baseline, profile_dir, pool_cores, floor_transport
+            data_dir,
+            scenario,
+            requests,
+            concurrency,
+            baseline,
+            profile_dir,
+            pool_cores,
+            floor_transport,
+            cluster=cluster,
+            database_url=database_url,
         )
     )
     if as_json:

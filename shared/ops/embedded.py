@@ -27,6 +27,7 @@ from nats.js.errors import APIError
 from shared.auth import identities, owners
 from shared.auth.credentials import Credentials
 from shared.auth.identities import IdentityExists, IdentityStore
+from shared.bus.backends import POSTGRES_SCHEMES
 from shared.bus.publishing import TRANSIENT
 from shared.bus.servers import server_urls, unreported
 from shared.bus.streams import StreamLimits, ensure_streams
@@ -192,6 +193,12 @@ class ServiceProcess:
     data_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    #: 1 for a service's first process; 2, 3 … for its other replicas (or standbys).
+    instance: int = 1
+
+    @property
+    def label(self) -> str:
+        return self.name if self.instance == 1 else f"{self.name}-{self.instance}"
 
     @property
     def command(self) -> list[str]:
@@ -200,7 +207,7 @@ class ServiceProcess:
         return ["service", self.name, "--nats-url", self.nats_url]
 
     def start(self) -> None:
-        log = self.data_dir / f"{self.name}.log"
+        log = self.data_dir / f"{self.label}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         env = service_environment(
             self.name,
@@ -264,6 +271,12 @@ class EmbeddedBroker:
     cluster: int = 1
     #: Every nats-server started: the one of `nats`, or each node of the cluster (`nats` is the first).
     nats_nodes: list[NatsServer] = field(default_factory=list)
+    #: Processes per service (1: one each). More share one PostgreSQL store (``EB_DATABASE_URL``):
+    #: offers replicas compete on its durables, a scheduler's or launcher's extra ones stand by
+    #: for the one holding the store's lease (`shared.bus.postgres`).
+    replicas: dict[str, int] = field(default_factory=dict)
+    #: The processes beyond each service's first (`services`), as ``replicas`` asks.
+    others: list[ServiceProcess] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -306,6 +319,11 @@ class EmbeddedBroker:
         return Credentials.login(username, password)
 
     def start(self) -> None:
+        if any(count > 1 for count in self.replicas.values()) and not self._shared_store():
+            raise ValueError(
+                "several processes of a service share one store: set EB_DATABASE_URL to a PostgreSQL "
+                "database (SQLite is one file per process)"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.env = {**self.env, **hub_environment(self.data_dir, self.leafnode_port)}
         service_env: dict[str, dict[str, str]] = {name: {} for name in SERVICES}
@@ -336,6 +354,12 @@ class EmbeddedBroker:
             service = ServiceProcess(name, self.url, self.data_dir, env)
             service.start()
             self.services[name] = service
+            for instance in range(2, self.replicas.get(name, 1) + 1):
+                # Only the first offers process serves HTTP: the others would fight for its port.
+                other_env = {key: value for key, value in env.items() if key != "EB_HTTP_PORT"}
+                other = ServiceProcess(name, self.url, self.data_dir, other_env, instance=instance)
+                other.start()
+                self.others.append(other)
         if self.callout is not None:
             # Last, so the callout's start overlaps the services'.
             self._wait_for_callout(CALLOUT_READY_TIMEOUT_S)
@@ -405,6 +429,10 @@ class EmbeddedBroker:
 
         run_blocking(create())
 
+    def _shared_store(self) -> bool:
+        url = self.env.get("EB_DATABASE_URL") or os.environ.get("EB_DATABASE_URL") or ""
+        return url.startswith(POSTGRES_SCHEMES)
+
     def stream_limits(self) -> StreamLimits:
         """The streams' limits as its services' environment (``env`` over this process's) sets them."""
         merged = {**os.environ, **self.env}
@@ -414,17 +442,24 @@ class EmbeddedBroker:
         return StreamLimits.of(Settings.model_validate(given))
 
     def process(self, name: str) -> ServiceProcess:
-        """A service's process, or the callout's."""
+        """A service's process, or the callout's, by its label (``scheduler-2``: a second process)."""
         if name == CALLOUT and self.callout is not None:
             return self.callout
+        for other in self.others:
+            if other.label == name:
+                return other
         return self.services[name]
+
+    def processes(self, name: str) -> list[ServiceProcess]:
+        """Every process of service ``name``: its first, then its replicas or standbys."""
+        return [self.services[name], *(other for other in self.others if other.name == name)]
 
     def restart(self, name: str) -> None:
         self.process(name).kill()
         self.process(name).start()
 
     def stop(self) -> None:
-        for service in self.services.values():
+        for service in [*self.services.values(), *self.others]:
             service.stop()
         if self.callout is not None:
             self.callout.stop()
@@ -433,7 +468,9 @@ class EmbeddedBroker:
 
     def dead_services(self) -> list[str]:
         """The services, and the callout, that have exited."""
-        dead = [name for name, service in self.services.items() if not service.alive()]
+        dead = [
+            service.label for service in [*self.services.values(), *self.others] if not service.alive()
+        ]
         if self.callout is not None and not self.callout.alive():
             dead.append(CALLOUT)
         return dead

@@ -4,6 +4,11 @@ It runs against a fresh embedded broker and audits the events stream at the end,
 check the exactly-once promise themselves: every request answered once, every accepted session in
 exactly one terminal phase, every (session, phase) event stored exactly once.
 
+With ``kill_active`` (PostgreSQL, ``database_url``) the scheduler and the launcher run as two
+processes each, one active and one standby (`shared.bus.lease`); each kill SIGKILLs the active one
+of either, and the killed process is restarted (it comes back as the standby). The report gives,
+per kill, how long the standby took to apply its first message (`shared.ops.takeover`).
+
 On a cluster (``cluster=3``) one nats-server node can be SIGKILLed too: the leader of one of the two
 streams, chosen at random, so that an election always follows. ``NodeFault.KILL`` restarts it on
 its store after a few seconds; ``NodeFault.STOP`` leaves it down to the end of the run.
@@ -42,6 +47,7 @@ from shared.bus.publishing import TRANSIENT
 from shared.bus.servers import server_urls, unreported
 from shared.client import BrokerClient, BrokerTimeout, wait_for_services
 from shared.lifecycle import TERMINAL, Phase
+from shared.ops import takeover
 from shared.ops.embedded import SERVICES, EmbeddedBroker
 from shared.subjects import SubjectError
 
@@ -93,6 +99,12 @@ class FaultReport:
     longest_wait_s: float = 0.0
     cluster: int = 1
     nats_nodes_killed: int = 0
+    #: With kill_active: the actives killed, and for each (in order) the seconds from the kill to
+    #: the standby serving (answering its health subject: it consumes), and to the first message
+    #: it applied (None: not seen; with no message coming in meanwhile there is none).
+    active_kills: int = 0
+    takeover_s: list[float | None] = field(default_factory=list)
+    first_message_s: list[float | None] = field(default_factory=list)
     kill_log: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -175,6 +187,34 @@ async def _one_session(client: BrokerClient, flow: _Flow, limit: asyncio.Semapho
 class _Killed:
     nats_restarts: int = 0
     nodes_killed: int = 0
+    #: The takeovers watched after each active was killed (`_kill_active`).
+    takeovers: list[asyncio.Task[takeover.Takeover]] = field(default_factory=list)
+
+
+async def _kill_active(
+    broker: EmbeddedBroker,
+    database_url: str,
+    service: str,
+    down_for: float,
+    log: list[str],
+    began: float,
+    killed: _Killed,
+) -> None:
+    """SIGKILL the process holding ``service``'s lease; watch its standby take over (in the
+    background); restart the killed one ``down_for`` seconds later: it comes back as the standby."""
+    active = await takeover.active_process(broker, database_url, service, timeout=60.0)
+    assert active.proc is not None
+    pid = active.proc.pid
+    killed_at = takeover.now()
+    active.kill()
+    killed.takeovers.append(
+        asyncio.create_task(takeover.watch_takeover(broker, database_url, service, pid, killed_at))
+    )
+    log.append(
+        f"{time.monotonic() - began:6.1f}s SIGKILL active {active.label} (pid {pid}), down {down_for:.1f}s"
+    )
+    await asyncio.sleep(down_for)
+    active.start()
 
 
 async def _stream_leader(broker: EmbeddedBroker, rng: random.Random) -> int:
@@ -226,15 +266,18 @@ async def _killer(
     log: list[str],
     stop: asyncio.Event,
     node_fault: NodeFault | None = None,
+    active_on: str | None = None,
 ) -> _Killed:
     """Kill ``kills`` services at random moments spread over ``window`` seconds; restart each. With
-    ``restart_nats`` the single nats-server, with ``node_fault`` one node of a cluster, goes too."""
+    ``restart_nats`` the single nats-server, with ``node_fault`` one node of a cluster, goes too.
+    With ``active_on`` (a PostgreSQL URL) each kill is of the active scheduler or launcher."""
     killed = _Killed()
     moments = sorted(rng.uniform(0.05, 0.9) * window for _ in range(kills))
     started = time.monotonic()
     # Every service is killed at least once when there are enough kills; the rest are random.
-    targets = [SERVICES[i % len(SERVICES)] for i in range(min(kills, len(SERVICES)))]
-    targets += [rng.choice(SERVICES) for _ in range(kills - len(targets))]
+    victims = takeover.LEASED_SERVICES if active_on is not None else SERVICES
+    targets = [victims[i % len(victims)] for i in range(min(kills, len(victims)))]
+    targets += [rng.choice(victims) for _ in range(kills - len(targets))]
     rng.shuffle(targets)
     plan: list[tuple[float, str]] = list(zip(moments, targets, strict=True))
     if restart_nats:
@@ -259,12 +302,22 @@ async def _killer(
             await asyncio.sleep(down_for)
             await asyncio.to_thread(broker.nats.start)
             killed.nats_restarts += 1
+        elif active_on is not None:
+            await _kill_active(broker, active_on, target, down_for, log, started, killed)
         else:
             broker.services[target].kill()
             log.append(f"{time.monotonic() - started:6.1f}s SIGKILL {target}, down {down_for:.1f}s")
             await asyncio.sleep(down_for)
             broker.services[target].start()
     return killed
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _seconds(value: float | None) -> str:
+    return "(not seen)" if value is None else f"{value:.2f} s"
 
 
 async def _through_elections(call: Callable[[], Awaitable[T]]) -> T:
@@ -275,7 +328,7 @@ async def _through_elections(call: Callable[[], Awaitable[T]]) -> T:
     raise AssertionError("unreachable: stamina re-raises the last failure")
 
 
-async def _audit(url: str, operator: Credentials) -> tuple[Counter[str], dict[str, list[str]]]:
+async def audit_events(url: str, operator: Credentials) -> tuple[Counter[str], dict[str, list[str]]]:
     """Count every stored event subject; collect each session's phases in stream order."""
     nc = await nats.connect(server_urls(url), error_cb=unreported, **operator.connect_options())
     counts: Counter[str] = Counter()
@@ -303,7 +356,7 @@ async def _audit(url: str, operator: Credentials) -> tuple[Counter[str], dict[st
     return counts, phases
 
 
-def _one_fact(subject: str) -> bool:
+def one_fact(subject: str) -> bool:
     """True for the subjects that carry one fact each: an offer set, an update's result, a phase."""
     for pattern in (subjects.OFFERSET, subjects.UPDATE_RESULT, subjects.SESSION):
         with contextlib.suppress(SubjectError):
@@ -356,12 +409,23 @@ async def run_faults(
     durability: str = "fast",
     cluster: int = 1,
     node_fault: NodeFault | None = None,
+    kill_active: bool = False,
+    database_url: str | None = None,
     progress: Progress = lambda _: None,
 ) -> FaultReport:
+    """``database_url``: the services' state in this PostgreSQL database (an empty one: the run
+    refuses one that holds their schemas); ``kill_active`` needs it."""
     if node_fault is not None and cluster < 3:
         raise ValueError("a nats node can be killed only in a cluster: set cluster to 3 or more")
     if restart_nats and cluster > 1:
         raise ValueError("--restart-nats restarts the single nats-server; on a cluster kill a node instead")
+    if kill_active and database_url is None:
+        raise ValueError(
+            "--kill-active runs a standby beside the active scheduler and launcher, which share a "
+            "PostgreSQL store: set EB_DATABASE_URL to an empty PostgreSQL database"
+        )
+    if database_url is not None:
+        await takeover.check_empty(database_url)
     rng = random.Random(seed)
     env = {
         # A pool big enough that every session can start at once: the test is about failures,
@@ -378,7 +442,11 @@ async def run_faults(
         # The built-in pool runs code on this host only for the owners it allows.
         "EB_POOL_ALLOWED_OWNERS": f"local:{OWNER}",
     }
-    broker = EmbeddedBroker(data_dir=data_dir, env=env, cluster=cluster)
+    if database_url is not None:
+        env["EB_DATABASE_URL"] = database_url
+    # Two processes of each leased service: the active one, and a standby to take over.
+    replicas = dict.fromkeys(takeover.LEASED_SERVICES, 2) if kill_active else {}
+    broker = EmbeddedBroker(data_dir=data_dir, env=env, cluster=cluster, replicas=replicas)
     started = time.monotonic()
     kill_log: list[str] = []
     flow = _Flow()
@@ -389,12 +457,23 @@ async def run_faults(
             f"broker up at {broker.url}; {sessions} sessions, {kills} kills"
             + (", one nats-server restart" if restart_nats else "")
             + (f", one nats node: {node_fault.value}" if node_fault is not None else "")
+            + (", killing the active scheduler and launcher" if kill_active else "")
         )
         stop_killing = asyncio.Event()
         # Spread the kills over the time the sessions are expected to take (≈ 25 sessions/s here).
         window = max(5.0, sessions / 25)
         killer = asyncio.create_task(
-            _killer(broker, kills, restart_nats, window, rng, kill_log, stop_killing, node_fault)
+            _killer(
+                broker,
+                kills,
+                restart_nats,
+                window,
+                rng,
+                kill_log,
+                stop_killing,
+                node_fault,
+                database_url if kill_active else None,
+            )
         )
         limit = asyncio.Semaphore(concurrency)
         async with BrokerClient(broker.url, broker.login(OWNER), reconnect=True, resend_after=6.0) as client:
@@ -402,11 +481,18 @@ async def run_faults(
         calls_finished = time.monotonic()
         progress(f"{len(flow.accepted)} sessions accepted after {time.monotonic() - started:.1f} s")
         killed = await killer
+        takeovers = list(await asyncio.gather(*killed.takeovers))
+        for watched in takeovers:
+            kill_log.append(
+                f"        {watched.service}: after the kill a standby held the lease in "
+                f"{_seconds(watched.lease_s)}, served in {_seconds(watched.serving_s)} and applied "
+                f"its first message in {_seconds(watched.first_message_s)}"
+            )
         await _wait_until_settled(
             broker.url, broker.operator(), set(flow.accepted.values()), time.monotonic() + settle_timeout
         )
         await asyncio.sleep(1.0)  # let the last relays land before counting
-        counts, phases = await _audit(broker.url, broker.operator())
+        counts, phases = await audit_events(broker.url, broker.operator())
     finally:
         await asyncio.to_thread(broker.stop)
 
@@ -414,7 +500,7 @@ async def run_faults(
     answered = sum(1 for rid in flow.request_ids if counts[subjects.offerset(OWNER_TOKEN, rid)] >= 1)
     # Only subjects that name one fact can be duplicated; the pool facts (quoted, measured) and dead
     # letters share one subject per pool or service.
-    once = [(subject, n) for subject, n in counts.items() if _one_fact(subject)]
+    once = [(subject, n) for subject, n in counts.items() if one_fact(subject)]
     duplicated = sum(1 for _, n in once if n > 1)
     problems += [f"duplicate: {s} x{n}" for s, n in once if n > 1]
     stuck = 0
@@ -454,6 +540,9 @@ async def run_faults(
         longest_wait_s=round(max(flow.waits, default=0.0), 2),
         cluster=cluster,
         nats_nodes_killed=killed.nodes_killed,
+        active_kills=len(takeovers),
+        takeover_s=[_rounded(t.serving_s) for t in takeovers],
+        first_message_s=[_rounded(t.first_message_s) for t in takeovers],
         kill_log=kill_log,
         problems=problems,
     )

@@ -158,6 +158,24 @@ class Platform(Protocol):
         ...
 
 
+@runtime_checkable
+class StartsOnce(Protocol):
+    """Optional, beside `Platform`: a platform on which a start repeated after a launcher crash would
+    make a second run (a batch submit) implements these two, and the launcher then starts it once.
+    A plugin without them is started again after such a crash, as before."""
+
+    def start_name(self, spec: LaunchSpec) -> str:
+        """The name, derived from the session alone, under which `start` makes its run. The launcher
+        commits it to its store before it calls `start`."""
+        ...
+
+    async def adopt(self, spec: LaunchSpec, name: str) -> str | None:
+        """After a launcher restart that may have interrupted a `start` under `name` (committed,
+        with no handle saved): the handle of the run that start made, found by its name on the
+        platform, or None when there is none (the launcher then starts one). Raise PlatformError."""
+        ...
+
+
 class PlatformBase:
     """Defaults for the steps a platform may have nothing to do in, so a plugin implements only
     what its platform needs: no storage or data to stage, no way to see a run end except by polling

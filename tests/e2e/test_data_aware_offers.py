@@ -6,6 +6,7 @@ jbo platform (the local one stages simple data only), whose sessions are never a
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -210,3 +211,79 @@ async def test_rucio_replicas_are_looked_up_and_a_failed_look_up_is_a_specific_n
         assert refused.result == "NO"
         texts = [m.message or "" for m in (refused.meta.messages or [])]  # type: ignore[union-attr]
         assert any("Rucio did not answer the look-up of testing:far-object" in t for t in texts), texts
+
+
+IVOA_KIND = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/data/ivoa-data-resource.yaml"
+# Room for every hold of the retries below, and a grid coarse enough that two requests made in the
+# same instant (give or take the bus) get the same start.
+WIDE_POOLS = POOLS.replace("cores = 8", "cores = 1000").replace("grid_s = 1", "grid_s = 60")
+
+
+@pytest.fixture
+def wide_with_rucio(
+    broker_factory: Callable[..., EmbeddedBroker], tmp_path: Path, rucio: tuple[str, RucioCatalogue]
+) -> EmbeddedBroker:
+    pools = tmp_path / "pools.toml"
+    pools.write_text(WIDE_POOLS.format(rucio="", platform="jbo", access=local_pool_access()))
+    return broker_factory(EB_POOLS=str(pools), EB_RUCIO_URL=rucio[0], EB_RUCIO_TOKEN="test-token")
+
+
+def ivo_data(name: str, ivoid: str) -> dict[str, Any]:
+    return {"kind": IVOA_KIND, "meta": {"name": name}, "ivoa": {"ivoid": ivoid}}
+
+
+def rucio_data(name: str, object_name: str) -> dict[str, Any]:
+    return {"kind": RUCIO_KIND, "meta": {"name": name}, "rucio": {"scope": "testing", "object": object_name}}
+
+
+def on_grid(instant: datetime, seconds: float) -> float:
+    """The first 60 s grid point at or after `instant` + `seconds` (as the scheduler plans)."""
+    at = instant.timestamp() + seconds
+    return -(-at // 60) * 60
+
+
+async def test_an_ivo_data_product_starts_exactly_as_its_rucio_did(
+    wide_with_rucio: EmbeddedBroker, rucio: tuple[str, RucioCatalogue]
+) -> None:
+    _, catalogue = rucio
+    catalogue.add_file("testing", "ivo-near", 250 * GIB, ["UKSRC-RAL"])
+    catalogue.add_file("testing", "ivo-far", 250 * GIB, ["JPSRC_STORM"])
+    broker = wide_with_rucio
+    async with BrokerClient(broker.url, broker.login("alice")) as client:
+        for _ in range(5):
+            before = datetime.now().astimezone()
+            ivo_near, ivo_far, rucio_near, rucio_far = await asyncio.gather(
+                client.submit(request([ivo_data("near", "ivo://skao.int/data?testing:ivo-near")])),
+                client.submit(request([ivo_data("far", "ivo://skao.int/data?testing:ivo-far")])),
+                client.submit(request([rucio_data("near", "ivo-near")])),
+                client.submit(request([rucio_data("far", "ivo-far")])),
+            )
+            after = datetime.now().astimezone()
+            # Replica at the pool's site: 2 s base + 60 s staging; at JPSRC: + 2 s/GB x 250 GB.
+            assert preparing_seconds(ivo_near) == preparing_seconds(rucio_near) == 62
+            assert preparing_seconds(ivo_far) == preparing_seconds(rucio_far) == 562
+            # The data component carries the same estimate whichever way the DID was named.
+            ivo_item = ((ivo_far.offers or [])[0].data or [])[0].schedule
+            rucio_item = ((rucio_far.offers or [])[0].data or [])[0].schedule
+            assert ivo_item and rucio_item and ivo_item.preparing == rucio_item.preparing
+            assert first_start(ivo_far) > first_start(ivo_near)
+            if all(on_grid(before, s) == on_grid(after, s) for s in (62, 562)):
+                # No grid point fell between the four requests: their starts must be the same.
+                assert first_start(ivo_near) == first_start(rucio_near)
+                assert first_start(ivo_far) == first_start(rucio_far)
+                break
+        else:
+            pytest.fail("every attempt straddled a grid point")
+
+        # An identifier that names no data product, and one Rucio does not know: specific NOs.
+        malformed = await client.submit(request([ivo_data("odd", "ivo://skao.int/data?testing")]))
+        unknown = await client.submit(request([ivo_data("gone", "ivo://skao.int/data?testing:no-such")]))
+    for refused, expected in (
+        (malformed, "The data resource 'odd' names no SRCNet data product: the identifier "
+                    "'ivo://skao.int/data?testing' must name the data product as <scope>:<name>"),
+        (unknown, "Rucio has no replica of testing:no-such (the data product "
+                  "ivo://skao.int/data?testing:no-such of gone)"),
+    ):  # fmt: skip
+        assert refused.result == "NO"
+        texts = [m.message or "" for m in (refused.meta.messages or [])]  # type: ignore[union-attr]
+        assert any(expected in text for text in texts), texts

@@ -26,6 +26,7 @@ from starlette.types import Scope
 SECRET_HEADERS = frozenset({
     "authorization", "proxy-authorization", "cookie", "x-api-key",
     "x-skaha-registry-auth", "x-auth-token-skaha", "x-slurm-user-token", "x-rucio-auth-token",
+    "x-rucio-password",
 })  # fmt: skip
 REDACTED = "<redacted>"
 #: A text body is kept up to this many characters: enough for any assertion, bounded for a long test.

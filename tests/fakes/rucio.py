@@ -15,6 +15,13 @@ API (as the real server):
       * unknown DID → 404 DataIdentifierNotFound; errors are JSON `{"ExceptionClass",
         "ExceptionMessage"}` with the same values in the `ExceptionClass`/`ExceptionMessage` headers.
 
+  GET /auth/userpass             a token, as the real server: `X-Rucio-Account`, `X-Rucio-Username`
+      and `X-Rucio-Password` are checked against `RucioCatalogue.accounts`; the answer carries the
+      token in `X-Rucio-Auth-Token` and its end in `X-Rucio-Auth-Token-Expires`
+      (`Thu, 03 Dec 2026 22:00:00 UTC`), `token_lifetime_s` after the fake's clock (whole seconds);
+      wrong or missing credentials → 401 CannotAuthenticate. A token past its end is refused (401
+      CannotAuthenticate) everywhere; tokens added by hand (`tokens`, `/_fake/tokens`) never end.
+
 Test control (no auth, not recorded): `/_fake/faults` and `/_fake/requests` as every fake
 (tests/fakes/base.py; an injected fault's default body is a JSON RucioException), and
   POST   /_fake/tokens     {"<token>": true | false}: add or revoke tokens
@@ -28,7 +35,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -58,6 +69,12 @@ class RucioCatalogue:
     files: dict[tuple[str, str], FakeFile] = field(default_factory=dict)
     datasets: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)
     tokens: set[str] = field(default_factory=lambda: {"test-token"})
+    #: (account, username) → password, for `/auth/userpass`.
+    accounts: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: Token → the epoch second it ends at (tokens issued by `/auth/userpass`).
+    expiry: dict[str, float] = field(default_factory=dict)
+    #: How many tokens `/auth/userpass` has issued.
+    issued: int = 0
     #: RSE → distance, for `select=geoip`.
     distances: dict[str, float] = field(default_factory=dict)
 
@@ -102,9 +119,19 @@ def _checksum(scope: str, name: str) -> tuple[str, str]:
 class FakeRucio(FakeServer):
     fault_media_type = "application/json"
 
-    def __init__(self, catalogue: RucioCatalogue | None = None, *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        catalogue: RucioCatalogue | None = None,
+        *,
+        seed: int = 0,
+        token_lifetime_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.catalogue = catalogue or RucioCatalogue()
         self._random = random.Random(seed)
+        self.token_lifetime_s = token_lifetime_s
+        #: Epoch seconds; a test may pass a clock it moves itself.
+        self.clock = clock
         super().__init__(
             self._api,
             control=[
@@ -120,9 +147,33 @@ class FakeRucio(FakeServer):
 
     # -- the API ------------------------------------------------------------------------------------
 
-    def replicas(self, request_path: str, query: dict[str, str], headers: dict[str, str]) -> Response:
+    def userpass(self, headers: dict[str, str]) -> Response:
+        account, username = headers.get("x-rucio-account", ""), headers.get("x-rucio-username", "")
+        password = headers.get("x-rucio-password")
+        known = self.catalogue.accounts.get((account, username))
+        if known is None or password is None or not secrets.compare_digest(known, password):
+            return _error(
+                401, "CannotAuthenticate", f"Cannot authenticate to account {account} with given credentials"
+            )
+        token = f"{account}-{username}-{secrets.token_hex(16)}"
+        ends = float(int(self.clock() + self.token_lifetime_s))  # the header says whole seconds
+        self.catalogue.tokens.add(token)
+        self.catalogue.expiry[token] = ends
+        self.catalogue.issued += 1
+        expires = datetime.fromtimestamp(ends, UTC).strftime("%a, %d %b %Y %H:%M:%S UTC")
+        return Response(
+            "", headers={"X-Rucio-Auth-Token": token, "X-Rucio-Auth-Token-Expires": expires}
+        )
+
+    def authenticated(self, headers: dict[str, str]) -> bool:
         token = headers.get("x-rucio-auth-token")
         if not token or token not in self.catalogue.tokens:
+            return False
+        ends = self.catalogue.expiry.get(token)
+        return ends is None or self.clock() < ends
+
+    def replicas(self, request_path: str, query: dict[str, str], headers: dict[str, str]) -> Response:
+        if not self.authenticated(headers):
             return _error(401, "CannotAuthenticate", "Cannot authenticate with given credentials")
         accept = headers.get("accept", NDJSON)
         if not any(kind in accept for kind in ACCEPTABLE):
@@ -186,10 +237,12 @@ class FakeRucio(FakeServer):
             return
         request = Request(scope, receive)
         method, path = request.method, request.url.path
+        headers = {k.lower(): v for k, v in request.headers.items()}
         if method == "GET" and path.startswith("/replicas/"):
             query = dict(parse_qsl(request.url.query, keep_blank_values=True))
-            headers = {k.lower(): v for k, v in request.headers.items()}
             response = self.replicas(path, query, headers)
+        elif method == "GET" and path == "/auth/userpass":
+            response = self.userpass(headers)
         else:
             response = _error(404, "NotFound", f"no route {method} {path}")
         await response(scope, receive, send)

@@ -11,12 +11,22 @@ the session, or from the session name (`...-fail-exit-...`): ok, fail_exit, oom,
 vanish_after_done, slow_start. `FAKE_RUN_S` (seconds, or `forever`), `FAKE_PENDING_S` and
 `FAKE_EXIT_CODE` override the timings per session.
 
+The user's ARC storage (`/arc/files`, `/arc/nodes`, same tokens) and a headless runner that really
+executes a staged notebook for a session whose command is papermill or `jupyter nbconvert` are in
+tests/fakes/arc.py: such a session runs until its notebook has run, and ends Completed or Failed as
+the command's exit code says; its log is the notebook's printed output.
+
 Test control (no auth, not recorded): `/_fake/faults` and `/_fake/requests` as every fake
 (tests/fakes/base.py: a fault may also match query parameters; its default body is skaha's text for
 the status; a record also has `t`, the fake clock's reading), and
   POST   /_fake/tokens          {"<token>": "<user>" | null}: add or revoke tokens
   POST   /_fake/clock/advance?s=N
   GET    /_fake/sessions        every session the fake knows, with its current status (or "gone")
+
+The API is under `SkahaConfig.base_path` (`/skaha`); set another one (`move`) and the old paths answer
+404, as a service that moved. `<base_path>/capabilities` is skaha's VOSI capabilities document (public,
+no token): the sessions API of each served version, with skaha's standardIDs and an interface per
+security method (tests/fakes/registry.py writes it), at this server's own address.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import math
 import random
 import re
 import string
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,14 +49,23 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from tests.fakes.arc import ArcApi, ArcStore, RunOutcome, run_notebook, runner_command
 from tests.fakes.base import FakeServer, bearer_token
 from tests.fakes.clock import FakeClock
 from tests.fakes.recording import request_headers
+from tests.fakes.registry import CERTIFICATE, COOKIE, TOKEN, capabilities_document
 
 SESSION_TYPES = ("notebook", "desktop", "carta", "headless", "contributed", "firefly")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9-]+")
 SCENARIOS = ("ok", "fail_exit", "oom", "stuck_pending", "vanish_after_done", "slow_start")
 GIB_IN_GB = 2**30 / 1e9
+#: skaha's standardIDs [platform-and-bus-notes-2 §4]: per version, (standardID, path under the base).
+SKAHA_STANDARDS = {
+    "v1": [(f"http://www.opencadc.org/std/platform#{name}-1", f"/v1/{name}")
+           for name in ("session", "context", "image", "repository")],
+    "v0": [("vos://cadc.nrc.ca~vospace/CADC/std/Proc#sessions-1.0", "/v0")],
+}  # fmt: skip
+ROUTED_BASE = "/skaha"  # where the routes are; another base_path is mapped onto it
 
 
 @dataclass
@@ -56,6 +76,7 @@ class SkahaConfig:
     versions: tuple[str, ...] = ("v1",)
     trusted_hosts: tuple[str, ...] = ("images.canfar.net",)
     host: str = "ws-uv.canfar.net"
+    base_path: str = "/skaha"
     pending_s: float = 2.0
     slow_start_pending_s: float = 6.0
     run_s: float = 2.0
@@ -73,6 +94,8 @@ class SkahaConfig:
     cores_options: list[int] = field(default_factory=lambda: list(range(1, 17)))
     memory_options: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 128, 192])
     gpu_options: list[int] = field(default_factory=list)
+    # Where sessions see the ARC storage's root (the runner maps its command's paths through it).
+    arc_mount: str = "/arc"
 
 
 @dataclass
@@ -98,6 +121,10 @@ class FakeSession:
     deadline_s: float
     deleted_at: float | None = None
     gone_at: float | None = None
+    # A notebook run by the runner: it ends when the notebook has run (`ran_at`), as its exit code says.
+    runs_notebook: bool = False
+    outcome: RunOutcome | None = None
+    ran_at: float | None = None
 
 
 class FakeSkaha(FakeServer):
@@ -107,7 +134,8 @@ class FakeSkaha(FakeServer):
         self.config = config or SkahaConfig()
         self.clock = FakeClock(clock)
         self.sessions: dict[str, FakeSession] = {}
-        self.routes = Starlette(routes=self._routes())
+        self.arc = ArcStore()
+        self.routes = Starlette(routes=[*self._routes(), *ArcApi(self.arc).routes()])
         super().__init__(
             self._authenticated,
             control=[
@@ -121,6 +149,10 @@ class FakeSkaha(FakeServer):
 
     def now(self) -> float:
         return self.clock.now()
+
+    def move(self, base_path: str) -> None:
+        """Serve the API (and its capabilities) under `base_path` from now on; the old paths 404."""
+        self.config.base_path = base_path.rstrip("/")
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
@@ -137,6 +169,10 @@ class FakeSkaha(FakeServer):
         start = self._start(s)
         if start is None:
             return None
+        if s.runs_notebook:
+            if s.ran_at is None or s.outcome is None:
+                return None  # still running its notebook
+            return max(start, s.ran_at), ("Completed" if s.outcome.exit_code == 0 else "Failed")
         if s.failure is not None:
             return start + self.config.fail_after_s, "Failed"
         if s.run_s is not None and s.type == "headless":
@@ -227,6 +263,13 @@ class FakeSkaha(FakeServer):
         ]
         if status == "Pending":
             return ""
+        if s.runs_notebook:
+            end = self._end(s)
+            if s.outcome is not None and end is not None and self.now() >= end[0]:
+                lines.append(s.outcome.log.rstrip("\n"))
+                if s.outcome.exit_code:
+                    lines.append(f"error: the command exited with code {s.outcome.exit_code}")
+            return "\n".join(lines) + "\n"
         lines.append(f"hello from {s.name}")
         end = self._end(s)
         if end is not None and self.now() >= end[0]:
@@ -342,6 +385,11 @@ class FakeSkaha(FakeServer):
         env = params.get("env", []) if session_type == "headless" else []
         session = self._new_session(user, name, image, session_type, numbers, single, env)
         self.sessions[session.id] = session
+        if session.type == "headless" and runner_command(session.cmd, session.args):
+            session.runs_notebook = True
+            threading.Thread(
+                target=self._run_notebook, args=(session,), daemon=True, name=f"fake-run-{session.id}"
+            ).start()
         return _text(session.id + "\n", 200)
 
     def _new_session(
@@ -388,6 +436,16 @@ class FakeSkaha(FakeServer):
             run_s=math.inf if run is None else run, failure=failure,
             exit_code=int(variables.get("FAKE_EXIT_CODE", "3")), ttl_s=ttl, deadline_s=deadline,
         )  # fmt: skip
+
+    def _run_notebook(self, session: FakeSession) -> None:
+        try:
+            outcome = run_notebook(self.arc, self.config.arc_mount, session.cmd or "", session.args or "")
+        except Exception as error:  # the fake's own failure: say so in the session's log
+            outcome = RunOutcome(1, f"fake runner error: {type(error).__name__}: {error}\n")
+        session.outcome = outcome
+        if outcome.exit_code:
+            session.failure, session.exit_code = "exit", outcome.exit_code
+        session.ran_at = self.now()
 
     async def _list(self, request: Request) -> Response:
         if not self._served(request):
@@ -502,12 +560,34 @@ class FakeSkaha(FakeServer):
 
     async def _authenticated(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            base, path = self.config.base_path, scope["path"]
+            if path == f"{base}/capabilities" and scope["method"] == "GET":
+                await self._capabilities(scope)(scope, receive, send)
+                return
+            if base != ROUTED_BASE and path.startswith(f"{base}/"):
+                scope = {**scope, "path": ROUTED_BASE + path[len(base) :]}
+            elif base != ROUTED_BASE and path.startswith(f"{ROUTED_BASE}/"):
+                await _text("Not Found", 404)(scope, receive, send)  # it has moved
+                return
             user, refusal = self._authenticate(request_headers(scope))
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
             scope.setdefault("state", {})["user"] = user
+            if user is not None:
+                self.arc.add_user(user)  # every user has a home folder in ARC
         await self.routes(scope, receive, send)
+
+    def _capabilities(self, scope: Scope) -> Response:
+        base = str(Request(scope).base_url).rstrip("/") + self.config.base_path
+        vosi = [("ivo://ivoa.net/std/VOSI#capabilities", f"{base}/capabilities", []),
+                ("ivo://ivoa.net/std/VOSI#availability", f"{base}/availability", [])]  # fmt: skip
+        sessions = [
+            (standard_id, base + tail, [TOKEN, COOKIE, CERTIFICATE])
+            for version in self.config.versions
+            for standard_id, tail in SKAHA_STANDARDS.get(version, [])
+        ]
+        return Response(capabilities_document([*vosi, *sessions]), media_type="text/xml")
 
     def _authenticate(self, headers: dict[str, str]) -> tuple[str | None, Response | None]:
         token = bearer_token(headers.get("authorization"))

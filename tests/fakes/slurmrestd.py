@@ -22,6 +22,9 @@ It follows reference/launcher-targets.md §2.8 and the conventions of §5:
   injected fault's default body is `{"errors": [], "warnings": []}`, a string body is text/plain, as
   from a proxy; a record also has `token_sha256`, which token was sent), `POST
   /_fake/clock/advance?s=N`, `GET /_fake/jobs`.
+* Finding jobs again: `GET /slurm/{ver}/jobs/` lists the jobs slurmctld still knows (unfiltered, as
+  the real one), `GET /slurmdb/{ver}/jobs/?job_name=a,b&users=u&account=x` searches accounting
+  (purged jobs too) by name, user and account, as slurmdbd does.
 
 The error numbers are those of slurm/slurm_errno.h as quoted in the reference notes.
 """
@@ -239,6 +242,8 @@ class FakeSlurm(FakeServer):
             if api == "slurm" and rest == ["jobs"] and method == "GET":
                 jobs = [self._job_info(j) for j in self.jobs.values() if not self._purged(j)]
                 return self._reply(version, {"jobs": jobs}, user=user)
+            if api == "slurmdb" and rest == ["jobs"] and method == "GET":
+                return self._reply(version, {"jobs": self._accounted(request.query_params)}, user=user)
             if api in ("slurm", "slurmdb") and len(rest) == 2 and rest[0] == "job":
                 job = self.jobs.get(int(rest[1])) if rest[1].isdigit() else None
                 if api == "slurmdb" and method == "GET":
@@ -626,6 +631,23 @@ class FakeSlurm(FakeServer):
             "stdout_expanded": stdout,
             "stderr_expanded": job.standard_error.replace("%j", str(job.job_id)),
         }
+
+    def _accounted(self, query: Mapping[str, str]) -> list[dict[str, Any]]:
+        """slurmdbd's job search: purged jobs too, filtered as its query parameters say
+        (comma-separated lists; an absent one filters nothing)."""
+
+        def wanted(key: str) -> set[str] | None:
+            value = query.get(key)
+            return {v for v in value.split(",") if v} if value else None
+
+        names, users, accounts = wanted("job_name"), wanted("users"), wanted("account")
+        return [
+            self._slurmdb_job(job)
+            for job in self.jobs.values()
+            if (names is None or job.name in names)
+            and (users is None or job.user in users)
+            and (accounts is None or job.account in accounts)
+        ]
 
     def _slurmdb_job(self, job: Job) -> dict[str, Any]:
         state = self._state(job)

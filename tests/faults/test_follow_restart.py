@@ -11,7 +11,7 @@ import pytest
 from nats.js.api import DeliverPolicy
 
 from shared import subjects
-from shared.client import BrokerClient
+from shared.client import BrokerClient, BrokerUnavailable
 from shared.lifecycle import Phase
 from shared.models import LOCAL_COMMAND_KIND
 from shared.ops.embedded import EmbeddedBroker
@@ -49,3 +49,29 @@ async def test_a_restarted_follower_gets_a_fresh_consumer_name(broker: EmbeddedB
         await client.submit(one_core_request(SLEEPER))
         assert (await sub.next_msg(timeout=10)).subject.startswith(answers.rstrip("*"))
         await sub.unsubscribe()
+
+
+async def test_a_long_running_client_logs_in_again_when_nats_py_gives_its_connection_up(
+    broker: EmbeddedBroker,
+) -> None:
+    """nats-py closes a connection for good when the server refuses a reconnect's login (a client
+    back before the auth callout after a server restart): a long-running client logs in again, and
+    its follower carries on after the last event it read, without repeating one."""
+    async with BrokerClient(broker.url, broker.login("alice"), reconnect=True) as client:
+        followed = await follow_until_running(client, one_core_request(SLEEPER))
+        first = client.nc
+        await first.close()  # what nats-py does after "Authorization Violation" while reconnecting
+        offers = await client.submit(one_core_request(SLEEPER), timeout=30)
+        assert offers.offers, "a submit after the connection was given up is answered"
+        assert client.nc is not first and client.nc.is_connected
+        await asyncio.wait_for(followed.follower, timeout=60)
+    seen = followed.seen
+    assert seen[-1] == Phase.COMPLETED.value
+    assert seen.count(Phase.RUNNING.value) == 1, seen
+
+
+async def test_an_interactive_client_does_not_log_in_again(broker: EmbeddedBroker) -> None:
+    async with BrokerClient(broker.url, broker.login("alice")) as client:
+        await client.nc.close()
+        with pytest.raises(BrokerUnavailable, match="connection to NATS was closed"):
+            await client.submit(one_core_request(SLEEPER), timeout=5)

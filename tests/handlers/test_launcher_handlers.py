@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from services.launcher import store as tables
 from shared import subjects
 from shared.bus.store import Transaction
 from shared.lifecycle import Phase
@@ -71,3 +72,15 @@ async def test_each_launcher_hears_only_its_own_pools_commands(launcher: Launche
     for verb in LauncherVerb:
         assert launcher.consumer(subjects.launcher_command(TINY.name, verb)) is not None
         assert launcher.consumer(subjects.launcher_command("another-pool", verb)) is None
+
+
+async def test_a_start_intent_is_kept_replaced_and_pruned_with_its_run(launcher: Launcher) -> None:
+    assert await launcher.deliver(LAUNCH, launch("s3")) == []
+    assert await tables.start_intent(launcher.store, "s3") is None
+    await launcher.run(lambda tx: tables.record_start_intent(tx, "s3", "eb-s3"))
+    await launcher.run(lambda tx: tables.record_start_intent(tx, "s3", "eb-s3-renamed"))
+    assert await tables.start_intent(launcher.store, "s3") == "eb-s3-renamed"
+    await launcher.run(lambda tx: tables.set_phase(tx, "s3", Phase.COMPLETED))
+    await launcher.run(lambda tx: tables.prune_finished(tx, NOW + timedelta(days=1), 10))
+    assert await launcher.run_of("s3") is None
+    assert await tables.start_intent(launcher.store, "s3") is None

@@ -109,7 +109,7 @@ async def test_inbox_skips_a_message_already_processed(nats_url: str, tmp_path: 
     runtime = await start_runtime(nats_url, tmp_path, recorder)
     try:
         async with runtime.store.transaction() as tx:
-            await tx.remember("m-done")
+            await tx.claim("m-done")
         await nc.jetstream().publish(SUBJECT, b"RUNNING", headers={"Nats-Msg-Id": "m-done"})
         await nc.jetstream().publish(SUBJECT, b"RELEASING", headers={"Nats-Msg-Id": "m-next"})
 

@@ -189,32 +189,16 @@ async def test_prepare_refuses_what_skaha_cannot_run(skaha_url: str, tmp_path: P
     )
     with pytest.raises(PlatformError, match=r"has digest sha256:b+, not the requested sha256:c"):
         await platform.prepare(pinned)
-    notebook = container_spec(tmp_path).model_copy(update={"executable": {"kind": NOTEBOOK_KIND}})
-    with pytest.raises(PlatformError, match="EB_CANFAR_NOTEBOOK_IMAGE"):
-        await platform.prepare(notebook)
-    with pytest.raises(PlatformError, match="EB_CANFAR_URL"):
-        await CanfarPlatform(token=TOKEN).prepare(container_spec(tmp_path))
-
-
-async def test_a_notebook_opens_a_notebook_session_with_a_connector(
-    fake: FakeSkaha, skaha_url: str, tmp_path: Path
-) -> None:
-    platform = CanfarPlatform(**settings(skaha_url, notebook_image="images.canfar.net/skaha/astroml:latest"))
-    spec = container_spec(tmp_path).model_copy(
+    notebook = container_spec(tmp_path).model_copy(
         update={"executable": {"kind": NOTEBOOK_KIND, "location": "https://example.org/a.ipynb"}}
     )
-    handle = await launch(platform, spec)
-    form = fake.recorded("POST", "/skaha/v1/session")[0]["form"]
-    assert ("type", "notebook") in form and not [k for k, _ in form if k in ("cmd", "args", "env")]
-    status = await poll_until(platform, spec, handle, RunState.RUNNING)
-    (connector,) = status.connectors
-    assert connector["kind"] == "urn:jupyter-notebook" and connector["protocol"] == "HTTPS"
-    assert connector["status"] == "AVAILABLE"
-    assert connector["location"].startswith(
-        f"https://ws-uv.canfar.net/session/notebook/{session_id_of(handle)}/"
-    )
-    await platform.cancel(spec, handle)
-    assert (await platform.poll(spec, handle)).state == RunState.CANCELLED
+    with pytest.raises(PlatformError, match="EB_CANFAR_STORAGE_URL and EB_CANFAR_STORAGE_USER are not set"):
+        await platform.prepare(notebook)
+    staging = CanfarPlatform(**settings(skaha_url, storage_url="https://arc.invalid", storage_user="alice"))
+    with pytest.raises(PlatformError, match="EB_CANFAR_NOTEBOOK_IMAGE"):
+        await staging.prepare(notebook)
+    with pytest.raises(PlatformError, match="EB_CANFAR_URL"):
+        await CanfarPlatform(token=TOKEN).prepare(container_spec(tmp_path))
 
 
 async def test_a_started_session_is_adopted_not_created_twice(

@@ -213,3 +213,28 @@ async def test_stopping_the_drivers_closes_each_platform_once(runtime: FakeRunti
     assert platform.closed == 0
     await drivers.stop()
     assert platform.closed == 1
+
+
+class Connecting(Unwatched):
+    """Reports a connector once the run has gone on a while, as an interactive CANFAR session does."""
+
+    async def poll(self, spec: LaunchSpec, handle: str) -> RunStatus:
+        status = await super().poll(spec, handle)
+        if status.state.is_final or self.polls < 3:
+            return status
+        connector = {"kind": "urn:jupyter-notebook", "protocol": "HTTPS", "location": "https://x/nb"}
+        return status.model_copy(update={"connectors": [connector | {"status": "AVAILABLE"}]})
+
+
+async def test_connectors_reported_while_running_are_published_once(
+    runtime: FakeRuntime, tmp_path: Path
+) -> None:
+    drivers = drivers_for(runtime, tmp_path, Connecting())
+    await launch(runtime, drivers, "s", ["sleep", "1"])
+    await until(runtime, "s", {Phase.COMPLETED, Phase.FAILED})
+    phases = runtime.phases("s")
+    connector_events = [p for p in phases if p.startswith("RUNNING:connectors:")]
+    assert len(connector_events) == 1, phases  # polled many times, published once
+    assert [p for p in phases if p not in connector_events] == HAPPY
+    assert phases.index(connector_events[0]) == phases.index("RUNNING") + 1
+    await drivers.stop()

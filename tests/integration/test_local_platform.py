@@ -185,6 +185,18 @@ async def test_an_invalid_notebook_is_a_platform_error(tmp_path: Path, content: 
     assert caught.value.message == f"{path} is not a valid Jupyter notebook (version 4, UTF-8 JSON)"
 
 
+async def test_an_interactive_notebook_is_refused_and_batch_runs(tmp_path: Path) -> None:
+    location = str(NOTEBOOKS / "ok.ipynb")
+    interactive = make_spec(
+        tmp_path, {"kind": NOTEBOOK_KIND, "location": location, "notebook_mode": "interactive"}
+    )
+    with pytest.raises(PlatformError, match="cannot open one for you"):
+        await local_platform().prepare(interactive)
+    batch = make_spec(tmp_path, {"kind": NOTEBOOK_KIND, "location": location, "notebook_mode": "batch"})
+    await local_platform().prepare(batch)
+    assert (batch.work_dir / "input.ipynb").is_file()
+
+
 async def test_the_output_notebook_holds_the_cell_outputs(tmp_path: Path) -> None:
     spec = notebook_spec(tmp_path, str(NOTEBOOKS / "ok.ipynb"), cores=3)
     platform = local_platform()

@@ -8,6 +8,7 @@ are exercised through its handlers, which tests/handlers runs on both stores too
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from services.scheduler import store as scheduler_tables
 from services.scheduler.domain import Reservation
 from services.scheduler.states import ReservationState
-from shared.bus.postgres import PostgresStore, pyformat
+from shared.bus.postgres import PostgresStore, PostgresTransaction, pyformat
 from shared.bus.sqlite import SqliteStore
 from shared.bus.store import Schema, Store, Transaction
 from tests.postgres import PostgresServer
@@ -61,23 +62,32 @@ async def keys(store: Store) -> list[str]:
 # -- the inbox ------------------------------------------------------------------------------------------
 
 
-async def test_the_inbox_remembers_a_message_once_and_only_when_its_transaction_commits(store: Store) -> None:
+async def test_the_inbox_claims_a_message_once_and_only_when_its_transaction_commits(store: Store) -> None:
     async with store.transaction(NOW) as tx:
-        await tx.remember("m1")
-        await tx.remember("m1")  # a repeat in the same transaction is a no-op
+        assert await tx.claim("m1")
+        assert not await tx.claim("m1")  # a repeat in the same transaction is not claimed again
         assert await tx.seen("m1")
     with pytest.raises(RuntimeError):
         async with store.transaction(NOW) as tx:
-            await tx.remember("m2")
+            assert await tx.claim("m2")
             raise RuntimeError("the handler failed")
     async with store.transaction(NOW) as tx:
-        await tx.remember("m1")  # a redelivery
+        assert not await tx.claim("m1")  # a redelivery
         assert await tx.seen_among(["m1", "m2", "m3"]) == {"m1"}
         assert await tx.seen_among([]) == set()
         assert not await tx.seen("m2")
     assert [tuple(row) for row in await store.read("SELECT msg_id, seen_at FROM inbox")] == [
         ("m1", NOW.isoformat())
     ]
+
+
+async def test_a_claim_rolled_back_by_its_savepoint_can_be_claimed_again(store: Store) -> None:
+    async with store.transaction(NOW) as tx:
+        with pytest.raises(ValueError):
+            async with tx.savepoint():
+                assert await tx.claim("m1")
+                raise ValueError("the handler failed")
+        assert await tx.claim("m1")
 
 
 # -- the outbox -----------------------------------------------------------------------------------------
@@ -105,7 +115,7 @@ async def test_the_outbox_keeps_commit_order_and_what_the_stream_confirmed(store
 
     # Sent rows and inbox ids outlive `keep`, then go; unsent rows stay whatever their age.
     async with store.transaction(NOW) as tx:
-        await tx.remember("old")
+        await tx.claim("old")
     await store.prune(NOW + timedelta(days=2), keep=timedelta(days=1))
     assert [row.msg_id for row in await store.unsent()] == ["m1", "m3"]
     assert await store.sent_since(NOW) == []
@@ -216,6 +226,78 @@ async def test_two_stores_on_the_same_tables_lose_no_write_and_insert_a_key_once
     finally:
         await first.close()
         await second.close()
+
+
+async def test_two_stores_claiming_one_message_at_once_apply_it_once(postgres_url: str) -> None:
+    """Offers replicas on one store both get a redelivered message: whichever claims it second
+    waits for the first transaction and then finds it claimed (or claims it, if that rolled back).
+    PostgreSQL only: a SQLite file is never shared by two processes (one file per process)."""
+    first, second = PostgresStore(postgres_url, "svc", NOTES), PostgresStore(postgres_url, "svc", NOTES)
+    await first.open()
+    await second.open()
+    try:
+        claimed: list[str] = []
+        inside = asyncio.Event()
+
+        async def apply(store: Store, msg_id: str, name: str, fail: bool = False) -> None:
+            with contextlib.suppress(LookupError):
+                async with store.transaction(NOW) as tx:
+                    if await tx.claim(msg_id):
+                        inside.set()
+                        await asyncio.sleep(0.3)  # the other claims meanwhile (PostgreSQL: it waits)
+                        if fail:
+                            raise LookupError("rolled back")
+                        await note(tx, name)
+                        claimed.append(name)
+
+        await asyncio.gather(apply(first, "m1", "first"), apply(second, "m1", "second"))
+        assert len(claimed) == 1 and await keys(first) == claimed
+
+        # The first claimant rolls back: the message is still to be applied, by the other.
+        claimed.clear()
+        inside.clear()
+        failing = asyncio.create_task(apply(first, "m2", "third", fail=True))
+        await inside.wait()
+        await asyncio.gather(failing, apply(second, "m2", "fourth"))
+        assert claimed == ["fourth"]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_row_read_for_update_waits_for_the_other_writer_on_postgres(postgres_url: str) -> None:
+    """Where several processes share the store, a handler's read locks its rows until it commits
+    (`Transaction.row_lock`), so two replicas never both decide on one request from a stale read."""
+    first, second = PostgresStore(postgres_url, "svc", NOTES), PostgresStore(postgres_url, "svc", NOTES)
+    await first.open()
+    await second.open()
+    try:
+        async with first.transaction(NOW) as tx:
+            await note(tx, "r", "QUOTING")
+        order: list[str] = []
+
+        async def decide(store: Store, name: str) -> None:
+            async with store.transaction(NOW) as tx:
+                row = await tx.fetchone(f"SELECT body FROM notes WHERE key = 'r'{tx.row_lock()}")
+                assert row is not None
+                if row["body"] == "QUOTING":
+                    await asyncio.sleep(0.3)
+                    await tx.execute("UPDATE notes SET body = ? WHERE key = 'r'", (f"ANSWERED by {name}",))
+                    order.append(name)
+
+        await asyncio.gather(decide(first, "first"), decide(second, "second"))
+        assert len(order) == 1, order
+        async with second.transaction(NOW) as tx:
+            assert tx.row_lock(skip_locked=True) == " FOR UPDATE SKIP LOCKED"
+    finally:
+        await first.close()
+        await second.close()
+
+
+def test_sqlite_transactions_lock_no_rows(tmp_path: Path) -> None:
+    from shared.bus.sqlite import SqliteTransaction
+
+    assert not SqliteTransaction.LOCKS_ROWS and PostgresTransaction.LOCKS_ROWS
 
 
 # -- values as the services store them -------------------------------------------------------------------

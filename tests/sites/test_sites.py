@@ -25,12 +25,12 @@ from shared.client import BrokerClient, wait_for_services
 from shared.lifecycle import Phase
 from shared.models import LOCAL_COMMAND_KIND
 from shared.ops.embedded import SERVICES, EmbeddedBroker, free_port, nats_server_binary
+from shared.ops.link import Link
 from shared.ops.secured import SecuredBus
 from shared.ops.site import HUB_DOMAIN, SITE_SERVICES, SiteRegistry
 from shared.ops.site_broker import SiteBroker
 from tests.conftest import broker_env, local_pool_access
 from tests.e2e.helpers import HAPPY_PHASES, follow_until_running, one_core_request, phase_event_counts
-from tests.sites.link import Link
 
 pytestmark = pytest.mark.e2e
 #: The quote deadline at the hub: a request for a pool whose site is cut off is answered NO by then.

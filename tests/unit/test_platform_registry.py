@@ -40,7 +40,7 @@ def test_the_plugins_of_this_distribution_declare_what_they_run() -> None:
         runs_on_host=True,
     )
     assert installed["canfar"] == Capabilities(
-        frozenset({JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND}), frozenset()
+        frozenset({JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND}), frozenset({SIMPLE_DATA_KIND})
     )
     assert installed["dirac"] == Capabilities(
         frozenset({DOCKER_CONTAINER_KIND, SINGULARITY_CONTAINER_KIND, LOCAL_COMMAND_KIND}), frozenset()

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from services.offers.domain import session_options
 from services.offers.store import OffersetRow, SessionRow
 from shared.auth.identities import USERNAME
+from shared.lifecycle import TERMINAL
 from shared.models import (
     MessageItem,
     OfferSetResponse,
@@ -82,6 +83,9 @@ class WhoAmI(BaseModel):
 
 def _connectors(row: SessionRow) -> list[dict[str, str]]:
     connectors = [dict(c) for c in row.connectors]
+    if row.phase in TERMINAL:
+        # A connector reported while the session ran (a notebook's URL) leads nowhere once it ended.
+        connectors = [c | {"status": "FINISHED"} for c in connectors]
     for name, location in sorted(row.outputs.items()):
         protocol = location.split("://", 1)[0].upper() if "://" in location else "FILE"
         connectors.append(

@@ -1,14 +1,24 @@
 """The `canfar` platform: runs a session as a CANFAR Science Platform session (the skaha API).
 
 A DockerContainer runs as a `headless` session (or the configured EB_CANFAR_SESSION_TYPE) of the
-image in `image.locations[0]`; a JupyterNotebook opens a `notebook` session of the configured
-EB_CANFAR_NOTEBOOK_IMAGE, whose URL is returned as a connector (skaha cannot be handed a notebook
-file: the user opens the session). The handle holds the skaha session id, the API version and when
-the session was created, so a restarted launcher finds the run again. The outcome, the logs and the
-platform's events are written to the work dir as soon as the session ends, because skaha removes a
-finished session (and its logs) after a ttl; later polls answer from that record.
+image in `image.locations[0]`. A JupyterNotebook is first staged: the launcher fetches it (http(s)
+only, `allowed_hosts` as on the local platform) and puts it in the user's ARC storage, in a folder of
+its own per session (`home/<user>/<EB_CANFAR_STORAGE_FOLDER>/<session name>/`, through the storage
+API with the same token: `storage.py`). Then, by its `notebook_mode`:
+* `interactive` (the default): a `notebook` session of EB_CANFAR_NOTEBOOK_IMAGE; while it runs, its
+  connector is the JupyterLab URL that opens the staged notebook;
+* `batch`: a `headless` session of EB_CANFAR_BATCH_IMAGE runs papermill (or nbconvert) on it, which
+  writes `executed-<name>` beside it; the plugin fetches that copy into the work dir (an output) and
+  judges it: COMPLETED with the tail of what the notebook printed, or FAILED with the failed cell.
+A SimpleDataResource with an http(s) location is staged in the same folder, as `data/<name>`.
+The handle holds the skaha session id, the API version, when the session was created and, for a
+notebook, its mode and where it was staged, so a restarted launcher finds the run again. The
+outcome, the logs and the platform's events are written to the work dir as soon as the session ends,
+because skaha removes a finished session (and its logs) after a ttl; later polls answer from that
+record.
 
-Settings: `CanfarSettings` (canfar/settings.py), from keyword arguments or `EB_CANFAR_*` variables.
+Settings: `CanfarSettings` (canfar/settings.py), from keyword arguments or `EB_CANFAR_*` variables;
+the base URL is given, or found through an IVOA registry (canfar/discovery.py).
 """
 
 from __future__ import annotations
@@ -24,14 +34,37 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import httpx
+import nbformat
 from opentelemetry.trace import TracerProvider
 
 from services.launcher.platforms.canfar.client import SkahaClient
+from services.launcher.platforms.canfar.discovery import TRACER_NAME
+from services.launcher.platforms.canfar.notebooks import (
+    StagedNotebook,
+    batch_command,
+    data_file_name,
+    folders_to_make,
+    notebook_file_name,
+    notebook_mode,
+    notebook_url,
+    read_executed,
+    session_folder,
+    vos_uri,
+)
 from services.launcher.platforms.canfar.settings import API_VERSIONS, CanfarSettings
+from services.launcher.platforms.canfar.storage import ArcStorage
 from services.launcher.platforms.files import read_json_object, write_json_atomically
+from services.launcher.platforms.local.fetch import Fetcher
+from services.launcher.platforms.local.locations import LocationRules
 from shared.http.retry import CallState
 from shared.http.rules import first_line
-from shared.models import DOCKER_CONTAINER_KIND, JUPYTER_NOTEBOOK_KIND
+from shared.models import (
+    DOCKER_CONTAINER_KIND,
+    JUPYTER_NOTEBOOK_KIND,
+    SIMPLE_DATA_KIND,
+    NotebookMode,
+    normalise_kind,
+)
 from shared.platforms.port import (
     LaunchSpec,
     PlatformBase,
@@ -46,6 +79,7 @@ RESULT_FILE = "canfar-result.json"
 STATE_FILE = "canfar-state.json"
 LOG_FILE = "canfar-session.log"
 EVENTS_FILE = "canfar-events.txt"
+EXECUTED_FILE = "output.ipynb"  # the executed notebook of a batch run, fetched back from ARC
 
 # skaha accepts [A-Za-z0-9-]+ and stores the name lower-cased. It states no length limit; we keep
 # names short (the name also appears in Kubernetes labels, at most 63 characters).
@@ -64,10 +98,23 @@ class CanfarHandle(NamedTuple):
     api: str
     name: str
     created: float  # wall-clock seconds, when the session was created (for the pending timeout)
+    # A notebook's: how it runs and where it was staged; None for a container.
+    mode: NotebookMode | None = None
+    staged: StagedNotebook | None = None
 
 
-def _handle(session_id: str, api: str, name: str, created: float) -> str:
-    return json.dumps({"type": "canfar", "id": session_id, "api": api, "name": name, "created": created})
+def _handle(
+    session_id: str,
+    api: str,
+    name: str,
+    created: float,
+    mode: NotebookMode | None,
+    staged: StagedNotebook | None,
+) -> str:
+    data: dict[str, Any] = {"type": "canfar", "id": session_id, "api": api, "name": name, "created": created}
+    if mode is not None and staged is not None:
+        data |= {"mode": mode.value, "folder": staged.folder, "notebook": staged.name}
+    return json.dumps(data)
 
 
 def _parse_handle(handle: str) -> CanfarHandle:
@@ -76,8 +123,12 @@ def _parse_handle(handle: str) -> CanfarHandle:
         if data["type"] == "canfar" and re.fullmatch(r"[A-Za-z0-9]+", data["id"]):
             api = data.get("api", "v1")
             if api in API_VERSIONS:
-                return CanfarHandle(data["id"], api, str(data.get("name", "")), float(data["created"]))
-    except (ValueError, KeyError, TypeError):
+                mode = NotebookMode(data["mode"]) if "mode" in data else None
+                staged = StagedNotebook.checked(data["folder"], data["notebook"]) if mode else None
+                return CanfarHandle(
+                    data["id"], api, str(data.get("name", "")), float(data["created"]), mode, staged
+                )
+    except (ValueError, KeyError, TypeError, PlatformError):
         pass
     raise PlatformError(f"not a canfar platform handle: {handle!r}")
 
@@ -85,8 +136,9 @@ def _parse_handle(handle: str) -> CanfarHandle:
 class CanfarPlatform(PlatformBase):
     name = "canfar"
     executable_kinds: ClassVar[frozenset[str]] = frozenset({JUPYTER_NOTEBOOK_KIND, DOCKER_CONTAINER_KIND})
-    # A skaha session is given no data: nothing is staged for it, so no data kind is offered.
-    data_kinds: ClassVar[frozenset[str]] = frozenset()
+    # Data by http(s) URL is fetched and staged in the session's ARC folder (`data/<name>`); data
+    # that only a data lake holds (Rucio, SKAO, IVOA) is not staged here, so not offered.
+    data_kinds: ClassVar[frozenset[str]] = frozenset({SIMPLE_DATA_KIND})
 
     def __init__(self, **settings: Any) -> None:
         # The registry passes every configured setting; unknown ones are ignored on purpose.
@@ -95,6 +147,14 @@ class CanfarPlatform(PlatformBase):
         transport: httpx.AsyncBaseTransport | None = settings.get("transport")
         self._client = SkahaClient(self.settings, tracer_provider=tracer_provider, transport=transport)
         self._tokens = self._client.tokens
+        self._storage = ArcStorage(
+            self.settings, self._tokens, tracer_provider=tracer_provider, transport=transport
+        )
+        # A notebook's location is a user's URL fetched with the launcher's network access: the same
+        # guard as the local platform's (no internal host unless a pool allows it).
+        self._fetcher = Fetcher(
+            self.settings, LocationRules.of([], self.settings.allowed_hosts, []), tracer_name=TRACER_NAME
+        )
 
     def poll_interval(self, spec: LaunchSpec) -> float:
         return self.settings.poll_s
@@ -104,21 +164,25 @@ class CanfarPlatform(PlatformBase):
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self._storage.aclose()
 
     # -- the port -----------------------------------------------------------------------------------
 
     async def prepare(self, spec: LaunchSpec) -> None:
         self._check_configured()
         params = self._create_params(spec)  # every check that needs no network
+        await self._client.discover()
         await self._check_resources(spec)
         await self._check_image(spec, dict(params)["image"])
         spec.work_dir.mkdir(parents=True, exist_ok=True)
+        if spec.executable_kind == JUPYTER_NOTEBOOK_KIND:
+            await self._stage_notebook(spec, self._staged(spec))
 
     async def start(self, spec: LaunchSpec) -> str:
         self._check_configured()
         params = self._create_params(spec)
         name = dict(params)["name"]
-        api = self.settings.api
+        api = await self._client.discover()
         # A retried start (or a restarted launcher) may find the session its earlier attempt made.
         session_id = await self._find(name, api)
         if session_id is None:
@@ -131,7 +195,10 @@ class CanfarPlatform(PlatformBase):
             if record is not None and record.get("id") != session_id:
                 (spec.work_dir / stale).unlink(missing_ok=True)
         log.info("canfar: session %s started as CANFAR session %s", spec.session_id, session_id)
-        return _handle(session_id, api, name, time.time())
+        if spec.executable_kind == JUPYTER_NOTEBOOK_KIND:
+            mode, staged = notebook_mode(spec.executable), self._staged(spec)
+            return _handle(session_id, api, name, time.time(), mode, staged)
+        return _handle(session_id, api, name, time.time(), None, None)
 
     async def poll(self, spec: LaunchSpec, handle: str) -> RunStatus:
         parsed = _parse_handle(handle)
@@ -155,6 +222,8 @@ class CanfarPlatform(PlatformBase):
             state["seen_running"] = True
         connect_url = info.get("connectURL")
         if isinstance(connect_url, str) and connect_url:
+            if parsed.mode is NotebookMode.INTERACTIVE and parsed.staged is not None:
+                connect_url = notebook_url(connect_url, self.settings, parsed.staged)
             state["connector"] = _connector(str(info.get("type") or ""), connect_url)
         write_json_atomically(spec.work_dir / STATE_FILE, state)
         if status in SUCCEEDED_STATUSES or status in FAILED_STATUSES:
@@ -201,31 +270,85 @@ class CanfarPlatform(PlatformBase):
     # -- steps ------------------------------------------------------------------------------------
 
     def _check_configured(self) -> None:
-        if not self.settings.url:
+        if not self.settings.url and not self.settings.discovered:
             raise PlatformError(
-                "the canfar platform has no URL: set EB_CANFAR_URL (e.g. https://ws-uv.canfar.net/skaha)"
+                "the canfar platform has no URL: set EB_CANFAR_URL (e.g. https://ws-uv.canfar.net/skaha), "
+                "or EB_CANFAR_SERVICE (its ivo:// identifier) with EB_CANFAR_REGISTRY (a resource-caps URL)"
             )
         if not self._tokens.configured:
             raise PlatformError(
                 "the canfar platform has no token: set EB_CANFAR_TOKEN or EB_CANFAR_TOKEN_FILE"
             )
 
+    def _staged(self, spec: LaunchSpec) -> StagedNotebook:
+        """Where this session's notebook goes in ARC (the storage must be configured)."""
+        self._check_storage("notebooks")
+        location = spec.executable.get("location")
+        if not isinstance(location, str) or not location:
+            raise PlatformError("a JupyterNotebook executable needs a location")
+        return StagedNotebook.of(self.settings, session_name(spec.session_id), notebook_file_name(location))
+
+    def _check_storage(self, what: str) -> None:
+        missing = [
+            variable for variable, value in (
+                ("EB_CANFAR_STORAGE_URL", self.settings.storage_url),
+                ("EB_CANFAR_STORAGE_USER", self.settings.storage_user),
+            ) if not value
+        ]  # fmt: skip
+        if missing:
+            raise PlatformError(
+                f"the canfar platform stages {what} in the user's ARC storage, but "
+                f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
+            )
+
+    async def prepare_data(self, spec: LaunchSpec, data: dict[str, Any]) -> None:
+        """Fetch one data resource by its http(s) URL into the session's ARC folder, `data/<name>`,
+        where the run finds it (a batch notebook runs in that folder: `data/<name>` from it)."""
+        kind = data.get("kind")
+        if not isinstance(kind, str) or normalise_kind(kind) != SIMPLE_DATA_KIND:
+            raise PlatformError(f"the canfar platform stages only simple data resources, not {kind}")
+        self._check_configured()
+        self._check_storage("data")
+        location = data.get("location")
+        if not isinstance(location, str) or not location.startswith(("http://", "https://")):
+            raise PlatformError(
+                f"the canfar platform stages data it fetches by http(s) URL; {location!r} is not one"
+            )
+        folder = f"{session_folder(self.settings, session_name(spec.session_id))}/data"
+        target = f"{folder}/{data_file_name(data)}"
+        content = await self._fetcher.read(location, self.settings.max_data_bytes, "data")
+        for parent in folders_to_make(folder):
+            await self._storage.make_folder(parent)
+        await self._storage.upload(target, content)
+        log.info("canfar: staged data of session %s in ARC at %s", spec.session_id, target)
+
     def _create_params(self, spec: LaunchSpec) -> list[tuple[str, str]]:
         kind = spec.executable_kind
         executable = spec.executable
+        command: list[tuple[str, str]] = []
         if kind == JUPYTER_NOTEBOOK_KIND:
-            image = self.settings.notebook_image
+            mode = notebook_mode(executable)
+            staged = self._staged(spec)
+            if mode is NotebookMode.BATCH:
+                image = self.settings.batch_image
+                variable = "EB_CANFAR_BATCH_IMAGE"
+                session_type = "headless"
+                command = batch_command(self.settings, staged)
+            else:
+                image = self.settings.notebook_image
+                variable = "EB_CANFAR_NOTEBOOK_IMAGE"
+                session_type = "notebook"
             if not image:
                 raise PlatformError(
-                    "the canfar platform runs notebooks in a notebook session, but no notebook image is "
-                    "configured (EB_CANFAR_NOTEBOOK_IMAGE)"
+                    f"the canfar platform runs {mode.value} notebooks in a {session_type} session, but no "
+                    f"image for them is configured ({variable})"
                 )
-            session_type = "notebook"
         elif kind == DOCKER_CONTAINER_KIND:
             image = _image(executable)
             session_type = self.settings.session_type
             if executable.get("privileged"):
                 raise PlatformError("the canfar platform does not run privileged containers")
+            command = _command_params(executable)
         else:
             raise PlatformError(f"the canfar platform cannot run executables of kind {kind or '(none)'}")
         params = [
@@ -236,7 +359,7 @@ class CanfarPlatform(PlatformBase):
             ("ram", str(spec.memory_gib)),
         ]
         if session_type == "headless":
-            params += _command_params(executable)
+            params += command
             user_env = executable.get("environment")
             environment = (user_env if isinstance(user_env, dict) else {}) | spec.environment
             for key, value in environment.items():
@@ -307,6 +430,8 @@ class CanfarPlatform(PlatformBase):
     async def _conclude(self, spec: LaunchSpec, parsed: CanfarHandle, status: str) -> RunStatus:
         """The session has ended: keep its logs (and events) now, before skaha removes them."""
         await self._fetch_logs(spec, parsed)
+        if parsed.mode is NotebookMode.BATCH and parsed.staged is not None:
+            return await self._conclude_batch(spec, parsed, parsed.staged, status)
         if status in SUCCEEDED_STATUSES:
             return self._record(spec, parsed, RunStatus(
                 state=RunState.SUCCEEDED, message=f"the CANFAR session {parsed.id} completed",
@@ -323,6 +448,59 @@ class CanfarPlatform(PlatformBase):
         return self._record(spec, parsed, RunStatus(
             state=RunState.FAILED, message=message[:MESSAGE_LIMIT], outputs=_outputs(spec.work_dir),
         ))  # fmt: skip
+
+    async def _conclude_batch(
+        self, spec: LaunchSpec, parsed: CanfarHandle, staged: StagedNotebook, status: str
+    ) -> RunStatus:
+        """A batch notebook is judged by its executed copy: the session's status only says whether
+        the runner exited 0 (nbconvert with --allow-errors does even when a cell failed)."""
+        content = await self._storage.download(staged.executed, self.settings.max_output_bytes)
+        if content is not None:
+            await asyncio.to_thread((spec.work_dir / EXECUTED_FILE).write_bytes, content)
+        outputs = _outputs(spec.work_dir)
+        if content is not None:
+            outputs["notebook_arc"] = vos_uri(self.settings, staged.executed)
+        executed = read_executed(content) if content is not None else None
+        if executed is not None and executed.error is None and status in SUCCEEDED_STATUSES:
+            message = f"the notebook ran to its end in the CANFAR session {parsed.id}"
+            if executed.printed:
+                message += f"; it printed (last lines):\n{executed.printed}"
+            return self._record(spec, parsed, RunStatus(
+                state=RunState.SUCCEEDED, message=message[:MESSAGE_LIMIT], outputs=outputs
+            ))  # fmt: skip
+        if executed is not None and executed.error is not None:
+            message = f"the notebook failed in the CANFAR session {parsed.id}: {executed.error}"
+            if executed.printed:
+                message += f"\nit printed (last lines):\n{executed.printed}"
+        else:
+            reasons = _warnings(await self._fetch_events(spec, parsed)) if status in FAILED_STATUSES else []
+            message = (
+                f"the CANFAR session {parsed.id} ended {status}"
+                + (": " + "; ".join(reasons) if reasons else "")
+                + f", and no executed notebook was written to {vos_uri(self.settings, staged.executed)}"
+            )
+            tail = _log_tail(spec.work_dir / LOG_FILE)
+            if tail:
+                message += f"\nlast lines of its log:\n{tail}"
+        return self._record(spec, parsed, RunStatus(
+            state=RunState.FAILED, message=message[:MESSAGE_LIMIT], outputs=outputs | _outputs(spec.work_dir),
+        ))  # fmt: skip
+
+    async def _stage_notebook(self, spec: LaunchSpec, staged: StagedNotebook) -> None:
+        """Fetch the notebook, check it is one, and put it in the session's own folder in ARC."""
+        location = str(spec.executable["location"])
+        content = await self._fetcher.read(location, self.settings.max_notebook_bytes, "notebook")
+        try:
+            await asyncio.to_thread(_check_notebook, content)
+        except Exception:
+            # Only what kind of problem: a parser's message may quote the content.
+            raise PlatformError(
+                f"{location} is not a valid Jupyter notebook (version 4, UTF-8 JSON)"
+            ) from None
+        for folder in staged.parents():
+            await self._storage.make_folder(folder)
+        await self._storage.upload(staged.notebook, content)
+        log.info("canfar: staged the notebook of session %s in ARC at %s", spec.session_id, staged.notebook)
 
     async def _give_up_pending(
         self, spec: LaunchSpec, parsed: CanfarHandle, status: str, waited: float
@@ -394,7 +572,7 @@ class CanfarPlatform(PlatformBase):
         return self._client.path("session", session_id, api=parsed.api)
 
     def _route(self, parsed: CanfarHandle | None, tail: str) -> str:
-        api = parsed.api if parsed is not None else self.settings.api
+        api = parsed.api if parsed is not None else self._client.api
         return f"/{api}/session/{tail}" if tail == "{id}" else f"/{api}/{tail}"
 
 
@@ -462,8 +640,17 @@ def _in_progress(state: dict[str, Any]) -> RunStatus:
     )
 
 
+def _check_notebook(content: bytes) -> None:
+    notebook = nbformat.reads(  # type: ignore[no-untyped-call]  # nbformat is untyped
+        content.decode("utf-8"), as_version=nbformat.NO_CONVERT
+    )
+    if notebook.get("nbformat") != 4:
+        raise ValueError("only nbformat 4 is supported")
+    nbformat.validate(notebook)
+
+
 def _outputs(work_dir: Path) -> dict[str, str]:
-    names = {"log": LOG_FILE, "events": EVENTS_FILE}
+    names = {"log": LOG_FILE, "events": EVENTS_FILE, "notebook": EXECUTED_FILE}
     return {name: str(work_dir / file) for name, file in names.items() if (work_dir / file).exists()}
 
 

@@ -163,7 +163,13 @@ class SlurmClient:
         await self.http.aclose()
 
     async def call(
-        self, method: str, path: str, *, json: dict[str, Any] | None = None, accept: Iterable[int] = ()
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        accept: Iterable[int] = (),
     ) -> SlurmReply:
         """Send one API request with auth, retries and tracing.
 
@@ -173,7 +179,7 @@ class SlurmClient:
         """
         rules = dataclasses.replace(RULES, accepted=frozenset(accept))
         with self._errors(method, path):
-            response = await self.http.call(method, path, json=json, rules=rules)
+            response = await self.http.call(method, path, json=json, params=params, rules=rules)
         return self._final(response, method, path)
 
     async def create(

@@ -6,7 +6,11 @@
 * prepare checks the executable, builds the batch job (see `dirac_job`), writes it to the work dir
   (`job.sh`, `job.json`) and checks that slurmrestd answers to our credentials.
 * start submits the job; the handle holds the job id and the API version. A submit whose answer was
-  lost is looked for by its comment before submitting again, so a session never runs twice.
+  lost is looked for by its comment before submitting again, so a session never runs twice. The
+  job's name, `eb-<session>`, is the `start_name` the launcher records before it starts: after a
+  launcher restart between the submit and the saving of the handle, `adopt` finds the job by that
+  name (slurmctld's job list, else accounting's, filtered by `job_name` and `users`) instead of
+  submitting it again.
 * poll reads `GET /slurm/{v}/job/{id}`, and `/slurmdb/{v}/job/{id}` once slurmctld has purged it.
 * cancel records that the broker asked (a `cancel-requested` file in the work dir, so that a
   CANCELLED job is told apart from one cancelled by someone else), then DELETEs the job; idempotent.
@@ -89,6 +93,29 @@ class DiracPlatform(PlatformBase):
         version = await self._negotiate(self._slurm)
         job_id = await self._submit(self._slurm, version, spec, body)
         log.info("dirac: session %s submitted as Slurm job %s (%s)", spec.session_id, job_id, version)
+        return json.dumps({"type": "slurm", "job_id": job_id, "api": version})
+
+    def start_name(self, spec: LaunchSpec) -> str:
+        # A batch submit repeated after a crash would run the session twice: name the job up front.
+        return dirac_job.job_name(spec.session_id)
+
+    async def adopt(self, spec: LaunchSpec, name: str) -> str | None:
+        """The job an interrupted start submitted under `name`: among slurmctld's jobs, else (ended
+        and purged while the launcher was down) in accounting, filtered by name and user there."""
+        self._check_configured()
+        version = await self._negotiate(self._slurm)
+        comment = dirac_job.job_comment(spec.session_id)
+        live = await self._slurm.call("GET", f"/slurm/{version}/jobs/")
+        job_id = self._job_with(live, comment, name)
+        if job_id is None:
+            accounted = await self._slurm.call(
+                "GET", f"/slurmdb/{version}/jobs/", params={"job_name": name, "users": self.settings.user}
+            )
+            job_id = self._job_with(accounted, comment, name)
+        if job_id is None:
+            return None
+        log.info("dirac: session %s adopts Slurm job %s (%s), submitted before a restart",
+                 spec.session_id, job_id, name)  # fmt: skip
         return json.dumps({"type": "slurm", "job_id": job_id, "api": version})
 
     async def poll(self, spec: LaunchSpec, handle: str) -> RunStatus:
@@ -194,18 +221,25 @@ class DiracPlatform(PlatformBase):
 
         return await client.create(f"/slurm/{version}/job/submit", body, find, parse)
 
-    def _job_with(self, reply: SlurmReply, comment: str) -> int | None:
-        """The id of the job that carries our comment in a job listing, or None."""
+    def _job_with(self, reply: SlurmReply, comment: str, name: str | None = None) -> int | None:
+        """The id of the job that carries our comment (and `name`, when given) in a job listing of
+        slurmctld or of accounting (whose comment is `{"job": …}` and user `user`), or None."""
         self._raise_for(reply, "listing Slurm jobs")
         jobs = reply.body.get("jobs")
         for record in jobs if isinstance(jobs, list) else []:
+            if not isinstance(record, dict):
+                continue
+            noted = record.get("comment")
+            noted = noted.get("job") if isinstance(noted, dict) else noted
+            user = record.get("user_name", record.get("user"))
             if (
-                isinstance(record, dict)
-                and record.get("comment") == comment
-                and record.get("user_name") in (None, self.settings.user)
+                noted == comment
+                and (name is None or record.get("name") == name)
+                and user in (None, self.settings.user)
                 and isinstance(record.get("job_id"), int)
+                and not isinstance(record.get("job_id"), bool)
             ):
-                log.info("dirac: found Slurm job %s of a submit whose answer was lost", record["job_id"])
+                log.info("dirac: found Slurm job %s of session's earlier submit", record["job_id"])
                 return int(record["job_id"])
         return None
 

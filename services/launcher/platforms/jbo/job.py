@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from shared.models.data_products import NotADataProduct, data_product_did
 from shared.platforms.port import PlatformError, RunState
 
 # §3.2 of the eMCP notes: the steps of each group, in the order the pipeline runs them.
@@ -145,6 +146,13 @@ def _candidate(data: dict[str, Any]) -> tuple[str, str | None] | None:
     if kind.endswith("simple-data-resource.yaml"):
         location = data.get("location")
         return (location, None) if isinstance(location, str) and location.strip() else None
+    try:
+        product = data_product_did(data)
+    except NotADataProduct:
+        product = None  # refused by the offers service; here it is just not a DID
+    if product is not None:
+        # An ivo:// data product or SKAO object is a Rucio DID, staged as a RucioDataResource is.
+        return product.did, obs_id
     if kind.endswith("skao-data-resource.yaml"):
         skao = block("skao")
         namespace, name = skao.get("namespace"), skao.get("objectname")
@@ -174,8 +182,9 @@ def input_from_data(data: list[dict[str, Any]], requested_steps: tuple[str, ...]
     """The pipeline input from the session's data resources; exactly one must be usable.
 
     * SimpleDataResource: `location` (a path or URL of a measurement set or FITS-IDI).
-    * IvoaDataResource: `ivoa.obscore.access_url` (else `ivoa.datalink.access_url`), with the
-      observation id from `ivoa.obscore.obs_id` when given.
+    * IvoaDataResource: the Rucio DID its ivoid names (`ivo://<authority>/<path>?<scope>:<name>`),
+      else `ivoa.obscore.access_url` (else `ivoa.datalink.access_url`), with the observation id from
+      `ivoa.obscore.obs_id` when given.
     * SkaoDataResource: the Rucio DID `skao.namespace:skao.objectname` (else the IVOA block).
     * RucioDataResource: `rucio.scope:rucio.object`; S3DataResource: `s3://bucket/object`.
 

@@ -1,4 +1,5 @@
-"""Fetching a notebook or a data resource over http(s) for the local platform, on the shared layer.
+"""Fetching a notebook or a data resource over http(s) for the local platform (and the canfar
+platform, which stages a notebook it fetched), on the shared layer.
 
 Redirects are followed (these are user-given URLs, not an API), every hop checked against the pool's
 rules (`locations.GuardedTransport`: no internal host unless allowed); 429 and 5xx answers,
@@ -21,10 +22,10 @@ from services.launcher.platforms.local.locations import (
     LocationRules,
     check_host,
 )
-from services.launcher.platforms.local.settings import LocalSettings
 from shared.http.client import HttpApi, HttpStatusError, TooLarge, read_at_most, write_to
 from shared.http.retry import GaveUp, HttpLayerError
 from shared.http.rules import RetryRules
+from shared.http.settings import HttpSettings
 from shared.platforms.port import PlatformError
 
 T = TypeVar("T")
@@ -32,13 +33,18 @@ RULES = RetryRules(retry_statuses=frozenset({429, 500, 502, 503, 504}))
 
 
 class Fetcher:
-    def __init__(self, settings: LocalSettings, rules: LocationRules) -> None:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        rules: LocationRules,
+        tracer_name: str = "execution_broker.platforms.local",
+    ) -> None:
         self._rules = rules
         self._api = HttpApi.for_settings(
             settings,
             "",
             rules=RULES,
-            tracer_name="execution_broker.platforms.local",
+            tracer_name=tracer_name,
             follow_redirects=True,
             transport=GuardedTransport(rules),
         )

@@ -58,7 +58,13 @@ from services.launcher.platforms.local.runner import (
     write_result,
 )
 from services.launcher.platforms.local.settings import LocalSettings
-from shared.models import DOCKER_CONTAINER_KIND, JUPYTER_NOTEBOOK_KIND, LOCAL_COMMAND_KIND, SIMPLE_DATA_KIND
+from shared.models import (
+    DOCKER_CONTAINER_KIND,
+    JUPYTER_NOTEBOOK_KIND,
+    LOCAL_COMMAND_KIND,
+    SIMPLE_DATA_KIND,
+    NotebookMode,
+)
 from shared.platforms.port import (
     LaunchSpec,
     PlatformBase,
@@ -225,6 +231,11 @@ class LocalPlatform(PlatformBase):
         location = spec.executable.get("location")
         if not isinstance(location, str) or not location:
             raise PlatformError("a JupyterNotebook executable needs a location")
+        if spec.executable.get("notebook_mode") == NotebookMode.INTERACTIVE:
+            raise PlatformError(
+                "the local platform executes notebooks to their end and cannot open one for you: "
+                "ask for notebook_mode batch (or leave it out), or use a pool that opens notebooks (canfar)"
+            )
         content = await self._fetch(location)
         try:
             notebook = await asyncio.to_thread(_validated_notebook, content)

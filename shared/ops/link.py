@@ -1,5 +1,6 @@
-"""A cable between a site and the hub that a test can cut: a TCP relay on the loopback address
-(a real cut: the site's leaf server stays up and keeps its clients, only the link is gone)."""
+"""A cable between a site and the hub that a test, or `broker faults --cut-site`, can cut: a TCP
+relay on the loopback address (a real cut: the site's leaf server stays up and keeps its clients,
+only the link is gone). Threads, not asyncio, so it relays whatever the caller's loop is doing."""
 
 from __future__ import annotations
 
