@@ -162,6 +162,21 @@ def test_services_use_every_node_three_replicas_and_postgresql() -> None:
     assert "--locale=C" in postgres["POSTGRES_INITDB_ARGS"]
 
 
+def test_a_service_runs_more_than_once_only_on_postgresql() -> None:
+    processes: dict[str, list[dict[str, Any]]] = {}
+    for service in services().values():
+        if service.get("command", [None])[0] == "service":
+            count = service.get("deploy", {}).get("replicas", 1)
+            processes.setdefault(service["command"][1], []).extend([service] * count)
+    # offers twice (competing on its durables), scheduler and launcher as active and standby.
+    assert {name: len(found) for name, found in processes.items()} == dict.fromkeys(BROKER_SERVICES, 2)
+    for found in processes.values():
+        # A lease and the inbox claim are PostgreSQL's: on SQLite a second process is refused.
+        assert all("EB_DATABASE_URL" in environment(service) for service in found)
+    http = [service for service in processes["offers"] if "EB_HTTP_PORT" in environment(service)]
+    assert len(http) == 1, "one offers process serves the published HTTP port"
+
+
 # -- the site ---------------------------------------------------------------------------------------
 
 

@@ -102,12 +102,19 @@ def test_services_use_every_node_three_replicas_and_postgresql() -> None:
         assert env["EB_NATS_NKEY_SEED_FILE"]["value"] == f"/keys/{name.removeprefix('eb-')}.nk"
 
 
-def test_each_service_runs_once_until_replicas_are_built() -> None:
-    # Two pods of one service would be two writers of its state (issue 14's replicas, not built).
+def test_a_service_runs_more_than_once_only_on_postgresql() -> None:
     for manifest in manifests():
-        if manifest["kind"] == "Deployment":
-            assert manifest["spec"]["replicas"] == 1
-            assert manifest["spec"]["strategy"] == {"type": "Recreate"}
+        if manifest["kind"] != "Deployment":
+            continue
+        (container,) = manifest["spec"]["template"]["spec"]["containers"]
+        if manifest["spec"]["replicas"] > 1:
+            # A lease and the inbox claim are PostgreSQL's: on SQLite a second process is refused.
+            assert "EB_DATABASE_URL" in {variable["name"] for variable in container.get("env", [])}
+    deployments = {m["metadata"]["name"]: m["spec"] for m in manifests() if m["kind"] == "Deployment"}
+    assert {name: spec["replicas"] for name, spec in deployments.items()} == {
+        "eb-callout": 1, "eb-offers": 2, "eb-scheduler": 2, "eb-launcher": 2
+    }
+    assert deployments["eb-callout"]["strategy"] == {"type": "Recreate"}
 
 
 def test_the_http_api_has_probes_on_its_own_port() -> None:
