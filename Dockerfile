@@ -4,7 +4,8 @@ WORKDIR /app
 COPY pyproject.toml README.md LICENSE ./
 COPY shared ./shared
 COPY services ./services
-RUN pip install --no-cache-dir .
+# With psycopg: the services keep their state in PostgreSQL when EB_DATABASE_URL names one.
+RUN pip install --no-cache-dir ".[postgres]"
 ENV EB_DATA_DIR=/data
 VOLUME /data
 ENTRYPOINT ["broker"]

@@ -218,7 +218,9 @@ def leaf_config(
     wirings: Mapping[str, Wiring], keys: BusKeys, site: str, port: int, hub_url: str, site_seed: str
 ) -> dict[str, Any]:
     """The site's own server: no JetStream (the hub's domain serves it), its services as nkey users
-    with their derived permissions, the site operator's key, and one leaf remote to the hub."""
+    with their derived permissions, the site operator's key, and one leaf remote to the hub.
+    ``hub_url`` may list every node of a clustered hub, comma-separated: the leaf tries them in
+    turn, so the link survives the loss of the node it was on."""
     users: list[dict[str, Any]] = [
         {
             "nkey": keys.public_key(identity(service, site)),
@@ -238,10 +240,10 @@ def leaf_config(
 
 
 def hub_urls(hub_url: str) -> list[str]:
-    """The hub's leafnode URLs, from one or several comma-separated."""
+    """The hub's leafnode URLs of ``--hub`` (one, or a clustered hub's nodes, comma-separated)."""
     urls = [url.strip() for url in hub_url.split(",") if url.strip()]
     if not urls:
-        raise SiteError("the hub's leafnode URL is empty")
+        raise SiteError("--hub names no URL: give the hub's leafnode URL (nats://host:port)")
     return urls
 
 

@@ -17,6 +17,7 @@ from shared.ops.site import (
     SiteError,
     SiteRegistry,
     hub_config,
+    hub_urls,
     leaf_permissions,
     site_settings,
     site_wirings,
@@ -110,3 +111,14 @@ def test_site_key_writes_the_sites_key_for_its_operator(files: tuple[Path, Path]
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert out.read_text().startswith("SU")
     assert out.read_text() not in result.output
+
+
+def test_a_clustered_hubs_leafnode_urls_are_a_comma_list() -> None:
+    # `broker site --hub` with every node of a clustered hub: the leaf moves between them.
+    assert hub_urls(" nats://n1:7422, nats://n2:7422 ,nats://n3:7422,") == [
+        "nats://n1:7422",
+        "nats://n2:7422",
+        "nats://n3:7422",
+    ]
+    with pytest.raises(SiteError, match="--hub names no URL"):
+        hub_urls(" , ")
