@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     # fast: nats-server syncs to disk every 2 minutes and SQLite at checkpoints (a machine crash can
     # lose what was acknowledged since); safe: both sync every write (docs/reliability.md).
     durability: Literal["fast", "safe"] = "fast"
+    # How the processes log (shared/logs.py): auto is text on a terminal and JSON otherwise (the
+    # files `broker up` writes, a container's output).
+    log_format: Literal["auto", "json", "text"] = "auto"
+    # `broker up` and `broker site` rotate the log files they write past this size, keeping this
+    # many older ones (<name>.log.1 …).
+    log_max_bytes: int = Field(default=50 * 1024 * 1024, ge=64 * 1024, le=10 * 1024**3)
+    log_backups: int = Field(default=3, ge=1, le=100)
     # Where the services keep their state: unset, one SQLite file each under the data dir (the
     # embedded default); a PostgreSQL URL (postgresql://user:password@host:port/database), one schema
     # each in that database (shared/bus/backends.py). Secret: it may hold the password.

@@ -52,7 +52,7 @@ def _secret_key(key: str) -> bool:
     return key.lower().replace("-", "").replace("_", "") in SECRET_KEYS
 
 
-def _scrub_text(text: str) -> str:
+def scrub_text(text: str) -> str:
     text = _JWT.sub(REDACTED, text)
     text = _NKEY_SEED.sub(REDACTED, text)
     return _ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
@@ -64,7 +64,7 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, list):
         return [_scrub(item) for item in value]
     if isinstance(value, str):
-        return _scrub_text(value)
+        return scrub_text(value)
     return value
 
 
@@ -83,4 +83,4 @@ def excerpt(payload: bytes) -> str:
         else:
             return _cut(text, JSON_EXCERPT_CHARS)
     head = payload[: TEXT_EXCERPT_CHARS * 4].decode("utf-8", "replace")
-    return _cut(_scrub_text(head), TEXT_EXCERPT_CHARS)
+    return _cut(scrub_text(head), TEXT_EXCERPT_CHARS)

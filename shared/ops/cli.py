@@ -46,6 +46,7 @@ from shared.client import (
 )
 from shared.examples import example, examples_dir
 from shared.lifecycle import Phase
+from shared.logs import LogFormat, configure_logging
 from shared.messages import SessionEvent, UpdateResult
 from shared.models import OfferSetResponse, to_jsonable
 from shared.models import schema as model_schema
@@ -54,6 +55,7 @@ from shared.ops import contexts, registry_record, site, site_cli
 from shared.ops.bench_floor import FloorTransport
 from shared.ops.cluster import ClusterSizeError, check_size
 from shared.ops.embedded import PRIVATE_UMASK, SERVICES, EmbeddedBroker, free_port, wait_for_port
+from shared.ops.logfiles import log_rotation
 from shared.ops.secured import SecuredBus
 from shared.ops.supervise import supervise
 from shared.ops.users import DEFAULT_DATA_DIR, DataDir
@@ -64,6 +66,14 @@ from shared.settings import DEFAULT_NATS_URL, Settings
 if TYPE_CHECKING:
     from shared.ops.bench import BenchReport
     from shared.ops.faults import FaultReport
+
+LogFormatOption = Annotated[
+    LogFormat | None,
+    typer.Option(
+        "--log-format",
+        help="json, text, or auto (EB_LOG_FORMAT; default: text on a terminal, JSON otherwise)",
+    ),
+]
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="An IVOA Execution Broker on NATS JetStream."
@@ -224,14 +234,15 @@ def print_update(result: UpdateResult, as_json: bool = False) -> None:
 def service(
     name: Annotated[str, typer.Argument(help="offers, scheduler or launcher")],
     nats_url: NatsUrl = DEFAULT_NATS_URL,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Run one service in the foreground until SIGTERM or Ctrl-C."""
     os.umask(PRIVATE_UMASK)  # stores, logs and keys: this process's user's alone
     if name not in SERVICES:
         err.print(f"[red]error:[/red] unknown service {name!r}; choose one of {', '.join(SERVICES)}")
         raise typer.Exit(2)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     settings = Settings(nats_url=nats_url)
+    configure_logging(name, log_format or LogFormat(settings.log_format))
     # Services are found by entry point, as platforms are: the library never imports a service.
     entry = load_service(name)
 
@@ -297,11 +308,11 @@ def streams(nats_url: NatsUrl = DEFAULT_NATS_URL) -> None:
 
 
 @app.command(hidden=True)
-def callout(nats_url: NatsUrl = DEFAULT_NATS_URL) -> None:
+def callout(nats_url: NatsUrl = DEFAULT_NATS_URL, log_format: LogFormatOption = None) -> None:
     """Run the auth callout of the installation in EB_DATA_DIR in the foreground."""
     os.umask(PRIVATE_UMASK)  # stores, logs and keys: this process's user's alone
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s callout %(levelname)s %(name)s: %(message)s")
     settings = Settings(nats_url=nats_url)
+    configure_logging("callout", log_format or LogFormat(settings.log_format))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -439,7 +450,11 @@ def up(
             console.print(f"  the local pool runs code on this machine only for: {allowed} ({variable})")
     if broker.http_url:
         console.print(f"  dashboard and HTTP API: [bold]{broker.http_url}/[/bold] (OpenAPI at /openapi.json)")
-    supervise(broker.dead_services, lambda name: broker.process(name).start(), broker.stop, console, err)
+    settings = Settings()
+    rotation = log_rotation(broker.data_dir, settings.log_max_bytes, settings.log_backups)
+    supervise(
+        broker.dead_services, lambda name: broker.process(name).start(), broker.stop, console, err, rotation
+    )
 
 
 # -- client commands ------------------------------------------------------------------------------

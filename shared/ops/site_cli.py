@@ -12,11 +12,13 @@ from rich.console import Console
 
 from shared.client import BrokerUnavailable, wait_for_services
 from shared.ops.embedded import PRIVATE_UMASK
+from shared.ops.logfiles import log_rotation
 from shared.ops.secured import SecuredBus
 from shared.ops.site import SITE_SERVICES, SiteError, SiteRegistry, write_site_key
 from shared.ops.site_broker import SiteBroker
 from shared.ops.supervise import supervise
 from shared.ops.users import DEFAULT_DATA_DIR, DataDir
+from shared.settings import Settings
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -92,4 +94,6 @@ def site(
     console.print(
         f"site {broker.name} up: leaf server {broker.url} linked to {hub}, data in {broker.data_dir}"
     )
-    supervise(broker.dead, broker.restart, broker.stop, console, err)
+    settings = Settings()
+    rotation = log_rotation(broker.data_dir, settings.log_max_bytes, settings.log_backups)
+    supervise(broker.dead, broker.restart, broker.stop, console, err, rotation)
