@@ -5,6 +5,8 @@ pools file alike, in the schema's min/max shapes."""
 from __future__ import annotations
 
 import json
+import re
+import tomllib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -153,3 +155,14 @@ def test_a_bad_metric_in_a_pools_file_is_refused_at_start(tmp_path: Path) -> Non
     )
     with pytest.raises(PoolsConfigError, match="metrics"):
         load_pools(Settings(), path)
+
+
+@pytest.mark.parametrize("path", ["README.md", "shared/pools.py"])
+def test_the_documented_pools_examples_load(path: str) -> None:
+    text = (Path(__file__).resolve().parents[2] / path).read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "[[pools]]" in b]
+    assert blocks, path
+    for block in blocks:
+        (pool,) = PoolsConfig.model_validate(tomllib.loads(block)).pools
+        assert pool.allow_privileged is False and pool.limits.storage_gib == 500
+        assert monetary([SimpleMinMaxFloatCost.model_validate(c) for c in pool.costs])
