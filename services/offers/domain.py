@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlparse
@@ -73,6 +74,19 @@ class PoolChoice:
 
     def admits(self, owner: str) -> bool:
         return self.allowed_owners is None or owner in self.allowed_owners
+
+    # Validated once per pool, not once per offer: every offer of the pool shows the same items.
+    @cached_property
+    def cost_items(self) -> list[CostItem] | None:
+        return [CostItem.model_validate(item) for item in self.costs] or None
+
+    @cached_property
+    def metric_items(self) -> list[MetricItem] | None:
+        return [MetricItem.model_validate(item) for item in self.metrics] or None
+
+    @cached_property
+    def storage_cost_items(self) -> list[CostItem] | None:
+        return [CostItem.model_validate(item) for item in self.storage_costs] or None
 
 
 @dataclass(frozen=True)
@@ -521,8 +535,8 @@ def build_session(
         releasing=StartDurationInstant(start=iso8601.format_instant(hold.end), duration="PT1S"),
     )
     choice = policy.choice(hold.pool)
-    costs = _costs(choice.costs) if choice else None
-    metrics = _metrics(choice.metrics) if choice else None
+    costs = choice.cost_items if choice else None
+    metrics = choice.metric_items if choice else None
     compute_in = request.compute if isinstance(request.compute, SimpleComputeResource) else None
     compute = SimpleComputeResource(
         # The pool's ranges on the compute too, where a client comparing offers looks for them:
@@ -566,17 +580,9 @@ def build_session(
     )
 
 
-def _costs(items: Sequence[Mapping[str, Any]]) -> list[CostItem] | None:
-    return [CostItem.model_validate(item) for item in items] or None
-
-
-def _metrics(items: Sequence[Mapping[str, Any]]) -> list[MetricItem] | None:
-    return [MetricItem.model_validate(item) for item in items] or None
-
-
 def _priced_storage(request: ExecutionRequest, choice: PoolChoice | None) -> list[Any] | None:
     """The request's storage, each with what the pool charges for one (when it prices storage)."""
-    costs = _costs(choice.storage_costs) if choice else None
+    costs = choice.storage_cost_items if choice else None
     if not request.storage or costs is None:
         return request.storage
     return [item.model_copy(update={"costs": costs}) for item in request.storage]
