@@ -14,34 +14,79 @@ memory_gib = 256
 storage_gib = 2000
 grid_s = 60                   # offers start on this grid
 prepare_s = 30                # base preparation before data staging
+allowed_owners = []           # for a platform that runs code on this host (local): who may use it
+allowed_paths = []            # local folders notebooks and data may be read from (local platform)
+allowed_hosts = []            # hosts in private/loopback ranges that http(s) locations may name
+allow_privileged = false      # true: offer privileged containers (no built-in platform runs them)
 [pools.limits]                # per request
 cores = 16
 memory_gib = 64
+storage_gib = 500             # a request whose storage minimums add up to more gets NO
 duration_s = 14400
 [pools.transfer]              # seconds per GB from a source site to this pool
 JPSRC_STORM = 2.0
-allowed_owners = []          # for a platform that runs code on this host (local): who may use it
-allowed_paths = []           # local folders notebooks and data may be read from (local platform)
-allowed_hosts = []           # hosts in private/loopback ranges that http(s) locations may name
-[[pools.costs]]
+[[pools.costs]]               # on every offered session and its compute component
 kind = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/costs/simple-minmax-float-cost.yaml"
 type = "urn:ivoa:calycopis:cost:monetary"
 min = 0.1
 max = 0.2
+[[pools.metrics]]
+kind = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/metrics/simple-minmax-float-metric.yaml"
+type = "urn:ivoa:calycopis:metric:compute-performance"
+min = 1.0
+max = 1.5
+[[pools.storage_costs]]       # on each offered storage component
+kind = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/costs/simple-minmax-float-cost.yaml"
+type = "urn:ivoa:calycopis:cost:monetary"
+min = 0.01
+max = 0.01
 ```
+
+Without a file, the built-in pool declares a monetary cost of 0 and a compute-performance metric of
+1.0 (`BUILTIN_COSTS`, `BUILTIN_METRICS`), so its offers carry both too.
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
 from shared import subjects
 from shared.auth import owners
+from shared.models import (
+    SIMPLE_MINMAX_FLOAT_COST_KIND,
+    SIMPLE_MINMAX_FLOAT_METRIC_KIND,
+    SimpleMinMaxFloatCost,
+    SimpleMinMaxFloatMetric,
+)
 from shared.settings import Settings
+
+#: What the built-in pool declares, so that its offers carry a cost and a metric out of the box (on
+#: the session and on its compute): running on the broker's own machine costs no money, and its
+#: cores are the reference of the relative performance metric. A pools file declares its own.
+MONETARY_COST: Final = "urn:ivoa:calycopis:cost:monetary"
+COMPUTE_PERFORMANCE: Final = "urn:ivoa:calycopis:metric:compute-performance"
+BUILTIN_COSTS: Final[tuple[dict[str, Any], ...]] = (
+    {
+        "kind": SIMPLE_MINMAX_FLOAT_COST_KIND,
+        "type": MONETARY_COST,
+        "description": "Monetary cost of the session: this machine charges nothing",
+        "min": 0.0,
+        "max": 0.0,
+    },
+)
+BUILTIN_METRICS: Final[tuple[dict[str, Any], ...]] = (
+    {
+        "kind": SIMPLE_MINMAX_FLOAT_METRIC_KIND,
+        "type": COMPUTE_PERFORMANCE,
+        "description": "Relative performance per core: 1.0 is a core of this machine",
+        "min": 1.0,
+        "max": 1.0,
+    },
+)
 
 
 class PoolLimits(BaseModel):
@@ -73,8 +118,15 @@ class Pool(BaseModel):
     default_transfer_s_per_gb: float = Field(default=4.0, ge=0)
     limits: PoolLimits = Field(default_factory=PoolLimits)
     transfer: dict[str, float] = Field(default_factory=dict)
+    # Shown on every offered session and on its compute component (the schema's min/max shapes).
     costs: list[dict[str, Any]] = Field(default_factory=list)
     metrics: list[dict[str, Any]] = Field(default_factory=list)
+    # Shown on each storage component offered, when the pool prices storage.
+    storage_costs: list[dict[str, Any]] = Field(default_factory=list)
+    # Containers asking `privileged: true` get NO at offer time unless this is true: every built-in
+    # platform refuses them at launch, so only a plugin that runs them should set it.
+    # Strict: a security switch is turned on by `true` only, never by "yes" or 1.
+    allow_privileged: Annotated[bool, Strict()] = False
     # A platform that runs user code on the broker's own host (the local platform) runs it only for
     # these owners ("local:alice", "oidc:<issuer hash>:<sub>"); empty: for nobody.
     allowed_owners: list[str] = Field(default_factory=list)
@@ -82,6 +134,23 @@ class Pool(BaseModel):
     allowed_paths: list[Path] = Field(default_factory=list)
     # Hosts whose addresses are loopback, private or link-local that http(s) locations may still name.
     allowed_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("costs", "storage_costs")
+    @classmethod
+    def _costs(cls, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # Checked at start, as the wire model reads them: a bad cost must not first show as an offer
+        # set that cannot be built.
+        return [
+            SimpleMinMaxFloatCost.model_validate(v).model_dump(mode="json", exclude_none=True) for v in values
+        ]
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            SimpleMinMaxFloatMetric.model_validate(v).model_dump(mode="json", exclude_none=True)
+            for v in values
+        ]
 
     @field_validator("allowed_owners")
     @classmethod
@@ -157,6 +226,8 @@ def builtin_pools(settings: Settings) -> PoolsConfig:
                 allowed_owners=_listed(settings.pool_allowed_owners),
                 allowed_paths=[Path(p) for p in _listed(settings.pool_allowed_paths)],
                 allowed_hosts=_listed(settings.pool_allowed_hosts),
+                costs=list(BUILTIN_COSTS),
+                metrics=list(BUILTIN_METRICS),
             )
         ]
     )

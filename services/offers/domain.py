@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlparse
@@ -21,12 +22,15 @@ from shared.messages import Hold, QuoteSlots
 from shared.models import (
     JUPYTER_NOTEBOOK_KIND,
     ComponentMetadata,
+    CostItem,
+    DockerContainer,
     EnumValueOption,
     ExecutionRequest,
     InvalidRequest,
     LifecyclePhase,
     LifecycleSchedule,
     MessageItem,
+    MetricItem,
     MinMax,
     OfferSetResponse,
     ScheduledExecutionSession,
@@ -61,9 +65,28 @@ class PoolChoice:
     # For a pool whose platform runs user code on the broker's host: the owner tokens it runs it
     # for (empty: nobody). None: the platform runs code elsewhere, for anyone.
     allowed_owners: frozenset[str] | None = None
+    # The pool's `allow_privileged` (false: a container asking `privileged: true` is refused).
+    allows_privileged: bool = False
+    # The pool's per-request `limits.storage_gib`; None: its whole capacity.
+    max_storage_gib: int | None = None
+    # What one storage resource costs on this pool (`storage_costs`), shown on each one offered.
+    storage_costs: tuple[dict[str, Any], ...] = ()
 
     def admits(self, owner: str) -> bool:
         return self.allowed_owners is None or owner in self.allowed_owners
+
+    # Validated once per pool, not once per offer: every offer of the pool shows the same items.
+    @cached_property
+    def cost_items(self) -> list[CostItem] | None:
+        return [CostItem.model_validate(item) for item in self.costs] or None
+
+    @cached_property
+    def metric_items(self) -> list[MetricItem] | None:
+        return [MetricItem.model_validate(item) for item in self.metrics] or None
+
+    @cached_property
+    def storage_cost_items(self) -> list[CostItem] | None:
+        return [CostItem.model_validate(item) for item in self.storage_costs] or None
 
 
 @dataclass(frozen=True)
@@ -153,7 +176,10 @@ def decide_request(
     executable = request.executable
     pools, problems = _pools_that_can_run(request, policy.pools, now)
     pools, refusals = _pools_for_owner(pools, owner, now)
+    pools, refused = _pools_within_rules(pools, request, now)
+    refusals += refused
     if not pools:
+        # Every pool that could run it said no, each for its own reason: name them all.
         problems.extend(refusals)
     problems.extend(_data_product_problems(request, now))
     if executable is not None and executable.kind == JUPYTER_NOTEBOOK_KIND:
@@ -365,6 +391,50 @@ def _pools_for_owner(
     return admitted, refusals
 
 
+def _pools_within_rules(
+    pools: tuple[PoolChoice, ...], request: ExecutionRequest, now: datetime
+) -> tuple[tuple[PoolChoice, ...], list[MessageItem]]:
+    """The pools whose own rules admit the request, and why each of the others does not.
+
+    These checks are here, not in the request parser, because they depend on the pool: one pool may
+    allow privileged containers or larger storage than another. The parser judges what no pool can
+    run (`shared.models.runnable`).
+    """
+    privileged = isinstance(request.executable, DockerContainer) and request.executable.privileged is True
+    storage = _storage_min(request)
+    admitted = []
+    refusals = []
+    for pool in pools:
+        reasons = []
+        if privileged and not pool.allows_privileged:
+            reasons.append(
+                _error(
+                    now,
+                    "urn:not-supported",
+                    "Pool ${pool} does not run privileged containers (the executable asks for "
+                    "privileged: true; a pool runs them only with allow_privileged = true)",
+                    pool=pool.name,
+                )
+            )
+        if pool.max_storage_gib is not None and storage > pool.max_storage_gib:
+            reasons.append(
+                _error(
+                    now,
+                    "urn:resource-limit",
+                    "Pool ${pool} allows at most ${limit} GiB of storage per request (limits.storage_gib); "
+                    "this request asks for ${asked} GiB",
+                    pool=pool.name,
+                    limit=pool.max_storage_gib,
+                    asked=storage,
+                )
+            )
+        if reasons:
+            refusals.extend(reasons)
+        else:
+            admitted.append(pool)
+    return tuple(admitted), refusals
+
+
 def _platforms(pools: Sequence[PoolChoice]) -> str:
     return ", ".join(sorted({p.platform for p in pools}))
 
@@ -464,8 +534,15 @@ def build_session(
         ),
         releasing=StartDurationInstant(start=iso8601.format_instant(hold.end), duration="PT1S"),
     )
+    choice = policy.choice(hold.pool)
+    costs = choice.cost_items if choice else None
+    metrics = choice.metric_items if choice else None
     compute_in = request.compute if isinstance(request.compute, SimpleComputeResource) else None
     compute = SimpleComputeResource(
+        # The pool's ranges on the compute too, where a client comparing offers looks for them:
+        # the compute is what the pool charges for, and what its performance metric measures.
+        costs=costs,
+        metrics=metrics,
         meta=_component_meta(
             hold.session_id, "compute", compute_in.meta if compute_in else None, now, policy
         ),
@@ -483,10 +560,9 @@ def build_session(
                 "phase": LifecyclePhase.INITIALIZING,
             }
         )
-    choice = policy.choice(hold.pool)
     return ScheduledExecutionSession(
-        costs=list(choice.costs) if choice and choice.costs else None,
-        metrics=list(choice.metrics) if choice and choice.metrics else None,
+        costs=costs,
+        metrics=metrics,
         meta=ComponentMetadata(
             uuid=hold.session_id,
             name=name,
@@ -498,10 +574,18 @@ def build_session(
         expires=expires_at,
         executable=executable,
         compute=compute,
-        storage=request.storage,
+        storage=_priced_storage(request, choice),
         data=_data_with_schedules(request, hold),
         schedule=schedule,
     )
+
+
+def _priced_storage(request: ExecutionRequest, choice: PoolChoice | None) -> list[Any] | None:
+    """The request's storage, each with what the pool charges for one (when it prices storage)."""
+    costs = choice.storage_cost_items if choice else None
+    if not request.storage or costs is None:
+        return request.storage
+    return [item.model_copy(update={"costs": costs}) for item in request.storage]
 
 
 def _data_with_schedules(request: ExecutionRequest, hold: Hold) -> list[Any] | None:

@@ -35,6 +35,9 @@ def pool_choices(pools: Sequence[Pool]) -> tuple[PoolChoice, ...]:
                 executable_kinds=can.executable_kinds,
                 data_kinds=can.data_kinds,
                 allowed_owners=pool.allowed_owner_tokens() if can.runs_on_host else None,
+                allows_privileged=pool.allow_privileged,
+                max_storage_gib=pool.limits.storage_gib,
+                storage_costs=tuple(pool.storage_costs),
             )
         )
     return tuple(choices)

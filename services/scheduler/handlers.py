@@ -266,6 +266,13 @@ class SchedulerHandlers:
                 f"requested {quote.memory_min} GiB of memory (minimum) but pool '{self.pool}' allows at "
                 f"most {limits.memory_gib} GiB per request"
             )
+        # The offers service refuses this first (at once, naming the limit); a site's scheduler
+        # checks it again, since its own pools file is the one that binds its pool.
+        if limits.storage_gib is not None and quote.storage_min > limits.storage_gib:
+            reasons.append(
+                f"requested {quote.storage_min} GiB of storage (minimum) but pool '{self.pool}' allows "
+                f"at most {limits.storage_gib} GiB per request"
+            )
         if quote.duration_s > limits.duration_s:
             reasons.append(
                 f"requested a duration of {iso8601.format_duration(timedelta(seconds=quote.duration_s))} "

@@ -16,7 +16,7 @@ from shared.models.kinds import (
     LOCAL_COMMAND_KIND,
     SINGULARITY_CONTAINER_KIND,
 )
-from shared.models.limits import MAX_ARGUMENTS, MAX_ITEMS, PortNumber, at_most
+from shared.models.limits import MAX_ARGUMENTS, MAX_ITEMS, ContainerPort, PortNumber, at_most
 
 
 class NotebookMode(StrEnum):
@@ -57,7 +57,7 @@ class DockerImageSpec(WireModel):
 
 
 class DockerInternalPort(WireModel):
-    port: PortNumber | None = None
+    port: ContainerPort | None = None
 
 
 class DockerExternalPort(WireModel):
@@ -69,7 +69,9 @@ class DockerNetworkPort(WireModel):
     access: StrictBool | None = None
     internal: DockerInternalPort | None = None
     external: DockerExternalPort | None = None
-    # Free text in the schema ("typically one of UDP, TCP, HTTP, HTTPS"); platforms judge it.
+    # Free text in the schema ("typically one of [UDP, TCP, HTTP, HTTPS]"): a plain string here, so
+    # stored sessions always read back; a request naming another is refused when it is parsed
+    # (`shared.models.runnable.PORT_PROTOCOLS`).
     protocol: str | None = None
     path: str | None = None
 

@@ -159,6 +159,19 @@ ByteCount = Annotated[
 #: A TCP or UDP port.
 MAX_PORT: Final = 65535
 PortNumber = Annotated[int, Strict(), _bounded_int(0, MAX_PORT, ""), between(0, MAX_PORT)]
+
+
+def _port_in_range(value: int) -> int:
+    if not 1 <= value <= MAX_PORT:
+        raise PydanticCustomError(
+            "port_out_of_range", "must be a port number from 1 to {limit}", {"limit": MAX_PORT}
+        )
+    return value
+
+
+#: A port a container listens on: 0 means "any port" to a socket, which nothing can publish, and
+#: every platform refuses one outside 1-65535 at launch; so the request is refused when it is parsed.
+ContainerPort = Annotated[int, Strict(), AfterValidator(_port_in_range), between(1, MAX_PORT)]
 #: A strict, finite float of bounded size.
 BoundedFloat = Annotated[float, Strict(), AfterValidator(_finite), between(-MAX_FLOAT, MAX_FLOAT)]
 #: The largest answer (offer set) a service publishes: the bus carries at most 1 MiB (nats-server's

@@ -30,6 +30,7 @@ from shared.models.kinds import KNOWN_KINDS
 from shared.models.legacy import Untranslatable, translate
 from shared.models.limits import MAX_CORES, MAX_GIB, MAX_MESSAGES
 from shared.models.messages import MessageItem
+from shared.models.runnable import runnable_problems
 from shared.models.serialise import MAX_DOCUMENT_BYTES, DocumentError, DocumentTooLarge, load_document
 from shared.models.sessions import ExecutionRequest
 
@@ -318,6 +319,9 @@ def _check_semantics(request: ExecutionRequest, now: datetime | None) -> list[Me
         for position, reference in enumerate(storage.data or []):
             if reference not in data_refs:
                 messages.append(not_found(reference, f"storage[{index}].data[{position}]", "data"))
+    # What no platform could run (a port protocol the schema does not list, data that says nowhere
+    # where it is) is refused here, whatever the pool; pool-dependent rules are the offers service's.
+    messages += runnable_problems(request, now)
     return messages
 
 

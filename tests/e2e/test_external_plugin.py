@@ -209,7 +209,14 @@ def toy_spec(work_dir: Path, location: str, data: list[dict[str, Any]] | None = 
 
 
 def s3(name: str) -> dict[str, Any]:
-    return {"kind": S3_DATA_KIND, "meta": {"name": name}, "bucket": "toys", "object": name}
+    return {
+        "kind": S3_DATA_KIND,
+        "meta": {"name": name},
+        "endpoint": "https://s3.toys.example.org",
+        "template": "https://{bucket}.s3.toys.example.org/{object}",
+        "bucket": "toys",
+        "object": name,
+    }
 
 
 class TestToyPlatformContract(PlatformContract):

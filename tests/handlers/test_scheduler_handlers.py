@@ -63,15 +63,24 @@ async def test_a_quote_applied_again_on_a_store_that_lost_it_holds_the_same_sess
 
 
 async def test_a_quote_over_the_pools_limits_is_refused_with_every_reason(stores: StoreMaker) -> None:
-    pool = TINY.model_copy(update={"limits": PoolLimits(cores=1, memory_gib=2, duration_s=3600)})
+    limits = PoolLimits(cores=1, memory_gib=2, storage_gib=4, duration_s=3600)
+    pool = TINY.model_copy(update={"limits": limits})
     async with scheduler_unit(pool, stores=stores) as scheduler:
         quoted = await scheduler.quote(
-            "r1", LATER, cores_min=2, cores_max=2, memory_min=3, memory_max=3, duration_s=7200
+            "r1",
+            LATER,
+            cores_min=2,
+            cores_max=2,
+            memory_min=3,
+            memory_max=3,
+            storage_min=5,
+            duration_s=7200,
         )
         assert quoted.holds == []
         assert quoted.reasons == [
             "requested 2 cores (minimum) but pool 'tiny' allows at most 1 per request",
             "requested 3 GiB of memory (minimum) but pool 'tiny' allows at most 2 GiB per request",
+            "requested 5 GiB of storage (minimum) but pool 'tiny' allows at most 4 GiB per request",
             "requested a duration of PT2H but pool 'tiny' allows at most PT1H",
         ]
         assert await scheduler.rows("SELECT * FROM reservations") == []

@@ -341,7 +341,7 @@ def test_unknown_kind_names_kind_and_place() -> None:
     raw = {
         "executable": notebook(),
         "data": [
-            {"kind": SIMPLE_DATA_KIND, "meta": {"name": "ok"}},
+            {"kind": SIMPLE_DATA_KIND, "meta": {"name": "ok"}, "location": "https://example.org/d"},
             {"kind": KIND_BASE + "data/abstract-data-resource.yaml", "meta": {"name": "placeholder"}},
         ],
     }
@@ -415,9 +415,9 @@ def test_duplicate_resource() -> None:
         "executable": notebook(),
         "storage": [{"kind": SIMPLE_STORAGE_KIND, "meta": {"name": "scratch"}}],
         "data": [
-            {"kind": SIMPLE_DATA_KIND, "meta": {"name": "input"}},
-            {"kind": SIMPLE_DATA_KIND, "meta": {"name": "input"}},
-            {"kind": SIMPLE_DATA_KIND, "meta": {"name": "scratch"}},
+            {"kind": SIMPLE_DATA_KIND, "meta": {"name": "input"}, "location": "https://example.org/d"},
+            {"kind": SIMPLE_DATA_KIND, "meta": {"name": "input"}, "location": "https://example.org/d"},
+            {"kind": SIMPLE_DATA_KIND, "meta": {"name": "scratch"}, "location": "https://example.org/d"},
         ],
     }
     assert kinds_of(raw) == ["urn:duplicate-resource", "urn:duplicate-resource"]
@@ -430,7 +430,9 @@ def test_volume_resource_not_found() -> None:
             "kind": SIMPLE_COMPUTE_KIND,
             "volumes": [{"kind": SIMPLE_VOLUME_KIND, "path": "/input", "resource": "missing-data"}],
         },
-        "data": [{"kind": SIMPLE_DATA_KIND, "meta": {"name": "input-data"}}],
+        "data": [
+            {"kind": SIMPLE_DATA_KIND, "meta": {"name": "input-data"}, "location": "https://example.org/d"}
+        ],
     }
     item = only_message(raw)
     assert item.kind == "uri:resource-not-found"
@@ -438,7 +440,10 @@ def test_volume_resource_not_found() -> None:
 
 
 def test_data_storage_reference_not_found() -> None:
-    raw = {"executable": notebook(), "data": [{"kind": SIMPLE_DATA_KIND, "storage": "nowhere"}]}
+    raw = {
+        "executable": notebook(),
+        "data": [{"kind": SIMPLE_DATA_KIND, "storage": "nowhere", "location": "https://example.org/d"}],
+    }
     assert kinds_of(raw) == ["uri:resource-not-found"]
 
 

@@ -304,7 +304,14 @@ DOCKER = {"kind": DOCKER_CONTAINER_KIND, "image": {"locations": ["ghcr.io/exampl
 
 
 def s3(name: str) -> dict[str, Any]:
-    return {"kind": S3_DATA_KIND, "meta": {"name": name}, "bucket": "b", "object": name}
+    return {
+        "kind": S3_DATA_KIND,
+        "meta": {"name": name},
+        "endpoint": "https://s3.example.org",
+        "template": "https://{bucket}.s3.example.org/{object}",
+        "bucket": "b",
+        "object": name,
+    }
 
 
 def skao(name: str) -> dict[str, Any]:

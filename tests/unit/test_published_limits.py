@@ -44,7 +44,7 @@ EXPECTED: dict[str, list[Expectation]] = {
     "MAX_INTEGER": on("IvoaObsCoreItem", ("calib_level",), numbers(-MAX_INT, MAX_INT)),
     "MAX_FLOAT": on("SimpleMinMaxFloatCost", ("max",), numbers(-limits.MAX_FLOAT, limits.MAX_FLOAT))
     + on("SimpleMinMaxFloatMetric", ("min",), numbers(-limits.MAX_FLOAT, limits.MAX_FLOAT)),
-    "MAX_PORT": on("DockerInternalPort", ("port",), numbers(0, limits.MAX_PORT)),
+    "MAX_PORT": on("DockerInternalPort", ("port",), numbers(1, limits.MAX_PORT)),
     "MAX_COMPONENTS": [
         ("ExecutionRequest", ("storage",), "maxItems", limits.MAX_COMPONENTS),
         ("ExecutionRequest", ("data",), "maxItems", limits.MAX_COMPONENTS),
