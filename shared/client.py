@@ -349,14 +349,15 @@ class BrokerClient:
             raise BrokerTimeout(update_timeout_message(session_id, str(phase), timeout)) from None
         return UpdateResult.model_validate_json(raw)
 
-    async def accept(self, session_id: str) -> UpdateResult:
-        return await self.update(session_id, Phase.ACCEPTED)
+    async def accept(self, session_id: str, *, timeout: float = UPDATE_TIMEOUT_S) -> UpdateResult:
+        return await self.update(session_id, Phase.ACCEPTED, timeout=timeout)
 
-    async def reject(self, session_id: str) -> UpdateResult:
-        return await self.update(session_id, Phase.REJECTED)
+    async def reject(self, session_id: str, *, timeout: float = UPDATE_TIMEOUT_S) -> UpdateResult:
+        return await self.update(session_id, Phase.REJECTED, timeout=timeout)
 
-    async def cancel(self, session_id: str) -> UpdateResult:
-        return await self.update(session_id, Phase.CANCELLED)
+    async def cancel(self, session_id: str, *, timeout: float = UPDATE_TIMEOUT_S) -> UpdateResult:
+        """Answered once the session has ended: CANCELLED (or how it ended, if it ended first)."""
+        return await self.update(session_id, Phase.CANCELLED, timeout=timeout)
 
     async def events(
         self,
