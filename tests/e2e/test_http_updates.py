@@ -70,6 +70,22 @@ def answered(response: httpx.Response, phase: str) -> dict[str, Any]:
 
 @requires_schemas
 def test_a_cancels_answer_shows_cancelled_every_time(http: HttpBroker) -> None:
+    cancels_answer_cancelled(http)
+
+
+@requires_schemas
+def test_a_cancels_answer_shows_cancelled_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """The same where the read model is another connection to PostgreSQL, not the service's file."""
+    http = start_http_broker(tmp_path / "broker", EB_DATABASE_URL=postgres_url)
+    try:
+        cancels_answer_cancelled(http)
+    finally:
+        http.broker.stop()
+
+
+def cancels_answer_cancelled(http: HttpBroker) -> None:
+    """RUNS times: an offer cancelled, then its sibling accepted and cancelled at once (while it is
+    booked, preparing or running): each answer shows CANCELLED, and so does a read afterwards."""
     with http.client() as alice:
         for run in range(RUNS):
             offers = offers_of(alice, command(["sleep", "30"]))
