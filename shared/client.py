@@ -57,8 +57,21 @@ class BrokerUnavailable(RuntimeError):
         self.url = url
 
 
+#: How long an update waits for its decision by default: a cancel waits for the session's end.
+UPDATE_TIMEOUT_S = 30.0
+
+
 class BrokerTimeout(TimeoutError):
     pass
+
+
+def update_timeout_message(session_id: str, phase: str, timeout: float) -> str:
+    """What an update that got no decision in time says (the client's error, HTTP's 504)."""
+    return (
+        f"no decision on the update of session {session_id} to {phase} within {timeout:g} s: the "
+        "broker's services did not answer in time. The update may still be applied: read the session "
+        "again before retrying"
+    )
 
 
 class RequestTooLarge(ValueError):
@@ -311,26 +324,40 @@ class BrokerClient:
         )
         return OfferSetResponse.model_validate_json(raw)
 
-    async def update(self, session_id: str, phase: str | Phase, *, timeout: float = 15.0) -> UpdateResult:
+    async def update(
+        self, session_id: str, phase: str | Phase, *, timeout: float = UPDATE_TIMEOUT_S
+    ) -> UpdateResult:
+        """Ask for a phase change; the answer comes once the offers service has decided it.
+
+        The result carries the session's phase after the update (``ACCEPTED``, ``REJECTED``,
+        ``CANCELLED`` …), or ``applied=False`` with messages that say why and what is legal now. A
+        cancel of an accepted session is answered when the session has ended (the launcher stops
+        what runs first), so its phase is ``CANCELLED`` — or how the session ended if it ended
+        first. Raises ``BrokerTimeout`` when no decision comes within ``timeout``.
+        """
         update_id = str(uuid.uuid4())
         body = json.dumps({"kind": ENUM_VALUE_UPDATE_KIND, "path": "phase", "value": str(phase)}).encode()
-        raw = await self._publish_and_wait(
-            subjects.update(self.owner, session_id),
-            body,
-            update_id,
-            subjects.update_result(self.owner, session_id, update_id),
-            timeout,
-        )
+        try:
+            raw = await self._publish_and_wait(
+                subjects.update(self.owner, session_id),
+                body,
+                update_id,
+                subjects.update_result(self.owner, session_id, update_id),
+                timeout,
+            )
+        except BrokerTimeout:
+            raise BrokerTimeout(update_timeout_message(session_id, str(phase), timeout)) from None
         return UpdateResult.model_validate_json(raw)
 
-    async def accept(self, session_id: str) -> UpdateResult:
-        return await self.update(session_id, Phase.ACCEPTED)
+    async def accept(self, session_id: str, *, timeout: float = UPDATE_TIMEOUT_S) -> UpdateResult:
+        return await self.update(session_id, Phase.ACCEPTED, timeout=timeout)
 
-    async def reject(self, session_id: str) -> UpdateResult:
-        return await self.update(session_id, Phase.REJECTED)
+    async def reject(self, session_id: str, *, timeout: float = UPDATE_TIMEOUT_S) -> UpdateResult:
+        return await self.update(session_id, Phase.REJECTED, timeout=timeout)
 
-    async def cancel(self, session_id: str) -> UpdateResult:
-        return await self.update(session_id, Phase.CANCELLED)
+    async def cancel(self, session_id: str, *, timeout: float = UPDATE_TIMEOUT_S) -> UpdateResult:
+        """Answered once the session has ended: CANCELLED (or how it ended, if it ended first)."""
+        return await self.update(session_id, Phase.CANCELLED, timeout=timeout)
 
     async def events(
         self,

@@ -9,6 +9,7 @@ from typing import Any
 from services.offers import domain
 from services.offers import limits as owner_limits
 from services.offers import store as tables
+from services.offers.cancels import cancel_outcome, waits_for_end
 from services.offers.domain import NeedsQuote, OfferPolicy, RequestState
 from services.offers.limits import OwnerLimits
 from shared import subjects
@@ -17,7 +18,7 @@ from shared.bus.events import publish_phase, resend_smaller
 from shared.bus.runtime import Incoming
 from shared.bus.store import OutboxRow, Transaction, current_trace_headers
 from shared.bus.wiring import Consumer, Publication, Route, Timer, Wiring
-from shared.lifecycle import Phase, observe
+from shared.lifecycle import Phase, is_terminal, observe
 from shared.messages import (
     BookSession,
     CancelSession,
@@ -351,6 +352,10 @@ class OffersHandlers:
                 f"cancel:{session_id}",
                 trace_headers=trace,
             )
+        if waits_for_end(decision.applied, decision.forward_cancel, decision.new_phase):
+            # Answered when the session has ended (`session_event`): the answer shows CANCELLED.
+            await tables.add_pending_cancel(tx, session_id, update_id, requester)
+            return
         await answer(
             UpdateResult(
                 session_id=session_id,
@@ -394,14 +399,25 @@ class OffersHandlers:
         if view is None:
             return
         reported = Phase(event.phase)
+        phase = observe(view.phase, reported)
         await tables.record_event(
             tx,
             event.session_id,
-            observe(view.phase, reported),
+            phase,
             [m.model_dump(mode="json", exclude_none=True) for m in event.messages],
             event.outputs,
             event.connectors,
         )
+        if is_terminal(phase):
+            # In the same transaction as the phase: a requester who reads the session after the
+            # answer finds it ended.
+            for pending in await tables.take_pending_cancels(tx, event.session_id):
+                result = cancel_outcome(event.session_id, pending.update_id, phase, event.messages, tx.now)
+                await tx.publish(
+                    subjects.update_result(pending.requester, event.session_id, pending.update_id),
+                    result.to_bytes(),
+                    f"reply:{event.session_id}:{pending.update_id}",
+                )
 
     async def expire_offers(self, tx: Transaction) -> None:
         due = await tables.due_offers(tx, tx.now)

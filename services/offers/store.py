@@ -84,6 +84,15 @@ CREATE INDEX IF NOT EXISTS sessions_by_owner ON sessions(owner);
 CREATE INDEX IF NOT EXISTS requests_quoting ON requests(created_at) WHERE state = 'QUOTING';
 -- Each owner's holds and live sessions, kept by triggers so the per-owner limits cost one look-up
 -- per request instead of a count of the owner's sessions (thousands for a busy owner).
+-- Cancels of accepted sessions waiting for the session's end (the launcher publishes CANCELLED):
+-- each is answered when the read model records a terminal phase (`answer_pending_cancels`).
+CREATE TABLE IF NOT EXISTS pending_cancels (
+    session_id TEXT NOT NULL,
+    update_id TEXT NOT NULL,
+    requester TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (session_id, update_id)
+);
 CREATE TABLE IF NOT EXISTS owner_use (
     owner TEXT PRIMARY KEY,
     holds INTEGER NOT NULL,
@@ -397,6 +406,33 @@ async def set_phase(tx: Transaction, session_id: str, phase: Phase) -> None:
         "UPDATE sessions SET phase = ?, updated_at = ? WHERE session_id = ?",
         (phase.value, tx.now.isoformat(), session_id),
     )
+
+
+@dataclass(frozen=True)
+class PendingCancel:
+    update_id: str
+    requester: str
+
+
+async def add_pending_cancel(tx: Transaction, session_id: str, update_id: str, requester: str) -> None:
+    """A cancel whose answer waits for the session's end (a re-delivery adds nothing)."""
+    await tx.execute(
+        "INSERT INTO pending_cancels(session_id, update_id, requester, created_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
+        (session_id, update_id, requester, tx.now.isoformat()),
+    )
+
+
+async def take_pending_cancels(tx: Transaction, session_id: str) -> list[PendingCancel]:
+    """The cancels of `session_id` still unanswered, oldest first; they are answered now, so gone."""
+    rows = await tx.fetchall(
+        "SELECT update_id, requester FROM pending_cancels WHERE session_id = ? "
+        "ORDER BY created_at, update_id",
+        (session_id,),
+    )
+    if rows:
+        await tx.execute("DELETE FROM pending_cancels WHERE session_id = ?", (session_id,))
+    return [PendingCancel(r["update_id"], r["requester"]) for r in rows]
 
 
 async def record_event(

@@ -13,7 +13,7 @@ import pytest
 from shared import subjects
 from shared.lifecycle import Phase
 from shared.messages import BookSession, CancelSession, QuoteSlots, ReleaseHolds, SessionEvent, UpdateResult
-from shared.models import DOCKER_CONTAINER_KIND, ENUM_VALUE_UPDATE_KIND, OfferSetResponse
+from shared.models import DOCKER_CONTAINER_KIND, ENUM_VALUE_UPDATE_KIND, MessageItem, OfferSetResponse
 from shared.subjects import SchedulerVerb
 from tests.handlers.harness import NOW, OWNER, Sent, StoreMaker, only, subjects_of
 from tests.handlers.units import (
@@ -265,18 +265,47 @@ async def test_cancelling_an_offer_is_recorded_and_forwarded_without_an_event(of
     assert await offers.phase(session) is Phase.CANCELLED
 
 
-async def test_cancelling_an_accepted_session_is_forwarded_and_its_phase_kept(offers: Offers) -> None:
+async def test_cancelling_an_accepted_session_is_answered_once_it_has_ended(offers: Offers) -> None:
     (session, _), _ = await offer(offers)
     await offers.update(session, Phase.ACCEPTED)
     sent = await offers.update(session, Phase.CANCELLED, update_id="u2")
-    assert subjects_of(sent) == [
-        subjects.scheduler_command(EAST, SchedulerVerb.CANCEL),
-        subjects.update_result(OWNER, session, "u2"),
-    ]
-    result = reply_of(sent, session, "u2")
-    assert (result.applied, result.phase) == (True, "ACCEPTED")
-    assert [m.kind for m in result.messages] == ["urn:cancel-requested"]
+    # Forwarded, its phase kept (CANCELLED is the launcher's), and no answer yet: the cancel is
+    # answered when the session has ended, so that the answer shows CANCELLED.
+    assert subjects_of(sent) == [subjects.scheduler_command(EAST, SchedulerVerb.CANCEL)]
     assert await offers.phase(session) is Phase.ACCEPTED
+    again = await offers.update(session, Phase.CANCELLED, update_id="u3")  # a second one waits too
+    assert subjects_of(again) == [subjects.scheduler_command(EAST, SchedulerVerb.CANCEL)]
+
+    stopped = MessageItem.info("urn:cancelled", "Cancelled before launch")
+    ended = await offers.report(session, Phase.CANCELLED, messages=[stopped])
+    assert subjects_of(ended) == [
+        subjects.update_result(OWNER, session, "u2"),
+        subjects.update_result(OWNER, session, "u3"),
+    ]
+    for reply, update_id in zip(ended, ("u2", "u3"), strict=True):
+        assert reply.msg_id == f"reply:{session}:{update_id}"
+        result = reply.as_(UpdateResult)
+        assert (result.applied, result.phase, result.update_id) == (True, "CANCELLED", update_id)
+        assert [m.kind for m in result.messages] == ["urn:cancelled"]
+    assert await offers.phase(session) is Phase.CANCELLED
+    # Answered once: a repeated event answers nothing.
+    assert await offers.report(session, Phase.CANCELLED) == []
+
+
+async def test_a_cancel_overtaken_by_the_sessions_end_says_how_it_ended(offers: Offers) -> None:
+    (session, _), _ = await offer(offers)
+    await offers.update(session, Phase.ACCEPTED)
+    await offers.report(session, Phase.RUNNING)
+    assert subjects_of(await offers.update(session, Phase.CANCELLED, update_id="u2")) == [
+        subjects.scheduler_command(EAST, SchedulerVerb.CANCEL)
+    ]
+    assert await offers.report(session, Phase.RELEASING) == []  # not ended yet: still waiting
+    (reply,) = await offers.report(session, Phase.COMPLETED)
+    result = reply.as_(UpdateResult)
+    assert (result.applied, result.phase) == (False, "COMPLETED")
+    (message,) = result.messages
+    assert message.kind == "urn:session-ended"
+    assert "ended COMPLETED before the cancellation took effect" in (message.message or "")
 
 
 async def test_an_illegal_update_is_refused_with_the_legal_ones(offers: Offers) -> None:

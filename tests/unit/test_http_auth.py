@@ -217,7 +217,7 @@ class NoBus:
     async def submit(self, owner: str, raw: bytes, request_id: str) -> Any:
         raise AssertionError("no bus in this test")
 
-    async def update(self, owner: str, session_id: str, phase: Any) -> Any:
+    async def update(self, owner: str, session_id: str, phase: Any, timeout: float) -> Any:
         raise AssertionError("no bus in this test")
 
     def event_queue(self) -> Any:

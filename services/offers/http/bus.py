@@ -27,7 +27,7 @@ from shared.models import OfferSetResponse
 class Bus(Protocol):
     async def submit(self, owner: str, raw: bytes, request_id: str) -> OfferSetResponse: ...
 
-    async def update(self, owner: str, session_id: str, phase: Phase) -> UpdateResult: ...
+    async def update(self, owner: str, session_id: str, phase: Phase, timeout: float) -> UpdateResult: ...
 
     def event_queue(self) -> contextlib.AbstractAsyncContextManager[asyncio.Queue[SessionEvent]]: ...
 
@@ -91,10 +91,9 @@ class NatsBus:
             raw, request_id=request_id, timeout=self.timeout
         )
 
-    async def update(self, owner: str, session_id: str, phase: Phase) -> UpdateResult:
-        return await _OnConnection(self.nc, owner, self.seed_file).update(
-            session_id, phase, timeout=self.timeout
-        )
+    async def update(self, owner: str, session_id: str, phase: Phase, timeout: float) -> UpdateResult:
+        """The offers service's decision on the update (``BrokerClient.update``), within ``timeout``."""
+        return await _OnConnection(self.nc, owner, self.seed_file).update(session_id, phase, timeout=timeout)
 
     @contextlib.asynccontextmanager
     async def event_queue(self) -> AsyncIterator[asyncio.Queue[SessionEvent]]:

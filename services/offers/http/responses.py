@@ -9,17 +9,20 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
+from services.offers.domain import session_options
 from services.offers.http import views
 from services.offers.http.negotiation import Format, render, response_format
 from shared.client import BrokerTimeout, RequestTooLarge
+from shared.lifecycle import Phase
 from shared.messages import UpdateResult
-from shared.models import DocumentError, MessageItem, load_document, to_jsonable
+from shared.models import DocumentError, EnumValueOption, MessageItem, load_document, to_jsonable
 
 # Update results of the offers service → HTTP status.
 _UPDATE_STATUS = {
     "urn:forbidden": 403,
     "urn:illegal-transition": 409,
     "urn:offer-expired": 409,
+    "urn:session-ended": 409,
     "urn:not-found": 404,
     "urn:input-syntax-fail": 422,
     "urn:not-supported": 422,
@@ -62,6 +65,8 @@ class ApiError(Exception):
         self.status = status
         self.messages = [MessageItem.error(kind, template, time=datetime.now(UTC), **values)]
         self.headers = headers or {}
+        #: The updates legal now, with a refused update (``update_error``).
+        self.options: list[EnumValueOption] = []
 
     @classmethod
     def of(cls, status: int, messages: list[MessageItem]) -> ApiError:
@@ -82,7 +87,7 @@ def respond(
 
 
 def error_response(request: Request, error: ApiError) -> Response:
-    body = to_jsonable(views.ErrorResponse(messages=error.messages))
+    body = to_jsonable(views.ErrorResponse(messages=error.messages, options=error.options or None))
     return respond(request, body, error.status, error.headers)
 
 
@@ -118,6 +123,11 @@ async def on_bus(call: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def update_error(result: UpdateResult) -> ApiError:
+    """A refused update: its messages, and the updates legal in the phase the session is in (the
+    offers service names that phase only to the session's owner)."""
     kinds = [m.kind for m in result.messages]
     status = next((_UPDATE_STATUS[k] for k in kinds if k in _UPDATE_STATUS), 500)
-    return ApiError.of(status, list(result.messages))
+    error = ApiError.of(status, list(result.messages))
+    if result.phase is not None and result.phase in Phase.__members__:
+        error.options = session_options(Phase(result.phase))
+    return error

@@ -49,6 +49,9 @@ class HttpSettings(BaseSettings):
     login_failures_per_user: int = Field(default=5, ge=1)
     login_failures_per_address: int = Field(default=20, ge=1)
     login_window_s: float = Field(default=60.0, gt=0)
+    #: How long ``POST /sessions/{uuid}`` and ``POST /direct`` wait for the offers service's decision
+    #: on an update (a cancel of an accepted session: for its end) before answering 504.
+    http_update_timeout_s: float = Field(default=30.0, gt=0, le=600)
 
     @field_validator("oidc_issuer")
     @classmethod

@@ -12,6 +12,7 @@ from services.offers.store import OffersetRow, SessionRow
 from shared.auth.identities import USERNAME
 from shared.lifecycle import TERMINAL
 from shared.models import (
+    EnumValueOption,
     MessageItem,
     OfferSetResponse,
     ScheduledExecutionSession,
@@ -27,6 +28,9 @@ class ErrorResponse(BaseModel):
     """Every 4xx/5xx body: what went wrong, as schema message items."""
 
     messages: list[MessageItem]
+    #: With a refused update of a session the caller owns: the updates legal in its phase now (as
+    #: the session's ``meta.options``); absent when none is.
+    options: list[EnumValueOption] | None = None
 
 
 class SessionList(BaseModel):

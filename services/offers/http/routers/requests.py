@@ -11,19 +11,12 @@ from fastapi.responses import Response
 
 from services.offers import store as tables
 from services.offers.http import openapi, views
-from services.offers.http.access import Reader, User, check_read, readable_session
+from services.offers.http.access import Reader, User, check_read
 from services.offers.http.auth import Identity
 from services.offers.http.context import Context, HttpContext
-from services.offers.http.responses import (
-    ApiError,
-    on_bus,
-    prefers_body,
-    read_body,
-    respond,
-    update_error,
-)
+from services.offers.http.responses import ApiError, on_bus, prefers_body, read_body, respond
+from services.offers.http.updates import decide
 from shared.lifecycle import Phase
-from shared.messages import UpdateResult
 from shared.models import ComponentMetadata, OfferSetResponse, ScheduledExecutionSession, to_jsonable
 
 router = APIRouter()
@@ -105,10 +98,8 @@ async def post_direct(request: Request, identity: User, ctx: Context) -> Respons
             ),
         )
         return respond(request, to_jsonable(failed), 400)
-    result: UpdateResult = await on_bus(lambda: ctx.bus.update(identity.owner, first, Phase.ACCEPTED))
-    if not result.applied:
-        raise update_error(result)
-    document = views.session_document(await readable_session(ctx, first, identity))
+    # Answered once the offers service has accepted it: the session ACCEPTED (or already later).
+    document = views.session_document(await decide(ctx, identity, first, Phase.ACCEPTED))
     return _see_other(request, document, f"{ctx.base_url}/sessions/{first}")
 
 

@@ -14,9 +14,9 @@ from services.offers import store as tables
 from services.offers.http import openapi, views
 from services.offers.http.access import Reader, User, readable_session
 from services.offers.http.context import Context
-from services.offers.http.responses import ApiError, on_bus, read_body, respond, update_error
+from services.offers.http.responses import ApiError, read_body, respond
+from services.offers.http.updates import decide
 from shared.lifecycle import Phase
-from shared.messages import UpdateResult
 from shared.models import MessageItem, ScheduledExecutionSession
 from shared.telemetry import trace_id_from_headers
 
@@ -75,10 +75,8 @@ async def update_session(request: Request, uuid: UUID, identity: User, ctx: Cont
         raise ApiError.of(422, [requested])
     if await tables.session_owner(ctx.read_model, session_id) is None:
         raise ApiError(404, "urn:not-found", "There is no session ${session}", session=session_id)
-    result: UpdateResult = await on_bus(lambda: ctx.bus.update(identity.owner, session_id, requested))
-    if not result.applied:
-        raise update_error(result)
-    return respond(request, views.session_document(await readable_session(ctx, session_id, identity)))
+    # Answered once the offers service has decided: the session in its new phase, or the refusal.
+    return respond(request, views.session_document(await decide(ctx, identity, session_id, requested)))
 
 
 def _component_route(role: str) -> None:
