@@ -32,7 +32,7 @@ def parsed_transport(args: list[str], monkeypatch: pytest.MonkeyPatch) -> FloorT
     seen: list[FloorTransport] = []
 
     def record(*positional: Any) -> None:
-        seen.append(positional[-1])
+        seen.extend(arg for arg in positional if isinstance(arg, FloorTransport))
         raise typer.Exit(0)
 
     monkeypatch.setattr(cli, "run_bench_command", record)
